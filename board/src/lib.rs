@@ -1,0 +1,2 @@
+//! board crate (placeholder, filled by its issue).
+#![cfg_attr(not(test), no_std)]

@@ -1,0 +1,1 @@
+//! Host-side QEMU test helpers (placeholder).
