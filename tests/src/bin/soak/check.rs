@@ -114,7 +114,7 @@ impl fmt::Display for Check {
                 write!(f, "exit: QEMU exited with status {code}")
             }
             Self::QemuExit { code: None } => write!(f, "exit: QEMU was killed by a signal"),
-            Self::Timeout { secs } => write!(f, "timeout: no SOAK line within {secs} s"),
+            Self::Timeout { secs } => write!(f, "timeout: QEMU still running after {secs} s"),
         }
     }
 }
