@@ -1,0 +1,94 @@
+//! Restore support: turning RESERVED frames (kho's preserved blocks) into allocated
+//! blocks with the right refcount pattern, or giving them to the buddy allocator.
+//!
+//! Owns the RESERVED -> allocated and RESERVED -> free transitions. Every frame is checked
+//! before any descriptor changes, so a refused call leaves no trace.
+
+use crate::addr::Pfn;
+use crate::error::MmError;
+use crate::frame::{BlockKind, FrameAllocator};
+use crate::page::{PageFlags, NONE};
+
+impl FrameAllocator<'_> {
+    /// Turns the RESERVED block `[pfn, pfn + 2^order)` into an allocated one with the
+    /// refcount pattern of `kind`: Folio — compound head (refcount 1) and tails (0);
+    /// Contig — first frame refcount 1 with `order` recorded, the rest 0; Split — every
+    /// frame refcount 1 with SPLIT. `order <= MAX_BLOCK_ORDER` (above `max_order` is fine;
+    /// the free path chunks it). RESERVED, NOINIT and `private` are cleared on every frame:
+    /// read `private` before claiming.
+    pub fn claim_reserved(&mut self, pfn: Pfn, order: u32, kind: BlockKind) -> Result<(), MmError> {
+        let idx = self.block_index(pfn, order)?;
+        let n = 1usize << order;
+        if let Some(i) = self.pages[idx..idx + n]
+            .iter()
+            .position(|p| !p.has(PageFlags::RESERVED))
+        {
+            return Err(MmError::NotReserved {
+                pfn: pfn.add(i as u64),
+            });
+        }
+        for p in &mut self.pages[idx..idx + n] {
+            p.flags = 0;
+            p.order = 0;
+            p.head = NONE;
+            p.private = 0;
+            p.set_count(0);
+        }
+        self.reserved -= n as u64;
+        self.allocated += n as u64;
+        match kind {
+            BlockKind::Folio => {
+                self.pages[idx].set_count(1);
+                if order > 0 {
+                    self.make_folio(idx, order);
+                }
+            }
+            BlockKind::Contig => {
+                self.pages[idx].set_count(1);
+                self.pages[idx].order = order as u8;
+            }
+            BlockKind::Split => {
+                for p in &mut self.pages[idx..idx + n] {
+                    p.flags = PageFlags::SPLIT.bits();
+                    p.set_count(1);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives the RESERVED frames `[pfn, pfn + nr)` to the buddy allocator, cut into
+    /// aligned blocks no larger than `max_order`. Every frame must be RAM and RESERVED.
+    pub fn release_reserved(&mut self, pfn: Pfn, nr: u64) -> Result<(), MmError> {
+        let end = pfn.0.checked_add(nr).ok_or(MmError::NotRam { pfn })?;
+        // Check everything first.
+        let mut f = pfn.0;
+        while f < end {
+            let idx = self.index(Pfn(f))?;
+            let sec = self.sections[self.pages[idx].section as usize];
+            let hi = end.min(sec.end);
+            let span = (hi - f) as usize;
+            if let Some(i) = self.pages[idx..idx + span]
+                .iter()
+                .position(|p| !p.has(PageFlags::RESERVED))
+            {
+                return Err(MmError::NotReserved {
+                    pfn: Pfn(f + i as u64),
+                });
+            }
+            f = hi;
+        }
+        self.for_each_ram_piece(pfn.0, end, |fa, first, n| {
+            for p in &mut fa.pages[first..first + n] {
+                p.flags = 0;
+                p.order = 0;
+                p.head = NONE;
+                p.private = 0;
+                p.set_count(0);
+            }
+            fa.reserved -= n as u64;
+            fa.free_range(first, n as u64);
+        });
+        Ok(())
+    }
+}
