@@ -63,11 +63,13 @@ impl FrameAllocator<'_> {
         }
     }
 
-    /// Checks that descriptor `idx` is a page someone holds: not free, reserved, leaked or
-    /// at refcount 0.
+    /// Checks that descriptor `idx` is a page someone holds as a whole: not a folio tail,
+    /// not free, reserved, leaked or at refcount 0.
     fn check_held(&self, idx: usize, pfn: Pfn) -> Result<(), MmError> {
         let p = &self.pages[idx];
-        if p.has(PageFlags::FREE) {
+        if p.has(PageFlags::TAIL) {
+            Err(MmError::NotHead { pfn })
+        } else if p.has(PageFlags::FREE) {
             Err(MmError::AlreadyFree { pfn })
         } else if p.has(PageFlags::RESERVED) {
             Err(MmError::Reserved { pfn })
@@ -89,9 +91,6 @@ impl FrameAllocator<'_> {
         let idx = self.block_index(pfn, order)?;
         self.check_held(idx, pfn)?;
         let p = &self.pages[idx];
-        if p.has(PageFlags::TAIL) {
-            return Err(MmError::NotHead { pfn });
-        }
         let recorded = u32::from(p.order);
         if recorded != order {
             return Err(MmError::OrderMismatch {
@@ -227,9 +226,6 @@ impl FrameAllocator<'_> {
         let idx = self.index(head)?;
         self.check_held(idx, head)?;
         let p = &self.pages[idx];
-        if p.has(PageFlags::TAIL) {
-            return Err(MmError::NotHead { pfn: head });
-        }
         if !p.has(PageFlags::HEAD) && p.order != 0 {
             return Err(MmError::NotFolio { pfn: head });
         }
@@ -241,9 +237,6 @@ impl FrameAllocator<'_> {
         let idx = self.block_index(pfn, order)?;
         self.check_held(idx, pfn)?;
         let p = &self.pages[idx];
-        if p.has(PageFlags::TAIL) {
-            return Err(MmError::NotHead { pfn });
-        }
         if p.has(PageFlags::SPLIT) {
             let n = 1usize << order;
             for (i, q) in self.pages[idx..idx + n].iter().enumerate() {
