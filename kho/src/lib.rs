@@ -1,2 +1,26 @@
-//! kho crate (placeholder, filled by its issue).
+//! Kexec-handover state for baton: what memory survives into the next image, and how.
+//!
+//! Owns the type-tagged radix trees of preserved blocks, the KHO FDT, scratch areas, the
+//! outgoing boot-FDT rewrite and the validation and restore of a previous image's handover.
+//! Never touches the CPU or devices: all memory access goes through [`PhysMem`], all page
+//! state through `mm`. The exact format is in `docs/abi.md`.
 #![cfg_attr(not(test), no_std)]
+// `x % n != 0` stays: the workspace MSRV (1.85) predates `is_multiple_of`.
+#![allow(clippy::manual_is_multiple_of)]
+
+extern crate alloc;
+
+pub mod bootfdt; // rewrite the boot FDT for the next image (/chosen handover properties)
+pub mod fdt; // strict FDT reader and small writer
+pub mod format; // KHO FDT names, encoding, metadata checksum
+pub mod key; // radix keys: (phys, order) <-> u64
+pub mod phys; // PhysMem, Region, the host Arena
+pub mod preserved; // the two trees of this image, kept consistent
+pub mod scratch; // choose, record and parse scratch areas
+pub mod tree; // the radix tree this image builds
+pub mod validate; // checks on a previous image's handover
+
+pub use format::ClientEntry;
+pub use key::BlockType;
+pub use phys::{Arena, PhysMem, Region, PAGE_SIZE};
+pub use validate::{validate, Block, Inputs, RestoreError, Validated};

@@ -1,0 +1,242 @@
+//! The boot FDT handed to the next image, and the handover properties read back from it.
+//!
+//! Owns `/chosen` handover properties (`linux,kho-fdt`, `linux,kho-scratch`, initrd, bootargs):
+//! writing a copy of the incoming tree with them replaced, and decoding them. Copies every
+//! other node, property and `/memreserve/` entry unchanged; never interprets other nodes.
+
+use alloc::vec::Vec;
+use core::fmt;
+
+use crate::fdt::{Fdt, FdtError, FdtWriteError, FdtWriter};
+use crate::format::{CHOSEN_KHO_FDT, CHOSEN_KHO_SCRATCH};
+use crate::phys::Region;
+
+/// `/chosen` property: initrd start (u64, big-endian).
+pub const CHOSEN_INITRD_START: &str = "linux,initrd-start";
+/// `/chosen` property: initrd end (u64, big-endian).
+pub const CHOSEN_INITRD_END: &str = "linux,initrd-end";
+
+/// What the next image's `/chosen` should say. `None` drops the property.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChosenUpdate<'a> {
+    /// The KHO FDT (address, size).
+    pub kho_fdt: Option<Region>,
+    /// The scratch array (address, size).
+    pub kho_scratch: Option<Region>,
+    /// The initrd range.
+    pub initrd: Option<Region>,
+    /// New `bootargs`; `None` keeps the incoming value.
+    pub bootargs: Option<&'a str>,
+}
+
+/// Why the boot FDT could not be rewritten or read.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum BootFdtError {
+    /// The incoming FDT is malformed.
+    Parse(FdtError),
+    /// The writer refused (a name it cannot encode, too large).
+    Write(FdtWriteError),
+    /// Root `#address-cells`/`#size-cells` is malformed or not 1 or 2.
+    BadCells { address_cells: u32, size_cells: u32 },
+    /// A value does not fit the root's cell size.
+    DoesNotFit { prop: &'static str, value: u64 },
+    /// A handover property's length is not one address plus one size.
+    BadLength { prop: &'static str, len: usize },
+}
+
+impl From<FdtError> for BootFdtError {
+    fn from(e: FdtError) -> Self {
+        BootFdtError::Parse(e)
+    }
+}
+
+impl From<FdtWriteError> for BootFdtError {
+    fn from(e: FdtWriteError) -> Self {
+        BootFdtError::Write(e)
+    }
+}
+
+impl fmt::Display for BootFdtError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BootFdtError::Parse(e) => write!(f, "boot FDT: {e}"),
+            BootFdtError::Write(e) => write!(f, "boot FDT: {e}"),
+            BootFdtError::BadCells {
+                address_cells,
+                size_cells,
+            } => write!(
+                f,
+                "boot FDT root #address-cells {address_cells} / #size-cells {size_cells} unusable"
+            ),
+            BootFdtError::DoesNotFit { prop, value } => {
+                write!(
+                    f,
+                    "boot FDT /chosen/{prop}: {value:#x} does not fit the root cells"
+                )
+            }
+            BootFdtError::BadLength { prop, len } => {
+                write!(
+                    f,
+                    "boot FDT /chosen/{prop}: {len} bytes is not one address + size"
+                )
+            }
+        }
+    }
+}
+
+/// Root `#address-cells` and `#size-cells` (defaults 2 and 1), each 1 or 2.
+pub fn root_cells(fdt: &Fdt<'_>) -> Result<(u32, u32), BootFdtError> {
+    let cell = |name: &str, default: u32| match fdt.root().prop(name) {
+        None => Some(default),
+        Some(v) => <[u8; 4]>::try_from(v).ok().map(u32::from_be_bytes),
+    };
+    let (a, s) = (cell("#address-cells", 2), cell("#size-cells", 1));
+    match (a, s) {
+        (Some(a @ 1..=2), Some(s @ 1..=2)) => Ok((a, s)),
+        (a, s) => Err(BootFdtError::BadCells {
+            address_cells: a.unwrap_or(u32::MAX),
+            size_cells: s.unwrap_or(u32::MAX),
+        }),
+    }
+}
+
+fn push_cells(
+    out: &mut Vec<u8>,
+    cells: u32,
+    v: u64,
+    prop: &'static str,
+) -> Result<(), BootFdtError> {
+    if cells == 1 {
+        let v32 = u32::try_from(v).map_err(|_| BootFdtError::DoesNotFit { prop, value: v })?;
+        out.extend_from_slice(&v32.to_be_bytes());
+    } else {
+        out.extend_from_slice(&v.to_be_bytes());
+    }
+    Ok(())
+}
+
+/// Encodes `(start, size)` of `r` in the given cells, big-endian.
+pub fn encode_reg(
+    ac: u32,
+    sc: u32,
+    r: Region,
+    prop: &'static str,
+) -> Result<Vec<u8>, BootFdtError> {
+    let mut v = Vec::with_capacity(16);
+    push_cells(&mut v, ac, r.start, prop)?;
+    push_cells(&mut v, sc, r.size(), prop)?;
+    Ok(v)
+}
+
+/// Decodes one `(address, size)` pair in the given cells.
+pub fn decode_reg(ac: u32, sc: u32, v: &[u8], prop: &'static str) -> Result<Region, BootFdtError> {
+    let bad = BootFdtError::BadLength { prop, len: v.len() };
+    if v.len() != 4 * (ac + sc) as usize {
+        return Err(bad);
+    }
+    let num = |b: &[u8]| {
+        b.chunks_exact(4).fold(0u64, |acc, c| {
+            (acc << 32) | u64::from(u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+        })
+    };
+    let (a, s) = v.split_at(4 * ac as usize);
+    let (start, size) = (num(a), num(s));
+    let end = start.checked_add(size).ok_or(bad)?;
+    Ok(Region { start, end })
+}
+
+/// `(KHO FDT, scratch array)` named by `/chosen` of a boot FDT, if it has a handover.
+pub fn read_handover(fdt: &Fdt<'_>) -> Result<Option<(Region, Region)>, BootFdtError> {
+    let Some(chosen) = fdt.find("/chosen") else {
+        return Ok(None);
+    };
+    let node = &fdt.nodes[chosen];
+    let (Some(f), Some(s)) = (node.prop(CHOSEN_KHO_FDT), node.prop(CHOSEN_KHO_SCRATCH)) else {
+        return Ok(None);
+    };
+    let (ac, sc) = root_cells(fdt)?;
+    Ok(Some((
+        decode_reg(ac, sc, f, CHOSEN_KHO_FDT)?,
+        decode_reg(ac, sc, s, CHOSEN_KHO_SCRATCH)?,
+    )))
+}
+
+/// Copies `incoming` with `/chosen` updated as `upd` says (creating `/chosen` if missing).
+pub fn rewrite(incoming: &[u8], upd: &ChosenUpdate<'_>) -> Result<Vec<u8>, BootFdtError> {
+    let fdt = Fdt::parse(incoming)?;
+    let (ac, sc) = root_cells(&fdt)?;
+    let mut add: Vec<(&str, Vec<u8>)> = Vec::new();
+    if let Some(r) = upd.kho_fdt {
+        add.push((CHOSEN_KHO_FDT, encode_reg(ac, sc, r, CHOSEN_KHO_FDT)?));
+    }
+    if let Some(r) = upd.kho_scratch {
+        add.push((
+            CHOSEN_KHO_SCRATCH,
+            encode_reg(ac, sc, r, CHOSEN_KHO_SCRATCH)?,
+        ));
+    }
+    if let Some(r) = upd.initrd {
+        add.push((CHOSEN_INITRD_START, r.start.to_be_bytes().to_vec()));
+        add.push((CHOSEN_INITRD_END, r.end.to_be_bytes().to_vec()));
+    }
+    if let Some(b) = upd.bootargs {
+        let mut v = b.as_bytes().to_vec();
+        v.push(0);
+        add.push(("bootargs", v));
+    }
+    let dropped = |name: &str| {
+        [
+            CHOSEN_KHO_FDT,
+            CHOSEN_KHO_SCRATCH,
+            CHOSEN_INITRD_START,
+            CHOSEN_INITRD_END,
+        ]
+        .contains(&name)
+            || (name == "bootargs" && upd.bootargs.is_some())
+    };
+    let chosen = fdt.child(0, "chosen");
+    let mut w = FdtWriter::new();
+    w.boot_cpuid_phys(fdt.boot_cpuid_phys);
+    for &(a, s) in &fdt.mem_reserve {
+        w.mem_reserve(a, s);
+    }
+    // Iterative pre-order copy; the stack holds (node, next child index).
+    let mut stack: Vec<(usize, usize)> = Vec::new();
+    let open = |w: &mut FdtWriter, n: usize| -> Result<(), BootFdtError> {
+        let node = &fdt.nodes[n];
+        w.begin_node(node.name)?;
+        let is_chosen = Some(n) == chosen;
+        for p in &node.props {
+            if !(is_chosen && dropped(p.name)) {
+                w.prop(p.name, p.value)?;
+            }
+        }
+        if is_chosen {
+            for (name, v) in &add {
+                w.prop(name, v)?;
+            }
+        }
+        Ok(())
+    };
+    open(&mut w, 0)?;
+    stack.push((0, 0));
+    while let Some(top) = stack.last_mut() {
+        let (n, i) = *top;
+        if let Some(&c) = fdt.nodes[n].children.get(i) {
+            top.1 += 1;
+            open(&mut w, c)?;
+            stack.push((c, 0));
+            continue;
+        }
+        if n == 0 && chosen.is_none() {
+            w.begin_node("chosen")?;
+            for (name, v) in &add {
+                w.prop(name, v)?;
+            }
+            w.end_node()?;
+        }
+        w.end_node()?;
+        stack.pop();
+    }
+    Ok(w.finish()?)
+}

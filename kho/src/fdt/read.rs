@@ -1,0 +1,339 @@
+//! Strict FDT reader: parses a whole blob into a node table, checking every offset first.
+//!
+//! Owns nothing but borrowed views into the input slice. Every length and offset is checked
+//! with checked arithmetic before use; malformed input gives an `FdtError`, never a panic.
+
+use alloc::vec::Vec;
+use core::fmt;
+
+use super::*;
+
+/// Why a blob is not a well-formed FDT. Offsets are byte offsets into the blob.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum FdtError {
+    /// The blob is shorter than the header.
+    TooShortForHeader { len: usize },
+    /// The magic is not 0xd00dfeed.
+    BadMagic { magic: u32 },
+    /// `totalsize` is larger than the blob or smaller than the header.
+    BadTotalSize { totalsize: u32, len: usize },
+    /// The format version is older than 16 or the last compatible version newer than 17.
+    UnsupportedVersion { version: u32, last_comp: u32 },
+    /// A block (structure, strings, memory reservation) lies outside `totalsize` or is misaligned.
+    BlockOutOfBounds {
+        block: &'static str,
+        offset: u32,
+        size: u32,
+    },
+    /// The structure block ended inside a token.
+    Truncated { offset: usize },
+    /// An unknown token.
+    BadToken { offset: usize, token: u32 },
+    /// A name is not NUL-terminated inside its block, or is not UTF-8.
+    BadName { offset: usize },
+    /// A property's name offset points outside the strings block.
+    BadNameOffset { offset: usize, nameoff: u32 },
+    /// Nodes nested deeper than `FDT_MAX_DEPTH`.
+    TooDeep { offset: usize },
+    /// Tokens out of order (property after a child, END_NODE without a node, two roots...).
+    BadStructure { offset: usize },
+    /// The memory reservation block has no (0, 0) terminator before the structure block.
+    UnterminatedMemReserve,
+}
+
+impl fmt::Display for FdtError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FdtError::TooShortForHeader { len } => write!(f, "FDT of {len} bytes has no header"),
+            FdtError::BadMagic { magic } => write!(f, "FDT magic {magic:#x} is not 0xd00dfeed"),
+            FdtError::BadTotalSize { totalsize, len } => {
+                write!(
+                    f,
+                    "FDT totalsize {totalsize} does not fit the {len} bytes given"
+                )
+            }
+            FdtError::UnsupportedVersion { version, last_comp } => {
+                write!(
+                    f,
+                    "FDT version {version} (last compatible {last_comp}) unsupported"
+                )
+            }
+            FdtError::BlockOutOfBounds {
+                block,
+                offset,
+                size,
+            } => {
+                write!(
+                    f,
+                    "FDT {block} block at {offset:#x}+{size:#x} is out of bounds"
+                )
+            }
+            FdtError::Truncated { offset } => write!(f, "FDT structure truncated at {offset:#x}"),
+            FdtError::BadToken { offset, token } => {
+                write!(f, "FDT token {token:#x} at {offset:#x} is unknown")
+            }
+            FdtError::BadName { offset } => write!(f, "FDT name at {offset:#x} is malformed"),
+            FdtError::BadNameOffset { offset, nameoff } => {
+                write!(
+                    f,
+                    "FDT property at {offset:#x} has name offset {nameoff:#x} out of bounds"
+                )
+            }
+            FdtError::TooDeep { offset } => write!(f, "FDT nodes nest too deep at {offset:#x}"),
+            FdtError::BadStructure { offset } => {
+                write!(f, "FDT structure tokens out of order at {offset:#x}")
+            }
+            FdtError::UnterminatedMemReserve => write!(f, "FDT memory reservations unterminated"),
+        }
+    }
+}
+
+/// One property: name and raw value.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Prop<'a> {
+    /// Property name.
+    pub name: &'a str,
+    /// Raw value bytes.
+    pub value: &'a [u8],
+}
+
+/// One node: name (root is ""), parent index, properties and children in blob order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Node<'a> {
+    /// Node name including any unit address.
+    pub name: &'a str,
+    /// Index of the parent in [`Fdt::nodes`]; `None` for the root.
+    pub parent: Option<usize>,
+    /// Properties in blob order.
+    pub props: Vec<Prop<'a>>,
+    /// Indices of children in blob order.
+    pub children: Vec<usize>,
+}
+
+impl<'a> Node<'a> {
+    /// The value of property `name`, if present.
+    pub fn prop(&self, name: &str) -> Option<&'a [u8]> {
+        self.props.iter().find(|p| p.name == name).map(|p| p.value)
+    }
+}
+
+/// A parsed FDT: node table (index 0 is the root), memory reservations, boot CPU.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fdt<'a> {
+    /// Every node, root first, in blob (depth-first) order.
+    pub nodes: Vec<Node<'a>>,
+    /// `/memreserve/` entries (address, size).
+    pub mem_reserve: Vec<(u64, u64)>,
+    /// Header `boot_cpuid_phys`.
+    pub boot_cpuid_phys: u32,
+    /// Header `totalsize`.
+    pub totalsize: u32,
+}
+
+fn be32(b: &[u8], off: usize) -> Option<u32> {
+    let s = b.get(off..off.checked_add(4)?)?;
+    Some(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+fn be64(b: &[u8], off: usize) -> Option<u64> {
+    Some((u64::from(be32(b, off)?) << 32) | u64::from(be32(b, off.checked_add(4)?)?))
+}
+
+fn cstr(b: &[u8], off: usize) -> Option<&str> {
+    let rest = b.get(off..)?;
+    let n = rest.iter().position(|&c| c == 0)?;
+    core::str::from_utf8(&rest[..n]).ok()
+}
+
+impl<'a> Fdt<'a> {
+    /// Parses and checks the whole blob.
+    pub fn parse(b: &'a [u8]) -> Result<Self, FdtError> {
+        let hdr = |i: usize| be32(b, 4 * i).ok_or(FdtError::TooShortForHeader { len: b.len() });
+        if b.len() < FDT_HEADER_SIZE {
+            return Err(FdtError::TooShortForHeader { len: b.len() });
+        }
+        let magic = hdr(0)?;
+        if magic != FDT_MAGIC {
+            return Err(FdtError::BadMagic { magic });
+        }
+        let totalsize = hdr(1)?;
+        if (totalsize as usize) > b.len() || (totalsize as usize) < FDT_HEADER_SIZE {
+            return Err(FdtError::BadTotalSize {
+                totalsize,
+                len: b.len(),
+            });
+        }
+        let b = &b[..totalsize as usize];
+        let (off_struct, off_strings, off_rsv) = (hdr(2)?, hdr(3)?, hdr(4)?);
+        let (version, last_comp) = (hdr(5)?, hdr(6)?);
+        if version < 16 || last_comp > 17 {
+            return Err(FdtError::UnsupportedVersion { version, last_comp });
+        }
+        let boot_cpuid_phys = hdr(7)?;
+        let size_strings = hdr(8)?;
+        let size_struct = hdr(9)?;
+        let block = |name: &'static str, off: u32, size: u32, align: u32| {
+            let end = u64::from(off) + u64::from(size);
+            if end > u64::from(totalsize)
+                || (off as usize) < FDT_HEADER_SIZE
+                || off % align != 0
+                || size % align != 0
+            {
+                Err(FdtError::BlockOutOfBounds {
+                    block: name,
+                    offset: off,
+                    size,
+                })
+            } else {
+                Ok(&b[off as usize..end as usize])
+            }
+        };
+        let st = block("structure", off_struct, size_struct, 4)?;
+        let strings = block("strings", off_strings, size_strings, 1)?;
+        // Reservation entries: pairs of big-endian u64 up to a (0, 0) pair, before the end.
+        let rsv_block = block("memory reservation", off_rsv, 0, 8)?;
+        let _ = rsv_block;
+        let mut mem_reserve = Vec::new();
+        let mut o = off_rsv as usize;
+        loop {
+            let (Some(a), Some(s)) = (be64(b, o), be64(b, o + 8)) else {
+                return Err(FdtError::UnterminatedMemReserve);
+            };
+            if a == 0 && s == 0 {
+                break;
+            }
+            mem_reserve.push((a, s));
+            o += 16;
+        }
+
+        let mut nodes: Vec<Node<'a>> = Vec::new();
+        let mut stack: Vec<usize> = Vec::new();
+        let mut root_done = false;
+        let mut pos = 0usize;
+        loop {
+            let tok_off = pos + off_struct as usize;
+            let tok = be32(st, pos).ok_or(FdtError::Truncated { offset: tok_off })?;
+            pos += 4;
+            match tok {
+                FDT_BEGIN_NODE => {
+                    let name = cstr(st, pos).ok_or(FdtError::BadName { offset: tok_off })?;
+                    pos = (pos + name.len() + 1).next_multiple_of(4);
+                    if root_done || (stack.is_empty() && !name.is_empty()) {
+                        return Err(FdtError::BadStructure { offset: tok_off });
+                    }
+                    if stack.len() >= FDT_MAX_DEPTH {
+                        return Err(FdtError::TooDeep { offset: tok_off });
+                    }
+                    let idx = nodes.len();
+                    let parent = stack.last().copied();
+                    if let Some(p) = parent {
+                        nodes[p].children.push(idx);
+                    }
+                    nodes.push(Node {
+                        name,
+                        parent,
+                        props: Vec::new(),
+                        children: Vec::new(),
+                    });
+                    stack.push(idx);
+                }
+                FDT_END_NODE => {
+                    if stack.pop().is_none() {
+                        return Err(FdtError::BadStructure { offset: tok_off });
+                    }
+                    if stack.is_empty() {
+                        root_done = true;
+                    }
+                }
+                FDT_PROP => {
+                    let len = be32(st, pos).ok_or(FdtError::Truncated { offset: tok_off })?;
+                    let nameoff =
+                        be32(st, pos + 4).ok_or(FdtError::Truncated { offset: tok_off })?;
+                    pos += 8;
+                    let end = pos
+                        .checked_add(len as usize)
+                        .filter(|&e| e <= st.len())
+                        .ok_or(FdtError::Truncated { offset: tok_off })?;
+                    let value = &st[pos..end];
+                    pos = end.next_multiple_of(4);
+                    if (nameoff as usize) >= strings.len() {
+                        return Err(FdtError::BadNameOffset {
+                            offset: tok_off,
+                            nameoff,
+                        });
+                    }
+                    let name = cstr(strings, nameoff as usize)
+                        .filter(|n| !n.is_empty())
+                        .ok_or(FdtError::BadName { offset: tok_off })?;
+                    let Some(&cur) = stack.last() else {
+                        return Err(FdtError::BadStructure { offset: tok_off });
+                    };
+                    // A property after a child node is out of order.
+                    if !nodes[cur].children.is_empty() {
+                        return Err(FdtError::BadStructure { offset: tok_off });
+                    }
+                    nodes[cur].props.push(Prop { name, value });
+                }
+                FDT_NOP => {}
+                FDT_END => {
+                    if !root_done || !stack.is_empty() {
+                        return Err(FdtError::BadStructure { offset: tok_off });
+                    }
+                    break;
+                }
+                token => {
+                    return Err(FdtError::BadToken {
+                        offset: tok_off,
+                        token,
+                    })
+                }
+            }
+        }
+        Ok(Fdt {
+            nodes,
+            mem_reserve,
+            boot_cpuid_phys,
+            totalsize,
+        })
+    }
+
+    /// The root node.
+    pub fn root(&self) -> &Node<'a> {
+        &self.nodes[0]
+    }
+
+    /// Index of the child of `parent` called `name`.
+    pub fn child(&self, parent: usize, name: &str) -> Option<usize> {
+        self.nodes
+            .get(parent)?
+            .children
+            .iter()
+            .copied()
+            .find(|&c| self.nodes[c].name == name)
+    }
+
+    /// Index of the node at absolute `path` ("/" or "/a/b").
+    pub fn find(&self, path: &str) -> Option<usize> {
+        let mut cur = 0;
+        for part in path.split('/').filter(|s| !s.is_empty()) {
+            cur = self.child(cur, part)?;
+        }
+        Some(cur)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_truncation_of_a_real_tree_is_an_error_not_a_panic() {
+        let dtb = include_bytes!("../../tests/data/virt.dtb");
+        let ok = Fdt::parse(dtb).unwrap();
+        assert!(ok.find("/chosen").is_some());
+        let step = if cfg!(miri) { 97 } else { 1 };
+        for n in (0..dtb.len()).step_by(step) {
+            assert!(Fdt::parse(&dtb[..n]).is_err(), "truncated at {n}");
+        }
+    }
+}

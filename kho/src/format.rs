@@ -1,0 +1,204 @@
+//! The KHO FDT: names, property encoding and the metadata checksum (`docs/abi.md`).
+//!
+//! Owns writing the KHO FDT from this image's trees and clients, and reading the properties of
+//! a previous image's KHO FDT into plain values. Never follows an address it reads: that is
+//! `validate`'s job.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use crate::fdt::{Fdt, FdtWriteError, FdtWriter};
+use crate::phys::{PhysMem, PAGE_SIZE};
+
+/// Root `compatible` of the KHO FDT. Not `kho-v3`: the split tree is our extension.
+pub const COMPATIBLE: &str = "baton,kho-typed-v1";
+/// Root property: u64 physical address of the root table of the tree of every block.
+pub const PROP_MEMORY_MAP: &str = "preserved-memory-map";
+/// Root property: u64 physical address of the root table of the tree of SPLIT blocks.
+pub const PROP_SPLIT_MAP: &str = "baton,split-memory-map";
+/// Root property: u64 whose low 32 bits are the CRC-32 of the metadata (high 32 bits zero).
+pub const PROP_CHECKSUM: &str = "baton,metadata-crc32";
+/// Client property: u64 physical address of the client's blob or sub-FDT.
+pub const PROP_DATA: &str = "preserved-data";
+/// Client property: u64 size in bytes of the client's blob.
+pub const PROP_SIZE: &str = "blob-size";
+/// `/chosen` property of the boot FDT: address and size of the KHO FDT.
+pub const CHOSEN_KHO_FDT: &str = "linux,kho-fdt";
+/// `/chosen` property of the boot FDT: address and size of the scratch array.
+pub const CHOSEN_KHO_SCRATCH: &str = "linux,kho-scratch";
+/// Largest KHO FDT the next image accepts.
+pub const MAX_KHO_FDT_SIZE: u64 = 1 << 20;
+/// Longest client name (a node name without unit address).
+pub const MAX_CLIENT_NAME: usize = 31;
+
+/// One client sub-tree entry: a named, preserved blob.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ClientEntry {
+    /// Node name in the KHO FDT.
+    pub name: String,
+    /// Physical address of the blob or sub-FDT.
+    pub phys: u64,
+    /// Size of the blob in bytes.
+    pub size: u64,
+}
+
+/// True if `name` is a client name this format allows: 1..=31 of `[A-Za-z0-9,._+-]`,
+/// starting with a letter.
+pub fn client_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_CLIENT_NAME
+        && name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ",._+-".contains(c))
+}
+
+/// Running CRC-32 over the handover metadata, in the order `docs/abi.md` fixes.
+pub struct MetaCrc(crc32fast::Hasher);
+
+impl MetaCrc {
+    /// Starts with the two root addresses.
+    pub fn new(main_root: u64, split_root: u64) -> Self {
+        let mut h = crc32fast::Hasher::new();
+        h.update(&main_root.to_le_bytes());
+        h.update(&split_root.to_le_bytes());
+        MetaCrc(h)
+    }
+    /// Adds one tree page (4096 bytes) read through `mem`; false if it is not RAM.
+    pub fn page<M: PhysMem + ?Sized>(&mut self, mem: &M, phys: u64) -> bool {
+        let Some(p) = mem.ptr(phys, PAGE_SIZE as usize) else {
+            return false;
+        };
+        // SAFETY: PhysMem promises a readable page at p; nothing writes it during this call
+        // (tree pages are only written by their owner, which holds &mut to do so).
+        let bytes = unsafe { core::slice::from_raw_parts(p as *const u8, PAGE_SIZE as usize) };
+        self.0.update(bytes);
+        true
+    }
+    /// Adds one client entry.
+    pub fn client(&mut self, c: &ClientEntry) {
+        self.0.update(c.name.as_bytes());
+        self.0.update(&[0]);
+        self.0.update(&c.phys.to_le_bytes());
+        self.0.update(&c.size.to_le_bytes());
+    }
+    /// The CRC-32.
+    pub fn finish(self) -> u32 {
+        self.0.finalize()
+    }
+}
+
+/// Builds the KHO FDT bytes.
+pub fn write_kho_fdt(
+    main_root: u64,
+    split_root: u64,
+    crc: u32,
+    clients: &[ClientEntry],
+) -> Result<Vec<u8>, FdtWriteError> {
+    let mut w = FdtWriter::new();
+    w.begin_node("")?;
+    w.prop_str("compatible", COMPATIBLE)?;
+    w.prop_u64_le(PROP_MEMORY_MAP, main_root)?;
+    w.prop_u64_le(PROP_SPLIT_MAP, split_root)?;
+    w.prop_u64_le(PROP_CHECKSUM, u64::from(crc))?;
+    for c in clients {
+        w.begin_node(&c.name)?;
+        w.prop_u64_le(PROP_DATA, c.phys)?;
+        w.prop_u64_le(PROP_SIZE, c.size)?;
+        w.end_node()?;
+    }
+    w.end_node()?;
+    w.finish()
+}
+
+/// What the KHO FDT says, before any address in it is trusted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KhoFdtView {
+    /// Root of the tree of every block.
+    pub main_root: u64,
+    /// Root of the tree of SPLIT blocks.
+    pub split_root: u64,
+    /// Stored CRC-32.
+    pub crc: u32,
+    /// Client entries in FDT order.
+    pub clients: Vec<ClientEntry>,
+}
+
+/// Why the KHO FDT's properties are unusable (the FDT itself parsed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FormatError {
+    /// Root `compatible` is not [`COMPATIBLE`].
+    BadCompatible,
+    /// A required property is missing; `node` is "/" or the client name.
+    MissingProperty { node: String, prop: &'static str },
+    /// A u64 property is not exactly 8 bytes.
+    BadPropertySize {
+        node: String,
+        prop: &'static str,
+        len: usize,
+    },
+    /// The checksum property has bits above 32 set.
+    BadChecksumProperty { value: u64 },
+    /// A client node's name is not allowed, or repeats, or the node has children.
+    BadClientNode { node: String },
+}
+
+fn u64_prop(fdt: &Fdt<'_>, node: usize, prop: &'static str) -> Result<u64, FormatError> {
+    let n = &fdt.nodes[node];
+    let name = || {
+        if node == 0 {
+            String::from("/")
+        } else {
+            String::from(n.name)
+        }
+    };
+    let v = n
+        .prop(prop)
+        .ok_or_else(|| FormatError::MissingProperty { node: name(), prop })?;
+    let arr: [u8; 8] = v.try_into().map_err(|_| FormatError::BadPropertySize {
+        node: name(),
+        prop,
+        len: v.len(),
+    })?;
+    Ok(u64::from_le_bytes(arr))
+}
+
+/// Reads the KHO FDT's properties.
+pub fn read_kho_fdt(fdt: &Fdt<'_>) -> Result<KhoFdtView, FormatError> {
+    let compat = fdt
+        .root()
+        .prop("compatible")
+        .ok_or(FormatError::BadCompatible)?;
+    let first = compat.split(|&c| c == 0).next().unwrap_or(&[]);
+    if first != COMPATIBLE.as_bytes() || compat.last() != Some(&0) {
+        return Err(FormatError::BadCompatible);
+    }
+    let main_root = u64_prop(fdt, 0, PROP_MEMORY_MAP)?;
+    let split_root = u64_prop(fdt, 0, PROP_SPLIT_MAP)?;
+    let crc64 = u64_prop(fdt, 0, PROP_CHECKSUM)?;
+    let crc =
+        u32::try_from(crc64).map_err(|_| FormatError::BadChecksumProperty { value: crc64 })?;
+    let mut clients: Vec<ClientEntry> = Vec::new();
+    for &c in &fdt.root().children {
+        let n = &fdt.nodes[c];
+        if !client_name_ok(n.name)
+            || !n.children.is_empty()
+            || clients.iter().any(|e| e.name == n.name)
+        {
+            return Err(FormatError::BadClientNode {
+                node: String::from(n.name),
+            });
+        }
+        clients.push(ClientEntry {
+            name: String::from(n.name),
+            phys: u64_prop(fdt, c, PROP_DATA)?,
+            size: u64_prop(fdt, c, PROP_SIZE)?,
+        });
+    }
+    Ok(KhoFdtView {
+        main_root,
+        split_root,
+        crc,
+        clients,
+    })
+}

@@ -1,0 +1,81 @@
+//! Scratch areas: memory that never holds preserved blocks, where the next image boots.
+//!
+//! Owns the size policy (`kho_scratch=` on the command line, or a default), the choice of areas
+//! through `mm::Memblock`, and the scratch array's encoding. Parsing a previous image's array is
+//! in `validate`, with the other checks on untrusted input.
+
+use alloc::vec::Vec;
+
+use crate::phys::Region;
+
+/// Command-line key for the scratch size (`kho_scratch=64M`).
+pub const BOOTARG_KEY: &str = "kho_scratch=";
+/// Smallest default scratch area.
+pub const MIN_DEFAULT_SCRATCH: u64 = 32 << 20;
+/// Alignment and granule of scratch areas: the next image is placed on a 2 MiB boundary.
+pub const SCRATCH_ALIGN: u64 = 2 << 20;
+
+/// Parses `123`, `64K`, `64M`, `1G` (binary units). `None` if malformed or zero.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let (num, shift) = match s.as_bytes().last()? {
+        b'k' | b'K' => (&s[..s.len() - 1], 10),
+        b'm' | b'M' => (&s[..s.len() - 1], 20),
+        b'g' | b'G' => (&s[..s.len() - 1], 30),
+        _ => (s, 0),
+    };
+    let n: u64 = num.parse().ok()?;
+    n.checked_mul(1 << shift).filter(|&v| v > 0)
+}
+
+/// Scratch size for this boot: `kho_scratch=` from `bootargs` if valid, else
+/// `max(32 MiB, ram / 32)`; always rounded up to 2 MiB and at most a quarter of RAM.
+pub fn scratch_size(bootargs: &str, ram_total: u64) -> u64 {
+    let asked = bootargs
+        .split_ascii_whitespace()
+        .find_map(|w| w.strip_prefix(BOOTARG_KEY))
+        .and_then(parse_size);
+    let size = asked.unwrap_or((ram_total / 32).max(MIN_DEFAULT_SCRATCH));
+    let cap = (ram_total / 4) & !(SCRATCH_ALIGN - 1);
+    size.next_multiple_of(SCRATCH_ALIGN)
+        .min(cap.max(SCRATCH_ALIGN))
+}
+
+/// Chooses one scratch area of `size` bytes (2 MiB aligned) and reserves it in `mb`, so
+/// nothing allocated before the buddy allocator exists, and nothing preserved, lands there.
+pub fn choose_scratch(mb: &mut mm::Memblock, size: u64) -> Result<Region, mm::MmError> {
+    let size = size.next_multiple_of(SCRATCH_ALIGN);
+    let start = mb.alloc(size, SCRATCH_ALIGN, None)?;
+    Ok(Region::new(start.0, size))
+}
+
+/// The scratch array's bytes: `(address, size)` pairs of little-endian u64.
+pub fn encode_scratch_array(areas: &[Region]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(16 * areas.len());
+    for a in areas {
+        v.extend_from_slice(&a.start.to_le_bytes());
+        v.extend_from_slice(&a.size().to_le_bytes());
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_policy() {
+        assert_eq!(parse_size("64M"), Some(64 << 20));
+        assert_eq!(parse_size("1g"), Some(1 << 30));
+        assert_eq!(parse_size("0"), None);
+        assert_eq!(parse_size("x"), None);
+        assert_eq!(
+            scratch_size("console=ttyAMA0 kho_scratch=16M", 1 << 30),
+            16 << 20
+        );
+        assert_eq!(scratch_size("kho_scratch=3M", 1 << 30), 4 << 20);
+        assert_eq!(scratch_size("", 1 << 30), 32 << 20);
+        assert_eq!(scratch_size("", 4 << 30), 128 << 20);
+        assert_eq!(scratch_size("kho_scratch=bad", 128 << 20), 32 << 20);
+        assert_eq!(scratch_size("kho_scratch=1G", 128 << 20), 32 << 20);
+    }
+}

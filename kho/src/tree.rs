@@ -1,0 +1,383 @@
+//! The radix tree of preserved keys: 4 KiB tables of physical addresses over 4 KiB bitmaps.
+//!
+//! Owns the node layout (`docs/abi.md`, "Radix tree") for a tree this image builds: set,
+//! clear, test, range queries and walks. Trusts its own nodes; input from a previous image is
+//! walked by `validate`, never by this module.
+
+use crate::phys::{read_u64, write_u64, PhysMem, PAGE_SIZE};
+
+/// Bits of a key indexed by a leaf bitmap (32,768 bits = one page).
+pub const LEAF_BITS: u32 = 15;
+/// Bits of a key indexed by one table (512 entries of u64).
+pub const TABLE_BITS: u32 = 9;
+/// Tables between the root and a leaf, root included.
+pub const TABLE_LEVELS: u32 = 5;
+/// Key bits the tree covers: 0..KEY_BITS.
+pub const KEY_BITS: u32 = LEAF_BITS + TABLE_BITS * TABLE_LEVELS;
+
+/// Where the tree gets and returns its node pages (mm's `alloc_pages(0)` on the target).
+pub trait PageSource {
+    /// A page-aligned physical page the tree may own, or `None` when out of memory.
+    fn alloc_page(&mut self) -> Option<u64>;
+    /// Returns a page obtained from `alloc_page`.
+    fn free_page(&mut self, phys: u64);
+}
+
+/// The tree could not get a node page, or a node page is not reachable through `PhysMem`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum TreeError {
+    /// The page source had no page left.
+    OutOfMemory,
+    /// A node page the tree owns is not RAM according to `PhysMem`.
+    NodeNotRam { phys: u64 },
+}
+
+impl core::fmt::Display for TreeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            TreeError::OutOfMemory => write!(f, "no page left for a radix-tree node"),
+            TreeError::NodeNotRam { phys } => write!(f, "radix-tree node {phys:#x} is not RAM"),
+        }
+    }
+}
+
+/// Index into the table at `level` (5 = root, 1 = the table that points at leaves).
+pub const fn table_index(key: u64, level: u32) -> usize {
+    ((key >> (LEAF_BITS + TABLE_BITS * (level - 1))) & ((1 << TABLE_BITS) - 1)) as usize
+}
+
+/// Number of keys below one entry of a table at `level`.
+const fn entry_span(level: u32) -> u64 {
+    1u64 << (LEAF_BITS + TABLE_BITS * (level - 1))
+}
+
+fn zero_page<M: PhysMem + ?Sized>(mem: &M, phys: u64) -> Result<(), TreeError> {
+    let p = mem
+        .ptr(phys, PAGE_SIZE as usize)
+        .ok_or(TreeError::NodeNotRam { phys })?;
+    // SAFETY: PhysMem promises a full page at p, owned by this tree and not aliased.
+    unsafe { core::ptr::write_bytes(p, 0, PAGE_SIZE as usize) };
+    Ok(())
+}
+
+/// A radix tree built by this image. Node pages belong to it until `destroy`.
+#[derive(Debug)]
+pub struct Tree {
+    root: u64,
+    pages: usize,
+}
+
+impl Tree {
+    /// An empty tree: one zeroed root table.
+    pub fn new<M: PhysMem + ?Sized, S: PageSource + ?Sized>(
+        mem: &M,
+        src: &mut S,
+    ) -> Result<Self, TreeError> {
+        let root = src.alloc_page().ok_or(TreeError::OutOfMemory)?;
+        if let Err(e) = zero_page(mem, root) {
+            src.free_page(root);
+            return Err(e);
+        }
+        Ok(Tree { root, pages: 1 })
+    }
+
+    /// Physical address of the root table.
+    pub fn root(&self) -> u64 {
+        self.root
+    }
+
+    /// Node pages (tables and leaves) the tree owns.
+    pub fn page_count(&self) -> usize {
+        self.pages
+    }
+
+    /// Leaf page of `key`, allocating missing nodes if `src` is given (counted in `added`).
+    fn leaf_of<M: PhysMem + ?Sized, S: PageSource + ?Sized>(
+        &self,
+        mem: &M,
+        mut src: Option<&mut S>,
+        key: u64,
+        added: &mut usize,
+    ) -> Result<Option<u64>, TreeError> {
+        debug_assert!(key >> KEY_BITS == 0, "key {key:#x} outside the tree");
+        let mut node = self.root;
+        for level in (1..=TABLE_LEVELS).rev() {
+            let slot = node + 8 * table_index(key, level) as u64;
+            let next = read_u64(mem, slot).ok_or(TreeError::NodeNotRam { phys: node })?;
+            node = if next != 0 {
+                next
+            } else if let Some(src) = src.as_deref_mut() {
+                let page = src.alloc_page().ok_or(TreeError::OutOfMemory)?;
+                if let Err(e) = zero_page(mem, page) {
+                    src.free_page(page);
+                    return Err(e);
+                }
+                write_u64(mem, slot, page);
+                *added += 1;
+                page
+            } else {
+                return Ok(None);
+            };
+        }
+        Ok(Some(node))
+    }
+
+    /// Sets `key`; returns whether it was already set.
+    pub fn set<M: PhysMem + ?Sized, S: PageSource + ?Sized>(
+        &mut self,
+        mem: &M,
+        src: &mut S,
+        key: u64,
+    ) -> Result<bool, TreeError> {
+        let mut added = 0;
+        let leaf = self.leaf_of(mem, Some(src), key, &mut added);
+        self.pages += added;
+        update_bit(mem, leaf?.ok_or(TreeError::OutOfMemory)?, key, true)
+    }
+
+    /// Clears `key`; returns whether it was set. Node pages stay until `destroy`.
+    pub fn clear<M: PhysMem + ?Sized>(&mut self, mem: &M, key: u64) -> Result<bool, TreeError> {
+        match self.leaf_of::<M, dyn PageSource>(mem, None, key, &mut 0)? {
+            Some(leaf) => update_bit(mem, leaf, key, false),
+            None => Ok(false),
+        }
+    }
+
+    /// True if `key` is set.
+    pub fn test<M: PhysMem + ?Sized>(&self, mem: &M, key: u64) -> Result<bool, TreeError> {
+        match self.leaf_of::<M, dyn PageSource>(mem, None, key, &mut 0)? {
+            Some(leaf) => {
+                let word = read_u64(mem, leaf + 8 * ((key & 0x7fff) / 64))
+                    .ok_or(TreeError::NodeNotRam { phys: leaf })?;
+                Ok(word & (1 << (key % 64)) != 0)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// True if any key in `[start, start + count)` is set. Skips absent subtrees.
+    pub fn any_in_range<M: PhysMem + ?Sized>(
+        &self,
+        mem: &M,
+        start: u64,
+        count: u64,
+    ) -> Result<bool, TreeError> {
+        let end = start.saturating_add(count).min(1 << KEY_BITS);
+        let mut k = start;
+        'outer: while k < end {
+            let mut node = self.root;
+            for level in (1..=TABLE_LEVELS).rev() {
+                let next = read_u64(mem, node + 8 * table_index(k, level) as u64)
+                    .ok_or(TreeError::NodeNotRam { phys: node })?;
+                if next == 0 {
+                    k = (k | (entry_span(level) - 1)) + 1;
+                    continue 'outer;
+                }
+                node = next;
+            }
+            // In a leaf: scan whole words between k and the end of this leaf or of the range.
+            let leaf_end = ((k >> LEAF_BITS) + 1) << LEAF_BITS;
+            let stop = end.min(leaf_end);
+            while k < stop {
+                let bit = k & 0x7fff;
+                let word = read_u64(mem, node + 8 * (bit / 64))
+                    .ok_or(TreeError::NodeNotRam { phys: node })?;
+                let lo = bit % 64;
+                let hi = (lo + (stop - k)).min(64);
+                let mask = if hi - lo == 64 {
+                    !0
+                } else {
+                    ((1u64 << (hi - lo)) - 1) << lo
+                };
+                if word & mask != 0 {
+                    return Ok(true);
+                }
+                k += hi - lo;
+            }
+        }
+        Ok(false)
+    }
+
+    /// Calls `f` for every set key, in increasing order.
+    pub fn for_each_key<M: PhysMem + ?Sized>(
+        &self,
+        mem: &M,
+        f: &mut dyn FnMut(u64),
+    ) -> Result<(), TreeError> {
+        self.walk(mem, &mut |_| {}, f)
+    }
+
+    /// Calls `page` for every node page in depth-first order (root first, entries in index
+    /// order) and `key` for every set key.
+    pub fn walk<M: PhysMem + ?Sized>(
+        &self,
+        mem: &M,
+        page: &mut dyn FnMut(u64),
+        key: &mut dyn FnMut(u64),
+    ) -> Result<(), TreeError> {
+        walk_node(mem, self.root, TABLE_LEVELS, 0, page, key)
+    }
+
+    /// Returns every node page to `src`.
+    pub fn destroy<M: PhysMem + ?Sized, S: PageSource + ?Sized>(self, mem: &M, src: &mut S) {
+        let mut pages = alloc::vec::Vec::with_capacity(self.pages);
+        // A tree this image built walks cleanly; on a NodeNotRam we still free what we saw.
+        let _ = self.walk(mem, &mut |p| pages.push(p), &mut |_| {});
+        for p in pages {
+            src.free_page(p);
+        }
+    }
+}
+
+fn update_bit<M: PhysMem + ?Sized>(
+    mem: &M,
+    leaf: u64,
+    key: u64,
+    set: bool,
+) -> Result<bool, TreeError> {
+    let addr = leaf + 8 * ((key & 0x7fff) / 64);
+    let word = read_u64(mem, addr).ok_or(TreeError::NodeNotRam { phys: leaf })?;
+    let mask = 1u64 << (key % 64);
+    let new = if set { word | mask } else { word & !mask };
+    write_u64(mem, addr, new);
+    Ok(word & mask != 0)
+}
+
+fn walk_node<M: PhysMem + ?Sized>(
+    mem: &M,
+    node: u64,
+    level: u32,
+    prefix: u64,
+    page: &mut dyn FnMut(u64),
+    key: &mut dyn FnMut(u64),
+) -> Result<(), TreeError> {
+    page(node);
+    if level == 0 {
+        for w in 0..(PAGE_SIZE / 8) {
+            let mut word =
+                read_u64(mem, node + 8 * w).ok_or(TreeError::NodeNotRam { phys: node })?;
+            while word != 0 {
+                let b = word.trailing_zeros() as u64;
+                key(prefix | (w * 64 + b));
+                word &= word - 1;
+            }
+        }
+        return Ok(());
+    }
+    for i in 0..(PAGE_SIZE / 8) {
+        let child = read_u64(mem, node + 8 * i).ok_or(TreeError::NodeNotRam { phys: node })?;
+        if child != 0 {
+            let p = prefix | (i << (LEAF_BITS + TABLE_BITS * (level - 1)));
+            walk_node(mem, child, level - 1, p, page, key)?;
+        }
+    }
+    Ok(())
+}
+
+/// A page source handing out pages of an [`Arena`](crate::phys::Arena)-like range in order,
+/// with a free list. For host tests and benchmarks that need no `mm`.
+#[derive(Debug)]
+pub struct BumpPages {
+    next: u64,
+    end: u64,
+    free: alloc::vec::Vec<u64>,
+    /// Pages currently handed out.
+    pub in_use: usize,
+}
+
+impl BumpPages {
+    /// Hands out the pages of `[start, end)` (page aligned).
+    pub fn new(start: u64, end: u64) -> Self {
+        BumpPages {
+            next: start,
+            end,
+            free: alloc::vec::Vec::new(),
+            in_use: 0,
+        }
+    }
+}
+
+impl PageSource for BumpPages {
+    fn alloc_page(&mut self) -> Option<u64> {
+        let p = if let Some(p) = self.free.pop() {
+            p
+        } else if self.next + PAGE_SIZE <= self.end {
+            self.next += PAGE_SIZE;
+            self.next - PAGE_SIZE
+        } else {
+            return None;
+        };
+        self.in_use += 1;
+        Some(p)
+    }
+    fn free_page(&mut self, phys: u64) {
+        self.in_use -= 1;
+        self.free.push(phys);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::encode;
+    use crate::phys::Arena;
+
+    fn setup() -> (Arena, BumpPages) {
+        let a = Arena::new(0x4000_0000, 64 * PAGE_SIZE);
+        let r = a.region();
+        (a, BumpPages::new(r.start, r.end))
+    }
+
+    #[test]
+    fn set_test_clear_walk() {
+        let (a, mut src) = setup();
+        let mut t = Tree::new(&a, &mut src).unwrap();
+        let keys = [
+            encode(0x4000_0000, 0),
+            encode(0x8000_0000, 10),
+            encode(1 << 40, 30),
+            1 << 52,
+        ];
+        for k in keys {
+            assert!(!t.set(&a, &mut src, k).unwrap());
+            assert!(t.set(&a, &mut src, k).unwrap());
+            assert!(t.test(&a, k).unwrap());
+        }
+        let mut seen = alloc::vec::Vec::new();
+        t.for_each_key(&a, &mut |k| seen.push(k)).unwrap();
+        let mut want = keys.to_vec();
+        want.sort();
+        assert_eq!(seen, want);
+        assert!(t.clear(&a, keys[1]).unwrap());
+        assert!(!t.clear(&a, keys[1]).unwrap());
+        assert!(!t.test(&a, keys[1]).unwrap());
+        let used = src.in_use;
+        assert_eq!(used, t.page_count());
+        t.destroy(&a, &mut src);
+        assert_eq!(src.in_use, 0);
+    }
+
+    #[test]
+    fn range_query_finds_exactly_the_set_keys() {
+        let (a, mut src) = setup();
+        let mut t = Tree::new(&a, &mut src).unwrap();
+        let k = encode(0x4123_4000, 0);
+        t.set(&a, &mut src, k).unwrap();
+        assert!(t.any_in_range(&a, k, 1).unwrap());
+        assert!(t.any_in_range(&a, k - 100, 101).unwrap());
+        assert!(!t.any_in_range(&a, k - 100, 100).unwrap());
+        assert!(!t.any_in_range(&a, k + 1, 1 << 40).unwrap());
+        assert!(t.any_in_range(&a, 0, 1 << KEY_BITS).unwrap());
+    }
+
+    #[test]
+    fn running_out_of_pages_is_an_error() {
+        let a = Arena::new(0x4000_0000, 3 * PAGE_SIZE);
+        let mut src = BumpPages::new(0x4000_0000, 0x4000_3000);
+        let mut t = Tree::new(&a, &mut src).unwrap();
+        assert_eq!(
+            t.set(&a, &mut src, encode(0x4000_0000, 0)),
+            Err(TreeError::OutOfMemory)
+        );
+    }
+}

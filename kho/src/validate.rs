@@ -1,0 +1,533 @@
+//! Validation of a previous image's handover data, before anything of it is used.
+//!
+//! Owns the checks of `docs/abi.md` "Validation" and nothing else: it reads the KHO FDT, the
+//! scratch array and the trees through `PhysMem`, writes nothing and reserves nothing, and
+//! returns either the exact block set or one error naming the failed check and the address.
+
+use alloc::collections::BTreeSet;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+
+use crate::fdt::{Fdt, FdtError};
+use crate::format::{read_kho_fdt, ClientEntry, FormatError, MetaCrc, MAX_KHO_FDT_SIZE};
+use crate::key::{decode, BlockType, KeyError};
+use crate::phys::{read_bytes, read_u64, PhysMem, Region, PAGE_SIZE};
+use crate::tree::{LEAF_BITS, TABLE_BITS, TABLE_LEVELS};
+
+/// Most tree pages a handover may have (4 GiB of metadata): bounds the walk.
+pub const MAX_TREE_PAGES: usize = 1 << 20;
+/// Most scratch areas the scratch array may list.
+pub const MAX_SCRATCH_AREAS: usize = 64;
+
+/// Which tree a node belongs to.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum TreeName {
+    /// `preserved-memory-map`: every block.
+    Main,
+    /// `baton,split-memory-map`: SPLIT blocks.
+    Split,
+}
+
+/// One preserved block of the previous image.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Block {
+    /// Physical address, aligned to the block size.
+    pub phys: u64,
+    /// log2 of the number of pages.
+    pub order: u32,
+    /// How its pages held references.
+    pub kind: BlockType,
+}
+
+impl Block {
+    /// The bytes the block covers.
+    pub fn region(&self) -> Region {
+        Region::new(self.phys, PAGE_SIZE << self.order)
+    }
+}
+
+/// Why the handover data is ignored. Each variant names one check and carries the address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RestoreError {
+    /// `/chosen/linux,kho-fdt` or `linux,kho-scratch` is malformed (wrong length, zero size).
+    ChosenProperty { prop: &'static str, len: usize },
+    /// The KHO FDT's range is empty, too large, or not RAM.
+    KhoFdtRange { phys: u64, size: u64 },
+    /// The KHO FDT overlaps scratch or a range that must not be touched.
+    KhoFdtOverlaps { phys: u64, with: Region },
+    /// The KHO FDT is not a well-formed FDT.
+    KhoFdt { phys: u64, err: FdtError },
+    /// The KHO FDT's content is not this format.
+    Format { phys: u64, err: FormatError },
+    /// The scratch array is malformed, not RAM, or lists an unusable area.
+    ScratchArray { phys: u64, size: u64 },
+    /// A scratch area is empty, misaligned, not RAM, or overlaps another.
+    ScratchArea { area: Region },
+    /// A tree node address is not page aligned.
+    NodeMisaligned {
+        tree: TreeName,
+        level: u32,
+        phys: u64,
+    },
+    /// A tree node is not inside RAM.
+    NodeOutsideRam {
+        tree: TreeName,
+        level: u32,
+        phys: u64,
+    },
+    /// A tree node lies in scratch or in a range that must not be touched.
+    NodeOverlaps {
+        tree: TreeName,
+        level: u32,
+        phys: u64,
+        with: Region,
+    },
+    /// A tree node is reachable twice (a shared node or a cycle).
+    NodeReachableTwice {
+        tree: TreeName,
+        level: u32,
+        phys: u64,
+    },
+    /// More tree nodes than `MAX_TREE_PAGES`.
+    TooManyNodes { phys: u64 },
+    /// The metadata checksum does not match.
+    Checksum { stored: u32, computed: u32 },
+    /// A key is not well formed.
+    BadKey { tree: TreeName, err: KeyError },
+    /// A block is not inside one RAM range.
+    BlockOutsideRam { phys: u64, order: u32 },
+    /// A block overlaps scratch, a tree node, or a range that must not be touched.
+    BlockOverlaps { phys: u64, order: u32, with: Region },
+    /// Two blocks overlap.
+    BlocksOverlap {
+        phys: u64,
+        order: u32,
+        other: u64,
+        other_order: u32,
+    },
+    /// A key of the split tree is not in the main tree.
+    SplitKeyNotPreserved { phys: u64, order: u32 },
+    /// A client's blob is empty or not covered by preserved blocks.
+    ClientNotPreserved { name: String, phys: u64, size: u64 },
+}
+
+impl fmt::Display for TreeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TreeName::Main => "main",
+            TreeName::Split => "split",
+        })
+    }
+}
+
+impl fmt::Display for FormatError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FormatError::BadCompatible => {
+                write!(
+                    f,
+                    "root compatible is not \"{}\"",
+                    crate::format::COMPATIBLE
+                )
+            }
+            FormatError::MissingProperty { node, prop } => write!(f, "node {node} lacks {prop}"),
+            FormatError::BadPropertySize { node, prop, len } => {
+                write!(f, "{node}/{prop} is {len} bytes, not 8")
+            }
+            FormatError::BadChecksumProperty { value } => {
+                write!(f, "checksum property {value:#x} does not fit 32 bits")
+            }
+            FormatError::BadClientNode { node } => {
+                write!(
+                    f,
+                    "client node \"{node}\" is badly named, repeated or has children"
+                )
+            }
+        }
+    }
+}
+
+impl fmt::Display for RestoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use RestoreError::*;
+        write!(f, "handover ignored: ")?;
+        match self {
+            ChosenProperty { prop, len } => write!(f, "/chosen/{prop} malformed ({len} bytes)"),
+            KhoFdtRange { phys, size } => {
+                write!(
+                    f,
+                    "KHO FDT at {phys:#x} size {size:#x} is empty, too big or not RAM"
+                )
+            }
+            KhoFdtOverlaps { phys, with } => write!(f, "KHO FDT at {phys:#x} overlaps {with}"),
+            KhoFdt { phys, err } => write!(f, "KHO FDT at {phys:#x}: {err}"),
+            Format { phys, err } => write!(f, "KHO FDT at {phys:#x}: {err}"),
+            ScratchArray { phys, size } => {
+                write!(
+                    f,
+                    "scratch array at {phys:#x} size {size:#x} is malformed or not RAM"
+                )
+            }
+            ScratchArea { area } => write!(f, "scratch area {area} is unusable"),
+            NodeMisaligned { tree, level, phys } => {
+                write!(
+                    f,
+                    "{tree} tree level-{level} node {phys:#x} not page aligned"
+                )
+            }
+            NodeOutsideRam { tree, level, phys } => {
+                write!(f, "{tree} tree level-{level} node {phys:#x} outside RAM")
+            }
+            NodeOverlaps {
+                tree,
+                level,
+                phys,
+                with,
+            } => {
+                write!(
+                    f,
+                    "{tree} tree level-{level} node {phys:#x} overlaps {with}"
+                )
+            }
+            NodeReachableTwice { tree, level, phys } => {
+                write!(
+                    f,
+                    "{tree} tree level-{level} node {phys:#x} reachable twice"
+                )
+            }
+            TooManyNodes { phys } => write!(f, "more than {MAX_TREE_PAGES} nodes at {phys:#x}"),
+            Checksum { stored, computed } => {
+                write!(
+                    f,
+                    "metadata CRC-32 {computed:#010x} != stored {stored:#010x}"
+                )
+            }
+            BadKey { tree, err } => write!(f, "{tree} tree: {err}"),
+            BlockOutsideRam { phys, order } => {
+                write!(f, "block {phys:#x} order {order} outside RAM")
+            }
+            BlockOverlaps { phys, order, with } => {
+                write!(f, "block {phys:#x} order {order} overlaps {with}")
+            }
+            BlocksOverlap {
+                phys,
+                order,
+                other,
+                other_order,
+            } => write!(
+                f,
+                "block {phys:#x} order {order} overlaps block {other:#x} order {other_order}"
+            ),
+            SplitKeyNotPreserved { phys, order } => {
+                write!(
+                    f,
+                    "split block {phys:#x} order {order} missing from the main tree"
+                )
+            }
+            ClientNotPreserved { name, phys, size } => {
+                write!(f, "client {name} blob {phys:#x}+{size:#x} not preserved")
+            }
+        }
+    }
+}
+
+/// What validation needs to know about this image.
+#[derive(Clone, Debug)]
+pub struct Inputs<'a> {
+    /// Physical address and size of the KHO FDT (from `/chosen/linux,kho-fdt`).
+    pub kho_fdt: Region,
+    /// RAM ranges.
+    pub ram: &'a [Region],
+    /// Scratch areas (from the scratch array).
+    pub scratch: &'a [Region],
+    /// Ranges nothing may overlap: the running image, the boot FDT, the scratch array, initrd.
+    pub avoid: &'a [Region],
+}
+
+/// A handover that passed every check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Validated {
+    /// Every block, sorted by address.
+    pub blocks: Vec<Block>,
+    /// Page-rounded ranges of the metadata (KHO FDT, tree nodes), sorted: reserved until
+    /// restore is done, then returned to the allocator.
+    pub metadata: Vec<Region>,
+    /// Client entries, in KHO FDT order.
+    pub clients: Vec<ClientEntry>,
+}
+
+fn in_ram(ram: &[Region], r: &Region) -> bool {
+    r.start < r.end && ram.iter().any(|m| m.covers(r))
+}
+
+fn first_overlap(lists: &[&[Region]], r: &Region) -> Option<Region> {
+    lists
+        .iter()
+        .flat_map(|l| l.iter())
+        .find(|o| o.overlaps(r))
+        .copied()
+}
+
+/// Parses and checks the scratch array (`docs/abi.md`, "Scratch array").
+pub fn parse_scratch_array<M: PhysMem + ?Sized>(
+    mem: &M,
+    ram: &[Region],
+    array: Region,
+) -> Result<Vec<Region>, RestoreError> {
+    let bad = RestoreError::ScratchArray {
+        phys: array.start,
+        size: array.size(),
+    };
+    let n = (array.size() / 16) as usize;
+    if array.size() % 16 != 0 || n == 0 || n > MAX_SCRATCH_AREAS || array.start % 8 != 0 {
+        return Err(bad);
+    }
+    if !in_ram(ram, &array) {
+        return Err(bad);
+    }
+    let mut areas: Vec<Region> = Vec::with_capacity(n);
+    for i in 0..n as u64 {
+        let a = read_u64(mem, array.start + 16 * i).ok_or(bad.clone())?;
+        let s = read_u64(mem, array.start + 16 * i + 8).ok_or(bad.clone())?;
+        let area = Region {
+            start: a,
+            end: a.wrapping_add(s),
+        };
+        if s == 0
+            || a % PAGE_SIZE != 0
+            || s % PAGE_SIZE != 0
+            || a.checked_add(s).is_none()
+            || !in_ram(ram, &area)
+            || area.overlaps(&array)
+            || areas.iter().any(|o| o.overlaps(&area))
+        {
+            return Err(RestoreError::ScratchArea { area });
+        }
+        areas.push(area);
+    }
+    Ok(areas)
+}
+
+struct Walker<'m, 'i, M: PhysMem + ?Sized> {
+    mem: &'m M,
+    inp: &'i Inputs<'i>,
+    fdt_pages: Region,
+    seen: BTreeSet<u64>,
+    crc: MetaCrc,
+}
+
+impl<M: PhysMem + ?Sized> Walker<'_, '_, M> {
+    fn check_node(&mut self, tree: TreeName, level: u32, phys: u64) -> Result<(), RestoreError> {
+        if phys % PAGE_SIZE != 0 {
+            return Err(RestoreError::NodeMisaligned { tree, level, phys });
+        }
+        let r = Region::new(phys, PAGE_SIZE);
+        if !in_ram(self.inp.ram, &r) || self.mem.ptr(phys, PAGE_SIZE as usize).is_none() {
+            return Err(RestoreError::NodeOutsideRam { tree, level, phys });
+        }
+        let fdt = [self.fdt_pages];
+        if let Some(with) = first_overlap(&[self.inp.scratch, self.inp.avoid, &fdt], &r) {
+            return Err(RestoreError::NodeOverlaps {
+                tree,
+                level,
+                phys,
+                with,
+            });
+        }
+        if self.seen.len() >= MAX_TREE_PAGES {
+            return Err(RestoreError::TooManyNodes { phys });
+        }
+        if !self.seen.insert(phys) {
+            return Err(RestoreError::NodeReachableTwice { tree, level, phys });
+        }
+        self.crc.page(self.mem, phys);
+        Ok(())
+    }
+
+    /// Walks one tree iteratively (depth-first, index order), collecting raw keys.
+    fn walk(&mut self, tree: TreeName, root: u64, keys: &mut Vec<u64>) -> Result<(), RestoreError> {
+        self.check_node(tree, TABLE_LEVELS, root)?;
+        // Stack of (node, level, next index, key prefix).
+        let mut stack: Vec<(u64, u32, u64, u64)> = Vec::with_capacity(TABLE_LEVELS as usize);
+        stack.push((root, TABLE_LEVELS, 0, 0));
+        while let Some(top) = stack.last_mut() {
+            let (node, level, idx, prefix) = *top;
+            if idx == PAGE_SIZE / 8 {
+                stack.pop();
+                continue;
+            }
+            top.2 += 1;
+            let out = RestoreError::NodeOutsideRam {
+                tree,
+                level,
+                phys: node,
+            };
+            let child = read_u64(self.mem, node + 8 * idx).ok_or(out.clone())?;
+            if child == 0 {
+                continue;
+            }
+            let child_level = level - 1;
+            self.check_node(tree, child_level, child)?;
+            let p = prefix | (idx << (LEAF_BITS + TABLE_BITS * (level - 1)));
+            if child_level > 0 {
+                stack.push((child, child_level, 0, p));
+                continue;
+            }
+            for w in 0..PAGE_SIZE / 8 {
+                let mut word = read_u64(self.mem, child + 8 * w).ok_or(out.clone())?;
+                while word != 0 {
+                    keys.push(p | (w * 64 + u64::from(word.trailing_zeros())));
+                    word &= word - 1;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks the whole handover described by `inp` and returns its blocks, or the first failed
+/// check. Reads memory only through `mem`; writes nothing.
+pub fn validate<M: PhysMem + ?Sized>(mem: &M, inp: &Inputs<'_>) -> Result<Validated, RestoreError> {
+    let f = inp.kho_fdt;
+    if f.size() == 0 || f.size() > MAX_KHO_FDT_SIZE || !in_ram(inp.ram, &f) {
+        return Err(RestoreError::KhoFdtRange {
+            phys: f.start,
+            size: f.size(),
+        });
+    }
+    if let Some(with) = first_overlap(&[inp.scratch, inp.avoid], &f) {
+        return Err(RestoreError::KhoFdtOverlaps {
+            phys: f.start,
+            with,
+        });
+    }
+    let bytes = read_bytes(mem, f.start, f.size() as usize).ok_or(RestoreError::KhoFdtRange {
+        phys: f.start,
+        size: f.size(),
+    })?;
+    let fdt = Fdt::parse(&bytes).map_err(|err| RestoreError::KhoFdt { phys: f.start, err })?;
+    let view = read_kho_fdt(&fdt).map_err(|err| RestoreError::Format { phys: f.start, err })?;
+    let fdt_pages = Region {
+        start: f.start & !(PAGE_SIZE - 1),
+        end: f.end.next_multiple_of(PAGE_SIZE),
+    };
+
+    let mut w = Walker {
+        mem,
+        inp,
+        fdt_pages,
+        seen: BTreeSet::new(),
+        crc: MetaCrc::new(view.main_root, view.split_root),
+    };
+    let (mut main_keys, mut split_keys) = (Vec::new(), Vec::new());
+    w.walk(TreeName::Main, view.main_root, &mut main_keys)?;
+    w.walk(TreeName::Split, view.split_root, &mut split_keys)?;
+    let Walker { seen, mut crc, .. } = w;
+    for c in &view.clients {
+        crc.client(c);
+    }
+    let computed = crc.finish();
+    if computed != view.crc {
+        return Err(RestoreError::Checksum {
+            stored: view.crc,
+            computed,
+        });
+    }
+
+    let nodes: Vec<Region> = seen.iter().map(|&p| Region::new(p, PAGE_SIZE)).collect();
+    let mut blocks = Vec::with_capacity(main_keys.len());
+    for &k in &main_keys {
+        let (phys, order) = decode(k).map_err(|err| RestoreError::BadKey {
+            tree: TreeName::Main,
+            err,
+        })?;
+        blocks.push(Block {
+            phys,
+            order,
+            kind: BlockType::Contig,
+        });
+    }
+    blocks.sort_unstable();
+    for b in &blocks {
+        let r = b.region();
+        if b.phys.checked_add(PAGE_SIZE << b.order).is_none() || !in_ram(inp.ram, &r) {
+            return Err(RestoreError::BlockOutsideRam {
+                phys: b.phys,
+                order: b.order,
+            });
+        }
+        let fdt = [fdt_pages];
+        if let Some(with) = first_overlap(&[inp.scratch, inp.avoid, &fdt], &r) {
+            return Err(RestoreError::BlockOverlaps {
+                phys: b.phys,
+                order: b.order,
+                with,
+            });
+        }
+        // Tree nodes are sorted: the first node at or after the block start decides.
+        let i = nodes.partition_point(|n| n.end <= r.start);
+        if let Some(n) = nodes.get(i).filter(|n| n.overlaps(&r)) {
+            return Err(RestoreError::BlockOverlaps {
+                phys: b.phys,
+                order: b.order,
+                with: *n,
+            });
+        }
+    }
+    for pair in blocks.windows(2) {
+        if pair[0].region().overlaps(&pair[1].region()) {
+            return Err(RestoreError::BlocksOverlap {
+                phys: pair[1].phys,
+                order: pair[1].order,
+                other: pair[0].phys,
+                other_order: pair[0].order,
+            });
+        }
+    }
+    for &k in &split_keys {
+        let (phys, order) = decode(k).map_err(|err| RestoreError::BadKey {
+            tree: TreeName::Split,
+            err,
+        })?;
+        let i = blocks.partition_point(|b| b.phys < phys);
+        match blocks.get_mut(i) {
+            Some(b) if b.phys == phys && b.order == order => b.kind = BlockType::Split,
+            _ => return Err(RestoreError::SplitKeyNotPreserved { phys, order }),
+        }
+    }
+    for c in &view.clients {
+        if !covered(&blocks, c.phys, c.size) {
+            return Err(RestoreError::ClientNotPreserved {
+                name: c.name.clone(),
+                phys: c.phys,
+                size: c.size,
+            });
+        }
+    }
+    let mut metadata = nodes;
+    metadata.push(fdt_pages);
+    metadata.sort_unstable();
+    Ok(Validated {
+        blocks,
+        metadata,
+        clients: view.clients,
+    })
+}
+
+/// True if `[phys, phys + size)` is non-empty and covered by consecutive blocks of `sorted`.
+pub(crate) fn covered(sorted: &[Block], phys: u64, size: u64) -> bool {
+    let Some(end) = phys.checked_add(size).filter(|_| size > 0) else {
+        return false;
+    };
+    let mut at = phys;
+    let mut i = sorted.partition_point(|b| b.region().end <= phys);
+    while at < end {
+        match sorted.get(i) {
+            Some(b) if b.phys <= at && at < b.region().end => at = b.region().end,
+            _ => return false,
+        }
+        i += 1;
+    }
+    true
+}

@@ -1,0 +1,121 @@
+//! The outgoing boot FDT rewrite on real trees (QEMU virt, Raspberry Pi 4), checked with dtc
+//! and libfdt.
+
+mod common;
+
+use common::fdt_tools::{check_fdt_with_tools, dtc_decompile, own_listing};
+use kho::bootfdt::{read_handover, rewrite, ChosenUpdate};
+use kho::fdt::Fdt;
+use kho::Region;
+
+const VIRT: &[u8] = include_bytes!("data/virt.dtb");
+const RPI4: &[u8] = include_bytes!("../../../shared/fixtures/dtb/bcm2711-rpi-4-b.dtb");
+
+fn update() -> ChosenUpdate<'static> {
+    ChosenUpdate {
+        kho_fdt: Some(Region::new(0x4800_0000, 0x1000)),
+        kho_scratch: Some(Region::new(0x4800_1000, 0x10)),
+        initrd: Some(Region::new(0x4400_0000, 0x20_0000)),
+        bootargs: Some("console=ttyAMA0 kho_scratch=32M"),
+    }
+}
+
+fn rewrite_keeps_everything_else(input: &[u8], tag: &str) {
+    let out = rewrite(input, &update()).unwrap();
+    check_fdt_with_tools(&out, tag);
+    let (fin, fout) = (Fdt::parse(input).unwrap(), Fdt::parse(&out).unwrap());
+    assert_eq!(fin.mem_reserve, fout.mem_reserve);
+    assert_eq!(
+        fin.nodes.len() + usize::from(fin.find("/chosen").is_none()),
+        fout.nodes.len()
+    );
+    // Everything outside /chosen is identical.
+    let strip = |l: Vec<String>| -> Vec<String> {
+        l.into_iter()
+            .filter(|s| !s.starts_with("/chosen:"))
+            .collect()
+    };
+    assert_eq!(strip(own_listing(input)), strip(own_listing(&out)));
+    assert_eq!(
+        read_handover(&fout).unwrap(),
+        Some((
+            Region::new(0x4800_0000, 0x1000),
+            Region::new(0x4800_1000, 0x10)
+        ))
+    );
+    let chosen = &fout.nodes[fout.find("/chosen").unwrap()];
+    assert_eq!(
+        chosen.prop("linux,initrd-start"),
+        Some(&0x4400_0000u64.to_be_bytes()[..])
+    );
+    assert_eq!(
+        chosen.prop("bootargs"),
+        Some(&b"console=ttyAMA0 kho_scratch=32M\0"[..])
+    );
+    assert_eq!(
+        chosen.props.iter().filter(|p| p.name == "bootargs").count(),
+        1
+    );
+
+    // A second rewrite drops the stale handover values instead of duplicating them.
+    let again = rewrite(&out, &ChosenUpdate::default()).unwrap();
+    let f2 = Fdt::parse(&again).unwrap();
+    let c2 = &f2.nodes[f2.find("/chosen").unwrap()];
+    for p in [
+        "linux,kho-fdt",
+        "linux,kho-scratch",
+        "linux,initrd-start",
+        "linux,initrd-end",
+    ] {
+        assert_eq!(c2.prop(p), None, "{p} survived");
+    }
+    assert_eq!(c2.prop("bootargs"), chosen.prop("bootargs"));
+    assert_eq!(read_handover(&f2).unwrap(), None);
+    check_fdt_with_tools(&again, tag);
+}
+
+#[test]
+fn qemu_virt_tree_rewrite_passes_dtc_and_libfdt() {
+    rewrite_keeps_everything_else(VIRT, "virt");
+    let dts = dtc_decompile(&rewrite(VIRT, &update()).unwrap(), "virt-dts");
+    if let Some(dts) = dts {
+        assert!(
+            dts.contains("linux,kho-fdt = <0x00 0x48000000 0x00 0x1000>;"),
+            "{dts}"
+        );
+    }
+}
+
+#[test]
+fn rpi4_tree_rewrite_passes_dtc_and_libfdt() {
+    rewrite_keeps_everything_else(RPI4, "rpi4");
+}
+
+#[test]
+fn one_cell_roots_encode_and_refuse_wide_values() {
+    let mut w = kho::fdt::FdtWriter::new();
+    w.begin_node("").unwrap();
+    w.prop("#address-cells", &1u32.to_be_bytes()).unwrap();
+    w.prop("#size-cells", &1u32.to_be_bytes()).unwrap();
+    w.end_node().unwrap();
+    let small = w.finish().unwrap();
+    let out = rewrite(&small, &update()).unwrap();
+    let f = Fdt::parse(&out).unwrap();
+    let c = &f.nodes[f.find("/chosen").unwrap()];
+    assert_eq!(
+        c.prop("linux,kho-fdt"),
+        Some(&[0x48, 0, 0, 0, 0, 0, 0x10, 0][..])
+    );
+    check_fdt_with_tools(&out, "onecell");
+    let wide = ChosenUpdate {
+        kho_fdt: Some(Region::new(1 << 33, 0x1000)),
+        ..update()
+    };
+    assert!(matches!(
+        rewrite(&small, &wide),
+        Err(kho::bootfdt::BootFdtError::DoesNotFit {
+            value: 0x2_0000_0000,
+            ..
+        })
+    ));
+}
