@@ -13,7 +13,9 @@ extern crate alloc;
 pub mod bootfdt; // rewrite the boot FDT for the next image (/chosen handover properties)
 pub mod fdt; // strict FDT reader and small writer
 pub mod format; // KHO FDT names, encoding, metadata checksum
+pub mod incoming; // reserve, stash, restore, release, finish
 pub mod key; // radix keys: (phys, order) <-> u64
+pub mod outgoing; // the Kho state machine: preserve, split, clients, finalize
 pub mod phys; // PhysMem, Region, the host Arena
 pub mod preserved; // the two trees of this image, kept consistent
 pub mod scratch; // choose, record and parse scratch areas
@@ -21,6 +23,8 @@ pub mod tree; // the radix tree this image builds
 pub mod validate; // checks on a previous image's handover
 
 pub use format::ClientEntry;
+pub use incoming::{probe, read_scratch, HandoverRefs, Incoming, IncomingError, Reserved};
 pub use key::BlockType;
+pub use outgoing::{Handover, Kho, KhoError};
 pub use phys::{Arena, PhysMem, Region, PAGE_SIZE};
 pub use validate::{validate, Block, Inputs, RestoreError, Validated};

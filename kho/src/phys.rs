@@ -67,7 +67,6 @@ pub(crate) fn read_bytes<M: PhysMem + ?Sized>(
 }
 
 /// Copies `data` to `phys`; false if not RAM.
-#[allow(dead_code)] // used by outgoing once wired
 pub(crate) fn write_bytes<M: PhysMem + ?Sized>(mem: &M, phys: u64, data: &[u8]) -> bool {
     let Some(p) = mem.ptr(phys, data.len()) else {
         return false;

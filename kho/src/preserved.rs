@@ -198,6 +198,39 @@ impl PreservedSet {
         Ok(())
     }
 
+    /// Makes sure the split tree has every node `key(phys, order)` needs, so that a later
+    /// `mark_split` cannot fail for lack of memory. The key itself is left as it was.
+    pub fn reserve_split_path<M: PhysMem + ?Sized, S: PageSource + ?Sized>(
+        &mut self,
+        mem: &M,
+        src: &mut S,
+        phys: u64,
+        order: u32,
+    ) -> Result<(), SetError> {
+        let key = encode(phys, order);
+        if !self.split.set(mem, src, key)? {
+            self.split.clear(mem, key)?;
+        }
+        Ok(())
+    }
+
+    /// Records a preserved CONTIG block as SPLIT.
+    pub fn mark_split<M: PhysMem + ?Sized>(
+        &mut self,
+        mem: &M,
+        phys: u64,
+        order: u32,
+    ) -> Result<(), SetError> {
+        let key = encode(phys, order);
+        if order > MAX_KEY_ORDER || !self.main.test(mem, key)? {
+            return Err(SetError::NotPreserved { phys, order });
+        }
+        // The path exists (reserve_split_path), so this allocates nothing.
+        let mut none = NoPages;
+        self.split.set(mem, &mut none, key)?;
+        Ok(())
+    }
+
     /// Removes a block whatever type it was recorded with; returns that type.
     pub fn remove<M: PhysMem + ?Sized>(
         &mut self,
@@ -272,4 +305,14 @@ impl PreservedSet {
         self.main.destroy(mem, src);
         self.split.destroy(mem, src);
     }
+}
+
+/// A page source with no pages: for tree updates that must not allocate.
+struct NoPages;
+
+impl PageSource for NoPages {
+    fn alloc_page(&mut self) -> Option<u64> {
+        None
+    }
+    fn free_page(&mut self, _phys: u64) {}
 }

@@ -1,0 +1,359 @@
+//! Simulated images over one arena that stands for RAM: the outgoing image preserves a mix of
+//! blocks and finalizes; the incoming image probes, reserves, restores and frees them.
+//!
+//! Owns the test model (what was preserved, how it must come back); never reaches into kho
+//! internals, only its public API, like the board code will.
+
+use std::mem::MaybeUninit;
+
+use kho::bootfdt::{read_handover, rewrite, ChosenUpdate};
+use kho::fdt::Fdt;
+use kho::scratch::choose_scratch;
+use kho::{Arena, BlockType, HandoverRefs, Incoming, Kho, Region};
+use mm::{BlockKind, FrameAllocator, Memblock, Page, Pfn, PhysRange};
+
+pub const RAM_BASE: u64 = 0x4000_0000;
+pub const RAM_SIZE: u64 = if cfg!(miri) { 8 << 20 } else { 32 << 20 };
+pub const SCRATCH_SIZE: u64 = if cfg!(miri) { 2 << 20 } else { 4 << 20 };
+/// The outgoing image's own footprint.
+pub const IMAGE1: Region = Region {
+    start: RAM_BASE,
+    end: RAM_BASE + (1 << 20),
+};
+/// A firmware-reserved range (not allocator memory) preserved with `preserve_phys`: 5 pages.
+pub const FIRMWARE: Region = Region {
+    start: RAM_BASE + (1 << 20),
+    end: RAM_BASE + (1 << 20) + 5 * 4096,
+};
+const VIRT_DTB: &[u8] = include_bytes!("../data/virt.dtb");
+
+pub fn ram() -> Region {
+    Region::new(RAM_BASE, RAM_SIZE)
+}
+
+pub fn pr(r: Region) -> PhysRange {
+    PhysRange::from_bounds(r.start, r.end)
+}
+
+/// A frame allocator whose descriptor storage lives for the rest of the test process.
+pub fn frame_allocator(mb: &Memblock, max_order: u32) -> FrameAllocator<'static> {
+    let n = FrameAllocator::descriptors_needed(mb);
+    let storage: &'static mut [MaybeUninit<Page>] = Box::leak(
+        (0..n)
+            .map(|_| MaybeUninit::uninit())
+            .collect::<Vec<_>>()
+            .into_boxed_slice(),
+    );
+    FrameAllocator::new(mb, storage, max_order).unwrap()
+}
+
+/// How a block must come back.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum As {
+    Folio,
+    Pages,
+}
+
+/// One preserved block of the model.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Expect {
+    pub phys: u64,
+    pub order: u32,
+    pub kind: BlockType,
+    pub restore: As,
+}
+
+/// What the outgoing image does.
+#[derive(Copy, Clone, Debug)]
+pub enum Op {
+    Folio(u32),
+    Contig(u32),
+    Split(u32),
+    Phys(u32),
+    SplitAfterPreserve(u32),
+    UnpreserveLast,
+}
+
+pub struct Outgoing {
+    pub mb: Memblock,
+    pub fa: FrameAllocator<'static>,
+    pub kho: Kho<&'static Arena>,
+    pub expect: Vec<Expect>,
+    pub scratch: Region,
+}
+
+/// Boots the outgoing image on `arena` with `max_order`.
+pub fn outgoing(arena: &'static Arena, max_order: u32) -> Outgoing {
+    let mut mb = Memblock::new();
+    mb.add_memory(pr(ram())).unwrap();
+    mb.reserve(pr(IMAGE1)).unwrap();
+    mb.reserve(pr(FIRMWARE)).unwrap();
+    let scratch = choose_scratch(&mut mb, SCRATCH_SIZE).unwrap();
+    let mut fa = frame_allocator(&mb, max_order);
+    let kho = Kho::new(arena, &mut fa, vec![scratch]).unwrap();
+    Outgoing {
+        mb,
+        fa,
+        kho,
+        expect: Vec::new(),
+        scratch,
+    }
+}
+
+fn stamp(arena: &Arena, phys: u64) {
+    use kho::PhysMem;
+    let p = arena.ptr(phys, 8).unwrap() as *mut u64;
+    // SAFETY: the arena owns 8 valid bytes at p; nothing else references them.
+    unsafe { p.write_unaligned(phys ^ 0x5a5a) };
+}
+
+pub fn check_stamp(arena: &Arena, phys: u64) {
+    use kho::PhysMem;
+    let p = arena.ptr(phys, 8).unwrap() as *const u64;
+    // SAFETY: as in `stamp`.
+    assert_eq!(
+        unsafe { p.read_unaligned() },
+        phys ^ 0x5a5a,
+        "contents of {phys:#x} lost"
+    );
+}
+
+impl Outgoing {
+    /// Applies one op; an allocation failure (arena full) is skipped.
+    pub fn apply(&mut self, op: Op) {
+        let fa = &mut self.fa;
+        let phys_of = |p: Pfn| p.0 << 12;
+        match op {
+            Op::Folio(o) => {
+                let Ok(p) = fa.alloc_folio(o) else { return };
+                self.kho.preserve_folio(fa, p).unwrap();
+                self.expect.push(Expect {
+                    phys: phys_of(p),
+                    order: o,
+                    kind: BlockType::Contig,
+                    restore: As::Folio,
+                });
+            }
+            Op::Contig(o) | Op::Phys(o) => {
+                let Ok(p) = fa.alloc_pages(o) else { return };
+                if matches!(op, Op::Phys(_)) {
+                    self.kho.preserve_phys(fa, phys_of(p), 4096 << o).unwrap();
+                } else {
+                    self.kho.preserve_pages(fa, p, 1 << o).unwrap();
+                }
+                self.expect.push(Expect {
+                    phys: phys_of(p),
+                    order: o,
+                    kind: BlockType::Contig,
+                    restore: As::Pages,
+                });
+            }
+            Op::Split(o) => {
+                let Ok(p) = fa.alloc_pages(o) else { return };
+                fa.split_page(p, o).unwrap();
+                self.kho.preserve_pages(fa, p, 1 << o).unwrap();
+                self.expect.push(Expect {
+                    phys: phys_of(p),
+                    order: o,
+                    kind: BlockType::Split,
+                    restore: As::Pages,
+                });
+            }
+            Op::SplitAfterPreserve(o) => {
+                let Ok(p) = fa.alloc_pages(o) else { return };
+                self.kho.preserve_pages(fa, p, 1 << o).unwrap();
+                self.kho.split_preserved_pages(fa, p, o).unwrap();
+                self.expect.push(Expect {
+                    phys: phys_of(p),
+                    order: o,
+                    kind: BlockType::Split,
+                    restore: As::Pages,
+                });
+            }
+            Op::UnpreserveLast => {
+                let Some(e) = self.expect.pop() else { return };
+                if e.phys == FIRMWARE.start {
+                    self.expect.push(e);
+                    return;
+                }
+                match e.restore {
+                    As::Folio => self.kho.unpreserve_folio(fa, Pfn(e.phys >> 12)).unwrap(),
+                    As::Pages => self
+                        .kho
+                        .unpreserve_pages(Pfn(e.phys >> 12), 1 << e.order)
+                        .unwrap(),
+                }
+            }
+        }
+    }
+
+    /// Preserves the firmware range (raw memory, 4 + 1 pages).
+    pub fn preserve_firmware(&mut self) {
+        self.kho
+            .preserve_phys(&mut self.fa, FIRMWARE.start, FIRMWARE.size())
+            .unwrap();
+        for (phys, order) in [(FIRMWARE.start, 2), (FIRMWARE.start + 4 * 4096, 0)] {
+            self.expect.push(Expect {
+                phys,
+                order,
+                kind: BlockType::Contig,
+                restore: As::Pages,
+            });
+        }
+    }
+
+    /// Model check before handover: the recorded set equals the model, and each recorded type
+    /// agrees with both mm's `block_kind` and the tail-refcount heuristic.
+    pub fn check_recorded(&self) {
+        let mut want: Vec<_> = self
+            .expect
+            .iter()
+            .map(|e| (e.phys, e.order, e.kind))
+            .collect();
+        want.sort();
+        let mut got = self.kho.blocks().unwrap();
+        got.sort();
+        assert_eq!(got, want);
+        for e in &self.expect {
+            if e.phys >= FIRMWARE.start && e.phys < FIRMWARE.end {
+                continue;
+            }
+            let pfn = Pfn(e.phys >> 12);
+            let kind = self.fa.block_kind(pfn, e.order).unwrap();
+            assert_eq!(kind == BlockKind::Split, e.kind == BlockType::Split);
+            if e.order > 0 {
+                let tail = self.fa.page_ref_count(Pfn(pfn.0 + 1)).unwrap();
+                assert_eq!(
+                    tail != 0,
+                    e.kind == BlockType::Split,
+                    "tail refcount vs type at {:#x}",
+                    e.phys
+                );
+            }
+        }
+    }
+
+    /// Finalizes and writes the next image's boot FDT; returns it.
+    pub fn handover(&mut self, arena: &Arena) -> Vec<u8> {
+        for e in &self.expect {
+            stamp(arena, e.phys);
+        }
+        let h = self.kho.finalize(&mut self.fa).unwrap();
+        rewrite(
+            VIRT_DTB,
+            &ChosenUpdate {
+                kho_fdt: Some(h.kho_fdt),
+                kho_scratch: Some(h.scratch_array),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    }
+}
+
+pub struct IncomingImage {
+    pub fa: FrameAllocator<'static>,
+    pub inc: Incoming,
+}
+
+/// Boots the next image from `boot_fdt` on the same arena; `Err` = boots cold.
+pub fn incoming(
+    arena: &'static Arena,
+    boot_fdt: &[u8],
+    max_order: u32,
+) -> Result<IncomingImage, kho::RestoreError> {
+    let fdt = Fdt::parse(boot_fdt).unwrap();
+    let (kho_fdt, scratch_array) = read_handover(&fdt).unwrap().expect("handover in /chosen");
+    let refs = HandoverRefs {
+        kho_fdt,
+        scratch_array,
+    };
+    let ram = [ram()];
+    let scratch = kho::read_scratch(arena, &ram, &refs)?;
+    let mut mb = Memblock::new();
+    mb.add_memory(pr(ram[0])).unwrap();
+    // The next image runs from the start of scratch.
+    let image2 = Region::new(scratch[0].start, 1 << 20);
+    mb.reserve(pr(image2)).unwrap();
+    let before: Vec<PhysRange> = mb.reserved().collect();
+    mb.set_alloc_only_in(&scratch.iter().map(|r| pr(*r)).collect::<Vec<_>>())
+        .unwrap();
+    let res = kho::probe(arena, &mut mb, &refs, &ram, &scratch, &[image2]);
+    let reserved = match res {
+        Ok(r) => r,
+        Err(e) => {
+            let after: Vec<PhysRange> = mb.reserved().collect();
+            assert_eq!(
+                before, after,
+                "a rejected handover left a reservation behind"
+            );
+            return Err(e);
+        }
+    };
+    mb.clear_alloc_only_in();
+    // Scratch stays scratch: nothing of this image's own handover may land there.
+    for s in &scratch {
+        mb.reserve(pr(*s)).unwrap();
+    }
+    let mut fa = frame_allocator(&mb, max_order);
+    let inc = reserved.attach(&mut fa).unwrap();
+    Ok(IncomingImage { fa, inc })
+}
+
+impl IncomingImage {
+    /// Restores every expected block and checks the refcount pattern and contents.
+    pub fn restore_all(&mut self, arena: &Arena, expect: &[Expect]) {
+        let fa = &mut self.fa;
+        for e in expect {
+            let pfn = Pfn(e.phys >> 12);
+            match e.restore {
+                As::Folio => {
+                    assert_eq!(self.inc.restore_folio(fa, e.phys).unwrap(), pfn);
+                    assert_eq!(fa.folio_order(pfn).unwrap(), e.order);
+                    assert_eq!(
+                        fa.block_kind(pfn, e.order).unwrap(),
+                        if e.order == 0 {
+                            fa.block_kind(pfn, 0).unwrap()
+                        } else {
+                            BlockKind::Folio
+                        }
+                    );
+                }
+                As::Pages => self.inc.restore_pages(fa, e.phys, 1 << e.order).unwrap(),
+            }
+            assert_eq!(fa.page_ref_count(pfn).unwrap(), 1);
+            let n = 1u64 << e.order;
+            for i in 1..n.min(64) {
+                let want = u32::from(e.kind == BlockType::Split);
+                assert_eq!(
+                    fa.page_ref_count(Pfn(pfn.0 + i)).unwrap(),
+                    want,
+                    "{e:?} page {i}"
+                );
+            }
+            if e.kind == BlockType::Split {
+                assert_eq!(fa.block_kind(pfn, e.order).unwrap(), BlockKind::Split);
+            }
+            check_stamp(arena, e.phys);
+        }
+        assert_eq!(self.inc.unclaimed(), 0);
+    }
+
+    /// Frees every restored block the way its owner would; asserts no bad page.
+    pub fn free_all(&mut self, expect: &[Expect]) {
+        let fa = &mut self.fa;
+        for e in expect {
+            let pfn = Pfn(e.phys >> 12);
+            match (e.restore, e.kind) {
+                (As::Folio, _) => fa.folio_put(pfn).unwrap(),
+                (As::Pages, BlockType::Contig) => fa.free_pages(pfn, e.order).unwrap(),
+                (As::Pages, BlockType::Split) => {
+                    for i in 0..1u64 << e.order {
+                        fa.put_page(Pfn(pfn.0 + i)).unwrap();
+                    }
+                }
+            }
+        }
+        assert_eq!(fa.stats().bad, 0);
+    }
+}

@@ -1,0 +1,245 @@
+//! Round trips through two simulated images over one arena: the exact set, orders, types and
+//! refcount patterns come back, and freeing them never trips mm's bad-page checks.
+
+mod common;
+
+use common::fdt_tools::check_fdt_with_tools;
+use common::sim::*;
+use kho::{Arena, BlockType, PhysMem};
+use mm::Pfn;
+use proptest::prelude::*;
+
+fn leak_arena() -> &'static Arena {
+    Box::leak(Box::new(Arena::new(RAM_BASE, RAM_SIZE)))
+}
+
+fn fixed_mix() -> Vec<Op> {
+    use Op::*;
+    vec![
+        Folio(0),
+        Folio(3),
+        Folio(10),
+        Contig(0),
+        Contig(4),
+        Split(2),
+        Split(5),
+        Phys(3),
+        SplitAfterPreserve(3),
+        Contig(1),
+        UnpreserveLast,
+        Folio(2),
+        SplitAfterPreserve(9),
+        Contig(10),
+        Split(0),
+        Phys(0),
+    ]
+}
+
+fn run(ops: &[Op], max1: u32, max2: u32) -> (usize, u64) {
+    let arena = leak_arena();
+    let mut out = outgoing(arena, max1);
+    out.preserve_firmware();
+    for &op in ops {
+        out.apply(op);
+    }
+    out.check_recorded();
+    let boot = out.handover(arena);
+    let expect = out.expect.clone();
+    let mut inc = incoming(arena, &boot, max2).unwrap();
+    let mut got: Vec<_> = inc
+        .inc
+        .unclaimed_blocks()
+        .map(|b| (b.phys, b.order, b.kind))
+        .collect();
+    got.sort();
+    let mut want: Vec<_> = expect.iter().map(|e| (e.phys, e.order, e.kind)).collect();
+    want.sort();
+    assert_eq!(got, want, "restored set differs");
+    let before = inc.fa.stats();
+    inc.restore_all(arena, &expect);
+    let mid = inc.fa.stats();
+    let preserved_frames: u64 = expect.iter().map(|e| 1u64 << e.order).sum();
+    assert_eq!(
+        mid.allocated - before.allocated,
+        preserved_frames,
+        "managed-page accounting"
+    );
+    assert_eq!(before.reserved - mid.reserved, preserved_frames);
+    let free_only: Vec<_> = expect
+        .iter()
+        .copied()
+        .filter(|e| e.phys < FIRMWARE.start || e.phys >= FIRMWARE.end)
+        .collect();
+    inc.free_all(&free_only);
+    let IncomingImage {
+        mut fa,
+        inc: handle,
+    } = inc;
+    let meta = handle.finish(&mut fa).unwrap();
+    assert!(
+        meta >= 2 + 2 * 5,
+        "tree pages + KHO FDT + scratch array returned, got {meta}"
+    );
+    (expect.len(), meta)
+}
+
+#[test]
+fn mixed_set_round_trips_with_types_and_refcounts() {
+    let (n, _) = run(&fixed_mix(), 10, 10);
+    assert!(n >= 15, "{n}");
+}
+
+#[test]
+fn next_image_with_smaller_max_order_restores_and_frees_big_blocks() {
+    run(&fixed_mix(), 10, 8);
+}
+
+#[test]
+fn split_type_survives_round_trip() {
+    let arena = leak_arena();
+    let mut out = outgoing(arena, 10);
+    let p = out.fa.alloc_pages(4).unwrap();
+    out.fa.split_page(p, 4).unwrap();
+    out.kho.preserve_pages(&mut out.fa, p, 16).unwrap();
+    assert_eq!(
+        out.kho.block_type(p.0 << 12, 4).unwrap(),
+        Some(BlockType::Split)
+    );
+    let boot = out.handover(arena);
+    let mut inc = incoming(arena, &boot, 10).unwrap();
+    let b: Vec<_> = inc.inc.unclaimed_blocks().collect();
+    assert_eq!(b.len(), 1);
+    assert_eq!(
+        (b[0].phys, b[0].order, b[0].kind),
+        (p.0 << 12, 4, BlockType::Split)
+    );
+    assert_eq!(
+        inc.inc.restore_folio(&mut inc.fa, p.0 << 12),
+        Err(kho::IncomingError::SplitNotFolio { phys: p.0 << 12 })
+    );
+    inc.inc.restore_pages(&mut inc.fa, p.0 << 12, 16).unwrap();
+    for i in 0..16 {
+        assert_eq!(inc.fa.page_ref_count(Pfn(p.0 + i)).unwrap(), 1);
+    }
+}
+
+#[test]
+fn contig_block_with_tail_refs_is_a_bad_page() {
+    // The old restore gave every page of a CONTIG block refcount 1; mm must call that bad.
+    let arena = leak_arena();
+    let mut out = outgoing(arena, 10);
+    let p = out.fa.alloc_pages(3).unwrap();
+    out.kho.preserve_pages(&mut out.fa, p, 8).unwrap();
+    let boot = out.handover(arena);
+    let mut inc = incoming(arena, &boot, 10).unwrap();
+    inc.inc.restore_pages(&mut inc.fa, p.0 << 12, 8).unwrap();
+    for i in 1..8 {
+        inc.fa.set_page_refcount(Pfn(p.0 + i), 1).unwrap();
+    }
+    assert!(matches!(
+        inc.fa.free_pages(p, 3),
+        Err(mm::MmError::BadPage(_))
+    ));
+    assert!(inc.fa.stats().bad > 0);
+}
+
+#[test]
+fn second_restore_and_unknown_addresses_are_refused() {
+    let arena = leak_arena();
+    let mut out = outgoing(arena, 10);
+    let f = out.fa.alloc_folio(2).unwrap();
+    out.kho.preserve_folio(&mut out.fa, f).unwrap();
+    let boot = out.handover(arena);
+    let mut inc = incoming(arena, &boot, 10).unwrap();
+    let phys = f.0 << 12;
+    inc.inc.restore_folio(&mut inc.fa, phys).unwrap();
+    assert_eq!(
+        inc.inc.restore_folio(&mut inc.fa, phys),
+        Err(kho::IncomingError::AlreadyRestored { phys })
+    );
+    assert_eq!(
+        inc.inc.restore_folio(&mut inc.fa, phys + 4096),
+        Err(kho::IncomingError::NotPreserved { phys: phys + 4096 })
+    );
+    // Not RAM at all: refused before any descriptor is read.
+    assert_eq!(
+        inc.inc.restore_folio(&mut inc.fa, 0x1000),
+        Err(kho::IncomingError::NotPreserved { phys: 0x1000 })
+    );
+}
+
+#[test]
+fn unclaimed_blocks_are_released_with_a_count() {
+    let arena = leak_arena();
+    let mut out = outgoing(arena, 10);
+    for o in [0, 3, 10] {
+        out.apply(Op::Contig(o));
+    }
+    let boot = out.handover(arena);
+    let mut inc = incoming(arena, &boot, 8).unwrap();
+    let free0 = inc.fa.stats().free;
+    assert_eq!(inc.inc.release_unclaimed(&mut inc.fa).unwrap(), 3);
+    assert_eq!(inc.fa.stats().free - free0, 1 + 8 + 1024);
+}
+
+#[test]
+fn client_blob_is_found_by_name_in_the_next_image() {
+    let arena = leak_arena();
+    let mut out = outgoing(arena, 10);
+    let p = out.fa.alloc_pages(1).unwrap();
+    let phys = p.0 << 12;
+    assert!(matches!(
+        out.kho.add_client("workload", phys, 100),
+        Err(kho::KhoError::ClientNotPreserved { .. })
+    ));
+    out.kho.preserve_pages(&mut out.fa, p, 2).unwrap();
+    out.kho.add_client("workload", phys, 8000).unwrap();
+    assert!(matches!(
+        out.kho.add_client("workload", phys, 8),
+        Err(kho::KhoError::BadClient { .. })
+    ));
+    assert!(matches!(
+        out.kho.add_client("1bad", phys, 8),
+        Err(kho::KhoError::BadClient { .. })
+    ));
+    let boot = out.handover(arena);
+    let h = out.kho.handover().unwrap();
+    let fdt = kho::phys::Arena::region(arena);
+    assert!(fdt.covers(&h.kho_fdt));
+    let bytes: Vec<u8> = {
+        let ptr = arena
+            .ptr(h.kho_fdt.start, h.kho_fdt.size() as usize)
+            .unwrap();
+        // SAFETY: the arena owns these bytes and nothing writes them during the copy.
+        unsafe { std::slice::from_raw_parts(ptr, h.kho_fdt.size() as usize) }.to_vec()
+    };
+    check_fdt_with_tools(&bytes, "kho-fdt");
+    check_fdt_with_tools(&boot, "boot-with-handover");
+    let inc = incoming(arena, &boot, 10).unwrap();
+    assert_eq!(inc.inc.client("workload"), Some((phys, 8000)));
+    assert_eq!(inc.inc.client("other"), None);
+}
+
+fn op_strategy() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0u32..=10).prop_map(Op::Folio),
+        (0u32..=10).prop_map(Op::Contig),
+        (0u32..=6).prop_map(Op::Split),
+        (0u32..=6).prop_map(Op::Phys),
+        (1u32..=6).prop_map(Op::SplitAfterPreserve),
+        Just(Op::UnpreserveLast),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: if cfg!(miri) { 2 } else { 24 },
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn random_mixes_round_trip(ops in proptest::collection::vec(op_strategy(), 1..40), small in any::<bool>()) {
+        run(&ops, 10, if small { 8 } else { 10 });
+    }
+}
