@@ -1,0 +1,326 @@
+//! The workload's configuration: read from `baton.*` bootargs, written back for the next image.
+//!
+//! Owns the `baton.*` keys (seed, chain length, generation counter, running totals, damage
+//! injection) and the rewrite of the command line that carries them across a handover, so
+//! the counters survive even when the next image has to boot cold. Knows nothing of memory.
+
+use super::alloc::string::String;
+use core::fmt;
+use core::fmt::Write as _;
+
+use super::damage::DamageKind;
+
+/// `baton.seed=`: the chain's seed (decimal or `0x` hex).
+pub const KEY_SEED: &str = "baton.seed=";
+/// `baton.generations=`: how many generations the chain runs (default 1).
+pub const KEY_GENERATIONS: &str = "baton.generations=";
+/// `baton.gen=`: this generation's number (written by the previous image; default 0).
+pub const KEY_GEN: &str = "baton.gen=";
+/// `baton.cold=`: cold generations before this one (generation 0 counts as cold).
+pub const KEY_COLD: &str = "baton.cold=";
+/// `baton.vbytes=`: bytes verified by the generations before this one.
+pub const KEY_VBYTES: &str = "baton.vbytes=";
+/// `baton.leaked=`: pages leaked by the generations before this one.
+pub const KEY_LEAKED: &str = "baton.leaked=";
+/// `baton.damage=`: test only, damage the outgoing handover data (see [`DamageKind`]).
+pub const KEY_DAMAGE: &str = "baton.damage=";
+/// `baton.damage-every=K`: damage the handover out of generations K-1, 2K-1, ...
+/// (default: only the handover out of generation 0).
+pub const KEY_DAMAGE_EVERY: &str = "baton.damage-every=";
+
+/// Keys the outgoing image rewrites; every other word of the command line is kept.
+const CARRIED: [&str; 4] = [KEY_GEN, KEY_COLD, KEY_VBYTES, KEY_LEAKED];
+
+/// Seed used when `baton.seed=` is absent ("baton" in ASCII).
+pub const DEFAULT_SEED: u64 = 0x0062_6174_6f6e;
+
+/// A `baton.*` value that does not parse.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A number is malformed or out of range.
+    BadNumber { key: &'static str, value: String },
+    /// `baton.damage=` names no known kind.
+    UnknownDamage { value: String },
+    /// `baton.generations=0`, `baton.damage-every=0`, or `baton.gen` not below `generations`.
+    OutOfRange { key: &'static str, value: u64 },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::BadNumber { key, value } => {
+                write!(f, "bootarg {key}{value} is not a number")
+            }
+            ConfigError::UnknownDamage { value } => write!(
+                f,
+                "bootarg {KEY_DAMAGE}{value}: kinds are leaf-bitflip, wild-pointer, bad-order, \
+                 truncate-fdt, scratch-overlap"
+            ),
+            ConfigError::OutOfRange { key, value } => {
+                write!(f, "bootarg {key}{value} is out of range")
+            }
+        }
+    }
+}
+
+/// The workload's view of one boot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Chain seed.
+    pub seed: u64,
+    /// Generations in the chain (`>= 1`).
+    pub generations: u32,
+    /// This generation's number (`< generations`).
+    pub generation: u32,
+    /// Cold generations before this one.
+    pub cold_before: u32,
+    /// Bytes verified before this generation.
+    pub verified_before: u64,
+    /// Pages leaked before this generation.
+    pub leaked_before: u64,
+    /// Damage to inject into outgoing handovers, if any.
+    pub damage: Option<DamageKind>,
+    /// Damage period (see [`KEY_DAMAGE_EVERY`]); `None` = only generation 0's handover.
+    pub damage_every: Option<u32>,
+    /// Largest buddy order of this image (`mm::MAX_ORDER` of the build).
+    pub max_order: u32,
+}
+
+fn value<'a>(bootargs: &'a str, key: &str) -> Option<&'a str> {
+    // The last occurrence wins, like Linux's command line.
+    bootargs
+        .split_ascii_whitespace()
+        .rev()
+        .find_map(|w| w.strip_prefix(key))
+}
+
+fn number(bootargs: &str, key: &'static str, default: u64) -> Result<u64, ConfigError> {
+    let Some(v) = value(bootargs, key) else {
+        return Ok(default);
+    };
+    let parsed = match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => v.parse::<u64>(),
+    };
+    parsed.map_err(|_| ConfigError::BadNumber {
+        key,
+        value: String::from(v),
+    })
+}
+
+fn number32(bootargs: &str, key: &'static str, default: u32) -> Result<u32, ConfigError> {
+    let v = number(bootargs, key, u64::from(default))?;
+    u32::try_from(v).map_err(|_| ConfigError::OutOfRange { key, value: v })
+}
+
+impl Config {
+    /// Reads the `baton.*` keys of `bootargs` for an image whose buddy allocator stops at
+    /// `max_order`.
+    pub fn from_bootargs(bootargs: &str, max_order: u32) -> Result<Self, ConfigError> {
+        let generations = number32(bootargs, KEY_GENERATIONS, 1)?;
+        if generations == 0 {
+            return Err(ConfigError::OutOfRange {
+                key: KEY_GENERATIONS,
+                value: 0,
+            });
+        }
+        let generation = number32(bootargs, KEY_GEN, 0)?;
+        if generation >= generations {
+            return Err(ConfigError::OutOfRange {
+                key: KEY_GEN,
+                value: u64::from(generation),
+            });
+        }
+        let damage = match value(bootargs, KEY_DAMAGE) {
+            None => None,
+            Some(v) => {
+                Some(
+                    DamageKind::from_name(v).ok_or_else(|| ConfigError::UnknownDamage {
+                        value: String::from(v),
+                    })?,
+                )
+            }
+        };
+        let damage_every = match value(bootargs, KEY_DAMAGE_EVERY) {
+            None => None,
+            Some(_) => match number32(bootargs, KEY_DAMAGE_EVERY, 0)? {
+                0 => {
+                    return Err(ConfigError::OutOfRange {
+                        key: KEY_DAMAGE_EVERY,
+                        value: 0,
+                    })
+                }
+                k => Some(k),
+            },
+        };
+        Ok(Config {
+            seed: number(bootargs, KEY_SEED, DEFAULT_SEED)?,
+            generations,
+            generation,
+            cold_before: number32(bootargs, KEY_COLD, 0)?,
+            verified_before: number(bootargs, KEY_VBYTES, 0)?,
+            leaked_before: number(bootargs, KEY_LEAKED, 0)?,
+            damage,
+            damage_every,
+            max_order,
+        })
+    }
+
+    /// True if this generation is the chain's last: print `SOAK` and exit instead of handing over.
+    pub fn is_last(&self) -> bool {
+        self.generation + 1 >= self.generations
+    }
+
+    /// The damage to inject into this generation's outgoing handover, if any.
+    pub fn damage_now(&self) -> Option<DamageKind> {
+        let kind = self.damage?;
+        let hit = match self.damage_every {
+            None => self.generation == 0,
+            Some(k) => (self.generation + 1) % k == 0,
+        };
+        hit.then_some(kind)
+    }
+}
+
+/// The running totals the next generation starts from.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Carried {
+    /// The next generation's number.
+    pub generation: u32,
+    /// Cold generations up to and including this one.
+    pub cold: u32,
+    /// Bytes verified up to and including this generation.
+    pub verified_bytes: u64,
+    /// Pages leaked up to and including this generation.
+    pub leaked: u64,
+}
+
+/// The command line for the next image: `incoming` without its carried `baton.*` words,
+/// followed by the new values. Every other word is kept in order.
+pub fn next_bootargs(incoming: &str, c: &Carried) -> String {
+    let mut out = String::with_capacity(incoming.len() + 64);
+    for w in incoming.split_ascii_whitespace() {
+        if !CARRIED.iter().any(|k| w.starts_with(k)) {
+            out.push_str(w);
+            out.push(' ');
+        }
+    }
+    // Writing to a String cannot fail.
+    let _ = write!(
+        out,
+        "{KEY_GEN}{} {KEY_COLD}{} {KEY_VBYTES}{} {KEY_LEAKED}{}",
+        c.generation, c.cold, c.verified_bytes, c.leaked
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_when_nothing_is_given() {
+        let c = Config::from_bootargs("console=ttyAMA0", 10).unwrap();
+        assert_eq!(
+            c,
+            Config {
+                seed: DEFAULT_SEED,
+                generations: 1,
+                generation: 0,
+                cold_before: 0,
+                verified_before: 0,
+                leaked_before: 0,
+                damage: None,
+                damage_every: None,
+                max_order: 10,
+            }
+        );
+        assert!(c.is_last());
+    }
+
+    #[test]
+    fn every_key_is_read_and_carried_keys_round_trip() {
+        let args = "baton.seed=0x2a baton.generations=50 baton.gen=7 baton.cold=2 \
+                    baton.vbytes=99 baton.leaked=0 baton.damage=bad-order baton.damage-every=4";
+        let c = Config::from_bootargs(args, 8).unwrap();
+        assert_eq!(
+            (c.seed, c.generations, c.generation, c.cold_before),
+            (42, 50, 7, 2)
+        );
+        assert_eq!(
+            (c.verified_before, c.damage, c.damage_every),
+            (99, Some(DamageKind::BadOrder), Some(4))
+        );
+        assert_eq!(c.damage_now(), Some(DamageKind::BadOrder)); // (7 + 1) % 4 == 0
+        let next = next_bootargs(
+            args,
+            &Carried {
+                generation: 8,
+                cold: 3,
+                verified_bytes: 1234,
+                leaked: 0,
+            },
+        );
+        assert_eq!(
+            next,
+            "baton.seed=0x2a baton.generations=50 baton.damage=bad-order baton.damage-every=4 \
+             baton.gen=8 baton.cold=3 baton.vbytes=1234 baton.leaked=0"
+        );
+        let c2 = Config::from_bootargs(&next, 8).unwrap();
+        assert_eq!(
+            (c2.generation, c2.cold_before, c2.verified_before),
+            (8, 3, 1234)
+        );
+        assert_eq!(c2.damage_now(), None);
+    }
+
+    #[test]
+    fn damage_without_period_hits_only_generation_0() {
+        let c = Config::from_bootargs("baton.generations=5 baton.damage=wild-pointer", 10).unwrap();
+        assert_eq!(c.damage_now(), Some(DamageKind::WildPointer));
+        let c = Config::from_bootargs(
+            "baton.generations=5 baton.gen=1 baton.damage=wild-pointer",
+            10,
+        )
+        .unwrap();
+        assert_eq!(c.damage_now(), None);
+    }
+
+    #[test]
+    fn malformed_values_are_named() {
+        assert_eq!(
+            Config::from_bootargs("baton.seed=12z", 10),
+            Err(ConfigError::BadNumber {
+                key: KEY_SEED,
+                value: String::from("12z")
+            })
+        );
+        assert_eq!(
+            Config::from_bootargs("baton.damage=melt", 10),
+            Err(ConfigError::UnknownDamage {
+                value: String::from("melt")
+            })
+        );
+        assert_eq!(
+            Config::from_bootargs("baton.generations=3 baton.gen=3", 10),
+            Err(ConfigError::OutOfRange {
+                key: KEY_GEN,
+                value: 3
+            })
+        );
+        assert_eq!(
+            Config::from_bootargs("baton.generations=0", 10),
+            Err(ConfigError::OutOfRange {
+                key: KEY_GENERATIONS,
+                value: 0
+            })
+        );
+        assert_eq!(
+            Config::from_bootargs("baton.gen=4294967296", 10),
+            Err(ConfigError::OutOfRange {
+                key: KEY_GEN,
+                value: 1 << 32
+            })
+        );
+    }
+}

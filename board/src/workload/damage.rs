@@ -1,0 +1,252 @@
+//! Test-only damage to a finalized handover, so the next image must reject it and boot cold.
+//!
+//! Owns the five damage kinds of `baton.damage=` and how each one corrupts the data described
+//! in `docs/abi.md` (KHO FDT, trees, scratch array). Runs after `Kho::finalize`, just before
+//! the jump; writes only handover metadata pages (and new pages it is given), never a block.
+
+use super::alloc::vec::Vec;
+use core::fmt;
+
+use kho::fdt::{Fdt, FdtError};
+use kho::format::{read_kho_fdt, FormatError, MetaCrc, PROP_CHECKSUM};
+use kho::outgoing::Handover;
+use kho::tree::{table_index, TABLE_LEVELS};
+use kho::{PhysMem, Region};
+
+use super::pattern;
+
+const PAGE: u64 = 4096;
+/// A page-aligned address no supported board has RAM at (below the 48-bit limit).
+pub const WILD_ADDRESS: u64 = 0x0000_7fff_dead_0000;
+/// The key `bad-order` plants: its order marker sits at bit 21, i.e. order 31 (> 30).
+pub const BAD_ORDER_KEY: u64 = 1 << 21;
+
+/// How to damage the handover (`baton.damage=<name>`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum DamageKind {
+    /// Flip one bit in a leaf of the main tree: only the metadata checksum can catch it.
+    LeafBitflip,
+    /// Point an unused root-table entry at an address that is not RAM.
+    WildPointer,
+    /// Add a key of order 31 to the main tree (with a correct checksum).
+    BadOrder,
+    /// Advertise only half of the KHO FDT in `/chosen`.
+    TruncateFdt,
+    /// Add a scratch area that covers the main tree's root table.
+    ScratchOverlap,
+}
+
+impl DamageKind {
+    /// Every kind.
+    pub const ALL: [DamageKind; 5] = [
+        DamageKind::LeafBitflip,
+        DamageKind::WildPointer,
+        DamageKind::BadOrder,
+        DamageKind::TruncateFdt,
+        DamageKind::ScratchOverlap,
+    ];
+
+    /// The `baton.damage=` name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            DamageKind::LeafBitflip => "leaf-bitflip",
+            DamageKind::WildPointer => "wild-pointer",
+            DamageKind::BadOrder => "bad-order",
+            DamageKind::TruncateFdt => "truncate-fdt",
+            DamageKind::ScratchOverlap => "scratch-overlap",
+        }
+    }
+
+    /// The kind called `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+impl fmt::Display for DamageKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why the damage could not be applied (the handover is then left as it was, or partly hit).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DamageError {
+    /// A metadata address is not RAM.
+    NotRam { phys: u64 },
+    /// The KHO FDT does not parse.
+    Fdt(FdtError),
+    /// The KHO FDT is not this format.
+    Format(FormatError),
+    /// The main tree has no leaf to flip a bit in.
+    EmptyTree,
+    /// No page for a new tree node.
+    NoPage,
+    /// The scratch array fills its last page: no room for another area.
+    NoRoom,
+}
+
+impl fmt::Display for DamageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DamageError::NotRam { phys } => write!(f, "damage: {phys:#x} is not RAM"),
+            DamageError::Fdt(e) => write!(f, "damage: KHO FDT: {e}"),
+            DamageError::Format(_) => write!(f, "damage: KHO FDT is not baton's format"),
+            DamageError::EmptyTree => write!(f, "damage: main tree has no leaf"),
+            DamageError::NoPage => write!(f, "damage: no page for a tree node"),
+            DamageError::NoRoom => write!(f, "damage: scratch array has no room for an area"),
+        }
+    }
+}
+
+fn read_u64<M: PhysMem + ?Sized>(mem: &M, phys: u64) -> Result<u64, DamageError> {
+    let p = mem
+        .ptr(phys, 8)
+        .filter(|_| phys % 8 == 0)
+        .ok_or(DamageError::NotRam { phys })?;
+    // SAFETY: PhysMem promises 8 readable bytes at p, 8-aligned like phys (checked); the
+    // handover metadata is frozen after finalize, nothing else writes it.
+    Ok(u64::from_le(unsafe { (p as *const u64).read_volatile() }))
+}
+
+fn write_u64<M: PhysMem + ?Sized>(mem: &M, phys: u64, v: u64) -> Result<(), DamageError> {
+    let p = mem
+        .ptr(phys, 8)
+        .filter(|_| phys % 8 == 0)
+        .ok_or(DamageError::NotRam { phys })?;
+    // SAFETY: as in read_u64; this image owns the metadata page and holds no reference to it.
+    unsafe { (p as *mut u64).write_volatile(v.to_le()) };
+    Ok(())
+}
+
+/// The KHO FDT's bytes as this image wrote them.
+fn fdt_bytes<M: PhysMem + ?Sized>(mem: &M, h: &Handover) -> Result<Vec<u8>, DamageError> {
+    pattern::read_bytes(mem, h.kho_fdt.start, h.kho_fdt.size()).map_err(|_| DamageError::NotRam {
+        phys: h.kho_fdt.start,
+    })
+}
+
+/// Node pages of the tree at `root` in the ABI's checksum order (pre-order, index order).
+fn tree_pages<M: PhysMem + ?Sized>(mem: &M, root: u64) -> Result<Vec<u64>, DamageError> {
+    let mut pages = Vec::new();
+    let mut stack = super::alloc::vec![(root, TABLE_LEVELS)];
+    while let Some((node, level)) = stack.pop() {
+        pages.push(node);
+        if level == 0 {
+            continue;
+        }
+        // Push children in reverse so that index 0 is visited first.
+        for i in (0..PAGE / 8).rev() {
+            let child = read_u64(mem, node + 8 * i)?;
+            if child != 0 {
+                stack.push((child, level - 1));
+            }
+        }
+    }
+    Ok(pages)
+}
+
+/// Recomputes the metadata checksum and stores it in the KHO FDT in place.
+fn fix_checksum<M: PhysMem + ?Sized>(mem: &M, h: &Handover) -> Result<(), DamageError> {
+    let bytes = fdt_bytes(mem, h)?;
+    let fdt = Fdt::parse(&bytes).map_err(DamageError::Fdt)?;
+    let view = read_kho_fdt(&fdt).map_err(DamageError::Format)?;
+    let mut crc = MetaCrc::new(view.main_root, view.split_root);
+    for root in [view.main_root, view.split_root] {
+        for p in tree_pages(mem, root)? {
+            if !crc.page(mem, p) {
+                return Err(DamageError::NotRam { phys: p });
+            }
+        }
+    }
+    for c in &view.clients {
+        crc.client(c);
+    }
+    let value = fdt
+        .root()
+        .prop(PROP_CHECKSUM)
+        .ok_or(DamageError::Format(FormatError::BadCompatible))?;
+    // The property value is a sub-slice of `bytes`: its offset is the distance between them.
+    let off = value.as_ptr() as u64 - bytes.as_ptr() as u64;
+    let at = h.kho_fdt.start + off;
+    pattern::write_bytes(mem, at, &u64::from(crc.finish()).to_le_bytes())
+        .map_err(|_| DamageError::NotRam { phys: at })
+}
+
+/// Damages the finalized handover `h` as `kind` says and returns what `/chosen` must name
+/// (changed for `truncate-fdt` and `scratch-overlap`). `alloc_page` gives a page-aligned
+/// page outside scratch (needed by `bad-order` for the new tree path).
+pub fn inject<M: PhysMem + ?Sized>(
+    kind: DamageKind,
+    mem: &M,
+    h: &Handover,
+    alloc_page: &mut dyn FnMut() -> Option<u64>,
+) -> Result<Handover, DamageError> {
+    let bytes = fdt_bytes(mem, h)?;
+    let fdt = Fdt::parse(&bytes).map_err(DamageError::Fdt)?;
+    let view = read_kho_fdt(&fdt).map_err(DamageError::Format)?;
+    let root = view.main_root;
+    match kind {
+        DamageKind::LeafBitflip => {
+            // Walk down the first populated entries to a leaf; flip a bit in its first word.
+            let mut node = root;
+            for _ in 0..TABLE_LEVELS {
+                let mut next = None;
+                for i in 0..PAGE / 8 {
+                    let child = read_u64(mem, node + 8 * i)?;
+                    if child != 0 {
+                        next = Some(child);
+                        break;
+                    }
+                }
+                node = next.ok_or(DamageError::EmptyTree)?;
+            }
+            let w = read_u64(mem, node)?;
+            write_u64(mem, node, w ^ (1 << 37))?;
+            Ok(*h)
+        }
+        DamageKind::WildPointer => {
+            // Entry 511 of the root is never used by a well-formed key.
+            write_u64(mem, root + 8 * 511, WILD_ADDRESS)?;
+            Ok(*h)
+        }
+        DamageKind::BadOrder => {
+            let mut node = root;
+            for level in (1..=TABLE_LEVELS).rev() {
+                let slot = node + 8 * table_index(BAD_ORDER_KEY, level) as u64;
+                let mut next = read_u64(mem, slot)?;
+                if next == 0 {
+                    next = alloc_page().ok_or(DamageError::NoPage)?;
+                    pattern::write_bytes(mem, next, &[0u8; PAGE as usize])
+                        .map_err(|_| DamageError::NotRam { phys: next })?;
+                    write_u64(mem, slot, next)?;
+                }
+                node = next;
+            }
+            let bit = BAD_ORDER_KEY & 0x7fff;
+            let word = node + 8 * (bit / 64);
+            write_u64(mem, word, read_u64(mem, word)? | (1 << (bit % 64)))?;
+            fix_checksum(mem, h)?;
+            Ok(*h)
+        }
+        DamageKind::TruncateFdt => {
+            let half = (h.kho_fdt.size() / 2).max(1);
+            Ok(Handover {
+                kho_fdt: Region::new(h.kho_fdt.start, half),
+                ..*h
+            })
+        }
+        DamageKind::ScratchOverlap => {
+            let a = h.scratch_array;
+            if a.end % PAGE == 0 {
+                return Err(DamageError::NoRoom);
+            }
+            write_u64(mem, a.end, root)?;
+            write_u64(mem, a.end + 8, PAGE)?;
+            Ok(Handover {
+                scratch_array: Region::new(a.start, a.size() + 16),
+                ..*h
+            })
+        }
+    }
+}

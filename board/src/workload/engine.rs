@@ -1,0 +1,761 @@
+//! One generation of the soak workload: restore + verify, free/split, allocate + preserve, account.
+//!
+//! Owns the generation's choices (all from the per-generation RNG), the per-kind page-state
+//! checks, and the page ledger that must match `mm`'s statistics. Changes page state only
+//! through `mm` and `kho` calls; touches bytes only inside blocks it holds.
+//!
+//! Accounting: with `s0` the stats at entry and `claimed`, `released`, `freed`, `allocated`
+//! the pages this generation moved (reserved → allocated, reserved → free, allocated → free,
+//! free → allocated) and `tree` the growth of kho's tree pages, the end stats must be
+//! `allocated = s0.allocated + claimed - freed + allocated + tree`, `reserved = s0.reserved -
+//! claimed - released`, `free = s0.free + freed + released - allocated - tree`, `bad =
+//! s0.bad`, and the free lists must hold `free` pages. Across generations: the pages the
+//! previous image handed over are exactly its recorded `preserved-pages` plus the record's
+//! own pages, and this generation's `preserved_pages` is the previous figure minus what it
+//! freed plus what it added, which must also be what kho's trees hold (plus the record).
+
+use super::alloc::format;
+use super::alloc::string::String;
+use super::alloc::vec::Vec;
+
+use kho::incoming::Incoming;
+use kho::{Kho, PhysMem};
+use mm::{BlockKind, FrameAllocator, MmError, PageFlags, Pfn, PAGE_SHIFT, PAGE_SIZE};
+
+use super::config::{Carried, Config};
+use super::pattern::{self, pattern_seed};
+use super::record::{Entry, Kind, Record, CLIENT_NAME};
+use super::report::{Check, Failure, GenReport, SoakReport};
+use super::rng::Rng;
+
+/// Percent of restored blocks freed each generation.
+pub const FREE_PERCENT: u64 = 40;
+/// Percent of kept CONTIG blocks split through `split_preserved_pages`.
+pub const SPLIT_PERCENT: u64 = 30;
+/// Most restored blocks kept; beyond this every further one is freed (bounds memory).
+pub const MAX_KEPT: usize = 12;
+/// Largest folio order allocated.
+pub const MAX_FOLIO_ORDER: u32 = 6;
+
+/// The generic timer as the kernel read it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Clock {
+    /// Counter value at this image's entry.
+    pub boot_ticks: u64,
+    /// Counter frequency in Hz (`CNTFRQ_EL0`).
+    pub freq: u64,
+}
+
+/// A generation that passed: its report, and what the handover still needs.
+#[derive(Debug)]
+pub struct GenOutcome {
+    /// The `GEN` line.
+    pub report: GenReport,
+    carried: Carried,
+    record: Record,
+    /// Record blob: first byte and encoded size.
+    record_at: (u64, u64),
+    generations: u32,
+}
+
+impl GenOutcome {
+    /// Totals for the next image's command line (`next_bootargs`).
+    pub fn carried(&self) -> Carried {
+        self.carried
+    }
+
+    /// The `SOAK` line after this generation (print it when `Config::is_last`).
+    pub fn soak(&self) -> SoakReport {
+        SoakReport {
+            generations: self.generations,
+            cold: self.carried.cold,
+            verified_bytes: self.carried.verified_bytes,
+            leaked: self.carried.leaked,
+            ok: self.carried.leaked == 0,
+        }
+    }
+
+    /// The record as it will be (or was) written.
+    pub fn record(&self) -> &Record {
+        &self.record
+    }
+
+    /// Writes the record, stamped with `now_ticks`, into its preserved pages. Call it just
+    /// before `Kho::finalize` (the timestamp is where the next image's `handover_us` starts).
+    pub fn seal<M: PhysMem + ?Sized>(&mut self, mem: &M, now_ticks: u64) -> Result<(), Failure> {
+        let n = self.report.n;
+        self.record.timestamp = now_ticks;
+        let bytes = self
+            .record
+            .encode()
+            .map_err(|e| fail(n, Check::Record, format!("encoding the record: {e}")))?;
+        if bytes.len() as u64 != self.record_at.1 {
+            return Err(fail(
+                n,
+                Check::Record,
+                format!(
+                    "record grew from {} to {} bytes after it was preserved",
+                    self.record_at.1,
+                    bytes.len()
+                ),
+            ));
+        }
+        pattern::write_bytes(mem, self.record_at.0, &bytes)
+            .map_err(|e| fail(n, Check::Record, format!("writing the record: {e}")))
+    }
+}
+
+fn fail(generation: u32, check: Check, detail: String) -> Failure {
+    Failure {
+        generation,
+        check,
+        detail,
+    }
+}
+
+/// Pages this generation moved between mm's states.
+#[derive(Copy, Clone, Debug, Default)]
+struct Ledger {
+    claimed: u64,
+    released: u64,
+    freed: u64,
+    allocated: u64,
+}
+
+/// The running generation.
+struct Gen<'c, 'f, 'a, M: PhysMem + ?Sized> {
+    cfg: &'c Config,
+    fa: &'f mut FrameAllocator<'a>,
+    mem: &'c M,
+    rng: Rng,
+    led: Ledger,
+    report: GenReport,
+}
+
+fn pfn_of(phys: u64) -> Pfn {
+    Pfn(phys >> PAGE_SHIFT)
+}
+
+fn order_for(pages: u64) -> u32 {
+    pages.max(1).next_power_of_two().trailing_zeros()
+}
+
+impl<M: PhysMem + ?Sized> Gen<'_, '_, '_, M> {
+    fn fail(&self, check: Check, detail: String) -> Failure {
+        fail(self.cfg.generation, check, detail)
+    }
+
+    fn mm(&self, check: Check, what: &str, e: MmError) -> Failure {
+        let check = if matches!(e, MmError::BadPage(_)) {
+            Check::BadPage
+        } else {
+            check
+        };
+        self.fail(check, format!("{what}: {e}"))
+    }
+
+    /// Checks the page state of a restored (or kept) block against its kind.
+    fn check_state(&self, e: &Entry) -> Result<(), Failure> {
+        let head = pfn_of(e.phys);
+        let fa = &*self.fa;
+        let q = |r: Result<u32, MmError>, what: &str| {
+            r.map_err(|err| self.mm(Check::Refcount, what, err))
+        };
+        let flags = |p: Pfn| {
+            fa.page_flags(p)
+                .map_err(|err| self.mm(Check::Compound, "page flags", err))
+        };
+        let marker = PageFlags::HEAD | PageFlags::TAIL | PageFlags::SPLIT;
+        match e.kind {
+            Kind::Folio | Kind::Contig => {
+                let order = e.order();
+                let want = if e.kind == Kind::Folio {
+                    BlockKind::Folio
+                } else {
+                    BlockKind::Contig
+                };
+                let got = fa
+                    .block_kind(head, order)
+                    .map_err(|err| self.mm(Check::Compound, "block kind", err))?;
+                // An order-0 folio is a plain page: mm calls it Contig.
+                if got != want && !(order == 0 && got == BlockKind::Contig) {
+                    return Err(self.fail(
+                        Check::Compound,
+                        format!(
+                            "{} at {:#x} order {order} restored as {got:?}",
+                            e.kind, e.phys
+                        ),
+                    ));
+                }
+                let c = q(fa.page_ref_count(head), "head refcount")?;
+                if c != 1 {
+                    return Err(self.fail(
+                        Check::Refcount,
+                        format!("{} head {:#x} refcount {c}, expected 1", e.kind, e.phys),
+                    ));
+                }
+                let compound = e.kind == Kind::Folio && order > 0;
+                let hf = flags(head)?;
+                if hf.contains(PageFlags::HEAD) != compound
+                    || hf.intersects(PageFlags::TAIL | PageFlags::SPLIT)
+                {
+                    return Err(self.fail(
+                        Check::Compound,
+                        format!("{} head {:#x} flags {hf}", e.kind, e.phys),
+                    ));
+                }
+                for i in 1..e.pages {
+                    let p = head.add(i);
+                    let c = q(fa.page_ref_count(p), "tail refcount")?;
+                    if c != 0 {
+                        return Err(self.fail(
+                            Check::Refcount,
+                            format!("{} tail {:#x} refcount {c}, expected 0", e.kind, p.phys().0),
+                        ));
+                    }
+                    let tf = flags(p)?;
+                    let linked = fa
+                        .page_folio(p)
+                        .map_err(|err| self.mm(Check::Compound, "tail head", err))?;
+                    let ok = if compound {
+                        tf.contains(PageFlags::TAIL)
+                            && !tf.intersects(PageFlags::HEAD | PageFlags::SPLIT)
+                            && linked == head
+                    } else {
+                        !tf.intersects(marker) && linked == p
+                    };
+                    if !ok {
+                        return Err(self.fail(
+                            Check::Compound,
+                            format!(
+                                "{} tail {:#x} flags {tf} head {:#x}",
+                                e.kind,
+                                p.phys().0,
+                                linked.phys().0
+                            ),
+                        ));
+                    }
+                }
+            }
+            Kind::Split | Kind::PhysRange | Kind::SplitAfterPreserve => {
+                for i in 0..e.pages {
+                    let p = head.add(i);
+                    let c = q(fa.page_ref_count(p), "split refcount")?;
+                    if c != 1 {
+                        return Err(self.fail(
+                            Check::Refcount,
+                            format!("{} page {:#x} refcount {c}, expected 1", e.kind, p.phys().0),
+                        ));
+                    }
+                    let f = flags(p)?;
+                    if !f.contains(PageFlags::SPLIT)
+                        || f.intersects(PageFlags::HEAD | PageFlags::TAIL)
+                    {
+                        return Err(self.fail(
+                            Check::Compound,
+                            format!("{} page {:#x} flags {f}", e.kind, p.phys().0),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Frees a held block the way its kind is freed; returns its pages.
+    fn free_entry(&mut self, e: &Entry) -> Result<(), Failure> {
+        let head = pfn_of(e.phys);
+        let bad0 = self.fa.stats().bad;
+        let r = match e.kind {
+            Kind::Folio => self.fa.folio_put(head),
+            Kind::Contig => self.fa.free_pages(head, e.order()),
+            Kind::Split | Kind::PhysRange | Kind::SplitAfterPreserve => {
+                (0..e.pages).try_for_each(|i| self.fa.put_page(head.add(i)))
+            }
+        };
+        r.map_err(|err| {
+            self.mm(
+                Check::Free,
+                &format!("freeing {} at {:#x}", e.kind, e.phys),
+                err,
+            )
+        })?;
+        let bad = self.fa.stats().bad;
+        if bad != bad0 {
+            return Err(self.fail(
+                Check::BadPage,
+                format!(
+                    "freeing {} at {:#x} leaked {} bad pages",
+                    e.kind,
+                    e.phys,
+                    bad - bad0
+                ),
+            ));
+        }
+        self.led.freed += e.pages;
+        Ok(())
+    }
+
+    /// Frees a restored range whose exact blocks only mm knows (the previous record blob).
+    fn free_restored_range(&mut self, phys: u64, pages: u64) -> Result<(), Failure> {
+        let mut at = pfn_of(phys);
+        let end = at.add(pages);
+        while at < end {
+            let f = self
+                .fa
+                .page_flags(at)
+                .map_err(|e| self.mm(Check::Free, "record page flags", e))?;
+            let order = if f.contains(PageFlags::SPLIT) {
+                0
+            } else {
+                self.fa
+                    .page_order(at)
+                    .map_err(|e| self.mm(Check::Free, "record page order", e))?
+            };
+            let r = if f.contains(PageFlags::SPLIT) {
+                self.fa.put_page(at)
+            } else {
+                self.fa.free_pages(at, order)
+            };
+            r.map_err(|e| self.mm(Check::Free, "freeing the previous record", e))?;
+            at = at.add(1 << order);
+        }
+        self.led.freed += pages;
+        Ok(())
+    }
+
+    /// Step 1: restores and verifies every recorded block. Returns them and the record.
+    fn restore(
+        &mut self,
+        mut inc: Incoming,
+        clock: &Clock,
+    ) -> Result<(Record, Vec<Entry>), Failure> {
+        let handed: u64 = inc.unclaimed_blocks().map(|b| 1u64 << b.order).sum();
+        let (rphys, rsize) = inc.client(CLIENT_NAME).ok_or_else(|| {
+            self.fail(
+                Check::Record,
+                format!("no client {CLIENT_NAME} in the handover"),
+            )
+        })?;
+        let rpages = (rphys % PAGE_SIZE + rsize).div_ceil(PAGE_SIZE);
+        let rstart = rphys & !(PAGE_SIZE - 1);
+        inc.restore_pages(self.fa, rstart, rpages).map_err(|e| {
+            self.fail(
+                Check::Record,
+                format!("restoring the record at {rphys:#x}: {e}"),
+            )
+        })?;
+        self.led.claimed += rpages;
+        let bytes = pattern::read_bytes(self.mem, rphys, rsize)
+            .map_err(|e| self.fail(Check::Record, format!("reading the record: {e}")))?;
+        self.free_restored_range(rstart, rpages)?;
+        let rec = Record::decode(&bytes).map_err(|e| self.fail(Check::Record, format!("{e}")))?;
+        let cfg = self.cfg;
+        if rec.generation.checked_add(1) != Some(cfg.generation) || rec.seed != cfg.seed {
+            return Err(self.fail(
+                Check::Record,
+                format!(
+                    "record of generation {} seed {:#x}, expected generation {} seed {:#x}",
+                    rec.generation,
+                    rec.seed,
+                    cfg.generation.wrapping_sub(1),
+                    cfg.seed
+                ),
+            ));
+        }
+        let total = self.fa.stats().total;
+        if rec.total_pages != total {
+            return Err(self.fail(
+                Check::Accounting,
+                format!("total pages {} became {total}", rec.total_pages),
+            ));
+        }
+        if rec.timer_freq > 0 {
+            let ticks = u128::from(clock.boot_ticks.saturating_sub(rec.timestamp));
+            self.report.handover_us =
+                u64::try_from(ticks * 1_000_000 / u128::from(rec.timer_freq)).unwrap_or(u64::MAX);
+        }
+        let mut held = Vec::with_capacity(rec.entries.len());
+        for e in &rec.entries {
+            let want = pattern_seed(cfg.seed, e.fill_gen, e.phys);
+            if e.pattern != want || e.fill_gen >= cfg.generation {
+                return Err(self.fail(
+                    Check::Record,
+                    format!(
+                        "entry {:#x}: pattern {:#x} of generation {} is not the chain's",
+                        e.phys, e.pattern, e.fill_gen
+                    ),
+                ));
+            }
+            let r = match e.kind {
+                Kind::Folio => inc.restore_folio(self.fa, e.phys).and_then(|pfn| {
+                    let o = self.fa.folio_order(pfn)?;
+                    if o == e.order() {
+                        Ok(())
+                    } else {
+                        Err(kho::incoming::IncomingError::RangeMismatch {
+                            phys: e.phys,
+                            nr: 1 << o,
+                        })
+                    }
+                }),
+                _ => inc.restore_pages(self.fa, e.phys, e.pages),
+            };
+            r.map_err(|err| {
+                self.fail(
+                    Check::Restore,
+                    format!("{} at {:#x} ({} pages): {err}", e.kind, e.phys, e.pages),
+                )
+            })?;
+            self.led.claimed += e.pages;
+            self.check_state(e)?;
+            pattern::verify(self.mem, e.phys, e.len, e.pattern, e.checksum).map_err(|err| {
+                self.fail(
+                    Check::Verify,
+                    format!("{} of generation {}: {err}", e.kind, e.fill_gen),
+                )
+            })?;
+            self.report.restored += 1;
+            self.report.verified_bytes += e.len;
+            held.push(*e);
+        }
+        let stray: Vec<_> = inc.unclaimed_blocks().collect();
+        if let Some(b) = stray.first() {
+            let pages: u64 = stray.iter().map(|b| 1u64 << b.order).sum();
+            self.report.leaked += pages;
+            return Err(self.fail(
+                Check::Leak,
+                format!(
+                    "{} preserved blocks ({pages} pages) not in the record, first {:#x} order {}",
+                    stray.len(),
+                    b.phys,
+                    b.order
+                ),
+            ));
+        }
+        if rec.preserved_pages + rpages != handed {
+            return Err(self.fail(
+                Check::Accounting,
+                format!(
+                    "handover held {handed} pages, record says {} + {rpages} for itself",
+                    rec.preserved_pages
+                ),
+            ));
+        }
+        let meta = inc
+            .finish(self.fa)
+            .map_err(|e| self.fail(Check::Restore, format!("releasing handover metadata: {e}")))?;
+        self.led.released += meta;
+        Ok((rec, held))
+    }
+
+    /// Allocates a block: `alloc_folio` or `alloc_pages`.
+    fn alloc(&mut self, order: u32, folio: bool) -> Result<Pfn, Failure> {
+        let r = if folio {
+            self.fa.alloc_folio(order)
+        } else {
+            self.fa.alloc_pages(order)
+        };
+        let pfn = r.map_err(|e| self.mm(Check::Alloc, &format!("order-{order} block"), e))?;
+        self.led.allocated += 1 << order;
+        Ok(pfn)
+    }
+
+    /// Fills a new block and returns its entry.
+    fn fill(&self, phys: u64, pages: u64, len: u64, kind: Kind) -> Result<Entry, Failure> {
+        let pat = pattern_seed(self.cfg.seed, self.cfg.generation, phys);
+        let checksum = pattern::fill(self.mem, phys, len, pat)
+            .map_err(|e| self.fail(Check::Alloc, format!("filling {kind} at {phys:#x}: {e}")))?;
+        Ok(Entry {
+            phys,
+            pages,
+            len,
+            kind,
+            fill_gen: self.cfg.generation,
+            pattern: pat,
+            checksum,
+        })
+    }
+
+    /// Step 3: one new block of every kind, filled.
+    fn allocate_new(&mut self) -> Result<Vec<Entry>, Failure> {
+        let max = self.cfg.max_order;
+        let mut v = Vec::new();
+        for _ in 0..2 {
+            let order = self.rng.range(0, u64::from(max.min(MAX_FOLIO_ORDER))) as u32;
+            let pfn = self.alloc(order, true)?;
+            v.push(self.fill(pfn.phys().0, 1 << order, PAGE_SIZE << order, Kind::Folio)?);
+        }
+        // Every even generation allocates a CONTIG block of the image's largest order (4 MiB
+        // at order 10): an A -> B -> A chain hands it to an image that stops at order 8.
+        let order = if self.cfg.generation % 2 == 0 {
+            max
+        } else {
+            self.rng.range(2, u64::from(max.min(8))) as u32
+        };
+        let pfn = self.alloc(order, false)?;
+        v.push(self.fill(pfn.phys().0, 1 << order, PAGE_SIZE << order, Kind::Contig)?);
+
+        let order = self.rng.range(1, 5) as u32;
+        let pfn = self.alloc(order, false)?;
+        self.fa
+            .split_page(pfn, order)
+            .map_err(|e| self.mm(Check::Split, "split_page", e))?;
+        v.push(self.fill(pfn.phys().0, 1 << order, PAGE_SIZE << order, Kind::Split)?);
+
+        // An odd number of pages with an odd byte length: split a block, free the surplus.
+        let pages = 2 * self.rng.range(1, 18) + 1;
+        let order = order_for(pages);
+        let pfn = self.alloc(order, false)?;
+        self.fa
+            .split_page(pfn, order)
+            .map_err(|e| self.mm(Check::Split, "split_page", e))?;
+        for i in pages..(1 << order) {
+            self.fa
+                .put_page(pfn.add(i))
+                .map_err(|e| self.mm(Check::Free, "surplus page", e))?;
+            self.led.freed += 1;
+        }
+        let len = pages * PAGE_SIZE - 2 * self.rng.below(PAGE_SIZE / 2) - 1;
+        v.push(self.fill(pfn.phys().0, pages, len, Kind::PhysRange)?);
+
+        let order = self.rng.range(1, 5) as u32;
+        let pfn = self.alloc(order, false)?;
+        // Preserved as CONTIG first, split after: `preserve_all` handles the order of calls.
+        v.push(self.fill(
+            pfn.phys().0,
+            1 << order,
+            PAGE_SIZE << order,
+            Kind::SplitAfterPreserve,
+        )?);
+        Ok(v)
+    }
+
+    /// Preserves one block the way its kind is preserved. `SplitAfterPreserve` blocks that are
+    /// not split yet are preserved CONTIG and then split.
+    fn preserve<K: PhysMem>(
+        &mut self,
+        out: &mut Kho<K>,
+        e: &Entry,
+        split_now: bool,
+    ) -> Result<(), Failure> {
+        let pfn = pfn_of(e.phys);
+        let r = match e.kind {
+            Kind::Folio => out.preserve_folio(self.fa, pfn),
+            Kind::PhysRange => out.preserve_phys(self.fa, e.phys, e.pages * PAGE_SIZE),
+            _ => out.preserve_pages(self.fa, pfn, e.pages),
+        };
+        r.map_err(|err| {
+            self.fail(
+                Check::Preserve,
+                format!("{} at {:#x} ({} pages): {err}", e.kind, e.phys, e.pages),
+            )
+        })?;
+        if split_now {
+            out.split_preserved_pages(self.fa, pfn, e.order())
+                .map_err(|err| {
+                    self.fail(
+                        Check::Split,
+                        format!(
+                            "split_preserved_pages {:#x} order {}: {err}",
+                            e.phys,
+                            e.order()
+                        ),
+                    )
+                })?;
+            let t = out.block_type(e.phys, e.order());
+            if t != Ok(Some(kho::BlockType::Split)) {
+                return Err(self.fail(
+                    Check::Split,
+                    format!("block {:#x} recorded as {t:?} after split", e.phys),
+                ));
+            }
+            self.report.split += 1;
+            let split = Entry {
+                kind: Kind::SplitAfterPreserve,
+                ..*e
+            };
+            self.check_state(&split)?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs steps 1-4 of one generation.
+///
+/// `incoming` is the attached handover of the previous image, `None` on a cold boot (first
+/// boot, or the handover was rejected: the caller logged why). `out` is this image's fresh
+/// outgoing handover; `mem` reaches the blocks' bytes. On success every kept and new block is
+/// preserved in `out`, the record's pages are preserved and named as client
+/// [`CLIENT_NAME`]; the caller seals, finalizes and hands over.
+pub fn run_generation<M: PhysMem + ?Sized, K: PhysMem>(
+    cfg: &Config,
+    fa: &mut FrameAllocator<'_>,
+    mem: &M,
+    incoming: Option<Incoming>,
+    out: &mut Kho<K>,
+    clock: &Clock,
+) -> Result<GenOutcome, Failure> {
+    let s0 = fa.stats();
+    let tree0 = out.tree_pages() as u64;
+    let mut g = Gen {
+        cfg,
+        fa,
+        mem,
+        rng: Rng::for_generation(cfg.seed, cfg.generation),
+        led: Ledger::default(),
+        report: GenReport {
+            n: cfg.generation,
+            cold: incoming.is_none(),
+            ..GenReport::default()
+        },
+    };
+
+    // 1. Restore and verify.
+    let (prev_pages, restored) = match incoming {
+        Some(inc) => {
+            let (rec, held) = g.restore(inc, clock)?;
+            (rec.preserved_pages, held)
+        }
+        None => (0, Vec::new()),
+    };
+
+    // 2. Free a random share (and everything this image's allocator cannot keep whole).
+    let mut kept: Vec<(Entry, bool)> = Vec::new();
+    let mut freed_pages = 0;
+    for e in restored {
+        let too_big = e.kind != Kind::PhysRange && e.order() > cfg.max_order;
+        if too_big || kept.len() >= MAX_KEPT || g.rng.chance(FREE_PERCENT) {
+            g.free_entry(&e)?;
+            g.report.freed += 1;
+            freed_pages += e.pages;
+        } else {
+            let split = e.kind == Kind::Contig && e.pages > 1 && g.rng.chance(SPLIT_PERCENT);
+            kept.push((e, split));
+        }
+    }
+
+    // 3. Allocate, fill, preserve, record.
+    let new = g.allocate_new()?;
+    let new_pages: u64 = new.iter().map(|e| e.pages).sum();
+    let mut entries = Vec::with_capacity(kept.len() + new.len());
+    for (e, split) in kept.into_iter().chain(
+        new.into_iter()
+            .map(|e| (e, e.kind == Kind::SplitAfterPreserve)),
+    ) {
+        let first = if split {
+            Entry {
+                kind: Kind::Contig,
+                ..e
+            }
+        } else {
+            e
+        };
+        g.preserve(out, &first, split)?;
+        entries.push(if split {
+            Entry {
+                kind: Kind::SplitAfterPreserve,
+                ..e
+            }
+        } else {
+            e
+        });
+    }
+    let preserved_pages: u64 = entries.iter().map(|e| e.pages).sum();
+    let mut record = Record {
+        generation: cfg.generation,
+        seed: cfg.seed,
+        max_order: cfg.max_order,
+        timestamp: 0,
+        timer_freq: clock.freq,
+        total_pages: s0.total,
+        preserved_pages,
+        entries,
+    };
+    let size = record
+        .encode()
+        .map_err(|e| g.fail(Check::Record, format!("encoding the record: {e}")))?
+        .len() as u64;
+    let rorder = order_for(size.div_ceil(PAGE_SIZE));
+    let rpfn = g.alloc(rorder, false)?;
+    let rphys = rpfn.phys().0;
+    out.preserve_pages(g.fa, rpfn, 1 << rorder)
+        .map_err(|e| g.fail(Check::Preserve, format!("record pages at {rphys:#x}: {e}")))?;
+    out.add_client(CLIENT_NAME, rphys, size)
+        .map_err(|e| g.fail(Check::Preserve, format!("record client: {e}")))?;
+    let rpages = 1u64 << rorder;
+
+    // 4. Account for every page.
+    let expect_preserved = prev_pages - freed_pages + new_pages;
+    if preserved_pages != expect_preserved {
+        return Err(g.fail(
+            Check::Accounting,
+            format!("preserved {preserved_pages} pages, previous {prev_pages} - freed {freed_pages} + new {new_pages} = {expect_preserved}"),
+        ));
+    }
+    let in_kho: u64 = out
+        .blocks()
+        .map_err(|e| g.fail(Check::Accounting, format!("listing preserved blocks: {e}")))?
+        .iter()
+        .map(|&(_, o, _)| 1u64 << o)
+        .sum();
+    if in_kho != preserved_pages + rpages {
+        return Err(g.fail(
+            Check::Accounting,
+            format!(
+                "kho preserves {in_kho} pages, the record {preserved_pages} + {rpages} for itself"
+            ),
+        ));
+    }
+    let s1 = g.fa.stats();
+    let tree = (out.tree_pages() as u64).wrapping_sub(tree0);
+    let l = g.led;
+    // Wrapping: a drift that would go negative must show up as a mismatch, not a panic.
+    let want_alloc = (s0.allocated + l.claimed + l.allocated + tree).wrapping_sub(l.freed);
+    let want_reserved = s0.reserved.wrapping_sub(l.claimed + l.released);
+    let want_free = (s0.free + l.freed + l.released).wrapping_sub(l.allocated + tree);
+    let on_lists: u64 = s1
+        .free_per_order
+        .iter()
+        .enumerate()
+        .map(|(o, n)| n << o)
+        .sum();
+    g.report.bad_pages = s1.bad;
+    if s1.bad != s0.bad {
+        return Err(g.fail(
+            Check::BadPage,
+            format!("{} pages went bad this generation", s1.bad - s0.bad),
+        ));
+    }
+    if (s1.allocated, s1.reserved, s1.free, on_lists)
+        != (want_alloc, want_reserved, want_free, want_free)
+    {
+        g.report.leaked += want_free.abs_diff(s1.free);
+        return Err(g.fail(
+            Check::Accounting,
+            format!(
+                "allocated {} reserved {} free {} (lists {on_lists}), expected {want_alloc} {want_reserved} {want_free} \
+                 (claimed {} released {} freed {} allocated {} tree {tree})",
+                s1.allocated, s1.reserved, s1.free, l.claimed, l.released, l.freed, l.allocated
+            ),
+        ));
+    }
+    g.report.preserved = record.entries.len() as u64;
+    g.report.preserved_pages = preserved_pages;
+    g.report.free_pages = s1.free;
+    g.report.total_pages = s1.total;
+    record.total_pages = s1.total;
+    let carried = Carried {
+        generation: cfg.generation + 1,
+        cold: cfg.cold_before + u32::from(g.report.cold),
+        verified_bytes: cfg.verified_before + g.report.verified_bytes,
+        leaked: cfg.leaked_before + g.report.leaked,
+    };
+    Ok(GenOutcome {
+        report: g.report,
+        carried,
+        record,
+        record_at: (rphys, size),
+        generations: cfg.generations,
+    })
+}

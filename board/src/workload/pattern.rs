@@ -1,0 +1,275 @@
+//! Fill patterns and raw block access: what the workload writes and checks byte for byte.
+//!
+//! Owns the pattern function (a value per 8-byte word, derived from the chain seed, the
+//! generation that filled the block and the block's address) and the running checksum.
+//! Touches memory only through `kho::PhysMem`, only inside blocks the caller owns.
+
+use super::alloc::vec::Vec;
+use core::fmt;
+
+use kho::PhysMem;
+
+use super::rng::mix64;
+
+/// Multiplier that spreads word indices over the 64-bit space.
+const WORD_STRIDE: u64 = 0x9e37_79b9_7f4a_7c15;
+/// FNV-1a 64-bit prime, applied per word.
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+/// FNV-1a 64-bit offset basis.
+const FNV_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// The pattern seed of a block filled by `generation` at `phys` in the chain `seed`.
+pub const fn pattern_seed(seed: u64, generation: u32, phys: u64) -> u64 {
+    mix64(seed ^ mix64(generation as u64 ^ 0x6261_746f_6e00_0000) ^ phys.rotate_left(17))
+}
+
+/// The 8-byte word at word index `i` of a block with pattern seed `pattern`.
+#[inline]
+pub const fn word(pattern: u64, i: u64) -> u64 {
+    let x = pattern ^ i.wrapping_mul(WORD_STRIDE);
+    x ^ (x >> 29)
+}
+
+#[inline]
+fn fold(h: u64, w: u64) -> u64 {
+    (h ^ w).wrapping_mul(FNV_PRIME)
+}
+
+/// Why a block's bytes are not what was written.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum PatternError {
+    /// The block is not RAM according to `PhysMem`.
+    NotRam { phys: u64, len: u64 },
+    /// The byte at `phys + offset` differs from the pattern.
+    Mismatch {
+        phys: u64,
+        offset: u64,
+        expected: u8,
+        got: u8,
+    },
+    /// Every byte matched the pattern but the checksum differs from the recorded one
+    /// (the record and the pattern disagree).
+    Checksum {
+        phys: u64,
+        recorded: u64,
+        computed: u64,
+    },
+}
+
+impl fmt::Display for PatternError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            PatternError::NotRam { phys, len } => write!(f, "block {phys:#x}+{len:#x} is not RAM"),
+            PatternError::Mismatch { phys, offset, expected, got } => write!(
+                f,
+                "byte {:#x} (block {phys:#x} offset {offset:#x}) is {got:#04x}, expected {expected:#04x}",
+                phys + offset
+            ),
+            PatternError::Checksum { phys, recorded, computed } => write!(
+                f,
+                "block {phys:#x} checksum {computed:#018x} != recorded {recorded:#018x}"
+            ),
+        }
+    }
+}
+
+/// Pointer to `len` bytes at `phys` (8-byte aligned) and the length as `usize`.
+fn span<M: PhysMem + ?Sized>(
+    mem: &M,
+    phys: u64,
+    len: u64,
+) -> Result<(*mut u8, usize), PatternError> {
+    let bad = PatternError::NotRam { phys, len };
+    let n = usize::try_from(len).map_err(|_| bad)?;
+    if phys % 8 != 0 {
+        return Err(bad);
+    }
+    Ok((mem.ptr(phys, n).ok_or(bad)?, n))
+}
+
+/// The words and tail bytes of the `n` bytes at `p`.
+///
+/// # Safety
+/// `p` comes from `PhysMem::ptr` for an 8-aligned address and `n` bytes, and the caller owns
+/// those bytes exclusively (a block it allocated or claimed) while the slices live.
+unsafe fn words_and_tail<'m>(p: *mut u8, n: usize) -> (&'m mut [u64], &'m mut [u8]) {
+    let words = n / 8;
+    // SAFETY: per the contract, `n` valid bytes at the 8-aligned `p` that nothing else
+    // references; the two slices are disjoint.
+    unsafe {
+        (
+            core::slice::from_raw_parts_mut(p as *mut u64, words),
+            core::slice::from_raw_parts_mut(p.add(words * 8), n - words * 8),
+        )
+    }
+}
+
+/// Copies `len` bytes at `phys` into a new vector (the record blob of the previous image).
+///
+/// The caller owns the range (it restored the block holding it).
+pub fn read_bytes<M: PhysMem + ?Sized>(
+    mem: &M,
+    phys: u64,
+    len: u64,
+) -> Result<Vec<u8>, PatternError> {
+    let n = usize::try_from(len).map_err(|_| PatternError::NotRam { phys, len })?;
+    let p = mem.ptr(phys, n).ok_or(PatternError::NotRam { phys, len })?;
+    let mut v = super::alloc::vec![0u8; n];
+    // SAFETY: PhysMem promises `n` readable bytes at `p`; the caller owns them, so nothing
+    // writes them meanwhile; `v` is a distinct heap buffer of `n` bytes.
+    unsafe { core::ptr::copy_nonoverlapping(p, v.as_mut_ptr(), n) };
+    Ok(v)
+}
+
+/// Copies `data` to `phys` (the record blob of this generation, in pages the caller owns).
+pub fn write_bytes<M: PhysMem + ?Sized>(
+    mem: &M,
+    phys: u64,
+    data: &[u8],
+) -> Result<(), PatternError> {
+    let len = data.len() as u64;
+    let p = mem
+        .ptr(phys, data.len())
+        .ok_or(PatternError::NotRam { phys, len })?;
+    // SAFETY: PhysMem promises `data.len()` writable bytes at `p`, owned by the caller and not
+    // aliased by any Rust reference; `data` is a slice elsewhere.
+    unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), p, data.len()) };
+    Ok(())
+}
+
+/// Fills `[phys, phys + len)` with the pattern `pattern`; returns its checksum.
+///
+/// `phys` must be page aligned and the range owned by the caller (a block it allocated).
+pub fn fill<M: PhysMem + ?Sized>(
+    mem: &M,
+    phys: u64,
+    len: u64,
+    pattern: u64,
+) -> Result<u64, PatternError> {
+    let (p, n) = span(mem, phys, len)?;
+    // SAFETY: `span` checked alignment and RAM; the caller owns the block (documented).
+    let (words, tail) = unsafe { words_and_tail(p, n) };
+    let mut h = FNV_BASIS;
+    for (i, w) in words.iter_mut().enumerate() {
+        let v = word(pattern, i as u64);
+        *w = v.to_le();
+        h = fold(h, v);
+    }
+    let last = word(pattern, words.len() as u64).to_le_bytes();
+    for (b, v) in tail.iter_mut().zip(last) {
+        *b = v;
+        h = fold(h, u64::from(v));
+    }
+    Ok(h)
+}
+
+/// Checks every byte of `[phys, phys + len)` against the pattern and the checksum
+/// `recorded`; returns the checksum.
+pub fn verify<M: PhysMem + ?Sized>(
+    mem: &M,
+    phys: u64,
+    len: u64,
+    pattern: u64,
+    recorded: u64,
+) -> Result<u64, PatternError> {
+    let (p, n) = span(mem, phys, len)?;
+    // SAFETY: `span` checked alignment and RAM; the caller owns the block (it claimed it).
+    let (words, tail) = unsafe { words_and_tail(p, n) };
+    let mut h = FNV_BASIS;
+    for (i, w) in words.iter().enumerate() {
+        let want = word(pattern, i as u64);
+        let got = u64::from_le(*w);
+        if got != want {
+            let byte = ((got ^ want).trailing_zeros() / 8) as u64;
+            return Err(PatternError::Mismatch {
+                phys,
+                offset: i as u64 * 8 + byte,
+                expected: want.to_le_bytes()[byte as usize],
+                got: got.to_le_bytes()[byte as usize],
+            });
+        }
+        h = fold(h, got);
+    }
+    let last = word(pattern, words.len() as u64).to_le_bytes();
+    for (j, (&b, want)) in tail.iter().zip(last).enumerate() {
+        if b != want {
+            return Err(PatternError::Mismatch {
+                phys,
+                offset: words.len() as u64 * 8 + j as u64,
+                expected: want,
+                got: b,
+            });
+        }
+        h = fold(h, u64::from(b));
+    }
+    if h != recorded {
+        return Err(PatternError::Checksum {
+            phys,
+            recorded,
+            computed: h,
+        });
+    }
+    Ok(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kho::Arena;
+
+    const BASE: u64 = 0x4000_0000;
+
+    #[test]
+    fn filled_block_verifies_and_a_flipped_bit_is_named() {
+        let a = Arena::new(BASE, 4 * 4096);
+        let len = 3 * 4096 + 13;
+        let p = pattern_seed(1, 2, BASE);
+        let sum = fill(&a, BASE, len, p).unwrap();
+        assert_eq!(verify(&a, BASE, len, p, sum), Ok(sum));
+        a.flip_bit(BASE + 4096 + 5, 3);
+        let err = verify(&a, BASE, len, p, sum).unwrap_err();
+        let good = word(p, 512).to_le_bytes()[5];
+        assert_eq!(
+            err,
+            PatternError::Mismatch {
+                phys: BASE,
+                offset: 4096 + 5,
+                expected: good,
+                got: good ^ 8
+            }
+        );
+    }
+
+    #[test]
+    fn tail_bytes_are_checked() {
+        let a = Arena::new(BASE, 4096);
+        let p = pattern_seed(9, 0, BASE);
+        let sum = fill(&a, BASE, 21, p).unwrap();
+        a.flip_bit(BASE + 20, 0);
+        assert!(matches!(
+            verify(&a, BASE, 21, p, sum),
+            Err(PatternError::Mismatch { offset: 20, .. })
+        ));
+    }
+
+    #[test]
+    fn another_generations_pattern_does_not_verify() {
+        let a = Arena::new(BASE, 4096);
+        let sum = fill(&a, BASE, 4096, pattern_seed(1, 5, BASE)).unwrap();
+        assert!(matches!(
+            verify(&a, BASE, 4096, pattern_seed(1, 6, BASE), sum),
+            Err(PatternError::Mismatch { offset: 0, .. })
+        ));
+        assert!(matches!(
+            verify(&a, BASE, 4096, pattern_seed(1, 5, BASE), sum ^ 1),
+            Err(PatternError::Checksum { .. })
+        ));
+        assert_eq!(
+            fill(&a, BASE + 4096, 8, 0),
+            Err(PatternError::NotRam {
+                phys: BASE + 4096,
+                len: 8
+            })
+        );
+    }
+}
