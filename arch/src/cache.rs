@@ -1,0 +1,95 @@
+//! Cache maintenance: by virtual address to the point of coherency, the whole I-cache, and
+//! the whole D-cache by set/way.
+//!
+//! QEMU's TCG does not model caches, so nothing here can be tested there: every sequence
+//! follows the architecture's rules (docs/hardware.md) and the ordering is spelled out.
+//! Never changes SCTLR; callers decide when caches are on.
+
+/// Smallest D-cache line in bytes, from CTR_EL0.DminLine (log2 of words).
+#[cfg(target_arch = "aarch64")]
+pub fn dcache_line_size() -> usize {
+    let ctr: u64;
+    // SAFETY: CTR_EL0 is readable at EL1 and has no side effects.
+    unsafe { core::arch::asm!("mrs {}, ctr_el0", out(reg) ctr, options(nomem, nostack)) };
+    4 << ((ctr >> 16) & 0xf)
+}
+
+#[cfg(target_arch = "aarch64")]
+macro_rules! by_va {
+    ($insn:literal, $start:expr, $len:expr) => {{
+        let line = dcache_line_size() as u64;
+        let mut addr = ($start as u64) & !(line - 1);
+        let end = ($start as u64) + ($len as u64);
+        while addr < end {
+            // SAFETY: the caller guarantees the range is mapped; DC by VA has no other effect.
+            unsafe { core::arch::asm!(concat!("dc ", $insn, ", {}"), in(reg) addr, options(nostack)) };
+            addr += line;
+        }
+        // SAFETY: a barrier only orders the maintenance above before what follows.
+        unsafe { core::arch::asm!("dsb sy", options(nostack)) };
+    }};
+}
+
+/// Cleans `[start, start + len)` to the point of coherency: memory then holds what the
+/// caches held, so an observer with caches off (the next image before its MMU is on) sees it.
+///
+/// # Safety
+/// The range must be mapped, and no other agent may write it concurrently.
+#[cfg(target_arch = "aarch64")]
+pub unsafe fn clean_to_poc(start: u64, len: u64) {
+    by_va!("cvac", start, len);
+}
+
+/// Cleans and invalidates `[start, start + len)` to the point of coherency.
+///
+/// # Safety
+/// As for [`clean_to_poc`].
+#[cfg(target_arch = "aarch64")]
+pub unsafe fn clean_invalidate_to_poc(start: u64, len: u64) {
+    by_va!("civac", start, len);
+}
+
+/// Invalidates the whole instruction cache to the point of unification.
+#[cfg(target_arch = "aarch64")]
+pub fn invalidate_icache_all() {
+    // SAFETY: invalidating the I-cache only costs refetches.
+    unsafe { core::arch::asm!("ic iallu", "dsb nsh", "isb", options(nostack)) };
+}
+
+/// Cleans and invalidates every data/unified cache level by set/way, innermost first.
+///
+/// Only valid on a single running core with no other coherent master caching our memory,
+/// which is baton's situation at handover (secondaries never released). Used after the
+/// D-cache is disabled, so that no dirty line can later be written back over the next image.
+#[cfg(target_arch = "aarch64")]
+pub fn clean_invalidate_dcache_all() {
+    let clidr: u64;
+    // SAFETY: reading ID registers has no side effect.
+    unsafe { core::arch::asm!("mrs {}, clidr_el1", out(reg) clidr, options(nomem, nostack)) };
+    let loc = (clidr >> 24) & 0x7; // level of coherence
+    for level in 0..loc {
+        let ctype = (clidr >> (level * 3)) & 0x7;
+        if ctype < 2 {
+            continue; // no cache or I-cache only at this level
+        }
+        let ccsidr: u64;
+        // SAFETY: CSSELR selects which CCSIDR we read; the isb makes the selection visible.
+        unsafe {
+            core::arch::asm!("msr csselr_el1, {}", "isb", "mrs {}, ccsidr_el1",
+                in(reg) level << 1, out(reg) ccsidr, options(nostack));
+        }
+        let line_shift = (ccsidr & 0x7) + 4;
+        let ways = ((ccsidr >> 3) & 0x3ff) + 1;
+        let sets = ((ccsidr >> 13) & 0x7fff) + 1;
+        let way_shift = (ways as u32 - 1).leading_zeros();
+        for set in 0..sets {
+            for way in 0..ways {
+                let operand = (way << way_shift) | (set << line_shift) | (level << 1);
+                // SAFETY: DC CISW on a valid set/way operand only writes back and drops a line.
+                unsafe { core::arch::asm!("dc cisw, {}", in(reg) operand, options(nostack)) };
+            }
+        }
+    }
+    // SAFETY: barriers only order the maintenance.
+    unsafe { core::arch::asm!("msr csselr_el1, xzr", "dsb sy", "isb", options(nostack)) };
+}

@@ -1,0 +1,231 @@
+//! `BootInfo`: the result of the one FDT walk, and the small fixed-capacity types it uses.
+//!
+//! Plain data, no heap (it is built before the heap exists). Strings borrow from the FDT,
+//! which stays reserved in memory for the image's whole life.
+
+use arch::PsciMethod;
+
+use crate::boards::{BoardKind, BoardSource};
+
+/// A physical address range `[base, base + size)`.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Region {
+    pub base: u64,
+    pub size: u64,
+}
+
+impl Region {
+    pub const fn new(base: u64, size: u64) -> Self {
+        Self { base, size }
+    }
+
+    /// One past the last byte (saturating, so a bogus FDT range cannot wrap).
+    pub const fn end(&self) -> u64 {
+        self.base.saturating_add(self.size)
+    }
+
+    pub fn overlaps(&self, other: &Region) -> bool {
+        self.base < other.end() && other.base < self.end()
+    }
+
+    /// The smallest page-aligned range covering this one.
+    pub fn page_outer(&self) -> Region {
+        let base = self.base & !0xfff;
+        let end = self.end().saturating_add(0xfff) & !0xfff;
+        Region::new(base, end - base)
+    }
+}
+
+impl core::fmt::Display for Region {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "[{:#011x}-{:#011x}]",
+            self.base,
+            self.end().wrapping_sub(1)
+        )
+    }
+}
+
+/// A list of at most `N` regions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegionList<const N: usize> {
+    items: [Region; N],
+    len: usize,
+}
+
+/// The list is full.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct ListFull;
+
+impl<const N: usize> RegionList<N> {
+    pub const fn new() -> Self {
+        Self {
+            items: [Region::new(0, 0); N],
+            len: 0,
+        }
+    }
+
+    pub fn push(&mut self, r: Region) -> Result<(), ListFull> {
+        let slot = self.items.get_mut(self.len).ok_or(ListFull)?;
+        *slot = r;
+        self.len += 1;
+        Ok(())
+    }
+
+    pub fn as_slice(&self) -> &[Region] {
+        &self.items[..self.len]
+    }
+
+    pub fn iter(&self) -> core::slice::Iter<'_, Region> {
+        self.as_slice().iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Sum of all sizes.
+    pub fn total(&self) -> u64 {
+        self.iter().map(|r| r.size).sum()
+    }
+
+    /// Sorts by base and merges overlapping or touching regions.
+    pub fn sort_and_merge(&mut self) {
+        let s = &mut self.items[..self.len];
+        s.sort_unstable();
+        let mut out = 0;
+        for i in 0..self.len {
+            let r = self.items[i];
+            if out > 0 && r.base <= self.items[out - 1].end() {
+                let prev = &mut self.items[out - 1];
+                let end = prev.end().max(r.end());
+                prev.size = end - prev.base;
+            } else {
+                self.items[out] = r;
+                out += 1;
+            }
+        }
+        self.len = out;
+    }
+}
+
+impl<const N: usize> Default for RegionList<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The console UART.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct ConsoleInfo {
+    /// CPU physical address of the PL011 (after `ranges` translation).
+    pub base: u64,
+    /// UART reference clock; `None` means "leave the firmware's setup alone".
+    pub clock_hz: Option<u32>,
+}
+
+/// The generic timer as the FDT describes it.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct TimerInfo {
+    /// `clock-frequency` if the FDT overrides CNTFRQ_EL0 (broken firmware only).
+    pub clock_frequency: Option<u32>,
+}
+
+/// Capacity of the memory list.
+pub const MAX_MEMORY: usize = 32;
+/// Capacity of each reserved list.
+pub const MAX_RESERVED: usize = 32;
+/// Capacity of the device list (page-rounded MMIO windows for the MMU).
+pub const MAX_DEVICES: usize = 160;
+/// Capacity of the KHO scratch list.
+pub const MAX_SCRATCH: usize = 16;
+
+/// Everything the image learns from the FDT (or the default board), gathered in one walk.
+#[derive(Clone, Debug)]
+pub struct BootInfo<'a> {
+    pub board: BoardKind,
+    pub board_source: BoardSource,
+    /// The root `model`, or the board's name.
+    pub model: &'a str,
+    /// Where the FDT is (address, totalsize); `None` on the default board.
+    pub fdt: Option<Region>,
+    /// RAM ranges (`/memory*` `reg`, zero-sized entries dropped), sorted and merged.
+    pub memory: RegionList<MAX_MEMORY>,
+    /// `/memreserve/` entries.
+    pub memreserve: RegionList<MAX_RESERVED>,
+    /// `/reserved-memory` children with a `reg`.
+    pub reserved_memory: RegionList<MAX_RESERVED>,
+    /// MMIO ranges (every translatable `reg` outside memory), page-rounded, merged.
+    pub devices: RegionList<MAX_DEVICES>,
+    pub bootargs: &'a str,
+    pub stdout_path: &'a str,
+    /// `linux,initrd-start` .. `linux,initrd-end`.
+    pub initrd: Option<Region>,
+    pub console: Option<ConsoleInfo>,
+    pub psci: Option<PsciMethod>,
+    pub timer: Option<TimerInfo>,
+    /// `/chosen` `linux,kho-fdt`: the previous image's KHO FDT.
+    pub kho_fdt: Option<Region>,
+    /// `/chosen` `linux,kho-scratch`: the scratch areas.
+    pub kho_scratch: RegionList<MAX_SCRATCH>,
+}
+
+impl<'a> BootInfo<'a> {
+    /// An empty BootInfo for `board`.
+    pub fn empty(board: BoardKind, source: BoardSource) -> Self {
+        Self {
+            board,
+            board_source: source,
+            model: board.name(),
+            fdt: None,
+            memory: RegionList::new(),
+            memreserve: RegionList::new(),
+            reserved_memory: RegionList::new(),
+            devices: RegionList::new(),
+            bootargs: "",
+            stdout_path: "",
+            initrd: None,
+            console: None,
+            psci: None,
+            timer: None,
+            kho_fdt: None,
+            kho_scratch: RegionList::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_joins_touching_and_overlapping_regions() {
+        let mut l: RegionList<8> = RegionList::new();
+        for r in [
+            (0x3000, 0x1000),
+            (0x1000, 0x1000),
+            (0x2000, 0x1000),
+            (0x1800, 0x10),
+            (0x8000, 0x10),
+        ] {
+            l.push(Region::new(r.0, r.1)).unwrap();
+        }
+        l.sort_and_merge();
+        assert_eq!(
+            l.as_slice(),
+            &[Region::new(0x1000, 0x3000), Region::new(0x8000, 0x10)]
+        );
+    }
+
+    #[test]
+    fn a_full_list_refuses_more() {
+        let mut l: RegionList<1> = RegionList::new();
+        l.push(Region::new(0, 1)).unwrap();
+        assert_eq!(l.push(Region::new(1, 1)), Err(ListFull));
+    }
+}

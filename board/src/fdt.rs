@@ -1,0 +1,723 @@
+//! The one FDT walk: header checks, then fdt-rs's token stream, into a [`BootInfo`].
+//!
+//! Owns no memory: it borrows the FDT bytes and fills fixed-capacity lists. Every check on
+//! untrusted input returns an [`FdtError`] naming the check and the offset or value; nothing
+//! here panics or indexes past the buffer (fdt-rs is given only a header-checked slice, and
+//! every token read is bounds-checked against the structure block first).
+
+use arch::PsciMethod;
+use fdt_rs::base::parse::ParsedTok;
+use fdt_rs::base::DevTree;
+use fdt_rs::error::DevTreeError;
+use fdt_rs::prelude::FallibleIterator;
+
+use crate::boards::{BoardKind, BoardSource};
+use crate::bootinfo::{BootInfo, ConsoleInfo, Region, RegionList, TimerInfo};
+
+/// FDT header magic.
+pub const FDT_MAGIC: u32 = 0xd00d_feed;
+/// Bytes in an FDT v17 header.
+pub const HEADER_SIZE: usize = 40;
+/// Largest FDT baton accepts (the Pi 4 tree is ~55 KiB).
+pub const MAX_FDT_SIZE: u32 = 2 << 20;
+/// Deepest node nesting baton accepts.
+pub const MAX_DEPTH: usize = 16;
+/// Most `/memreserve/` entries read before declaring the map unterminated.
+pub const MAX_MEMRESERVE: usize = 64;
+
+/// A check the FDT failed.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum FdtError {
+    /// The first word is not 0xd00dfeed.
+    BadMagic { found: u32 },
+    /// The FDT is not 4-byte aligned in memory.
+    Misaligned { addr: u64 },
+    /// `totalsize` is below the header size or above [`MAX_FDT_SIZE`].
+    TotalSize { totalsize: u32 },
+    /// Fewer bytes are available than `totalsize` claims.
+    Truncated { totalsize: u32, available: usize },
+    /// Not a v16/v17-compatible tree.
+    Version { version: u32, last_comp: u32 },
+    /// A block (struct, strings, memreserve) lies outside `totalsize`.
+    BlockOutside {
+        block: &'static str,
+        offset: u32,
+        size: u32,
+        totalsize: u32,
+    },
+    /// A block offset breaks the alignment the format requires.
+    BlockMisaligned { block: &'static str, offset: u32 },
+    /// The `/memreserve/` list has no terminating zero entry inside the tree.
+    MemreserveUnterminated { offset: usize },
+    /// The structure block ends (or runs into `totalsize`) before FDT_END.
+    StructTruncated { offset: usize },
+    /// fdt-rs refused a token.
+    BadToken { offset: usize, reason: &'static str },
+    /// A node name or string property is not valid UTF-8 / NUL-terminated.
+    BadString { offset: usize },
+    /// A property's name offset points outside the strings block.
+    BadPropName { offset: usize, nameoff: usize },
+    /// A property appears outside any node or after a subnode.
+    MisplacedProperty { offset: usize },
+    /// More than one root node, or END_NODE without a node.
+    Unbalanced { offset: usize },
+    /// Nodes nest deeper than [`MAX_DEPTH`].
+    TooDeep { offset: usize },
+    /// The tree has no root node.
+    NoRootNode,
+    /// `#address-cells`/`#size-cells` is above 4 or has the wrong length.
+    BadCells { offset: usize, value: u32 },
+    /// A property has a length its format does not allow.
+    BadPropLength { prop: &'static str, len: usize },
+    /// A fixed-capacity list is full.
+    TooMany { what: &'static str },
+    /// No `/memory` node gives any RAM.
+    NoMemory,
+}
+
+impl core::fmt::Display for FdtError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        use FdtError::*;
+        match *self {
+            BadMagic { found } => write!(f, "header magic is {found:#010x}, not 0xd00dfeed"),
+            Misaligned { addr } => write!(f, "FDT at {addr:#x} is not 4-byte aligned"),
+            TotalSize { totalsize } => write!(
+                f,
+                "header totalsize {totalsize:#x} is outside {HEADER_SIZE:#x}..={MAX_FDT_SIZE:#x}"
+            ),
+            Truncated { totalsize, available } => {
+                write!(f, "header totalsize {totalsize:#x} but only {available:#x} bytes present")
+            }
+            Version { version, last_comp } => write!(
+                f,
+                "version {version} (last compatible {last_comp}) is not a v16/v17 tree"
+            ),
+            BlockOutside { block, offset, size, totalsize } => write!(
+                f,
+                "{block} block at offset {offset:#x} size {size:#x} is outside totalsize {totalsize:#x}"
+            ),
+            BlockMisaligned { block, offset } => {
+                write!(f, "{block} block offset {offset:#x} is misaligned")
+            }
+            MemreserveUnterminated { offset } => {
+                write!(f, "/memreserve/ list at {offset:#x} has no terminating entry")
+            }
+            StructTruncated { offset } => {
+                write!(f, "structure block ends at {offset:#x} before FDT_END")
+            }
+            BadToken { offset, reason } => write!(f, "bad token at {offset:#x}: {reason}"),
+            BadString { offset } => write!(f, "bad string at struct offset {offset:#x}"),
+            BadPropName { offset, nameoff } => write!(
+                f,
+                "property at {offset:#x} names string {nameoff:#x}, outside the strings block"
+            ),
+            MisplacedProperty { offset } => {
+                write!(f, "property at {offset:#x} is outside a node or after a subnode")
+            }
+            Unbalanced { offset } => write!(f, "unbalanced BEGIN/END_NODE at {offset:#x}"),
+            TooDeep { offset } => write!(f, "node at {offset:#x} nests deeper than {MAX_DEPTH}"),
+            NoRootNode => write!(f, "the tree has no root node"),
+            BadCells { offset, value } => {
+                write!(f, "#address-cells/#size-cells {value} at {offset:#x} is invalid")
+            }
+            BadPropLength { prop, len } => write!(f, "property {prop} has bad length {len}"),
+            TooMany { what } => write!(f, "too many {what} for baton's fixed tables"),
+            NoMemory => write!(f, "no /memory node describes any RAM"),
+        }
+    }
+}
+
+/// The header fields baton uses, after the checks.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub totalsize: u32,
+    pub off_dt_struct: u32,
+    pub off_dt_strings: u32,
+    pub off_mem_rsvmap: u32,
+    pub version: u32,
+    pub size_dt_strings: u32,
+    pub size_dt_struct: u32,
+}
+
+fn be32(b: &[u8], off: usize) -> u32 {
+    let mut w = [0u8; 4];
+    w.copy_from_slice(&b[off..off + 4]);
+    u32::from_be_bytes(w)
+}
+
+/// Reads `FDT_MAGIC` from the first word (for "is there an FDT at x0 at all").
+pub fn has_magic(first_word: [u8; 4]) -> bool {
+    u32::from_be_bytes(first_word) == FDT_MAGIC
+}
+
+/// Checks the 40-byte header. `hdr` must hold at least [`HEADER_SIZE`] bytes.
+pub fn check_header(hdr: &[u8]) -> Result<Header, FdtError> {
+    if hdr.len() < HEADER_SIZE {
+        return Err(FdtError::Truncated {
+            totalsize: HEADER_SIZE as u32,
+            available: hdr.len(),
+        });
+    }
+    let magic = be32(hdr, 0);
+    if magic != FDT_MAGIC {
+        return Err(FdtError::BadMagic { found: magic });
+    }
+    let h = Header {
+        totalsize: be32(hdr, 4),
+        off_dt_struct: be32(hdr, 8),
+        off_dt_strings: be32(hdr, 12),
+        off_mem_rsvmap: be32(hdr, 16),
+        version: be32(hdr, 20),
+        size_dt_strings: be32(hdr, 32),
+        size_dt_struct: be32(hdr, 36),
+    };
+    let last_comp = be32(hdr, 24);
+    if h.totalsize < HEADER_SIZE as u32 || h.totalsize > MAX_FDT_SIZE {
+        return Err(FdtError::TotalSize {
+            totalsize: h.totalsize,
+        });
+    }
+    if h.version < 16 || last_comp > 17 {
+        return Err(FdtError::Version {
+            version: h.version,
+            last_comp,
+        });
+    }
+    let inside = |block, offset: u32, size: u32| {
+        let end = offset as u64 + size as u64;
+        if (offset as usize) < HEADER_SIZE || end > h.totalsize as u64 {
+            Err(FdtError::BlockOutside {
+                block,
+                offset,
+                size,
+                totalsize: h.totalsize,
+            })
+        } else {
+            Ok(())
+        }
+    };
+    inside("structure", h.off_dt_struct, h.size_dt_struct)?;
+    inside("strings", h.off_dt_strings, h.size_dt_strings)?;
+    inside("memreserve", h.off_mem_rsvmap, 16)?;
+    if !h.off_dt_struct.is_multiple_of(4) || !h.size_dt_struct.is_multiple_of(4) {
+        return Err(FdtError::BlockMisaligned {
+            block: "structure",
+            offset: h.off_dt_struct,
+        });
+    }
+    if !h.off_mem_rsvmap.is_multiple_of(8) {
+        return Err(FdtError::BlockMisaligned {
+            block: "memreserve",
+            offset: h.off_mem_rsvmap,
+        });
+    }
+    Ok(h)
+}
+
+/// One open node during the walk.
+#[derive(Copy, Clone)]
+struct Frame<'a> {
+    name: &'a str,
+    /// `#address-cells` / `#size-cells` for this node's children.
+    addr_cells: u32,
+    size_cells: u32,
+    /// `ranges`: `None` if absent (children not translatable), empty for identity.
+    ranges: Option<&'a [u8]>,
+    reg: Option<&'a [u8]>,
+    compatible: &'a [u8],
+    device_type: &'a [u8],
+    status_ok: bool,
+    method: &'a [u8],
+    clock_frequency: Option<u32>,
+    props_done: bool,
+    /// Inside `/cpus` (reg values are CPU ids, not addresses).
+    in_cpus: bool,
+}
+
+impl<'a> Frame<'a> {
+    fn new(name: &'a str, in_cpus: bool) -> Self {
+        Self {
+            name,
+            addr_cells: 2,
+            size_cells: 1,
+            ranges: None,
+            reg: None,
+            compatible: &[],
+            device_type: &[],
+            status_ok: true,
+            method: &[],
+            clock_frequency: None,
+            props_done: false,
+            in_cpus,
+        }
+    }
+}
+
+/// Strings of a NUL-separated string list.
+fn strings(list: &[u8]) -> impl Iterator<Item = &str> {
+    list.split(|&b| b == 0)
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| core::str::from_utf8(s).ok())
+}
+
+/// A single NUL-terminated string property.
+fn prop_str(v: &[u8], offset: usize) -> Result<&str, FdtError> {
+    let s = v.strip_suffix(&[0]).unwrap_or(v);
+    let s = match s.iter().position(|&b| b == 0) {
+        Some(i) => &s[..i],
+        None => s,
+    };
+    core::str::from_utf8(s).map_err(|_| FdtError::BadString { offset })
+}
+
+/// Reads `cells` big-endian cells as one number; `None` if it needs more than 64 bits.
+fn read_cells(b: &[u8], cells: u32) -> Option<u64> {
+    let mut v: u64 = 0;
+    for i in 0..cells as usize {
+        let w = be32(b, i * 4) as u64;
+        if v >> 32 != 0 {
+            return None;
+        }
+        v = (v << 32) | w;
+    }
+    Some(v)
+}
+
+/// Splits a `reg`-like property into (address, size) pairs.
+fn pairs<'v>(
+    v: &'v [u8],
+    ac: u32,
+    sc: u32,
+    prop: &'static str,
+) -> Result<impl Iterator<Item = Option<(u64, u64)>> + 'v, FdtError> {
+    let stride = ((ac + sc) * 4) as usize;
+    if stride == 0 || !v.len().is_multiple_of(stride) {
+        return Err(FdtError::BadPropLength { prop, len: v.len() });
+    }
+    Ok(v.chunks_exact(stride).map(move |c| {
+        let a = read_cells(c, ac)?;
+        let s = read_cells(&c[(ac * 4) as usize..], sc)?;
+        Some((a, s))
+    }))
+}
+
+fn u32_or_u64(v: &[u8], prop: &'static str) -> Result<u64, FdtError> {
+    match v.len() {
+        4 => Ok(be32(v, 0) as u64),
+        8 => Ok(((be32(v, 0) as u64) << 32) | be32(v, 4) as u64),
+        len => Err(FdtError::BadPropLength { prop, len }),
+    }
+}
+
+/// Maps `addr` on the bus of `stack[bus]` to a CPU address through every `ranges` above it.
+fn translate(stack: &[Frame<'_>], mut bus: usize, mut addr: u64) -> Option<u64> {
+    while bus > 0 {
+        let f = &stack[bus];
+        let ranges = f.ranges?;
+        if !ranges.is_empty() {
+            let (ca, pa, sc) = (f.addr_cells, stack[bus - 1].addr_cells, f.size_cells);
+            let stride = ((ca + pa + sc) * 4) as usize;
+            if stride == 0 || !ranges.len().is_multiple_of(stride) {
+                return None;
+            }
+            addr = ranges.chunks_exact(stride).find_map(|e| {
+                let child = read_cells(e, ca)?;
+                let parent = read_cells(&e[(ca * 4) as usize..], pa)?;
+                let size = read_cells(&e[((ca + pa) * 4) as usize..], sc)?;
+                (addr >= child && addr - child < size).then(|| parent + (addr - child))
+            })?;
+        }
+        bus -= 1;
+    }
+    Some(addr)
+}
+
+/// A PL011 seen during the walk.
+#[derive(Copy, Clone)]
+struct UartCandidate {
+    path: [u8; 128],
+    path_len: usize,
+    base: u64,
+    ok: bool,
+}
+
+const MAX_UARTS: usize = 8;
+const MAX_ALIASES: usize = 48;
+
+/// Walk state outside the node stack.
+struct Walk<'a> {
+    info: BootInfo<'a>,
+    uarts: [Option<UartCandidate>; MAX_UARTS],
+    aliases: [(&'a str, &'a str); MAX_ALIASES],
+    nr_aliases: usize,
+}
+
+fn push<const N: usize>(
+    l: &mut RegionList<N>,
+    r: Region,
+    what: &'static str,
+) -> Result<(), FdtError> {
+    l.push(r).map_err(|_| FdtError::TooMany { what })
+}
+
+/// Parses the FDT in `buf` (which may be longer than the tree) located at physical address
+/// `phys`, into a [`BootInfo`].
+pub fn parse(buf: &[u8], phys: u64) -> Result<BootInfo<'_>, FdtError> {
+    let h = check_header(buf)?;
+    if (buf.len() as u64) < h.totalsize as u64 {
+        return Err(FdtError::Truncated {
+            totalsize: h.totalsize,
+            available: buf.len(),
+        });
+    }
+    let buf = &buf[..h.totalsize as usize];
+    if !(buf.as_ptr() as usize).is_multiple_of(4) {
+        return Err(FdtError::Misaligned { addr: phys });
+    }
+    // SAFETY: `buf` is 4-byte aligned and exactly `totalsize` long (fdt-rs's contract); the
+    // header checks above keep every block inside it.
+    let dt = unsafe { DevTree::new(buf) }.map_err(|e| FdtError::BadToken {
+        offset: 0,
+        reason: devtree_reason(e),
+    })?;
+
+    let mut w = Walk {
+        info: BootInfo::empty(BoardKind::Generic, BoardSource::Compatible),
+        uarts: [None; MAX_UARTS],
+        aliases: [("", ""); MAX_ALIASES],
+        nr_aliases: 0,
+    };
+    w.info.fdt = Some(Region::new(phys, h.totalsize as u64));
+    parse_memreserve(buf, &h, &mut w.info)?;
+    walk_struct(&dt, buf, &h, &mut w)?;
+    pick_console(&mut w);
+    w.info.memory.sort_and_merge();
+    w.info.devices.sort_and_merge();
+    Ok(w.info)
+}
+
+fn devtree_reason(e: DevTreeError) -> &'static str {
+    match e {
+        DevTreeError::InvalidParameter(s) => s,
+        DevTreeError::InvalidMagicNumber => "invalid magic",
+        DevTreeError::InvalidOffset => "offset outside the tree",
+        DevTreeError::ParseError => "malformed token or property",
+        DevTreeError::StrError(_) => "node name is not UTF-8",
+        DevTreeError::NotEnoughMemory => "out of memory",
+    }
+}
+
+fn parse_memreserve(buf: &[u8], h: &Header, info: &mut BootInfo<'_>) -> Result<(), FdtError> {
+    let mut off = h.off_mem_rsvmap as usize;
+    for _ in 0..MAX_MEMRESERVE {
+        if off + 16 > buf.len() {
+            break;
+        }
+        let addr = ((be32(buf, off) as u64) << 32) | be32(buf, off + 4) as u64;
+        let size = ((be32(buf, off + 8) as u64) << 32) | be32(buf, off + 12) as u64;
+        if addr == 0 && size == 0 {
+            return Ok(());
+        }
+        push(
+            &mut info.memreserve,
+            Region::new(addr, size),
+            "/memreserve/ entries",
+        )?;
+        off += 16;
+    }
+    Err(FdtError::MemreserveUnterminated {
+        offset: h.off_mem_rsvmap as usize,
+    })
+}
+
+fn walk_struct<'a>(
+    dt: &DevTree<'a>,
+    buf: &'a [u8],
+    h: &Header,
+    w: &mut Walk<'a>,
+) -> Result<(), FdtError> {
+    let struct_end = (h.off_dt_struct + h.size_dt_struct) as usize;
+    let strings = &buf[h.off_dt_strings as usize..(h.off_dt_strings + h.size_dt_strings) as usize];
+    let mut stack = [Frame::new("", false); MAX_DEPTH];
+    let mut depth = 0usize;
+    let mut seen_root = false;
+    let mut it = dt.parse_iter();
+    loop {
+        let at = it.offset;
+        // fdt-rs reads the token word unchecked; keep it inside the structure block (and
+        // strictly inside the buffer, as its debug assertion requires).
+        if at + 4 > struct_end || at + 4 >= buf.len() {
+            return Err(FdtError::StructTruncated { offset: at });
+        }
+        let tok = it.next().map_err(|e| FdtError::BadToken {
+            offset: at,
+            reason: devtree_reason(e),
+        })?;
+        match tok {
+            None => break,
+            Some(ParsedTok::BeginNode(n)) => {
+                if depth == 0 && seen_root {
+                    return Err(FdtError::Unbalanced { offset: at });
+                }
+                if depth == MAX_DEPTH {
+                    return Err(FdtError::TooDeep { offset: at });
+                }
+                if depth > 0 && !stack[depth - 1].props_done {
+                    finish_node(&mut stack, depth - 1, w, at)?;
+                }
+                let name =
+                    core::str::from_utf8(n.name).map_err(|_| FdtError::BadString { offset: at })?;
+                let in_cpus = depth > 0
+                    && (stack[depth - 1].in_cpus || (depth == 2 && stack[1].name == "cpus"));
+                stack[depth] = Frame::new(name, in_cpus);
+                depth += 1;
+                seen_root = true;
+            }
+            Some(ParsedTok::Prop(p)) => {
+                if depth == 0 || stack[depth - 1].props_done {
+                    return Err(FdtError::MisplacedProperty { offset: at });
+                }
+                let name = prop_name(strings, p.name_offset, at)?;
+                handle_prop(&mut stack, depth - 1, name, p.prop_buf, w, at)?;
+            }
+            Some(ParsedTok::EndNode) => {
+                if depth == 0 {
+                    return Err(FdtError::Unbalanced { offset: at });
+                }
+                if !stack[depth - 1].props_done {
+                    finish_node(&mut stack, depth - 1, w, at)?;
+                }
+                depth -= 1;
+            }
+            Some(ParsedTok::Nop) => {}
+        }
+    }
+    if depth != 0 {
+        return Err(FdtError::Unbalanced { offset: it.offset });
+    }
+    if !seen_root {
+        return Err(FdtError::NoRootNode);
+    }
+    Ok(())
+}
+
+fn prop_name(strings: &[u8], nameoff: usize, at: usize) -> Result<&str, FdtError> {
+    let tail = strings.get(nameoff..).ok_or(FdtError::BadPropName {
+        offset: at,
+        nameoff,
+    })?;
+    let end = tail
+        .iter()
+        .position(|&b| b == 0)
+        .ok_or(FdtError::BadPropName {
+            offset: at,
+            nameoff,
+        })?;
+    core::str::from_utf8(&tail[..end]).map_err(|_| FdtError::BadString { offset: at })
+}
+
+fn cells(v: &[u8], at: usize) -> Result<u32, FdtError> {
+    if v.len() != 4 {
+        return Err(FdtError::BadCells {
+            offset: at,
+            value: v.len() as u32,
+        });
+    }
+    match be32(v, 0) {
+        n @ 0..=4 => Ok(n),
+        value => Err(FdtError::BadCells { offset: at, value }),
+    }
+}
+
+fn handle_prop<'a>(
+    stack: &mut [Frame<'a>; MAX_DEPTH],
+    idx: usize,
+    name: &'a str,
+    v: &'a [u8],
+    w: &mut Walk<'a>,
+    at: usize,
+) -> Result<(), FdtError> {
+    let node_name = stack[idx].name;
+    if idx == 1 && node_name == "chosen" {
+        let (ac, sc) = (stack[0].addr_cells, stack[0].size_cells);
+        match name {
+            "bootargs" => w.info.bootargs = prop_str(v, at)?,
+            "stdout-path" => w.info.stdout_path = prop_str(v, at)?,
+            "linux,initrd-start" => {
+                let start = u32_or_u64(v, "linux,initrd-start")?;
+                let end = w.info.initrd.map_or(start, |r| r.end());
+                w.info.initrd = Some(Region::new(start, end.saturating_sub(start)));
+            }
+            "linux,initrd-end" => {
+                let end = u32_or_u64(v, "linux,initrd-end")?;
+                let start = w.info.initrd.map_or(end, |r| r.base);
+                w.info.initrd = Some(Region::new(start, end.saturating_sub(start)));
+            }
+            "linux,kho-fdt" => {
+                let mut it = pairs(v, ac, sc, "linux,kho-fdt")?;
+                match (it.next(), it.next()) {
+                    (Some(Some((a, s))), None) => w.info.kho_fdt = Some(Region::new(a, s)),
+                    _ => {
+                        return Err(FdtError::BadPropLength {
+                            prop: "linux,kho-fdt",
+                            len: v.len(),
+                        })
+                    }
+                }
+            }
+            "linux,kho-scratch" => {
+                for p in pairs(v, ac, sc, "linux,kho-scratch")? {
+                    let (a, s) = p.ok_or(FdtError::BadPropLength {
+                        prop: "linux,kho-scratch",
+                        len: v.len(),
+                    })?;
+                    push(
+                        &mut w.info.kho_scratch,
+                        Region::new(a, s),
+                        "KHO scratch areas",
+                    )?;
+                }
+            }
+            _ => {}
+        }
+    }
+    if idx == 1 && node_name == "aliases" {
+        if let Ok(path) = prop_str(v, at) {
+            if w.nr_aliases < MAX_ALIASES {
+                w.aliases[w.nr_aliases] = (name, path);
+                w.nr_aliases += 1;
+            }
+        }
+    }
+    let f = &mut stack[idx];
+    match name {
+        "#address-cells" => f.addr_cells = cells(v, at)?,
+        "#size-cells" => f.size_cells = cells(v, at)?,
+        "ranges" => f.ranges = Some(v),
+        "reg" => f.reg = Some(v),
+        "compatible" => f.compatible = v,
+        "device_type" => f.device_type = v,
+        "status" => f.status_ok = matches!(prop_str(v, at)?, "okay" | "ok"),
+        "method" => f.method = v,
+        "clock-frequency" if v.len() == 4 => f.clock_frequency = Some(be32(v, 0)),
+        "model" if idx == 0 => w.info.model = prop_str(v, at)?,
+        _ => {}
+    }
+    Ok(())
+}
+
+fn finish_node<'a>(
+    stack: &mut [Frame<'a>; MAX_DEPTH],
+    idx: usize,
+    w: &mut Walk<'a>,
+    at: usize,
+) -> Result<(), FdtError> {
+    stack[idx].props_done = true;
+    let f = stack[idx];
+    if idx == 0 {
+        w.info.board = BoardKind::from_compatible(strings(f.compatible));
+        if w.info.model.is_empty() {
+            w.info.model = w.info.board.name();
+        }
+        return Ok(());
+    }
+    let parent = stack[idx - 1];
+    let compatible = || strings(f.compatible);
+    if compatible().any(|c| c.starts_with("arm,psci")) {
+        w.info.psci = PsciMethod::from_name(prop_str(f.method, at)?);
+    }
+    if compatible().any(|c| c == "arm,armv8-timer" || c == "arm,armv7-timer") {
+        w.info.timer = Some(TimerInfo {
+            clock_frequency: f.clock_frequency,
+        });
+    }
+    let Some(reg) = f.reg else { return Ok(()) };
+    if f.in_cpus || parent.size_cells == 0 {
+        return Ok(());
+    }
+    let is_memory = f.device_type == b"memory\0"
+        || (idx == 1 && (f.name == "memory" || f.name.starts_with("memory@")));
+    let is_reserved = idx == 2 && parent.name == "reserved-memory";
+    let is_pl011 = compatible().any(|c| c == "arm,pl011");
+    for p in pairs(reg, parent.addr_cells, parent.size_cells, "reg")? {
+        let Some((addr, size)) = p else { continue };
+        if size == 0 {
+            continue;
+        }
+        let Some(cpu) = translate(stack, idx - 1, addr) else {
+            continue;
+        };
+        let r = Region::new(cpu, size);
+        if is_memory {
+            push(&mut w.info.memory, r, "memory ranges")?;
+        } else if is_reserved {
+            push(&mut w.info.reserved_memory, r, "/reserved-memory regions")?;
+        } else {
+            if w.info.devices.push(r.page_outer()).is_err() {
+                w.info.devices.sort_and_merge();
+                push(&mut w.info.devices, r.page_outer(), "device ranges")?;
+            }
+            if is_pl011 {
+                record_uart(stack, idx, cpu, f.status_ok, w);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn record_uart(stack: &[Frame<'_>], idx: usize, base: u64, ok: bool, w: &mut Walk<'_>) {
+    if w.uarts.iter().flatten().any(|u| u.base == base) {
+        return; // only the first `reg` entry of a UART counts
+    }
+    let Some(slot) = w.uarts.iter_mut().find(|u| u.is_none()) else {
+        return;
+    };
+    let mut c = UartCandidate {
+        path: [0; 128],
+        path_len: 0,
+        base,
+        ok,
+    };
+    for f in &stack[1..=idx] {
+        for b in core::iter::once(b'/').chain(f.name.bytes()) {
+            if c.path_len < c.path.len() {
+                c.path[c.path_len] = b;
+                c.path_len += 1;
+            }
+        }
+    }
+    *slot = Some(c);
+}
+
+/// Chooses the console: the PL011 that `stdout-path` names (directly or through an alias),
+/// else the first enabled PL011.
+fn pick_console(w: &mut Walk<'_>) {
+    let target = w.info.stdout_path.split(':').next().unwrap_or("");
+    let path = if target.starts_with('/') {
+        target
+    } else {
+        w.aliases[..w.nr_aliases]
+            .iter()
+            .find(|(n, _)| *n == target)
+            .map_or("", |(_, p)| *p)
+    };
+    let named = w
+        .uarts
+        .iter()
+        .flatten()
+        .find(|u| !path.is_empty() && &u.path[..u.path_len] == path.as_bytes());
+    let chosen = named.or_else(|| w.uarts.iter().flatten().find(|u| u.ok));
+    let clock_hz = w.info.board.facts().uart_clock_hz;
+    w.info.console = chosen.map(|u| ConsoleInfo {
+        base: u.base,
+        clock_hz,
+    });
+}
+
+/// The checks a BootInfo must pass before the kernel relies on it.
+pub fn check_usable(info: &BootInfo<'_>) -> Result<(), FdtError> {
+    if info.memory.total() == 0 {
+        return Err(FdtError::NoMemory);
+    }
+    Ok(())
+}

@@ -1,0 +1,292 @@
+//! `kernel_main`: the boot sequence after the entry code, in this order:
+//! FDT -> BootInfo (or the default board), console and logger, banner, Memblock, page tables
+//! and MMU, frame allocator, heap, then the workload (for now: the deliberate-failure tests
+//! and a clean exit).
+//!
+//! Nothing before the console may print; nothing before the frame allocator may allocate.
+
+extern crate alloc;
+
+use alloc::vec::Vec;
+use arch::ExceptionLevel;
+use board::boards::{self, BoardFacts, BoardKind};
+use board::bootargs::{self, TestAction};
+use board::bootinfo::{BootInfo, ConsoleInfo, Region};
+use board::fdt::{self, FdtError};
+use board::memmap;
+use log::{error, info, warn};
+
+use super::exit::{self, ExitPath};
+use super::{heap, logger, memory, reloc};
+
+/// Entered from `arch::entry` on the boot CPU at EL1, MMU off, on the kernel stack.
+#[no_mangle]
+pub extern "C" fn kernel_main(fdt_addr: u64, image_base: u64, entry_el: u64, relocs: u64) -> ! {
+    arch::exceptions::set_fatal_hook(exit::fatal_exception);
+    let layout = arch::entry::image_layout();
+    exit::set_guard_page(layout.stack_guard);
+    let el = ExceptionLevel::from_number(entry_el).unwrap_or(ExceptionLevel::El1);
+
+    let info = match read_boot_info(fdt_addr) {
+        Ok(info) => info,
+        Err(e) => bad_fdt(fdt_addr, image_base, e),
+    };
+    exit::set_path(ExitPath {
+        power_off: info.board.facts().power_off,
+        psci: info.psci,
+    });
+    start_console(info.board.facts(), info.console);
+    let args = bootargs::parse(info.bootargs);
+    logger::init(args.log_level);
+
+    let probe = reloc::check(image_base);
+    info!(
+        "baton {} on {} ({}), entered at {}, running at EL{}",
+        env!("CARGO_PKG_VERSION"),
+        info.board.name(),
+        info.model,
+        el,
+        arch::el::current()
+    );
+    if info.board_source == boards::BoardSource::DefaultNoFdt {
+        warn!(
+            "no FDT at x0 ({fdt_addr:#x}): using the default board ({})",
+            info.board.name()
+        );
+    }
+    info!(
+        "loaded at {:#x}, image {:#x} bytes (file + BSS + stacks), {} relocations applied",
+        image_base, layout.size, relocs
+    );
+    if probe.bad == 0 {
+        info!(
+            "relocation probe ok: {} pointers, link checksum {:#x}",
+            probe.pointers, probe.link_checksum
+        );
+    } else {
+        error!(
+            "relocation probe FAILED: {} of {} pointers wrong",
+            probe.bad, probe.pointers
+        );
+    }
+    info!(
+        "BATON-BOOT board={} el={} load={:#x} reloc_ok={} checksum={:#x}",
+        info.board.name(),
+        el.number(),
+        image_base,
+        (probe.bad == 0) as u8,
+        probe.link_checksum
+    );
+    print_boot_info(&info);
+
+    let image = Region::new(image_base, layout.size);
+    let mem = memory::init_memblock(&info, image)
+        .and_then(|_| memory::enable_mmu(&info, layout.stack_guard));
+    let mmu = match mem {
+        Ok(r) => r,
+        Err(e) => fail_memory(e),
+    };
+    info!(
+        "mmu on: identity map, {} RAM ranges normal WB, {} device ranges nGnRE ({} skipped), {} table pages, stack guard {:#x}",
+        mmu.normal, mmu.devices, mmu.skipped_devices, mmu.tables, layout.stack_guard
+    );
+    print_memblock();
+    let stats = match memory::init_frames() {
+        Ok(s) => s,
+        Err(e) => fail_memory(e),
+    };
+    info!(
+        "frames: {} total, {} free, {} reserved (max order {})",
+        stats.total, stats.free, stats.reserved, stats.max_order
+    );
+
+    // The heap grows from the frame allocator on first use.
+    let squares: Vec<u64> = (0..4096u64).map(|i| i * i).collect();
+    let sum: u64 = squares.iter().sum();
+    info!(
+        "heap: talc ok ({} KiB from mm, check sum {sum:#x})",
+        heap::grown_bytes() / 1024
+    );
+    drop(squares);
+
+    if let Some(s) = memory::stats() {
+        info!(
+            "free memory: {} KiB ({} pages) of {} KiB RAM",
+            s.free * 4,
+            s.free,
+            s.total * 4
+        );
+    }
+    let us = arch::timer::uptime_micros();
+    info!(
+        "baton: ready ({}.{:06} s since the counter started)",
+        us / 1_000_000,
+        us % 1_000_000
+    );
+
+    if let Some(action) = args.test {
+        run_test_action(action);
+    }
+    exit::exit(board::exit::SUCCESS)
+}
+
+/// Reads x0: `Ok(default board)` without FDT magic, the parsed tree with it, or the check
+/// it failed.
+fn read_boot_info(fdt_addr: u64) -> Result<BootInfo<'static>, FdtError> {
+    let mut first = [0u8; 4];
+    for (i, b) in first.iter_mut().enumerate() {
+        // SAFETY: x0 came from the loader; with the MMU off any RAM or ROM address reads
+        // without side effects. A wild x0 faults, which the exception path reports.
+        *b = unsafe { core::ptr::read_volatile((fdt_addr as usize + i) as *const u8) };
+    }
+    if !fdt::has_magic(first) {
+        return Ok(boards::default_board_info());
+    }
+    if !fdt_addr.is_multiple_of(4) {
+        return Err(FdtError::Misaligned { addr: fdt_addr });
+    }
+    // SAFETY: the magic is there, so the loader put an FDT header at x0; 40 bytes of it
+    // are readable.
+    let hdr =
+        unsafe { core::slice::from_raw_parts(fdt_addr as usize as *const u8, fdt::HEADER_SIZE) };
+    let h = fdt::check_header(hdr)?;
+    // SAFETY: the header check bounds totalsize (<= 2 MiB); the loader placed the whole
+    // tree there, and it stays reserved (never written) for the image's life.
+    let buf = unsafe {
+        core::slice::from_raw_parts(fdt_addr as usize as *const u8, h.totalsize as usize)
+    };
+    let info = fdt::parse(buf, fdt_addr)?;
+    fdt::check_usable(&info)?;
+    Ok(info)
+}
+
+/// A malformed FDT: report it on the console of the board the load address suggests, exit.
+fn bad_fdt(fdt_addr: u64, image_base: u64, e: FdtError) -> ! {
+    // virt loads at 0x4020_0000 (RAM starts at 1 GiB); a Pi loads at 0x20_0000.
+    let (facts, console) = if image_base >= 0x4000_0000 {
+        (
+            &boards::QEMU_VIRT,
+            ConsoleInfo {
+                base: 0x0900_0000,
+                clock_hz: boards::QEMU_VIRT.uart_clock_hz,
+            },
+        )
+    } else {
+        (
+            &boards::RPI4,
+            ConsoleInfo {
+                base: boards::RPI4_UART0,
+                clock_hz: boards::RPI4.uart_clock_hz,
+            },
+        )
+    };
+    exit::set_path(ExitPath {
+        power_off: facts.power_off,
+        psci: None,
+    });
+    start_console(facts, Some(console));
+    logger::init(log::LevelFilter::Info);
+    error!("FDT error: {e} (FDT at {fdt_addr:#x})");
+    error!(
+        "cannot continue without a valid device tree; stopping (board guessed from load address {image_base:#x}: {})",
+        facts.name
+    );
+    exit::exit(board::exit::BAD_FDT)
+}
+
+fn start_console(facts: &BoardFacts, console: Option<ConsoleInfo>) {
+    let Some(c) = console else { return };
+    if let Some(gpio) = facts.gpio_base {
+        // SAFETY: board facts name the BCM2711 GPIO block of this board; MMU off or mapped.
+        unsafe { drivers::bcm2711_gpio::uart0_pins_alt0(gpio) };
+    }
+    // SAFETY: the FDT (or the board facts) say a PL011 is at this address; nothing else
+    // drives it.
+    let _ = unsafe { drivers::console::init(c.base, c.clock_hz) };
+}
+
+fn print_boot_info(info: &BootInfo<'_>) {
+    if let Some(f) = info.fdt {
+        info!("fdt: {} ({} bytes)", f, f.size);
+    }
+    info!(
+        "bootargs: \"{}\", stdout-path: \"{}\"",
+        info.bootargs, info.stdout_path
+    );
+    match info.console {
+        Some(c) => info!(
+            "console: pl011 at {:#x}, {} Hz clock, 115200 8N1",
+            c.base,
+            c.clock_hz.unwrap_or(0)
+        ),
+        None => warn!("console: no PL011 found"),
+    }
+    info!(
+        "psci: {}, timer: {} Hz{}",
+        info.psci.map_or("none", |m| m.name()),
+        arch::timer::frequency(),
+        match info.timer.and_then(|t| t.clock_frequency) {
+            Some(_) => " (FDT clock-frequency ignored)",
+            None => "",
+        }
+    );
+    for r in info.memory.iter() {
+        info!("memory: {} {:>6} MiB", r, r.size >> 20);
+    }
+    if let Some(r) = info.initrd {
+        info!("initrd: {}", r);
+    }
+    if let Some(r) = info.kho_fdt {
+        info!("kho-fdt: {}", r);
+    }
+    for r in info.kho_scratch.iter() {
+        info!("kho-scratch: {}", r);
+    }
+    if info.board == BoardKind::Generic {
+        warn!("unknown board: console and power-off come from the FDT only");
+    }
+}
+
+fn print_memblock() {
+    let mb = memory::MEMBLOCK.lock();
+    for r in mb.reserved() {
+        info!("reserved: [{:#011x}-{:#011x}]", r.start.0, r.end.0 - 1);
+    }
+    let free: u64 = mb.free_ranges().map(|r| r.size()).sum();
+    info!(
+        "memblock: {} KiB RAM, {} KiB free before the frame allocator",
+        mb.memory_size() / 1024,
+        free / 1024
+    );
+    let _ = memmap::ReserveReason::Image;
+}
+
+fn fail_memory(e: memory::MemError) -> ! {
+    error!("memory setup failed: {e}");
+    exit::exit(board::exit::NO_MEMORY)
+}
+
+#[inline(never)]
+fn recurse(depth: u64) -> u64 {
+    let buf = core::hint::black_box([depth; 64]);
+    if depth == u64::MAX {
+        return 0;
+    }
+    buf[3].wrapping_add(recurse(depth + 1))
+}
+
+fn run_test_action(action: TestAction) {
+    match action {
+        TestAction::Fault => {
+            warn!("baton.test=fault: reading unmapped address 0xdead0000000");
+            // SAFETY: deliberately unsound: the exception path must report this and exit.
+            let v = unsafe { core::ptr::read_volatile(0x0dea_d000_0000 as *const u64) };
+            info!("unreachable: read {v:#x}");
+        }
+        TestAction::Panic => panic!("deliberate panic (baton.test=panic)"),
+        TestAction::StackOverflow => {
+            warn!("baton.test=stack-overflow: recursing into the guard page");
+            info!("unreachable: {}", recurse(0));
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! Memory bring-up, in order: the Memblock of the boot memory map, the identity-map page
+//! tables (pages taken from Memblock) and the MMU, then the frame allocator whose descriptor
+//! array is also taken from Memblock.
+//!
+//! Owns the two global memory objects: `MEMBLOCK` (boot-time, stays for inspection and the
+//! handover) and `FRAMES` (the buddy allocator every later page comes from).
+
+use arch::mmu::{self, MapError, MemAttr, PageTableBuilder, TableAlloc};
+use board::bootinfo::{BootInfo, Region};
+use board::memmap;
+use core::mem::MaybeUninit;
+use mm::{FrameAllocator, Memblock, MmError, Page, Pfn, PhysAddr, Stats, PAGE_SIZE};
+
+pub static MEMBLOCK: spin::Mutex<Memblock> = spin::Mutex::new(Memblock::new());
+pub static FRAMES: spin::Mutex<Option<FrameAllocator<'static>>> = spin::Mutex::new(None);
+
+/// A memory bring-up step failed.
+#[derive(Debug)]
+pub enum MemError {
+    Mm(MmError),
+    Map(MapError),
+}
+
+impl core::fmt::Display for MemError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Mm(e) => write!(f, "memblock/frame allocator: {e}"),
+            Self::Map(e) => write!(f, "page tables: {e}"),
+        }
+    }
+}
+
+impl From<MmError> for MemError {
+    fn from(e: MmError) -> Self {
+        Self::Mm(e)
+    }
+}
+
+impl From<MapError> for MemError {
+    fn from(e: MapError) -> Self {
+        Self::Map(e)
+    }
+}
+
+/// Fills Memblock from the boot memory map.
+pub fn init_memblock(info: &BootInfo<'_>, image: Region) -> Result<(), MemError> {
+    let mut mb = MEMBLOCK.lock();
+    memmap::fill_memblock(&mut mb, info, image)?;
+    Ok(())
+}
+
+/// Most table pages one identity map may use.
+const MAX_TABLES: usize = 256;
+
+/// Hands out zeroed table pages from Memblock and remembers them for cache maintenance.
+struct MemblockTables<'a> {
+    mb: &'a mut Memblock,
+    pages: [u64; MAX_TABLES],
+    used: usize,
+}
+
+impl TableAlloc for MemblockTables<'_> {
+    fn alloc_table(&mut self) -> Option<u64> {
+        if self.used == MAX_TABLES {
+            return None;
+        }
+        let pa = self.mb.alloc(PAGE_SIZE, PAGE_SIZE, None).ok()?.0;
+        // SAFETY: Memblock just reserved this page for us; it is RAM, reachable at its
+        // physical address (MMU off, or identity mapped).
+        unsafe { core::ptr::write_bytes(pa as usize as *mut u64, 0, 512) };
+        self.pages[self.used] = pa;
+        self.used += 1;
+        Some(pa)
+    }
+
+    fn table(&mut self, pa: u64) -> &mut [u64; 512] {
+        // SAFETY: `pa` is one of the pages handed out above, owned by this builder.
+        unsafe { &mut *(pa as usize as *mut [u64; 512]) }
+    }
+}
+
+/// What the MMU setup did, for the boot log.
+pub struct MmuReport {
+    pub tables: usize,
+    pub normal: usize,
+    pub devices: usize,
+    pub skipped_devices: usize,
+}
+
+/// Builds the identity map (RAM normal minus the stack guard page, devices nGnRE) and turns
+/// the MMU and caches on.
+pub fn enable_mmu(info: &BootInfo<'_>, guard_page: u64) -> Result<MmuReport, MemError> {
+    let mut mb = MEMBLOCK.lock();
+    let mut alloc = MemblockTables {
+        mb: &mut mb,
+        pages: [0; MAX_TABLES],
+        used: 0,
+    };
+    let mut pt = PageTableBuilder::new(&mut alloc)?;
+    let normal = memmap::normal_ranges(info, Region::new(guard_page, PAGE_SIZE));
+    for r in normal.iter() {
+        pt.map(&mut alloc, r.base, r.end(), MemAttr::Normal)?;
+    }
+    let (devices, skipped) = memmap::device_ranges(info, mmu::VA_LIMIT);
+    for d in devices.iter() {
+        pt.map(&mut alloc, d.base, d.end(), MemAttr::Device)?;
+    }
+    // The tables were written with the D-cache off; drop any stale line for them so the
+    // walker (which looks up the cache once TCR says write-back) sees memory.
+    for &pa in &alloc.pages[..alloc.used] {
+        // SAFETY: each page is ours and mapped (identity, or MMU off).
+        unsafe { arch::cache::clean_invalidate_to_poc(pa, PAGE_SIZE) };
+    }
+    // SAFETY: the map covers all RAM (code, stacks, data, FDT) and the console's device
+    // range; the tables are in memory (cleaned above).
+    unsafe { mmu::enable(pt.root()) };
+    Ok(MmuReport {
+        tables: alloc.used,
+        normal: normal.len(),
+        devices: devices.len(),
+        skipped_devices: skipped,
+    })
+}
+
+/// Builds the frame allocator: descriptors from Memblock, then every free range to the
+/// buddy lists.
+pub fn init_frames() -> Result<Stats, MemError> {
+    let mb = MEMBLOCK.lock();
+    let needed = FrameAllocator::descriptors_needed(&mb);
+    let bytes = (FrameAllocator::descriptor_bytes(&mb) + PAGE_SIZE - 1) & !(PAGE_SIZE - 1);
+    drop(mb);
+    let PhysAddr(base) = MEMBLOCK.lock().alloc(bytes, PAGE_SIZE, None)?;
+    // SAFETY: Memblock reserved [base, base + bytes) for this array and never hands it out
+    // again; MaybeUninit needs no initialisation; the array lives as long as the image.
+    let storage: &'static mut [MaybeUninit<Page>] =
+        unsafe { core::slice::from_raw_parts_mut(base as usize as *mut MaybeUninit<Page>, needed) };
+    let fa = FrameAllocator::new(&MEMBLOCK.lock(), storage, mm::MAX_ORDER)?;
+    let stats = fa.stats();
+    *FRAMES.lock() = Some(fa);
+    Ok(stats)
+}
+
+/// A block of 2^order pages from the frame allocator (the heap's source).
+pub fn alloc_pages(order: u32) -> Option<Pfn> {
+    FRAMES.lock().as_mut()?.alloc_pages(order).ok()
+}
+
+/// Frame allocator statistics, if it is up.
+pub fn stats() -> Option<Stats> {
+    FRAMES.lock().as_ref().map(|f| f.stats())
+}

@@ -1,0 +1,133 @@
+//! The boot console: one PL011 driven through the `arm-pl011-uart` crate.
+//!
+//! Owns the single global UART handle. Writers take a spin lock; the fatal paths (panic,
+//! exception) may steal it, since baton runs on one core without interrupts and a held lock
+//! there means we faulted while printing. Before `init`, writes are dropped.
+
+use core::fmt;
+
+/// Baud rate of every baton console: 115200 8N1.
+pub const BAUD: u32 = 115_200;
+
+/// Why the console could not be set up.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum ConsoleError {
+    /// The base address is zero or not 4-byte aligned.
+    BadBase { base: u64 },
+    /// The PL011 refused the divisor for this clock.
+    BadClock { clock_hz: u32 },
+}
+
+impl fmt::Display for ConsoleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::BadBase { base } => {
+                write!(f, "PL011 base {base:#x} is not a usable MMIO address")
+            }
+            Self::BadClock { clock_hz } => {
+                write!(f, "PL011 clock {clock_hz} Hz cannot give {BAUD} baud")
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+mod imp {
+    use super::*;
+    use arm_pl011_uart::{DataBits, LineConfig, Parity, StopBits, Uart, UniqueMmioPointer};
+    use core::fmt::Write;
+    use core::ptr::NonNull;
+
+    static CONSOLE: spin::Mutex<Option<Uart<'static>>> = spin::Mutex::new(None);
+    static BASE: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+    /// Takes over the PL011 at `base` and programs it for 115200 8N1 from `clock_hz`; with
+    /// no clock, the firmware's divisors and line settings are kept.
+    ///
+    /// # Safety
+    /// `base` must be the physical (identity-mapped or MMU-off) address of a PL011 that
+    /// nothing else drives.
+    pub unsafe fn init(base: u64, clock_hz: Option<u32>) -> Result<(), ConsoleError> {
+        let ptr = NonNull::new(base as *mut arm_pl011_uart::PL011Registers)
+            .filter(|_| base.is_multiple_of(4))
+            .ok_or(ConsoleError::BadBase { base })?;
+        // SAFETY: the caller guarantees a PL011 at `base`, device-mapped, used only by us.
+        let mut uart = Uart::new(unsafe { UniqueMmioPointer::new(ptr) });
+        if let Some(clock_hz) = clock_hz {
+            // Let the FIFO drain whatever firmware was still sending before reprogramming.
+            while uart.is_busy() {}
+            let config = LineConfig {
+                data_bits: DataBits::Bits8,
+                parity: Parity::None,
+                stop_bits: StopBits::One,
+            };
+            uart.enable(config, BAUD, clock_hz)
+                .map_err(|_| ConsoleError::BadClock { clock_hz })?;
+        }
+        *CONSOLE.lock() = Some(uart);
+        BASE.store(base, core::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Base address of the console UART, 0 before `init`.
+    pub fn base() -> u64 {
+        BASE.load(core::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Writes `args` to the console (newlines become CR LF).
+    pub fn write_fmt(args: fmt::Arguments<'_>) {
+        let mut guard = CONSOLE.lock();
+        if let Some(uart) = guard.as_mut() {
+            let _ = CrLf(uart).write_fmt(args);
+        }
+    }
+
+    /// Writes `args` even if the lock is held (fatal paths only).
+    pub fn write_fmt_emergency(args: fmt::Arguments<'_>) {
+        if CONSOLE.is_locked() {
+            // SAFETY: one core, no interrupts: the holder is the code that just faulted or
+            // panicked and will never resume its write.
+            unsafe { CONSOLE.force_unlock() };
+        }
+        write_fmt(args);
+    }
+
+    /// Waits until every queued byte has left the UART (before powering off).
+    pub fn flush() {
+        if let Some(uart) = CONSOLE.lock().as_ref() {
+            while uart.is_busy() {}
+        }
+    }
+
+    struct CrLf<'a, 'b>(&'a mut Uart<'b>);
+    impl Write for CrLf<'_, '_> {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            for b in s.bytes() {
+                if b == b'\n' {
+                    self.0.write_str("\r")?;
+                }
+                let c = [b];
+                // A single ASCII/UTF-8 byte slice from a &str chunk; write it raw.
+                while self.0.is_tx_fifo_full() {}
+                self.0.write_word(c[0]);
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+pub use imp::*;
+
+/// Host build: the console is standard error, so board logic can be exercised in tests.
+#[cfg(not(target_arch = "aarch64"))]
+pub fn write_fmt(args: fmt::Arguments<'_>) {
+    extern crate std;
+    std::eprint!("{args}");
+}
+
+/// Host build: same as `write_fmt`.
+#[cfg(not(target_arch = "aarch64"))]
+pub fn write_fmt_emergency(args: fmt::Arguments<'_>) {
+    write_fmt(args);
+}
