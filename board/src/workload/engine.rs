@@ -20,13 +20,14 @@ use super::alloc::vec::Vec;
 
 use kho::incoming::Incoming;
 use kho::{Kho, PhysMem};
-use mm::{BlockKind, FrameAllocator, MmError, PageFlags, Pfn, PAGE_SHIFT, PAGE_SIZE};
+use mm::{FrameAllocator, MmError, PageFlags, Pfn, PAGE_SHIFT, PAGE_SIZE};
 
 use super::config::{Carried, Config};
 use super::pattern::{self, pattern_seed};
 use super::record::{Entry, Kind, Record, CLIENT_NAME};
 use super::report::{Check, Failure, GenReport, SoakReport};
 use super::rng::Rng;
+use super::state::{self, mm_failure};
 
 /// Percent of restored blocks freed each generation.
 pub const FREE_PERCENT: u64 = 40;
@@ -34,6 +35,8 @@ pub const FREE_PERCENT: u64 = 40;
 pub const SPLIT_PERCENT: u64 = 30;
 /// Most restored blocks kept; beyond this every further one is freed (bounds memory).
 pub const MAX_KEPT: usize = 12;
+/// Most restored pages kept (8 MiB); a block that would go beyond is freed.
+pub const MAX_KEPT_PAGES: u64 = 2048;
 /// Largest folio order allocated.
 pub const MAX_FOLIO_ORDER: u32 = 6;
 
@@ -146,152 +149,18 @@ impl<M: PhysMem + ?Sized> Gen<'_, '_, '_, M> {
     }
 
     fn mm(&self, check: Check, what: &str, e: MmError) -> Failure {
-        let check = if matches!(e, MmError::BadPage(_)) {
-            Check::BadPage
-        } else {
-            check
-        };
-        self.fail(check, format!("{what}: {e}"))
+        let (check, detail) = mm_failure(check, what, e);
+        self.fail(check, detail)
     }
 
     /// Checks the page state of a restored (or kept) block against its kind.
     fn check_state(&self, e: &Entry) -> Result<(), Failure> {
-        let head = pfn_of(e.phys);
-        let fa = &*self.fa;
-        let q = |r: Result<u32, MmError>, what: &str| {
-            r.map_err(|err| self.mm(Check::Refcount, what, err))
-        };
-        let flags = |p: Pfn| {
-            fa.page_flags(p)
-                .map_err(|err| self.mm(Check::Compound, "page flags", err))
-        };
-        let marker = PageFlags::HEAD | PageFlags::TAIL | PageFlags::SPLIT;
-        match e.kind {
-            Kind::Folio | Kind::Contig => {
-                let order = e.order();
-                let want = if e.kind == Kind::Folio {
-                    BlockKind::Folio
-                } else {
-                    BlockKind::Contig
-                };
-                let got = fa
-                    .block_kind(head, order)
-                    .map_err(|err| self.mm(Check::Compound, "block kind", err))?;
-                // An order-0 folio is a plain page: mm calls it Contig.
-                if got != want && !(order == 0 && got == BlockKind::Contig) {
-                    return Err(self.fail(
-                        Check::Compound,
-                        format!(
-                            "{} at {:#x} order {order} restored as {got:?}",
-                            e.kind, e.phys
-                        ),
-                    ));
-                }
-                let c = q(fa.page_ref_count(head), "head refcount")?;
-                if c != 1 {
-                    return Err(self.fail(
-                        Check::Refcount,
-                        format!("{} head {:#x} refcount {c}, expected 1", e.kind, e.phys),
-                    ));
-                }
-                let compound = e.kind == Kind::Folio && order > 0;
-                let hf = flags(head)?;
-                if hf.contains(PageFlags::HEAD) != compound
-                    || hf.intersects(PageFlags::TAIL | PageFlags::SPLIT)
-                {
-                    return Err(self.fail(
-                        Check::Compound,
-                        format!("{} head {:#x} flags {hf}", e.kind, e.phys),
-                    ));
-                }
-                for i in 1..e.pages {
-                    let p = head.add(i);
-                    let c = q(fa.page_ref_count(p), "tail refcount")?;
-                    if c != 0 {
-                        return Err(self.fail(
-                            Check::Refcount,
-                            format!("{} tail {:#x} refcount {c}, expected 0", e.kind, p.phys().0),
-                        ));
-                    }
-                    let tf = flags(p)?;
-                    let linked = fa
-                        .page_folio(p)
-                        .map_err(|err| self.mm(Check::Compound, "tail head", err))?;
-                    let ok = if compound {
-                        tf.contains(PageFlags::TAIL)
-                            && !tf.intersects(PageFlags::HEAD | PageFlags::SPLIT)
-                            && linked == head
-                    } else {
-                        !tf.intersects(marker) && linked == p
-                    };
-                    if !ok {
-                        return Err(self.fail(
-                            Check::Compound,
-                            format!(
-                                "{} tail {:#x} flags {tf} head {:#x}",
-                                e.kind,
-                                p.phys().0,
-                                linked.phys().0
-                            ),
-                        ));
-                    }
-                }
-            }
-            Kind::Split | Kind::PhysRange | Kind::SplitAfterPreserve => {
-                for i in 0..e.pages {
-                    let p = head.add(i);
-                    let c = q(fa.page_ref_count(p), "split refcount")?;
-                    if c != 1 {
-                        return Err(self.fail(
-                            Check::Refcount,
-                            format!("{} page {:#x} refcount {c}, expected 1", e.kind, p.phys().0),
-                        ));
-                    }
-                    let f = flags(p)?;
-                    if !f.contains(PageFlags::SPLIT)
-                        || f.intersects(PageFlags::HEAD | PageFlags::TAIL)
-                    {
-                        return Err(self.fail(
-                            Check::Compound,
-                            format!("{} page {:#x} flags {f}", e.kind, p.phys().0),
-                        ));
-                    }
-                }
-            }
-        }
-        Ok(())
+        state::check(self.fa, e).map_err(|(check, detail)| self.fail(check, detail))
     }
 
-    /// Frees a held block the way its kind is freed; returns its pages.
+    /// Frees a held block the way its kind is freed.
     fn free_entry(&mut self, e: &Entry) -> Result<(), Failure> {
-        let head = pfn_of(e.phys);
-        let bad0 = self.fa.stats().bad;
-        let r = match e.kind {
-            Kind::Folio => self.fa.folio_put(head),
-            Kind::Contig => self.fa.free_pages(head, e.order()),
-            Kind::Split | Kind::PhysRange | Kind::SplitAfterPreserve => {
-                (0..e.pages).try_for_each(|i| self.fa.put_page(head.add(i)))
-            }
-        };
-        r.map_err(|err| {
-            self.mm(
-                Check::Free,
-                &format!("freeing {} at {:#x}", e.kind, e.phys),
-                err,
-            )
-        })?;
-        let bad = self.fa.stats().bad;
-        if bad != bad0 {
-            return Err(self.fail(
-                Check::BadPage,
-                format!(
-                    "freeing {} at {:#x} leaked {} bad pages",
-                    e.kind,
-                    e.phys,
-                    bad - bad0
-                ),
-            ));
-        }
+        state::free(self.fa, e).map_err(|(check, detail)| self.fail(check, detail))?;
         self.led.freed += e.pages;
         Ok(())
     }
@@ -622,15 +491,17 @@ pub fn run_generation<M: PhysMem + ?Sized, K: PhysMem>(
 
     // 2. Free a random share (and everything this image's allocator cannot keep whole).
     let mut kept: Vec<(Entry, bool)> = Vec::new();
-    let mut freed_pages = 0;
+    let (mut freed_pages, mut kept_pages) = (0, 0);
     for e in restored {
         let too_big = e.kind != Kind::PhysRange && e.order() > cfg.max_order;
-        if too_big || kept.len() >= MAX_KEPT || g.rng.chance(FREE_PERCENT) {
+        let full = kept.len() >= MAX_KEPT || kept_pages + e.pages > MAX_KEPT_PAGES;
+        if too_big || full || g.rng.chance(FREE_PERCENT) {
             g.free_entry(&e)?;
             g.report.freed += 1;
             freed_pages += e.pages;
         } else {
             let split = e.kind == Kind::Contig && e.pages > 1 && g.rng.chance(SPLIT_PERCENT);
+            kept_pages += e.pages;
             kept.push((e, split));
         }
     }

@@ -25,6 +25,7 @@ pub mod pattern; // fill patterns, checksums, raw block access
 pub mod record; // the workload's client sub-FDT: what was kept
 pub mod report; // GEN / SOAK / FAIL lines
 pub mod rng; // SplitMix64 per (seed, generation)
+pub mod state; // page state per block kind: checks and frees
 
 #[cfg(test)]
 mod tests; // host chains over an arena: many generations, cross-version, every damage kind

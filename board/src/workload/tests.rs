@@ -38,6 +38,8 @@ struct Chain {
     bootargs: String,
     handover: Option<Handover>,
     ticks: u64,
+    /// Test hook: preserve one page the record does not list (a leak) before finalize.
+    leak_one_page: bool,
 }
 
 impl Chain {
@@ -47,6 +49,7 @@ impl Chain {
             bootargs: bootargs.to_string(),
             handover: None,
             ticks: 1_000,
+            leak_one_page: false,
         }
     }
 
@@ -126,6 +129,10 @@ impl Chain {
         };
         let soak = cfg.is_last().then(|| outcome.soak());
         self.ticks += 125_000; // 2 ms of work
+        if self.leak_one_page {
+            let p = fa.alloc_pages(0).expect("page");
+            out.preserve_pages(&mut fa, p, 1).expect("preserve");
+        }
         outcome.seal(mem, self.ticks).expect("seal");
         let mut h = out.finalize(&mut fa).expect("finalize");
         if let Some(kind) = cfg.damage_now() {
@@ -334,6 +341,20 @@ fn a_corrupted_byte_fails_the_next_generation_naming_verify() {
     assert_eq!((f.generation, f.check), (1, Check::Verify), "{f}");
     assert!(
         f.to_string().starts_with("FAIL gen=1 check=verify detail="),
+        "{f}"
+    );
+}
+
+#[test]
+fn a_preserved_page_missing_from_the_record_is_a_leak() {
+    let mut chain = Chain::new("baton.seed=6 baton.generations=3");
+    chain.leak_one_page = true;
+    chain.boot(10).result.expect("generation 0");
+    let f = chain.boot(10).result.expect_err("leak not caught");
+    assert_eq!((f.generation, f.check), (1, Check::Leak), "{f}");
+    assert!(
+        f.detail
+            .starts_with("1 preserved blocks (1 pages) not in the record"),
         "{f}"
     );
 }
