@@ -12,7 +12,7 @@ use crate::page::{PageFlags, NONE};
 
 impl FrameAllocator<'_> {
     /// Links the block at `idx` at the front of order `order`'s list.
-    #[inline]
+    #[inline(always)]
     fn push(&mut self, idx: usize, order: u32) {
         let o = order as usize;
         let old = self.free_head[o];
@@ -32,7 +32,7 @@ impl FrameAllocator<'_> {
     }
 
     /// Unlinks the block at `idx` from order `order`'s list and clears its `FREE` state.
-    #[inline]
+    #[inline(always)]
     fn unlink(&mut self, idx: usize, order: u32) {
         let o = order as usize;
         let (prev, next) = {

@@ -255,7 +255,7 @@ impl<'a> FrameAllocator<'a> {
     }
 
     /// Descriptor index of `pfn`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn index(&self, pfn: Pfn) -> Result<usize, MmError> {
         let secs = &self.sections[..self.nsections];
         let s = if secs.len() == 1 {
@@ -293,7 +293,7 @@ impl<'a> FrameAllocator<'a> {
     }
 
     /// Frame number of descriptor `idx`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn pfn_of(&self, idx: usize) -> Pfn {
         let sec = &self.sections[self.pages[idx].section as usize];
         Pfn(sec.base + (idx as u64 - sec.first as u64))

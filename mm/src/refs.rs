@@ -87,7 +87,39 @@ impl FrameAllocator<'_> {
     /// — Linux does the same. `order` must be the block's order (recorded by mm; a
     /// mismatch is refused before anything changes). Blocks above `max_order` (restored
     /// ones) are freed in `max_order` chunks after the checks.
+    #[inline]
     pub fn free_pages(&mut self, pfn: Pfn, order: u32) -> Result<(), MmError> {
+        if order == 0 {
+            if let Ok(idx) = self.index(pfn) {
+                if self.try_free_clean_page(idx) {
+                    return Ok(());
+                }
+            }
+        }
+        self.free_pages_slow(pfn, order)
+    }
+
+    /// Fast path for the common case: an order-0 page whose last reference goes and whose
+    /// state passes every free-path check. Returns false (changing nothing) otherwise.
+    #[inline]
+    fn try_free_clean_page(&mut self, idx: usize) -> bool {
+        let p = &mut self.pages[idx];
+        let clean = p.flags & !PageFlags::SPLIT.bits() == 0
+            && p.order == 0
+            && p.head == NONE
+            && p.private == 0
+            && p.count() == 1;
+        if !clean {
+            return false;
+        }
+        p.flags = 0;
+        p.set_count(0);
+        self.allocated -= 1;
+        self.free_block(idx, 0);
+        true
+    }
+
+    fn free_pages_slow(&mut self, pfn: Pfn, order: u32) -> Result<(), MmError> {
         let idx = self.block_index(pfn, order)?;
         self.check_held(idx, pfn)?;
         let p = &self.pages[idx];
@@ -204,7 +236,13 @@ impl FrameAllocator<'_> {
     /// not yet split), Linux treats the page as an order-0 folio and would free only that
     /// frame, leaking the rest. mm records the allocation order, so at zero it frees the
     /// whole block instead (same result as `free_pages(pfn, order)`).
+    #[inline]
     pub fn put_page(&mut self, pfn: Pfn) -> Result<(), MmError> {
+        if let Ok(idx) = self.index(pfn) {
+            if self.try_free_clean_page(idx) {
+                return Ok(());
+            }
+        }
         let h = self.held_folio(pfn)?;
         self.dec_and_free(h)
     }

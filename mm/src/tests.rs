@@ -376,17 +376,18 @@ fn layout_with_holes_and_several_ranges() {
 
 #[test]
 fn range_larger_than_max_order_is_cut_into_max_order_blocks() {
-    // 64 MiB in one aligned range = one order-14 block, far above MAX_ORDER.
+    // 64 MiB (8 MiB under Miri) in one aligned range: one block far above MAX_ORDER.
+    const SIZE_MIB: u64 = if cfg!(miri) { 8 } else { 64 };
     let l = Layout {
-        ram: &[(BASE, BASE + 64 * MIB)],
+        ram: &[(BASE, BASE + SIZE_MIB * MIB)],
         reserved: &[],
     };
     with_fa(&l, 10, |fa| {
-        assert_eq!(fa.stats().free_per_order[10], 16);
-        assert_eq!(fa.stats().free, 16 * 1024);
+        assert_eq!(fa.stats().free_per_order[10], SIZE_MIB / 4);
+        assert_eq!(fa.stats().free, SIZE_MIB * 256);
     });
     with_fa(&l, 8, |fa| {
-        assert_eq!(fa.stats().free_per_order[8], 64);
+        assert_eq!(fa.stats().free_per_order[8], SIZE_MIB);
         assert_eq!(fa.stats().free_per_order[9..], [0, 0]);
         assert_eq!(
             fa.alloc_pages(9),
@@ -989,26 +990,31 @@ fn claim_reserved_refuses_unreserved_frames_without_changes() {
 
 #[test]
 fn restored_block_above_max_order_frees_in_chunks() {
-    // An order-12 (16 MiB) block preserved by an image with larger orders, restored by an
-    // instance with max_order 8.
+    // An order-12 (16 MiB; order 10 under Miri) block preserved by an image with larger
+    // orders, restored by an instance with max_order 8. RAM is twice the block.
+    const ORDER: u32 = if cfg!(miri) { 10 } else { 12 };
+    let block = PAGE_SIZE << ORDER;
     let l = Layout {
-        ram: &[(BASE, BASE + 32 * MIB)],
-        reserved: &[(BASE, BASE + 16 * MIB)],
+        ram: &[(BASE, BASE + 2 * block)],
+        reserved: &[(BASE, BASE + block)],
     };
-    for kind in [BlockKind::Folio, BlockKind::Contig] {
+    for kind in [BlockKind::Folio, BlockKind::Contig, BlockKind::Split] {
         with_fa(&l, 8, |fa| {
             let p = Pfn(BASE_PFN);
-            fa.claim_reserved(p, 12, kind).unwrap();
+            fa.claim_reserved(p, ORDER, kind).unwrap();
             assert_eq!(
                 fa.folio_order(p),
-                Ok(if kind == BlockKind::Folio { 12 } else { 0 })
+                Ok(if kind == BlockKind::Folio { ORDER } else { 0 })
             );
             match kind {
                 BlockKind::Folio => fa.folio_put(p).unwrap(),
-                _ => fa.free_pages(p, 12).unwrap(),
+                BlockKind::Contig => fa.free_pages(p, ORDER).unwrap(),
+                BlockKind::Split => (0..1u64 << ORDER)
+                    .try_for_each(|i| fa.put_page(p.add(i)))
+                    .unwrap(),
             }
-            assert_eq!(fa.stats().free_per_order[8], 32);
-            assert_eq!(fa.stats().free, 8192);
+            assert_eq!(fa.stats().free_per_order[8], 2 << (ORDER - 8));
+            assert_eq!(fa.stats().free, 2 << ORDER);
             assert_stats_consistent(fa);
         });
     }
