@@ -4,11 +4,12 @@
 //! injection) and the rewrite of the command line that carries them across a handover, so
 //! the counters survive even when the next image has to boot cold. Knows nothing of memory.
 
-use super::alloc::string::String;
+use super::alloc::string::{String, ToString};
 use core::fmt;
 use core::fmt::Write as _;
 
 use super::damage::DamageKind;
+use super::report::{Check, Failure};
 
 /// `baton.seed=`: the chain's seed (decimal or `0x` hex).
 pub const KEY_SEED: &str = "baton.seed=";
@@ -59,6 +60,18 @@ impl fmt::Display for ConfigError {
             ConfigError::OutOfRange { key, value } => {
                 write!(f, "bootarg {key}{value} is out of range")
             }
+        }
+    }
+}
+
+impl ConfigError {
+    /// The `FAIL` line for a command line the workload cannot run with (generation 0: the
+    /// counter itself may be what failed to parse).
+    pub fn to_failure(&self) -> Failure {
+        Failure {
+            generation: 0,
+            check: Check::Config,
+            detail: self.to_string(),
         }
     }
 }
@@ -294,6 +307,11 @@ mod tests {
                 key: KEY_SEED,
                 value: String::from("12z")
             })
+        );
+        let bad = Config::from_bootargs("baton.seed=12z", 10).unwrap_err();
+        assert_eq!(
+            bad.to_failure().to_string(),
+            "FAIL gen=0 check=config detail=bootarg baton.seed=12z is not a number"
         );
         assert_eq!(
             Config::from_bootargs("baton.damage=melt", 10),

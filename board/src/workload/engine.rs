@@ -35,6 +35,8 @@ pub const FREE_PERCENT: u64 = 40;
 pub const SPLIT_PERCENT: u64 = 30;
 /// Most restored blocks kept; beyond this every further one is freed (bounds memory).
 pub const MAX_KEPT: usize = 12;
+/// Largest record blob accepted from the previous image (a full record is ~50 KiB).
+pub const MAX_RECORD_SIZE: u64 = 1 << 20;
 /// Most restored pages kept (8 MiB); a block that would go beyond is freed.
 pub const MAX_KEPT_PAGES: u64 = 2048;
 /// Largest folio order allocated.
@@ -76,6 +78,11 @@ impl GenOutcome {
             leaked: self.carried.leaked,
             ok: self.carried.leaked == 0,
         }
+    }
+
+    /// Where the record blob lives: first byte and size.
+    pub fn record_blob(&self) -> (u64, u64) {
+        self.record_at
     }
 
     /// The record as it will be (or was) written.
@@ -206,6 +213,12 @@ impl<M: PhysMem + ?Sized> Gen<'_, '_, '_, M> {
                 format!("no client {CLIENT_NAME} in the handover"),
             )
         })?;
+        if rsize > MAX_RECORD_SIZE {
+            return Err(self.fail(
+                Check::Record,
+                format!("record at {rphys:#x} is {rsize} bytes, at most {MAX_RECORD_SIZE}"),
+            ));
+        }
         let rpages = (rphys % PAGE_SIZE + rsize).div_ceil(PAGE_SIZE);
         let rstart = rphys & !(PAGE_SIZE - 1);
         inc.restore_pages(self.fa, rstart, rpages).map_err(|e| {
@@ -257,17 +270,8 @@ impl<M: PhysMem + ?Sized> Gen<'_, '_, '_, M> {
                 ));
             }
             let r = match e.kind {
-                Kind::Folio => inc.restore_folio(self.fa, e.phys).and_then(|pfn| {
-                    let o = self.fa.folio_order(pfn)?;
-                    if o == e.order() {
-                        Ok(())
-                    } else {
-                        Err(kho::incoming::IncomingError::RangeMismatch {
-                            phys: e.phys,
-                            nr: 1 << o,
-                        })
-                    }
-                }),
+                // A folio of another order than recorded fails `check_state` below.
+                Kind::Folio => inc.restore_folio(self.fa, e.phys).map(|_| ()),
                 _ => inc.restore_pages(self.fa, e.phys, e.pages),
             };
             r.map_err(|err| {

@@ -30,6 +30,8 @@ struct Boot {
     soak: Option<SoakReport>,
     /// The record this generation wrote.
     record: Option<Record>,
+    /// Where it wrote it.
+    record_blob: (u64, u64),
 }
 
 /// A chain of images over one arena.
@@ -124,6 +126,7 @@ impl Chain {
                     rejected,
                     soak: None,
                     record: None,
+                    record_blob: (0, 0),
                 }
             }
         };
@@ -149,6 +152,7 @@ impl Chain {
             rejected,
             soak,
             record: Some(outcome.record().clone()),
+            record_blob: outcome.record_blob(),
         }
     }
 }
@@ -357,4 +361,14 @@ fn a_preserved_page_missing_from_the_record_is_a_leak() {
             .starts_with("1 preserved blocks (1 pages) not in the record"),
         "{f}"
     );
+}
+
+#[test]
+fn a_damaged_record_fails_the_next_generation_naming_record() {
+    let mut chain = Chain::new("baton.seed=9 baton.generations=3");
+    let (at, _) = chain.boot(10).record_blob;
+    chain.arena.flip_bit(at + 1, 0); // FDT magic
+    let f = chain.boot(10).result.expect_err("record damage not caught");
+    assert_eq!((f.generation, f.check), (1, Check::Record), "{f}");
+    assert_eq!(f.detail, "record: FDT magic 0xd00cfeed is not 0xd00dfeed");
 }
