@@ -4,15 +4,11 @@
 //! checks, and the page ledger that must match `mm`'s statistics. Changes page state only
 //! through `mm` and `kho` calls; touches bytes only inside blocks it holds.
 //!
-//! Accounting: with `s0` the stats at entry and `claimed`, `released`, `freed`, `allocated`
-//! the pages this generation moved (reserved → allocated, reserved → free, allocated → free,
-//! free → allocated) and `tree` the growth of kho's tree pages, the end stats must be
-//! `allocated = s0.allocated + claimed - freed + allocated + tree`, `reserved = s0.reserved -
-//! claimed - released`, `free = s0.free + freed + released - allocated - tree`, `bad =
-//! s0.bad`, and the free lists must hold `free` pages. Across generations: the pages the
-//! previous image handed over are exactly its recorded `preserved-pages` plus the record's
-//! own pages, and this generation's `preserved_pages` is the previous figure minus what it
-//! freed plus what it added, which must also be what kho's trees hold (plus the record).
+//! Accounting: the page ledger (`ledger`) must balance against mm's statistics. Across
+//! generations: the pages the previous image handed over are exactly its recorded
+//! `preserved-pages` plus the record's own pages, and this generation's `preserved_pages` is
+//! the previous figure minus what it freed plus what it added, which must also be what kho's
+//! trees hold (plus the record).
 
 use super::alloc::format;
 use super::alloc::string::String;
@@ -23,6 +19,7 @@ use kho::{Kho, PhysMem};
 use mm::{FrameAllocator, MmError, PageFlags, Pfn, PAGE_SHIFT, PAGE_SIZE};
 
 use super::config::{Carried, Config};
+use super::ledger::Ledger;
 use super::pattern::{self, pattern_seed};
 use super::record::{Entry, Kind, Record, CLIENT_NAME};
 use super::report::{Check, Failure, GenReport, SoakReport};
@@ -121,15 +118,6 @@ fn fail(generation: u32, check: Check, detail: String) -> Failure {
         check,
         detail,
     }
-}
-
-/// Pages this generation moved between mm's states.
-#[derive(Copy, Clone, Debug, Default)]
-struct Ledger {
-    claimed: u64,
-    released: u64,
-    freed: u64,
-    allocated: u64,
 }
 
 /// The running generation.
@@ -584,36 +572,10 @@ pub fn run_generation<M: PhysMem + ?Sized, K: PhysMem>(
     }
     let s1 = g.fa.stats();
     let tree = (out.tree_pages() as u64).wrapping_sub(tree0);
-    let l = g.led;
-    // Wrapping: a drift that would go negative must show up as a mismatch, not a panic.
-    let want_alloc = (s0.allocated + l.claimed + l.allocated + tree).wrapping_sub(l.freed);
-    let want_reserved = s0.reserved.wrapping_sub(l.claimed + l.released);
-    let want_free = (s0.free + l.freed + l.released).wrapping_sub(l.allocated + tree);
-    let on_lists: u64 = s1
-        .free_per_order
-        .iter()
-        .enumerate()
-        .map(|(o, n)| n << o)
-        .sum();
     g.report.bad_pages = s1.bad;
-    if s1.bad != s0.bad {
-        return Err(g.fail(
-            Check::BadPage,
-            format!("{} pages went bad this generation", s1.bad - s0.bad),
-        ));
-    }
-    if (s1.allocated, s1.reserved, s1.free, on_lists)
-        != (want_alloc, want_reserved, want_free, want_free)
-    {
-        g.report.leaked += want_free.abs_diff(s1.free);
-        return Err(g.fail(
-            Check::Accounting,
-            format!(
-                "allocated {} reserved {} free {} (lists {on_lists}), expected {want_alloc} {want_reserved} {want_free} \
-                 (claimed {} released {} freed {} allocated {} tree {tree})",
-                s1.allocated, s1.reserved, s1.free, l.claimed, l.released, l.freed, l.allocated
-            ),
-        ));
+    if let Err(d) = g.led.balance(&s0, &s1, tree) {
+        g.report.leaked += d.leaked;
+        return Err(g.fail(d.check, d.detail));
     }
     g.report.preserved = record.entries.len() as u64;
     g.report.preserved_pages = preserved_pages;

@@ -21,6 +21,7 @@ extern crate alloc;
 pub mod config; // baton.* bootargs: seed, chain length, counters, damage spec
 pub mod damage; // test-only corruption of the outgoing handover data
 pub mod engine; // run_generation: restore, verify, free, split, allocate, preserve, account
+pub mod ledger; // the page ledger a generation must balance against mm's stats
 pub mod pattern; // fill patterns, checksums, raw block access
 pub mod record; // the workload's client sub-FDT: what was kept
 pub mod report; // GEN / SOAK / FAIL lines
