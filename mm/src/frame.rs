@@ -93,6 +93,12 @@ pub struct FrameAllocator<'a> {
     pub(crate) bad: u64,
     pub(crate) bad_events: u64,
     pub(crate) checks: bool,
+    /// Scan every tail at free even when the bookkeeping below proves them clean.
+    pub(crate) full_scan: bool,
+    /// Frames whose `private` word is not zero (outside leaked blocks).
+    pub(crate) private_set: u64,
+    /// `set_page_refcount` was used: a tail may hold a count mm did not give it.
+    pub(crate) raw_refcounts: bool,
 }
 
 impl fmt::Debug for FrameAllocator<'_> {
@@ -187,6 +193,9 @@ impl<'a> FrameAllocator<'a> {
             bad: 0,
             bad_events: 0,
             checks: true,
+            full_scan: false,
+            private_set: 0,
+            raw_refcounts: false,
         };
         for r in mb.reserved_noinit() {
             let (s, e) = r.outer_pfns();
@@ -252,6 +261,32 @@ impl<'a> FrameAllocator<'a> {
     /// detection beyond the head's state).
     pub fn set_checks(&mut self, on: bool) {
         self.checks = on;
+    }
+
+    /// With checks on, scan every frame of every freed block (the default scans tails
+    /// only when some frame could be off its expected state: a `private` word is set
+    /// somewhere, or `set_page_refcount` was used; see docs/mm.md). Full scans also catch
+    /// stray writes into descriptors, at O(2^order) per free.
+    pub fn set_full_scan(&mut self, on: bool) {
+        self.full_scan = on;
+    }
+
+    /// Whether freeing a non-compound block must look at its tails.
+    #[inline]
+    pub(crate) fn tails_may_be_dirty(&self) -> bool {
+        self.full_scan || self.raw_refcounts || self.private_set > 0
+    }
+
+    /// Sets `private` of descriptor `idx`, keeping `private_set` exact.
+    #[inline]
+    pub(crate) fn write_private(&mut self, idx: usize, v: u64) {
+        let old = self.pages[idx].private;
+        if old == 0 && v != 0 {
+            self.private_set += 1;
+        } else if old != 0 && v == 0 {
+            self.private_set -= 1;
+        }
+        self.pages[idx].private = v;
     }
 
     /// Descriptor index of `pfn`.
@@ -362,7 +397,7 @@ impl<'a> FrameAllocator<'a> {
     /// restore data there). It must be 0 again before the frame is freed.
     pub fn set_page_private(&mut self, pfn: Pfn, v: u64) -> Result<(), MmError> {
         let idx = self.index(pfn)?;
-        self.pages[idx].private = v;
+        self.write_private(idx, v);
         Ok(())
     }
 
@@ -374,6 +409,7 @@ impl<'a> FrameAllocator<'a> {
         if self.pages[idx].has(PageFlags::FREE) {
             return Err(MmError::AlreadyFree { pfn });
         }
+        self.raw_refcounts = true;
         self.pages[idx].set_count(count);
         Ok(())
     }

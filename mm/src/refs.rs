@@ -326,6 +326,11 @@ impl FrameAllocator<'_> {
         if let Some(r) = bad {
             return Some((idx, r));
         }
+        if shape == Shape::Plain && !self.tails_may_be_dirty() {
+            // Only set_page_private and set_page_refcount can move a non-compound tail
+            // off its clean state, and neither has left a trace anywhere.
+            return None;
+        }
         let expected_link = if shape == Shape::Folio {
             idx as u32
         } else {
@@ -379,8 +384,12 @@ impl FrameAllocator<'_> {
                     "mm: {report}; leaking the order-{order} block at pfn {}",
                     self.pfn_of(idx)
                 );
-                for q in &mut self.pages[idx..idx + n] {
-                    q.set(PageFlags::BAD);
+                for i in idx..idx + n {
+                    // Leaked frames are never freed: their private words no longer count.
+                    if self.pages[i].private != 0 {
+                        self.private_set -= 1;
+                    }
+                    self.pages[i].set(PageFlags::BAD);
                 }
                 self.allocated -= n as u64;
                 self.bad += n as u64;
@@ -390,19 +399,18 @@ impl FrameAllocator<'_> {
         }
         // Clean every frame the block touched (tails only carry state in a folio, or when
         // checks are off).
-        {
+        if !self.checks {
+            self.clean_frames(idx, n);
+        } else {
             let h = &mut self.pages[idx];
             h.flags = 0;
             h.order = 0;
             h.head = NONE;
-        }
-        if shape == Shape::Folio || !self.checks {
-            for t in &mut self.pages[idx + 1..idx + n] {
-                t.flags = 0;
-                t.order = 0;
-                t.head = NONE;
-                t.private = 0;
-                t.set_count(0);
+            if shape == Shape::Folio {
+                for t in &mut self.pages[idx + 1..idx + n] {
+                    t.flags = 0;
+                    t.head = NONE;
+                }
             }
         }
         self.allocated -= n as u64;

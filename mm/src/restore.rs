@@ -27,13 +27,7 @@ impl FrameAllocator<'_> {
                 pfn: pfn.add(i as u64),
             });
         }
-        for p in &mut self.pages[idx..idx + n] {
-            p.flags = 0;
-            p.order = 0;
-            p.head = NONE;
-            p.private = 0;
-            p.set_count(0);
-        }
+        self.clean_frames(idx, n);
         self.reserved -= n as u64;
         self.allocated += n as u64;
         match kind {
@@ -55,6 +49,18 @@ impl FrameAllocator<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Resets descriptors `[idx, idx + n)` to the clean allocated-tail state.
+    pub(crate) fn clean_frames(&mut self, idx: usize, n: usize) {
+        for i in idx..idx + n {
+            self.write_private(i, 0);
+            let p = &mut self.pages[i];
+            p.flags = 0;
+            p.order = 0;
+            p.head = NONE;
+            p.set_count(0);
+        }
     }
 
     /// Gives the RESERVED frames `[pfn, pfn + nr)` to the buddy allocator, cut into
@@ -79,13 +85,7 @@ impl FrameAllocator<'_> {
             f = hi;
         }
         self.for_each_ram_piece(pfn.0, end, |fa, first, n| {
-            for p in &mut fa.pages[first..first + n] {
-                p.flags = 0;
-                p.order = 0;
-                p.head = NONE;
-                p.private = 0;
-                p.set_count(0);
-            }
+            fa.clean_frames(first, n);
             fa.reserved -= n as u64;
             fa.free_range(first, n as u64);
         });

@@ -1068,3 +1068,32 @@ fn max_order_build_constant() {
     #[cfg(feature = "max-order-8")]
     assert_eq!(MAX_ORDER, 8);
 }
+
+#[test]
+fn private_on_a_contig_tail_is_a_bad_page() {
+    with_fa(&ONE_BLOCK, 10, |fa| {
+        let p = fa.alloc_pages(4).unwrap();
+        fa.set_page_private(p.add(9), 7).unwrap();
+        let err = fa.free_pages(p, 4).unwrap_err();
+        assert!(
+            matches!(err, MmError::BadPage(b) if b.pfn == p.add(9) && b.reason == BadPageReason::PrivateSet)
+        );
+        // Cleared private words let later frees skip the tail scan again; still correct.
+        let q = fa.alloc_pages(4).unwrap();
+        fa.set_page_private(q, 1).unwrap();
+        fa.set_page_private(q, 0).unwrap();
+        fa.free_pages(q, 4).unwrap();
+        assert_eq!(fa.stats().bad, 16);
+        assert_stats_consistent(fa);
+    });
+}
+
+#[test]
+fn full_scan_frees_clean_blocks() {
+    with_fa(&ONE_BLOCK, 10, |fa| {
+        fa.set_full_scan(true);
+        let p = fa.alloc_pages(10).unwrap();
+        fa.free_pages(p, 10).unwrap();
+        assert_eq!(fa.stats().free_per_order[10], 1);
+    });
+}
