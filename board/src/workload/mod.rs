@@ -5,14 +5,21 @@
 //! and produces the `GEN`/`SOAK`/`FAIL` lines the soak runner parses. Target free: it works
 //! on `mm`, `kho` and a `kho::PhysMem`; the kernel prints, times and jumps.
 //!
-//! Per boot, the kernel calls (see [`engine`] for the details):
-//! 1. [`Config::from_bootargs`] on the incoming command line;
-//! 2. `kho::incoming::probe` + `attach` (or nothing on a cold boot), `kho::Kho::new`;
-//! 3. [`run_generation`] → [`GenOutcome`] (print `outcome.report`) or [`Failure`] (print it,
-//!    exit non-zero);
-//! 4. on the last generation print [`GenOutcome::soak`] and exit 0; otherwise
-//!    [`GenOutcome::seal`], `Kho::finalize`, [`damage::inject`] if [`Config::damage_now`],
-//!    [`next_bootargs`] with [`GenOutcome::carried`], `kho::bootfdt::rewrite`, jump.
+//! Per boot, the kernel does (`tests::Chain::boot` is the host model of exactly this):
+//! 1. `boot_ticks` = generic counter at entry; `cfg = Config::from_bootargs(bootargs,
+//!    mm::MAX_ORDER)` (on error print [`ConfigError::to_failure`], exit non-zero).
+//! 2. Warm: `kho::read_scratch`, reserve those areas, `kho::probe` (validate + reserve; on
+//!    error kho logs the failed check and the boot is cold), build the `FrameAllocator`,
+//!    `reserved.attach(&mut fa)` → `Some(incoming)`. Cold: new scratch, `None`.
+//!    Then `kho::Kho::new(mem, &mut fa, scratch)`.
+//! 3. `run_generation(&cfg, &mut fa, &mem, incoming, &mut kho, &Clock { boot_ticks, freq })`:
+//!    `Ok(outcome)` → print `outcome.report` (a `GEN` line); `Err(f)` → print `f` (a `FAIL`
+//!    line), exit non-zero.
+//! 4. If `cfg.is_last()`: print `outcome.soak()` (`SOAK`), exit 0. Otherwise
+//!    `outcome.seal(&mem, now_ticks)`, `h = kho.finalize(&mut fa)`, and if
+//!    `cfg.damage_now()` is `Some(kind)`, `h = damage::inject(kind, &mem, &h, alloc_page)`;
+//!    `args = next_bootargs(bootargs, &outcome.carried())`; `kho::bootfdt::rewrite` the boot
+//!    FDT with `h.kho_fdt`, `h.scratch_array` and `args`; jump.
 // `x % n != 0` stays: the workspace MSRV (1.85) predates `is_multiple_of`.
 #![allow(clippy::manual_is_multiple_of)]
 
