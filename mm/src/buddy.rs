@@ -58,6 +58,26 @@ impl FrameAllocator<'_> {
         }
     }
 
+    /// Unlinks and returns the first block of order `order`'s list (which is not empty).
+    #[inline(always)]
+    fn pop_front(&mut self, order: u32) -> usize {
+        let o = order as usize;
+        let idx = self.free_head[o] as usize;
+        let p = &mut self.pages[idx];
+        let next = p.next;
+        p.flags = 0;
+        p.order = 0;
+        p.next = NONE;
+        self.free_head[o] = next;
+        if next == NONE {
+            self.nonempty &= !(1 << order);
+        } else {
+            self.pages[next as usize].prev = NONE;
+        }
+        self.free_blocks[o] -= 1;
+        idx
+    }
+
     /// Takes a block of exactly `order` off the lists, splitting a larger one if needed.
     /// The returned first frame is clean (no flags, order 0). `order <= max_order`.
     #[inline]
@@ -67,8 +87,7 @@ impl FrameAllocator<'_> {
             return Err(MmError::OutOfMemory { order });
         }
         let mut k = avail.trailing_zeros();
-        let idx = self.free_head[k as usize] as usize;
-        self.unlink(idx, k);
+        let idx = self.pop_front(k);
         // Give back the upper halves; they are naturally aligned buddies of the lower one.
         while k > order {
             k -= 1;
