@@ -1,0 +1,592 @@
+//! Corrupted handovers: every single-bit flip and truncation of a small serialized handover,
+//! plus wild pointers, cycles, shared nodes, impossible orders and overlapping blocks. Each
+//! gives an error naming the check, or the original block set intact; never a panic, never a
+//! reservation left behind.
+
+mod common;
+
+use common::sim::*;
+use kho::bootfdt::read_handover;
+use kho::fdt::Fdt;
+use kho::format::{read_kho_fdt, write_kho_fdt};
+use kho::key::encode;
+use kho::validate::TreeName;
+use kho::{Arena, HandoverRefs, PhysMem, Region, RestoreError, Validated};
+use mm::Memblock;
+
+struct Fixture {
+    arena: &'static Arena,
+    refs: HandoverRefs,
+    clean: Validated,
+    image2: Region,
+    scratch: Vec<Region>,
+}
+
+/// A small handover: a folio, a CONTIG block, a SPLIT block, a split-after-preserve block
+/// and a client.
+fn fixture() -> Fixture {
+    fixture_of(&[
+        Op::Folio(2),
+        Op::Contig(3),
+        Op::Split(1),
+        Op::SplitAfterPreserve(2),
+        Op::Contig(0),
+    ])
+}
+
+/// The smallest handover with every kind of record: order-0 CONTIG and SPLIT blocks, a folio
+/// and a client (one leaf per tree: 12 tree pages).
+fn tiny_fixture() -> Fixture {
+    fixture_of(&[Op::Folio(0), Op::Split(0), Op::Contig(0)])
+}
+
+fn fixture_of(ops: &[Op]) -> Fixture {
+    let arena: &'static Arena = Box::leak(Box::new(Arena::new(RAM_BASE, RAM_SIZE)));
+    let mut out = outgoing(arena, 10);
+    for &op in ops {
+        out.apply(op);
+    }
+    let e = *out.expect.last().unwrap();
+    out.kho.add_client("blob", e.phys, 4096).unwrap();
+    let boot = out.handover(arena);
+    let fdt = Fdt::parse(&boot).unwrap();
+    let (kho_fdt, scratch_array) = read_handover(&fdt).unwrap().unwrap();
+    let refs = HandoverRefs {
+        kho_fdt,
+        scratch_array,
+    };
+    let scratch = kho::read_scratch(arena, &[ram()], &refs).unwrap();
+    let image2 = Region::new(scratch[0].start, 1 << 20);
+    let mut f = Fixture {
+        arena,
+        refs,
+        clean: empty(),
+        image2,
+        scratch,
+    };
+    f.clean = f.attempt(&refs).unwrap();
+    assert_eq!(f.clean.blocks.len(), ops.len());
+    f
+}
+
+fn empty() -> Validated {
+    Validated {
+        blocks: vec![],
+        metadata: vec![],
+        clients: vec![],
+    }
+}
+
+impl Fixture {
+    /// One boot of the next image: scratch array, validation and reservation on a fresh
+    /// memblock. Checks that a failure leaves no reservation and that a success passes every
+    /// range and overlap check independently of kho.
+    fn attempt(&self, refs: &HandoverRefs) -> Result<Validated, RestoreError> {
+        let ram = [ram()];
+        let scratch = kho::read_scratch(self.arena, &ram, refs)?;
+        let mut mb = Memblock::new();
+        mb.add_memory(pr(ram[0])).unwrap();
+        mb.reserve(pr(self.image2)).unwrap();
+        let before: Vec<_> = mb.reserved().collect();
+        match kho::probe(self.arena, &mut mb, refs, &ram, &scratch, &[self.image2]) {
+            Err(e) => {
+                assert_eq!(
+                    before,
+                    mb.reserved().collect::<Vec<_>>(),
+                    "reservation left by {e}"
+                );
+                Err(e)
+            }
+            Ok(r) => {
+                let v = r.validated().clone();
+                check_independently(&v, &scratch, self.image2);
+                r.cancel(&mut mb);
+                assert_eq!(before, mb.reserved().collect::<Vec<_>>());
+                Ok(v)
+            }
+        }
+    }
+
+    fn tree_pages(&self) -> Vec<u64> {
+        let fdt_pages = Region::new(self.refs.kho_fdt.start & !4095, 4096);
+        self.clean
+            .metadata
+            .iter()
+            .filter(|m| **m != fdt_pages && m.size() == 4096)
+            .map(|m| m.start)
+            .collect()
+    }
+
+    fn read_u64(&self, phys: u64) -> u64 {
+        let p = self.arena.ptr(phys, 8).unwrap() as *const u64;
+        // SAFETY: the arena owns these 8 bytes; no reference aliases them.
+        unsafe { p.read_unaligned() }
+    }
+
+    fn write_u64(&self, phys: u64, v: u64) {
+        let p = self.arena.ptr(phys, 8).unwrap() as *mut u64;
+        // SAFETY: as in read_u64.
+        unsafe { p.write_unaligned(v) }
+    }
+
+    fn kho_fdt_bytes(&self) -> Vec<u8> {
+        let r = self.refs.kho_fdt;
+        let p = self.arena.ptr(r.start, r.size() as usize).unwrap();
+        // SAFETY: as in read_u64.
+        unsafe { std::slice::from_raw_parts(p, r.size() as usize) }.to_vec()
+    }
+
+    fn roots(&self) -> (u64, u64) {
+        let b = self.kho_fdt_bytes();
+        let v = read_kho_fdt(&Fdt::parse(&b).unwrap()).unwrap();
+        (v.main_root, v.split_root)
+    }
+
+    /// Rewrites the KHO FDT with `crc`, keeping everything else (same size).
+    fn reseal_with(&self, crc: u32) {
+        let b = self.kho_fdt_bytes();
+        let v = read_kho_fdt(&Fdt::parse(&b).unwrap()).unwrap();
+        let new = write_kho_fdt(v.main_root, v.split_root, crc, &v.clients).unwrap();
+        assert_eq!(new.len(), b.len());
+        let p = self.arena.ptr(self.refs.kho_fdt.start, new.len()).unwrap();
+        // SAFETY: as in read_u64.
+        unsafe { std::ptr::copy_nonoverlapping(new.as_ptr(), p, new.len()) };
+    }
+
+    /// Makes the checksum match the (corrupted) trees, so the structural check is what fires.
+    fn reseal(&self) {
+        if let Err(RestoreError::Checksum { computed, .. }) = self.attempt(&self.refs) {
+            self.reseal_with(computed);
+        }
+    }
+
+    /// Flips one bit, attempts a boot, flips it back.
+    fn flip_case(&self, phys: u64, bit: u32) -> Result<Validated, RestoreError> {
+        self.arena.flip_bit(phys, bit);
+        let res = self.attempt(&self.refs);
+        self.arena.flip_bit(phys, bit);
+        res
+    }
+
+    /// Runs `corrupt`, attempts a boot, restores the bytes it changed (snapshot of the pages).
+    fn case(&self, corrupt: impl FnOnce(&Self), reseal: bool) -> Result<Validated, RestoreError> {
+        let mut regions = self.clean.metadata.clone();
+        regions.push(Region::new(self.refs.scratch_array.start & !4095, 4096));
+        let snap: Vec<(Region, Vec<u8>)> = regions
+            .iter()
+            .map(|r| {
+                let p = self.arena.ptr(r.start, r.size() as usize).unwrap();
+                // SAFETY: as in read_u64.
+                (
+                    *r,
+                    unsafe { std::slice::from_raw_parts(p, r.size() as usize) }.to_vec(),
+                )
+            })
+            .collect();
+        corrupt(self);
+        if reseal {
+            self.reseal();
+        }
+        let res = self.attempt(&self.refs);
+        for (r, bytes) in snap {
+            let p = self.arena.ptr(r.start, bytes.len()).unwrap();
+            // SAFETY: as in read_u64.
+            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len()) };
+        }
+        res
+    }
+}
+
+fn check_independently(v: &Validated, scratch: &[Region], image2: Region) {
+    let mut last_end = 0;
+    for b in &v.blocks {
+        let r = b.region();
+        assert!(ram().covers(&r), "{b:?} outside RAM");
+        assert!(r.start >= last_end, "{b:?} overlaps its predecessor");
+        assert_eq!(b.phys % (4096 << b.order), 0);
+        assert!(!scratch.iter().any(|s| s.overlaps(&r)), "{b:?} in scratch");
+        assert!(!image2.overlaps(&r));
+        assert!(
+            !v.metadata.iter().any(|m| m.overlaps(&r)),
+            "{b:?} over metadata"
+        );
+        last_end = r.end;
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    tried: u64,
+    caught: u64,
+    benign: u64,
+}
+
+impl Tally {
+    fn record(&mut self, f: &Fixture, res: Result<Validated, RestoreError>) {
+        self.tried += 1;
+        match res {
+            Err(e) => {
+                assert!(!e.to_string().is_empty());
+                self.caught += 1;
+            }
+            Ok(v) => {
+                // Only a flip that changes nothing the handover means may pass.
+                assert_eq!(
+                    v.blocks, f.clean.blocks,
+                    "a corrupted handover changed the block set"
+                );
+                assert_eq!(v.clients, f.clean.clients);
+                self.benign += 1;
+            }
+        }
+    }
+}
+
+#[test]
+fn every_bit_flip_and_truncation_is_caught_or_harmless() {
+    let f = tiny_fixture();
+    let mut t = Tally::default();
+    // Every bit of the KHO FDT and of the scratch array.
+    for region in [f.refs.kho_fdt, f.refs.scratch_array] {
+        for byte in region.start..region.end {
+            for bit in 0..8 {
+                let res = f.flip_case(byte, bit);
+                t.record(&f, res);
+            }
+        }
+    }
+    // Every bit of every tree page (a stride in unoptimized builds keeps the time down).
+    let stride = if cfg!(miri) {
+        4099
+    } else if cfg!(debug_assertions) {
+        61
+    } else {
+        1
+    };
+    for page in f.tree_pages() {
+        for bit in (0..4096 * 8).step_by(stride) {
+            let res = f.flip_case(page + bit / 8, (bit % 8) as u32);
+            t.record(&f, res);
+        }
+    }
+    // Every truncation of the KHO FDT and of the scratch array.
+    for n in 0..f.refs.kho_fdt.size() {
+        let refs = HandoverRefs {
+            kho_fdt: Region::new(f.refs.kho_fdt.start, n),
+            ..f.refs
+        };
+        t.record(&f, f.attempt(&refs));
+    }
+    for n in 0..f.refs.scratch_array.size() {
+        let refs = HandoverRefs {
+            scratch_array: Region::new(f.refs.scratch_array.start, n),
+            ..f.refs
+        };
+        t.record(&f, f.attempt(&refs));
+    }
+    assert_eq!(
+        f.attempt(&f.refs).unwrap(),
+        f.clean,
+        "flips were not undone"
+    );
+    println!(
+        "corruption: {} tree pages, {} cases tried, {} caught with a named error, {} harmless (same block set)",
+        f.tree_pages().len(),
+        t.tried,
+        t.caught,
+        t.benign
+    );
+    assert!(t.caught > t.tried * 9 / 10, "{} of {}", t.caught, t.tried);
+}
+
+#[test]
+fn a_flipped_leaf_bit_is_caught_by_the_checksum() {
+    let f = fixture();
+    // One more leaf bit = one more well-formed block next to an existing one.
+    let b = f.clean.blocks[0];
+    let key = encode(b.phys + (4096 << b.order), b.order);
+    let res = f.case(|f| set_key(f, f.roots().0, key), false);
+    assert!(matches!(res, Err(RestoreError::Checksum { .. })), "{res:?}");
+}
+
+/// Free pages of the arena (no block, no metadata, not scratch) for building extra paths.
+const SPARE: u64 = RAM_BASE + (3 << 20);
+
+/// Sets `key` in the tree at `root`, building missing nodes from spare pages.
+fn set_key(f: &Fixture, root: u64, key: u64) {
+    let mut spare = SPARE;
+    let mut node = root;
+    for level in (1..=5).rev() {
+        let slot = node + 8 * kho::tree::table_index(key, level) as u64;
+        node = f.read_u64(slot);
+        if node == 0 {
+            assert!(!f.clean.metadata.iter().any(|m| m.start == spare));
+            assert!(!f
+                .clean
+                .blocks
+                .iter()
+                .any(|b| b.region().overlaps(&Region::new(spare, 4096))));
+            for w in 0..512 {
+                f.write_u64(spare + 8 * w, 0);
+            }
+            f.write_u64(slot, spare);
+            node = spare;
+            spare += 4096;
+        }
+    }
+    let w = node + 8 * ((key & 0x7fff) / 64);
+    f.write_u64(w, f.read_u64(w) | 1 << (key % 64));
+}
+
+/// The first non-zero entry of a table and its address.
+fn first_entry(f: &Fixture, table: u64) -> (u64, u64) {
+    (0..512)
+        .map(|i| (table + 8 * i, f.read_u64(table + 8 * i)))
+        .find(|e| e.1 != 0)
+        .unwrap()
+}
+
+#[test]
+fn wild_pointers_cycles_and_shared_nodes_name_their_check() {
+    let f = fixture();
+    let (main, split) = f.roots();
+    let (slot, _) = first_entry(&f, main);
+    type Check = Box<dyn Fn(&RestoreError) -> bool>;
+    let cases: Vec<(&str, u64, Check)> = vec![
+        (
+            "misaligned",
+            0x4000_0123,
+            Box::new(|e| {
+                matches!(
+                    e,
+                    RestoreError::NodeMisaligned {
+                        level: 4,
+                        phys: 0x4000_0123,
+                        ..
+                    }
+                )
+            }),
+        ),
+        (
+            "outside RAM",
+            0x9000_0000,
+            Box::new(|e| {
+                matches!(
+                    e,
+                    RestoreError::NodeOutsideRam {
+                        level: 4,
+                        phys: 0x9000_0000,
+                        ..
+                    }
+                )
+            }),
+        ),
+        (
+            "in scratch",
+            f.scratch[0].start + (2 << 20),
+            Box::new(|e| matches!(e, RestoreError::NodeOverlaps { .. })),
+        ),
+        (
+            "in the image",
+            f.image2.start,
+            Box::new(|e| matches!(e, RestoreError::NodeOverlaps { .. })),
+        ),
+        (
+            "the KHO FDT",
+            f.refs.kho_fdt.start,
+            Box::new(|e| matches!(e, RestoreError::NodeOverlaps { .. })),
+        ),
+        (
+            "a cycle to the root",
+            main,
+            Box::new(move |e| {
+                *e == RestoreError::NodeReachableTwice {
+                    tree: TreeName::Main,
+                    level: 4,
+                    phys: main,
+                }
+            }),
+        ),
+        (
+            "shared with the split tree",
+            split,
+            Box::new(move |e| matches!(e, RestoreError::NodeReachableTwice { .. })),
+        ),
+    ];
+    for (what, value, ok) in cases {
+        let res = f.case(|f| f.write_u64(slot, value), false);
+        let e = res.expect_err(what);
+        assert!(ok(&e), "{what}: {e}");
+        println!("{what}: {e}");
+    }
+    // Two entries of one table pointing at the same child.
+    let (slot, child) = first_entry(&f, main);
+    let res = f.case(|f| f.write_u64(slot + 8, child), false);
+    assert!(
+        matches!(res, Err(RestoreError::NodeReachableTwice { .. })),
+        "{res:?}"
+    );
+    // The root itself outside RAM.
+    let res = f.case(
+        |f| {
+            let b = f.kho_fdt_bytes();
+            let v = read_kho_fdt(&Fdt::parse(&b).unwrap()).unwrap();
+            let new = write_kho_fdt(0x7000_0000, v.split_root, v.crc, &v.clients).unwrap();
+            let p = f.arena.ptr(f.refs.kho_fdt.start, new.len()).unwrap();
+            // SAFETY: the arena owns these bytes.
+            unsafe { std::ptr::copy_nonoverlapping(new.as_ptr(), p, new.len()) };
+        },
+        false,
+    );
+    assert!(
+        matches!(
+            res,
+            Err(RestoreError::NodeOutsideRam {
+                level: 5,
+                phys: 0x7000_0000,
+                ..
+            })
+        ),
+        "{res:?}"
+    );
+}
+
+#[test]
+fn impossible_orders_overlaps_and_stray_split_keys_name_their_check() {
+    let f = fixture();
+    let (main, split) = f.roots();
+    let b = *f.clean.blocks.iter().find(|b| b.order >= 1).unwrap();
+    let inside = encode(b.phys + 4096, 0);
+    let free_page = SPARE + (1 << 20);
+    type Check = Box<dyn Fn(&RestoreError) -> bool>;
+    let cases: Vec<(&str, u64, u64, Check)> = vec![
+        (
+            "order 31",
+            main,
+            1 << 21,
+            Box::new(|e| {
+                matches!(
+                    e,
+                    RestoreError::BadKey {
+                        err: kho::key::KeyError::OrderTooLarge { order: 31, .. },
+                        ..
+                    }
+                )
+            }),
+        ),
+        (
+            "bit above the order-0 marker",
+            main,
+            1 << 55 | 7,
+            Box::new(|e| {
+                matches!(
+                    e,
+                    RestoreError::BadKey {
+                        err: kho::key::KeyError::MarkerAboveOrder0 { .. },
+                        ..
+                    }
+                )
+            }),
+        ),
+        (
+            "key zero",
+            main,
+            0,
+            Box::new(|e| {
+                matches!(
+                    e,
+                    RestoreError::BadKey {
+                        err: kho::key::KeyError::NoMarker,
+                        ..
+                    }
+                )
+            }),
+        ),
+        (
+            "overlapping blocks",
+            main,
+            inside,
+            Box::new(|e| matches!(e, RestoreError::BlocksOverlap { .. })),
+        ),
+        (
+            "block outside RAM",
+            main,
+            encode(0x9000_0000, 0),
+            Box::new(|e| {
+                matches!(
+                    e,
+                    RestoreError::BlockOutsideRam {
+                        phys: 0x9000_0000,
+                        order: 0
+                    }
+                )
+            }),
+        ),
+        (
+            "block in scratch",
+            main,
+            encode(f.scratch[0].start + (2 << 20), 0),
+            Box::new(|e| matches!(e, RestoreError::BlockOverlaps { .. })),
+        ),
+        (
+            "block over a tree node",
+            main,
+            encode(main, 0),
+            Box::new(
+                move |e| matches!(e, RestoreError::BlockOverlaps { phys, .. } if *phys == main),
+            ),
+        ),
+        (
+            "block over the KHO FDT",
+            main,
+            encode(f.refs.kho_fdt.start & !4095, 0),
+            Box::new(|e| matches!(e, RestoreError::BlockOverlaps { .. })),
+        ),
+        (
+            "split key not in main",
+            split,
+            encode(free_page, 0),
+            Box::new(move |e| {
+                *e == RestoreError::SplitKeyNotPreserved {
+                    phys: free_page,
+                    order: 0,
+                }
+            }),
+        ),
+    ];
+    for (what, root, key, ok) in cases {
+        let res = f.case(|f| set_key(f, root, key), true);
+        let e = res.expect_err(what);
+        assert!(ok(&e), "{what}: {e}");
+        println!("{what}: {e}");
+    }
+    // A client blob that is not preserved (same name length keeps the FDT size).
+    let res = f.case(
+        |f| {
+            let b = f.kho_fdt_bytes();
+            let mut v = read_kho_fdt(&Fdt::parse(&b).unwrap()).unwrap();
+            v.clients[0].phys = free_page;
+            let new = write_kho_fdt(v.main_root, v.split_root, v.crc, &v.clients).unwrap();
+            let p = f.arena.ptr(f.refs.kho_fdt.start, new.len()).unwrap();
+            // SAFETY: the arena owns these bytes.
+            unsafe { std::ptr::copy_nonoverlapping(new.as_ptr(), p, new.len()) };
+        },
+        true,
+    );
+    assert!(
+        matches!(res, Err(RestoreError::ClientNotPreserved { phys, .. }) if phys == free_page),
+        "{res:?}"
+    );
+    // A checksum that does not match.
+    let res = f.case(|f| f.reseal_with(0x1234_5678), false);
+    assert!(
+        matches!(
+            res,
+            Err(RestoreError::Checksum {
+                stored: 0x1234_5678,
+                ..
+            })
+        ),
+        "{res:?}"
+    );
+}
