@@ -27,7 +27,7 @@ pub extern "C" fn kernel_main(fdt_addr: u64, image_base: u64, entry_el: u64, rel
     exit::set_guard_page(layout.stack_guard);
     let el = ExceptionLevel::from_number(entry_el).unwrap_or(ExceptionLevel::El1);
 
-    let info = match read_boot_info(fdt_addr) {
+    let info = match read_boot_info(fdt_addr, image_base) {
         Ok(info) => info,
         Err(e) => bad_fdt(fdt_addr, image_base, e),
     };
@@ -130,9 +130,9 @@ pub extern "C" fn kernel_main(fdt_addr: u64, image_base: u64, entry_el: u64, rel
     exit::exit(board::exit::SUCCESS)
 }
 
-/// Reads x0: `Ok(default board)` without FDT magic, the parsed tree with it, or the check
-/// it failed.
-fn read_boot_info(fdt_addr: u64) -> Result<BootInfo<'static>, FdtError> {
+/// Reads x0: the parsed tree if it has the FDT magic, the default board (rpi4) if it has
+/// not and the image sits where a Pi loader puts it (below 1 GiB), or the check it failed.
+fn read_boot_info(fdt_addr: u64, image_base: u64) -> Result<BootInfo<'static>, FdtError> {
     let mut first = [0u8; 4];
     for (i, b) in first.iter_mut().enumerate() {
         // SAFETY: x0 came from the loader; with the MMU off any RAM or ROM address reads
@@ -140,7 +140,12 @@ fn read_boot_info(fdt_addr: u64) -> Result<BootInfo<'static>, FdtError> {
         *b = unsafe { core::ptr::read_volatile((fdt_addr as usize + i) as *const u8) };
     }
     if !fdt::has_magic(first) {
-        return Ok(boards::default_board_info());
+        if image_base < DEFAULT_BOARD_LOAD_LIMIT {
+            return Ok(boards::default_board_info());
+        }
+        return Err(FdtError::BadMagic {
+            found: u32::from_be_bytes(first),
+        });
     }
     if !fdt_addr.is_multiple_of(4) {
         return Err(FdtError::Misaligned { addr: fdt_addr });
@@ -159,6 +164,11 @@ fn read_boot_info(fdt_addr: u64) -> Result<BootInfo<'static>, FdtError> {
     fdt::check_usable(&info)?;
     Ok(info)
 }
+
+/// Without an FDT, only an image loaded below this address (the Pi firmware and QEMU
+/// raspi4b load at 0x20_0000) falls back to the default board; above it (QEMU virt's RAM
+/// starts at 1 GiB) a missing magic is reported as a bad FDT.
+const DEFAULT_BOARD_LOAD_LIMIT: u64 = 0x4000_0000;
 
 /// A malformed FDT: report it on the console of the board the load address suggests, exit.
 fn bad_fdt(fdt_addr: u64, image_base: u64, e: FdtError) -> ! {

@@ -1,0 +1,107 @@
+# baton — the front door. `make help` lists the targets.
+#
+# The Image is built once (cargo + objcopy) into build/Image; every run/test target uses that
+# file, so what is tested is exactly what boots.
+
+CARGO    ?= cargo
+QEMU     ?= qemu-system-aarch64
+GDB      ?= gdb-multiarch
+TARGET   := aarch64-unknown-none
+PROFILE  ?= release
+FEATURES ?=
+ELF      := target/$(TARGET)/$(PROFILE)/baton
+IMAGE    := build/Image
+RPI4_DTB ?= ../shared/fixtures/dtb/bcm2711-rpi-4-b.dtb
+APPEND   ?=
+HOST     := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
+OBJCOPY  ?= $(shell rustc --print sysroot 2>/dev/null)/lib/rustlib/$(HOST)/bin/llvm-objcopy
+
+QEMU_VIRT  := $(QEMU) -M virt -cpu cortex-a72 -m 128M
+QEMU_EL2   := $(QEMU) -M virt,virtualization=on -cpu cortex-a72 -m 128M
+QEMU_RPI4  := $(QEMU) -M raspi4b
+QEMU_IO    := -display none -monitor none -serial stdio -semihosting
+# A run never hangs forever: the image exits through semihosting; this is the backstop.
+RUN_TIMEOUT ?= 60
+CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
+APPEND_ARG := $(if $(APPEND),-append "$(APPEND)",)
+
+.PHONY: all image run run-el2 run-rpi4 run-rpi4-nodtb test test-host test-qemu gdb clippy fmt \
+        fmt-check deps boot-time clean help
+
+all: image
+
+help:
+	@echo "make            build $(IMAGE) (arm64 Image, boots on virt and raspi4b)"
+	@echo "make run        boot on QEMU virt (EL1), print the banner, exit 0"
+	@echo "make run-el2    boot on QEMU virt with virtualization=on (EL2 entry)"
+	@echo "make run-rpi4   boot on QEMU raspi4b with the Pi 4 device tree"
+	@echo "make run-rpi4-nodtb  boot on QEMU raspi4b without a device tree"
+	@echo "make test       host unit tests, then the QEMU boot tests"
+	@echo "make gdb        QEMU virt halted with a gdb stub on :1234, and the gdb command"
+	@echo "make clippy     clippy, host and target, -D warnings"
+	@echo "make fmt        cargo fmt"
+	@echo "make boot-time  median time from QEMU start to the banner (5 runs)"
+	@echo "make deps       install (root on Debian) or name what is missing"
+	@echo "variables: APPEND='loglevel=debug' PROFILE=release|debug QEMU=... RPI4_DTB=..."
+
+image: $(IMAGE)
+
+# Always ask cargo (it knows what changed); objcopy only when the ELF did.
+$(IMAGE): FORCE
+	$(CARGO) build -p board --bin baton --target $(TARGET) $(CARGO_PROFILE_FLAG) $(if $(FEATURES),--features $(FEATURES),)
+	@mkdir -p $(dir $(IMAGE))
+	@if [ ! -f $@ ] || [ $(ELF) -nt $@ ]; then \
+		"$(OBJCOPY)" -O binary $(ELF) $@ && echo "  IMAGE  $@ ($$(stat -c %s $@) bytes)"; fi
+
+FORCE:
+
+deps:
+	@scripts/deps.sh
+
+run: deps image
+	timeout $(RUN_TIMEOUT) $(QEMU_VIRT) $(QEMU_IO) -kernel $(IMAGE) $(APPEND_ARG)
+
+run-el2: deps image
+	timeout $(RUN_TIMEOUT) $(QEMU_EL2) $(QEMU_IO) -kernel $(IMAGE) $(APPEND_ARG)
+
+run-rpi4: deps image
+	@test -f $(RPI4_DTB) || { echo "no Pi 4 device tree at $(RPI4_DTB) (set RPI4_DTB=...)"; exit 1; }
+	timeout $(RUN_TIMEOUT) $(QEMU_RPI4) $(QEMU_IO) -kernel $(IMAGE) -dtb $(RPI4_DTB)
+
+run-rpi4-nodtb: deps image
+	timeout $(RUN_TIMEOUT) $(QEMU_RPI4) $(QEMU_IO) -kernel $(IMAGE)
+
+test: deps image test-host test-qemu
+
+# Host unit tests of every crate (mm, kho, board logic, arch table builder, drivers, harness).
+test-host:
+	$(CARGO) test --workspace --exclude tests
+	$(CARGO) test -p tests --lib --bins
+
+# QEMU boot tests against build/Image.
+test-qemu: image
+	BATON_IMAGE=$(CURDIR)/$(IMAGE) BATON_RPI4_DTB=$(abspath $(RPI4_DTB)) QEMU=$(QEMU) \
+		$(CARGO) test -p tests --test boot
+
+gdb: image
+	@echo "QEMU is waiting for gdb on localhost:1234. In another shell:"
+	@echo "  $(GDB) -ex 'add-symbol-file $(ELF) -o 0x40200000' -ex 'target remote localhost:1234'"
+	@echo "(the ELF is linked at 0; QEMU virt loads the Image at 0x40200000)"
+	$(QEMU_VIRT) $(QEMU_IO) -kernel $(IMAGE) $(APPEND_ARG) -s -S
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p board -p arch -p drivers -p mm -p kho --target $(TARGET) --release -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+boot-time: deps image
+	@scripts/boot-time.sh $(IMAGE)
+
+clean:
+	$(CARGO) clean
+	rm -rf build
