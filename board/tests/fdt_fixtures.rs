@@ -87,7 +87,8 @@ fn virt_tree_gives_ram_pl011_psci_and_devices() {
 
 #[test]
 fn header_corruptions_are_typed_errors() {
-    let cases: [(usize, u32, fn(&FdtError) -> bool); 5] = [
+    type Check = fn(&FdtError) -> bool;
+    let cases: [(usize, u32, Check); 5] = [
         (0, 0x1234_5678, |e| {
             matches!(e, FdtError::BadMagic { found: 0x1234_5678 })
         }),
