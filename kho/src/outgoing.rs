@@ -5,6 +5,7 @@
 //! FDT and scratch array it writes at finalize. Never changes page state except through
 //! `split_preserved_pages`; never preserves scratch memory.
 
+use alloc::collections::BTreeSet;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
@@ -37,7 +38,7 @@ pub enum KhoError {
     BadRange { phys: u64, size: u64 },
     /// The page is not the head of a folio.
     NotFolio { phys: u64 },
-    /// The block overlaps an already preserved block.
+    /// The block overlaps an already preserved block (or one of kho's own tree pages).
     Overlaps { phys: u64, order: u32, other: u64 },
     /// The block (or some page of the range) is not preserved.
     NotPreserved { phys: u64, order: u32 },
@@ -126,6 +127,8 @@ impl From<SetError> for KhoError {
 struct FaPages<'f, 'a> {
     fa: &'f mut FrameAllocator<'a>,
     scratch: &'f [Region],
+    /// Tree pages in use, so that no preserved block can swallow one.
+    meta: &'f mut BTreeSet<u64>,
 }
 
 impl FaPages<'_, '_> {
@@ -157,9 +160,12 @@ impl FaPages<'_, '_> {
 
 impl PageSource for FaPages<'_, '_> {
     fn alloc_page(&mut self) -> Option<u64> {
-        self.alloc(0).ok().map(|p| p.0 << PAGE_SHIFT)
+        let phys = self.alloc(0).ok()?.0 << PAGE_SHIFT;
+        self.meta.insert(phys);
+        Some(phys)
     }
     fn free_page(&mut self, phys: u64) {
+        self.meta.remove(&phys);
         if let Err(e) = self.fa.free_pages(Pfn(phys >> PAGE_SHIFT), 0) {
             log::error!("kho: freeing tree page {phys:#x}: {e}");
         }
@@ -191,6 +197,7 @@ pub struct Kho<M: PhysMem> {
     scratch: Vec<Region>,
     clients: Vec<ClientEntry>,
     finalized: Option<Finalized>,
+    meta: BTreeSet<u64>,
 }
 
 fn order_for_pages(n: u64) -> u32 {
@@ -206,11 +213,13 @@ impl<M: PhysMem> Kho<M> {
         fa: &mut FrameAllocator<'_>,
         scratch: Vec<Region>,
     ) -> Result<Self, KhoError> {
+        let mut meta = BTreeSet::new();
         let set = PreservedSet::new(
             &mem,
             &mut FaPages {
                 fa,
                 scratch: &scratch,
+                meta: &mut meta,
             },
         )?;
         Ok(Kho {
@@ -219,6 +228,7 @@ impl<M: PhysMem> Kho<M> {
             scratch,
             clients: Vec::new(),
             finalized: None,
+            meta,
         })
     }
 
@@ -301,6 +311,7 @@ impl<M: PhysMem> Kho<M> {
         let src = &mut FaPages {
             fa,
             scratch: &self.scratch,
+            meta: &mut self.meta,
         };
         Ok(self
             .set
@@ -372,9 +383,18 @@ impl<M: PhysMem> Kho<M> {
         let result = (|| {
             while at < end {
                 let (order, kind) = self.next_block(fa, at, end, raw)?;
+                let (b, e) = (at << PAGE_SHIFT, (at + (1 << order)) << PAGE_SHIFT);
+                if let Some(&node) = self.meta.range(b..e).next() {
+                    return Err(KhoError::Overlaps {
+                        phys: b,
+                        order,
+                        other: node,
+                    });
+                }
                 let src = &mut FaPages {
                     fa: &mut *fa,
                     scratch: &self.scratch,
+                    meta: &mut self.meta,
                 };
                 self.set
                     .insert(&self.mem, src, at << PAGE_SHIFT, order, kind)?;
@@ -495,6 +515,7 @@ impl<M: PhysMem> Kho<M> {
         let src = &mut FaPages {
             fa: &mut *fa,
             scratch: &self.scratch,
+            meta: &mut self.meta,
         };
         self.set.reserve_split_path(&self.mem, src, phys, order)?;
         fa.split_page(pfn, order)?;
@@ -554,6 +575,7 @@ impl<M: PhysMem> Kho<M> {
         let mut src = FaPages {
             fa,
             scratch: &self.scratch,
+            meta: &mut self.meta,
         };
         let fdt_pfn = src.alloc(fdt_order)?;
         let array_pfn = match src.alloc(array_order) {
@@ -607,13 +629,18 @@ impl<M: PhysMem> Kho<M> {
             self.abort(fa)?;
         }
         let Kho {
-            mem, set, scratch, ..
+            mem,
+            set,
+            scratch,
+            mut meta,
+            ..
         } = self;
         set.destroy(
             &mem,
             &mut FaPages {
                 fa,
                 scratch: &scratch,
+                meta: &mut meta,
             },
         );
         Ok(())
