@@ -15,6 +15,8 @@ pub enum TestAction {
     Panic,
     /// Recurse into the stack guard page.
     StackOverflow,
+    /// Enter this same image again through `arch::handover::jump_to_image` (once).
+    Reenter,
 }
 
 /// Options from bootargs.
@@ -46,6 +48,7 @@ pub fn parse(cmdline: &str) -> BootArgs {
                 "fault" => Some(TestAction::Fault),
                 "panic" => Some(TestAction::Panic),
                 "stack-overflow" => Some(TestAction::StackOverflow),
+                "reenter" => Some(TestAction::Reenter),
                 _ => None,
             };
         }

@@ -42,6 +42,8 @@ pub struct Boot {
     pub shim: Option<Shim>,
     /// RAM size (virt only), default 128M.
     pub memory: Option<&'static str>,
+    /// Leave out `-semihosting` (the exit status is then lost; QEMU exits 0 on power-off).
+    pub no_semihosting: bool,
 }
 
 /// A boot through the 5-instruction shim instead of QEMU's own Image loader.

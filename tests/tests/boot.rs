@@ -246,3 +246,44 @@ fn fdt_without_a_memory_node_is_refused() {
     })
     .expect("FDT error: no /memory node describes any RAM");
 }
+
+/// `arch::handover::jump_to_image` into the same image: directly at EL1, and through the
+/// EL2 stub's HVC when the image was entered at EL2. The second boot must come up at the
+/// entry EL of the first.
+#[test]
+fn jump_to_image_reenters_at_the_entry_el() {
+    for (board, el) in [(Board::Virt, "EL1"), (Board::VirtEl2, "EL2")] {
+        let run = boot(
+            board,
+            &Boot {
+                append: Some("baton.test=reenter".into()),
+                ..Boot::default()
+            },
+        );
+        run.expect_status(0)
+            .expect(&format!(
+                "jumping to 0x40200000 with x0 = 0x44000000 at {el}"
+            ))
+            .expect(&format!("re-entered through jump_to_image at {el}"));
+        assert_eq!(
+            run.output.matches("BATON-BOOT ").count(),
+            2,
+            "{}",
+            run.output
+        );
+    }
+}
+
+/// Without `-semihosting` the exit trap is undefined: the image must notice and power off
+/// through PSCI instead of hanging (QEMU then exits 0 on its own).
+#[test]
+fn without_semihosting_virt_powers_off_through_psci() {
+    let run = boot(
+        Board::Virt,
+        &Boot {
+            no_semihosting: true,
+            ..Boot::default()
+        },
+    );
+    run.expect_status(0).expect("baton: ready");
+}

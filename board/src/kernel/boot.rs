@@ -125,7 +125,7 @@ pub extern "C" fn kernel_main(fdt_addr: u64, image_base: u64, entry_el: u64, rel
     );
 
     if let Some(action) = args.test {
-        run_test_action(action);
+        run_test_action(action, &info, image, el);
     }
     exit::exit(board::exit::SUCCESS)
 }
@@ -173,7 +173,7 @@ const DEFAULT_BOARD_LOAD_LIMIT: u64 = 0x4000_0000;
 /// A malformed FDT: report it on the console of the board the load address suggests, exit.
 fn bad_fdt(fdt_addr: u64, image_base: u64, e: FdtError) -> ! {
     // virt loads at 0x4020_0000 (RAM starts at 1 GiB); a Pi loads at 0x20_0000.
-    let (facts, console) = if image_base >= 0x4000_0000 {
+    let (facts, console) = if image_base >= DEFAULT_BOARD_LOAD_LIMIT {
         (
             &boards::QEMU_VIRT,
             ConsoleInfo {
@@ -285,7 +285,12 @@ fn recurse(depth: u64) -> u64 {
     buf[3].wrapping_add(recurse(depth + 1))
 }
 
-fn run_test_action(action: TestAction) {
+/// Lives in `.data` (non-zero initialiser), which a re-entry does not reload: the second
+/// boot of the same image in memory sees what the first one wrote.
+static mut REENTRY_MARK: u64 = REENTRY_FIRST;
+const REENTRY_FIRST: u64 = 0xba70_0001;
+
+fn run_test_action(action: TestAction, info: &BootInfo<'_>, image: Region, el: ExceptionLevel) {
     match action {
         TestAction::Fault => {
             warn!("baton.test=fault: reading unmapped address 0xdead0000000");
@@ -294,6 +299,33 @@ fn run_test_action(action: TestAction) {
             info!("unreachable: read {v:#x}");
         }
         TestAction::Panic => panic!("deliberate panic (baton.test=panic)"),
+        TestAction::Reenter => {
+            // SAFETY: single core, no interrupts: nothing else touches the mark.
+            let mark = unsafe { core::ptr::addr_of!(REENTRY_MARK).read_volatile() };
+            if mark != REENTRY_FIRST {
+                info!("baton.test=reenter: re-entered through jump_to_image at {el}");
+                return;
+            }
+            // SAFETY: as above.
+            unsafe { core::ptr::addr_of_mut!(REENTRY_MARK).write_volatile(REENTRY_FIRST + 1) };
+            let fdt = info.fdt.map_or(0, |f| f.base);
+            info!(
+                "baton.test=reenter: jumping to {:#x} with x0 = {fdt:#x} at {}",
+                image.base,
+                el.handover_target()
+            );
+            drivers::console::flush();
+            // SAFETY: the image and FDT are RAM, identity mapped; cleaning them to PoC makes
+            // them visible with the MMU off; this is the image we are running (it is
+            // re-entered from its first byte, as a loader would).
+            unsafe {
+                arch::cache::clean_to_poc(image.base, image.size);
+                if let Some(f) = info.fdt {
+                    arch::cache::clean_to_poc(f.base, f.size);
+                }
+                arch::handover::jump_to_image(image.base, fdt, el);
+            }
+        }
         TestAction::StackOverflow => {
             warn!("baton.test=stack-overflow: recursing into the guard page");
             info!("unreachable: {}", recurse(0));
