@@ -15,6 +15,9 @@ fn temp_file(bytes: &[u8], tag: &str) -> std::path::PathBuf {
 
 /// Decompiles with `dtc -I dtb -O dts`; panics on an error. `None` if dtc is absent.
 pub fn dtc_decompile(bytes: &[u8], tag: &str) -> Option<String> {
+    if cfg!(miri) {
+        return None; // Miri cannot run processes
+    }
     let p = temp_file(bytes, tag);
     let out = match Command::new("dtc")
         .args(["-I", "dtb", "-O", "dts", "-q"])
@@ -39,6 +42,9 @@ pub fn dtc_decompile(bytes: &[u8], tag: &str) -> Option<String> {
 /// Every node path and property (`path:name=hex`) as libfdt sees it, sorted the way it walks.
 /// `None` (with a notice) if Debian's python3-libfdt is unavailable.
 pub fn libfdt_listing(bytes: &[u8], tag: &str) -> Option<Vec<String>> {
+    if cfg!(miri) {
+        return None;
+    }
     let p = temp_file(bytes, tag);
     let script = r#"
 import sys, libfdt
