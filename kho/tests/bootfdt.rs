@@ -87,6 +87,10 @@ fn qemu_virt_tree_rewrite_passes_dtc_and_libfdt() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "40 KiB tree: minutes under Miri; the virt test runs the same code"
+)]
 fn rpi4_tree_rewrite_passes_dtc_and_libfdt() {
     rewrite_keeps_everything_else(RPI4, "rpi4");
 }
