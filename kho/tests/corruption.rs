@@ -41,7 +41,7 @@ fn tiny_fixture() -> Fixture {
 }
 
 fn fixture_of(ops: &[Op]) -> Fixture {
-    let arena: &'static Arena = Box::leak(Box::new(Arena::new(RAM_BASE, RAM_SIZE)));
+    let arena: &'static Arena = crate::common::keep(Box::new(Arena::new(RAM_BASE, RAM_SIZE)));
     let mut out = outgoing(arena, 10);
     for &op in ops {
         out.apply(op);

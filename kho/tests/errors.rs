@@ -8,7 +8,7 @@ use kho::{Arena, BlockType, KhoError};
 use mm::Pfn;
 
 fn setup() -> (&'static Arena, Outgoing) {
-    let arena: &'static Arena = Box::leak(Box::new(Arena::new(RAM_BASE, RAM_SIZE)));
+    let arena: &'static Arena = crate::common::keep(Box::new(Arena::new(RAM_BASE, RAM_SIZE)));
     let out = outgoing(arena, 10);
     (arena, out)
 }
@@ -169,7 +169,7 @@ fn kho_never_preserves_its_own_tree_pages() {
 
 #[test]
 fn cut_never_exceeds_max_order_nor_alignment() {
-    let arena: &'static Arena = Box::leak(Box::new(Arena::new(RAM_BASE, RAM_SIZE)));
+    let arena: &'static Arena = crate::common::keep(Box::new(Arena::new(RAM_BASE, RAM_SIZE)));
     let mut out = outgoing(arena, 8);
     // Firmware range: 5 pages at a 16-page boundary => order 2 + order 0, whatever the size says.
     out.preserve_firmware();

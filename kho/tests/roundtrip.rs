@@ -10,7 +10,7 @@ use mm::Pfn;
 use proptest::prelude::*;
 
 fn leak_arena() -> &'static Arena {
-    Box::leak(Box::new(Arena::new(RAM_BASE, RAM_SIZE)))
+    crate::common::keep(Box::new(Arena::new(RAM_BASE, RAM_SIZE)))
 }
 
 fn fixed_mix() -> Vec<Op> {

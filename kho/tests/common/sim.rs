@@ -38,7 +38,7 @@ pub fn pr(r: Region) -> PhysRange {
 /// A frame allocator whose descriptor storage lives for the rest of the test process.
 pub fn frame_allocator(mb: &Memblock, max_order: u32) -> FrameAllocator<'static> {
     let n = FrameAllocator::descriptors_needed(mb);
-    let storage: &'static mut [MaybeUninit<Page>] = Box::leak(
+    let storage: &'static mut [MaybeUninit<Page>] = crate::common::keep(
         (0..n)
             .map(|_| MaybeUninit::uninit())
             .collect::<Vec<_>>()
