@@ -10,7 +10,10 @@ TARGET   := aarch64-unknown-none
 PROFILE  ?= release
 FEATURES ?=
 ELF      := target/$(TARGET)/$(PROFILE)/baton
+ELF_B    := target/image-b/$(TARGET)/$(PROFILE)/baton
 IMAGE    := build/Image
+IMAGE_B  := build/Image-max-order-8
+STAMP    := $(CARGO) run -q -p tests --bin stamp-image --
 RPI4_DTB ?= ../shared/fixtures/dtb/bcm2711-rpi-4-b.dtb
 APPEND   ?=
 HOST     := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
@@ -47,11 +50,21 @@ help:
 image: $(IMAGE)
 
 # Always ask cargo (it knows what changed); objcopy only when the ELF did.
+# objcopy, then the build stamp (CRC-32 in the header) that lets a running image prove its
+# copy of an Image unchanged.
 $(IMAGE): FORCE
 	$(CARGO) build -p board --bin baton --target $(TARGET) $(CARGO_PROFILE_FLAG) $(if $(FEATURES),--features $(FEATURES),)
 	@mkdir -p $(dir $(IMAGE))
 	@if [ ! -f $@ ] || [ $(ELF) -nt $@ ]; then \
-		"$(OBJCOPY)" -O binary $(ELF) $@ && echo "  IMAGE  $@ ($$(stat -c %s $@) bytes)"; fi
+		"$(OBJCOPY)" -O binary $(ELF) $@ && $(STAMP) $@ && echo "  IMAGE  $@ ($$(stat -c %s $@) bytes)"; fi
+
+# The cross-version image B: the same sources with the buddy allocator stopping at order 8.
+# Its own target directory, so that switching features never rebuilds image A.
+$(IMAGE_B): FORCE
+	$(CARGO) build -p board --bin baton --target $(TARGET) $(CARGO_PROFILE_FLAG) --features max-order-8 --target-dir target/image-b
+	@mkdir -p $(dir $(IMAGE_B))
+	@if [ ! -f $@ ] || [ $(ELF_B) -nt $@ ]; then \
+		"$(OBJCOPY)" -O binary $(ELF_B) $@ && $(STAMP) $@ && echo "  IMAGE  $@ ($$(stat -c %s $@) bytes, MAX_ORDER 8)"; fi
 
 FORCE:
 

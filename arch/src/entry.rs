@@ -2,6 +2,7 @@
 //!
 //! Owns everything that runs before Rust: the 64-byte header the loaders read, the drop from
 //! EL3 to EL2 and from EL2 to EL1 (installing the EL2 stub on the way), FP/SIMD enable, the
+//! pristine copy of the loaded file (the next image of a self-handover), the
 //! self-relocation pass over `.rela.dyn`, BSS clearing, both stacks and `VBAR_EL1`. It must
 //! never use an absolute address: every address is formed PC-relative (`adr`/`adrp`), because
 //! the image runs wherever a loader put it on a 2 MiB boundary.
@@ -110,6 +111,20 @@ baton_primary:
     ldr     x0, ={cpacr}
     msr     cpacr_el1, x0
     isb
+    // Keep a pristine copy of the Image file before anything (relocation, .data writes)
+    // changes the loaded bytes: a self-handover enters this copy. Both ends are 8-aligned.
+    mov     x2, x20                 // x2 = source: the loaded file
+    adrp    x1, __file_end
+    add     x1, x1, :lo12:__file_end
+    adrp    x0, __copy_start
+    add     x0, x0, :lo12:__copy_start
+10:
+    cmp     x2, x1
+    b.hs    11f
+    ldr     x3, [x2], #8
+    str     x3, [x0], #8
+    b       10b
+11:
     // Apply R_AARCH64_RELATIVE relocations: *(base + offset) = base + addend. The link
     // address is 0, so the displacement is the run address itself.
     adrp    x0, __rela_start
@@ -192,6 +207,10 @@ pub struct ImageLayout {
     /// The kernel stack, `[bottom, top)`.
     pub stack_bottom: u64,
     pub stack_top: u64,
+    /// Length of the Image file (the bytes a loader copied).
+    pub file_size: u64,
+    /// The pristine copy of the file the entry code made (`file_size` bytes).
+    pub copy: u64,
 }
 
 /// The image's layout at its run address.
@@ -203,6 +222,8 @@ pub fn image_layout() -> ImageLayout {
         static __stack_guard: u8;
         static __stack_bottom: u8;
         static __stack_top: u8;
+        static __file_end: u8;
+        static __copy_start: u8;
     }
     // Taking the address of a linker symbol is PC-relative (adrp/add), never relocated.
     let base = core::ptr::addr_of!(_start) as u64;
@@ -213,5 +234,7 @@ pub fn image_layout() -> ImageLayout {
         stack_guard: core::ptr::addr_of!(__stack_guard) as u64,
         stack_bottom: core::ptr::addr_of!(__stack_bottom) as u64,
         stack_top: core::ptr::addr_of!(__stack_top) as u64,
+        file_size: core::ptr::addr_of!(__file_end) as u64 - base,
+        copy: core::ptr::addr_of!(__copy_start) as u64,
     }
 }

@@ -11,3 +11,9 @@ pub const EXCEPTION: u32 = 2;
 pub const BAD_FDT: u32 = 3;
 /// Memory could not be set up (memblock, page tables, frame allocator).
 pub const NO_MEMORY: u32 = 4;
+/// A handover generation failed a check (a `FAIL` line names it), or the chain's `SOAK`
+/// summary says it did not pass.
+pub const WORKLOAD_FAILED: u32 = 5;
+/// The next image was refused (not a valid arm64 Image, or a changed copy) or could not be
+/// placed: the chain stops without jumping.
+pub const NEXT_IMAGE: u32 = 6;

@@ -11,6 +11,8 @@ pub mod bootargs; // `loglevel=` and `baton.test=` from /chosen/bootargs
 pub mod bootinfo; // BootInfo, Region, RegionList: everything the FDT told us
 pub mod exit; // exit status codes shared with the QEMU tests
 pub mod fdt; // the one FDT walk: header checks, fdt-rs tokens, BootInfo
+pub mod handover; // placing the next image, its FDT and initrd inside scratch
+pub mod image; // arm64 Image headers: checks on the next image, the build stamp
 pub mod memmap; // BootInfo -> Memblock and the MMU's RAM/device ranges
 
 pub use boards::{BoardKind, BoardSource};

@@ -247,6 +247,13 @@ impl<M: PhysMem> Kho<M> {
         self.set.page_count()
     }
 
+    /// Physical address of every radix-tree page (4 KiB) of this image: with the KHO FDT
+    /// and the scratch array ([`Handover`]), what the next image reads first, so what the
+    /// handover cleans to the point of coherency.
+    pub fn metadata_pages(&self) -> impl Iterator<Item = u64> + '_ {
+        self.meta.iter().copied()
+    }
+
     /// True between `finalize` and `abort`.
     pub fn is_finalized(&self) -> bool {
         self.finalized.is_some()

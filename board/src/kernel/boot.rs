@@ -1,9 +1,12 @@
 //! `kernel_main`: the boot sequence after the entry code, in this order:
-//! FDT -> BootInfo (or the default board), console and logger, banner, Memblock, page tables
-//! and MMU, frame allocator, heap, then the workload (for now: the deliberate-failure tests
-//! and a clean exit).
+//! FDT -> BootInfo (or the default board), console and logger, banner, Memblock, the
+//! previous image's handover (scratch only, before any allocation), page tables and MMU,
+//! kho's reservations (or new scratch), frame allocator, heap, then either one generation
+//! of the handover chain (`baton.generations=`) or the deliberate-failure tests and a
+//! clean exit.
 //!
-//! Nothing before the console may print; nothing before the frame allocator may allocate.
+//! Nothing before the console may print; nothing before the handover's scratch areas are
+//! known may allocate.
 
 extern crate alloc;
 
@@ -17,11 +20,14 @@ use board::memmap;
 use log::{error, info, warn};
 
 use super::exit::{self, ExitPath};
-use super::{heap, logger, memory, reloc};
+use super::physmem::IdentityMem;
+use super::{chain, handover, heap, logger, memory, reloc};
 
 /// Entered from `arch::entry` on the boot CPU at EL1, MMU off, on the kernel stack.
 #[no_mangle]
 pub extern "C" fn kernel_main(fdt_addr: u64, image_base: u64, entry_el: u64, relocs: u64) -> ! {
+    // Where this generation's handover time ends up starting from.
+    let boot_ticks = arch::timer::ticks();
     arch::exceptions::set_fatal_hook(exit::fatal_exception);
     let layout = arch::entry::image_layout();
     exit::set_guard_page(layout.stack_guard);
@@ -80,9 +86,13 @@ pub extern "C" fn kernel_main(fdt_addr: u64, image_base: u64, entry_el: u64, rel
     print_boot_info(&info);
 
     let image = Region::new(image_base, layout.size);
-    let mem = memory::init_memblock(&info, image)
-        .and_then(|_| memory::enable_mmu(&info, layout.stack_guard));
-    let mmu = match mem {
+    if let Err(e) = memory::init_memblock(&info, image) {
+        fail_memory(e);
+    }
+    // Before the first allocation: a handover restricts early allocations to its scratch.
+    let mem = IdentityMem::new(&info, layout.stack_guard);
+    let early = handover::discover(&info, &mem);
+    let mmu = match memory::enable_mmu(&info, layout.stack_guard) {
         Ok(r) => r,
         Err(e) => fail_memory(e),
     };
@@ -90,6 +100,21 @@ pub extern "C" fn kernel_main(fdt_addr: u64, image_base: u64, entry_el: u64, rel
         "mmu on: identity map, {} RAM ranges normal WB, {} device ranges nGnRE ({} skipped), {} table pages, stack guard {:#x}",
         mmu.normal, mmu.devices, mmu.skipped_devices, mmu.tables, layout.stack_guard
     );
+    let avoid: Vec<kho::Region> = memmap::boot_reservations(&info, image)
+        .filter(|(why, _)| {
+            matches!(
+                why,
+                memmap::ReserveReason::Image
+                    | memmap::ReserveReason::Fdt
+                    | memmap::ReserveReason::Initrd
+            )
+        })
+        .map(|(_, r)| handover::region(r))
+        .collect();
+    let kb = match handover::reserve(&mem, early, &avoid, info.bootargs) {
+        Ok(kb) => kb,
+        Err(e) => fail_memory(e.into()),
+    };
     print_memblock();
     let stats = match memory::init_frames() {
         Ok(s) => s,
@@ -127,7 +152,30 @@ pub extern "C" fn kernel_main(fdt_addr: u64, image_base: u64, entry_el: u64, rel
     if let Some(action) = args.test {
         run_test_action(action, &info, image, el);
     }
+    if chain::requested(info.bootargs) {
+        chain::run(&info, &layout, el, &mem, kb, boot_ticks);
+    }
+    if let Some(r) = kb.reserved {
+        release_unclaimed(r);
+    }
     exit::exit(board::exit::SUCCESS)
+}
+
+/// Without a chain no one claims the previous image's preserved blocks: give them back.
+fn release_unclaimed(r: kho::Reserved) {
+    heap::reserve(256 << 10, mm::MAX_ORDER);
+    let mut frames = memory::FRAMES.lock();
+    let Some(fa) = frames.as_mut() else { return };
+    let released = r.attach(fa).and_then(|mut i| {
+        let blocks = i.release_unclaimed(fa)?;
+        Ok((blocks, i.finish(fa)?))
+    });
+    match released {
+        Ok((blocks, pages)) => info!(
+            "kho: no client claimed the handover: released {blocks} blocks and {pages} metadata pages"
+        ),
+        Err(e) => error!("kho: releasing the unclaimed handover: {e}"),
+    }
 }
 
 /// Reads x0: the parsed tree if it has the FDT magic, the default board (rpi4) if it has
@@ -268,7 +316,6 @@ fn print_memblock() {
         mb.memory_size() / 1024,
         free / 1024
     );
-    let _ = memmap::ReserveReason::Image;
 }
 
 fn fail_memory(e: memory::MemError) -> ! {

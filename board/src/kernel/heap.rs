@@ -1,41 +1,89 @@
 //! The kernel heap: `talc` as the global allocator, growing from the frame allocator.
 //!
-//! Starts empty; on the first allocation (and whenever it runs out) it takes a block of
-//! pages from `mm` (at least 64 KiB) and claims it. Rule: never allocate from the heap
-//! while holding the frame-allocator lock (the OOM handler takes it).
+//! The first allocation claims a static boot arena in BSS: kho reads the previous image's
+//! scratch array and validates its handover before the frame allocator may exist (nothing
+//! may be allocated outside scratch until the preserved blocks are reserved). Later growth
+//! takes blocks of pages from `mm` (at least 64 KiB). Rule: never allocate from the heap
+//! while holding the frame-allocator lock; the OOM handler only `try_lock`s it, so doing so
+//! fails the allocation (a clear panic) instead of deadlocking. Before a long stretch that
+//! holds the frame allocator (the workload), call [`reserve`].
 
 use core::alloc::Layout;
+use core::ptr::addr_of_mut;
 use talc::{OomHandler, Span, Talc, Talck};
 
 /// Smallest order the heap grows by (2^4 pages = 64 KiB).
 const GROW_ORDER: u32 = 4;
+/// Size of the boot arena (BSS, part of the image).
+const BOOT_ARENA: usize = 512 * 1024;
 
-/// Grows the heap from `memory::FRAMES`.
+#[repr(C, align(4096))]
+struct Arena([u8; BOOT_ARENA]);
+
+static mut BOOT: Arena = Arena([0; BOOT_ARENA]);
+
+/// Grows the heap: the boot arena first, then `memory::FRAMES`.
 pub struct FrameOom {
     pub grown_bytes: usize,
+    boot_claimed: bool,
 }
 
 impl OomHandler for FrameOom {
     fn handle_oom(talc: &mut Talc<Self>, layout: Layout) -> Result<(), ()> {
+        if !talc.oom_handler.boot_claimed {
+            talc.oom_handler.boot_claimed = true;
+            // SAFETY: BOOT is only ever touched here, once (the flag), under talc's lock;
+            // from now on talc owns those bytes for the image's life.
+            let base = unsafe { addr_of_mut!(BOOT.0) } as *mut u8;
+            // SAFETY: as above: BOOT_ARENA bytes of BSS, exclusively talc's.
+            unsafe { talc.claim(Span::from_base_size(base, BOOT_ARENA)) }?;
+            return Ok(());
+        }
         // Room for the request, its alignment and talc's per-chunk metadata.
         let need = layout.size() + layout.align() + 256;
         let pages = need.div_ceil(mm::PAGE_SIZE as usize);
         let order = (usize::BITS - (pages - 1).leading_zeros()).max(GROW_ORDER);
-        let pfn = super::memory::alloc_pages(order).ok_or(())?;
-        let size = (mm::PAGE_SIZE as usize) << order;
-        let base = pfn.phys().0 as usize as *mut u8;
-        // SAFETY: the frame allocator gave us these pages exclusively and forever; they
-        // are RAM, identity mapped as normal memory.
-        unsafe { talc.claim(Span::from_base_size(base, size)) }?;
-        talc.oom_handler.grown_bytes += size;
-        Ok(())
+        grow(talc, order)
     }
 }
 
-#[global_allocator]
-static ALLOCATOR: Talck<spin::Mutex<()>, FrameOom> = Talc::new(FrameOom { grown_bytes: 0 }).lock();
+fn grow(talc: &mut Talc<FrameOom>, order: u32) -> Result<(), ()> {
+    let pfn = super::memory::try_alloc_pages(order).ok_or(())?;
+    let size = (mm::PAGE_SIZE as usize) << order;
+    let base = pfn.phys().0 as usize as *mut u8;
+    // SAFETY: the frame allocator gave us these pages exclusively and forever; they are
+    // RAM, identity mapped as normal memory.
+    unsafe { talc.claim(Span::from_base_size(base, size)) }?;
+    talc.oom_handler.grown_bytes += size;
+    Ok(())
+}
 
-/// Bytes of pages the heap has taken so far.
+#[global_allocator]
+static ALLOCATOR: Talck<spin::Mutex<()>, FrameOom> = Talc::new(FrameOom {
+    grown_bytes: 0,
+    boot_claimed: false,
+})
+.lock();
+
+/// Bytes of pages the heap has taken from the frame allocator so far.
 pub fn grown_bytes() -> usize {
     ALLOCATOR.lock().oom_handler.grown_bytes
+}
+
+/// Grows the heap by at least `bytes` from the frame allocator now (in blocks of at most
+/// `max_order`), so that code holding the frame-allocator lock can allocate. Returns the
+/// bytes added; fewer than asked if memory ran out.
+pub fn reserve(bytes: usize, max_order: u32) -> usize {
+    let mut talc = ALLOCATOR.lock();
+    let mut added = 0;
+    while added < bytes {
+        let order = max_order.min(GROW_ORDER.max(
+            usize::BITS - ((bytes - added).div_ceil(mm::PAGE_SIZE as usize) - 1).leading_zeros(),
+        ));
+        if grow(&mut talc, order).is_err() {
+            break;
+        }
+        added += (mm::PAGE_SIZE as usize) << order;
+    }
+    added
 }

@@ -140,9 +140,10 @@ pub fn init_frames() -> Result<Stats, MemError> {
     Ok(stats)
 }
 
-/// A block of 2^order pages from the frame allocator (the heap's source).
-pub fn alloc_pages(order: u32) -> Option<Pfn> {
-    FRAMES.lock().as_mut()?.alloc_pages(order).ok()
+/// A block of 2^order pages from the frame allocator (the heap's source), or `None` if it
+/// is not up, out of memory, or held by someone (who must not be allocating from the heap).
+pub fn try_alloc_pages(order: u32) -> Option<Pfn> {
+    FRAMES.try_lock()?.as_mut()?.alloc_pages(order).ok()
 }
 
 /// Frame allocator statistics, if it is up.

@@ -119,6 +119,9 @@ pub enum Check {
     Leak,
     /// Page accounting drifted.
     Accounting,
+    /// The handover itself: the next image refused, no room in scratch, finalize or the
+    /// device-tree rewrite failed.
+    Handover,
 }
 
 impl fmt::Display for Check {
@@ -137,6 +140,7 @@ impl fmt::Display for Check {
             Check::Preserve => "preserve",
             Check::Leak => "leak",
             Check::Accounting => "accounting",
+            Check::Handover => "handover",
         })
     }
 }

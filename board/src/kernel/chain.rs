@@ -1,0 +1,212 @@
+//! One generation of the handover chain, on the target: restore and run the workload,
+//! print its `GEN` line, then either end the chain (`SOAK`, exit) or finalize kho, damage
+//! the handover if a test asked for it, and enter the next image.
+//!
+//! Runs only when `baton.generations=` is on the command line; the sequence is the one
+//! `board::workload` documents (and its host chains model).
+
+extern crate alloc;
+
+use alloc::vec::Vec;
+
+use arch::entry::ImageLayout;
+use arch::ExceptionLevel;
+use board::bootinfo::BootInfo;
+use board::workload::{self, damage, next_bootargs, Check, Clock, Config, Failure, GenOutcome};
+use kho::{Incoming, Kho};
+use log::{error, info, warn};
+use mm::FrameAllocator;
+
+use super::exit;
+use super::handover::{self, KhoBoot, Outgoing, Plan};
+use super::heap;
+use super::memory::FRAMES;
+use super::physmem::IdentityMem;
+
+/// Heap the workload may use while it holds the frame allocator (the heap cannot grow
+/// then): records, kho's maps, the outgoing FDT.
+const WORKLOAD_HEAP: usize = 4 << 20;
+
+/// The bootarg that turns the chain on.
+const CHAIN_KEY: &str = "baton.generations=";
+
+/// True if the command line asks for a handover chain.
+pub fn requested(bootargs: &str) -> bool {
+    bootargs
+        .split_ascii_whitespace()
+        .any(|w| w.starts_with(CHAIN_KEY))
+}
+
+fn fail(f: &Failure, status: u32) -> ! {
+    error!("{f}");
+    exit::exit(status)
+}
+
+fn handover_failure(generation: u32, detail: impl core::fmt::Display) -> Failure {
+    Failure {
+        generation,
+        check: Check::Handover,
+        detail: alloc::format!("{detail}"),
+    }
+}
+
+/// Runs this boot's generation; never returns (next image, or exit).
+pub fn run(
+    info: &BootInfo<'_>,
+    layout: &ImageLayout,
+    el: ExceptionLevel,
+    mem: &IdentityMem,
+    kb: KhoBoot,
+    boot_ticks: u64,
+) -> ! {
+    let cfg = match Config::from_bootargs(info.bootargs, mm::MAX_ORDER) {
+        Ok(c) => c,
+        Err(e) => fail(&e.to_failure(), board::exit::WORKLOAD_FAILED),
+    };
+    // Check the next image before doing any work: a refused image stops the chain here.
+    let plan = if cfg.is_last() {
+        None
+    } else {
+        match handover::plan(info, layout, mem) {
+            Ok(p) => {
+                info!(
+                    "chain: generation {} of {}, next image: {} at {:#x} ({} bytes, stamp {})",
+                    cfg.generation,
+                    cfg.generations,
+                    p.next.source,
+                    p.next.at,
+                    p.next.len,
+                    p.next
+                        .header
+                        .stamp
+                        .map_or(alloc::string::String::from("none"), |c| alloc::format!(
+                            "{c:#010x} ok"
+                        ))
+                );
+                Some(p)
+            }
+            Err(e) => fail(
+                &handover_failure(cfg.generation, e),
+                board::exit::NEXT_IMAGE,
+            ),
+        }
+    };
+    let got = heap::reserve(WORKLOAD_HEAP, mm::MAX_ORDER);
+    if got < WORKLOAD_HEAP {
+        warn!(
+            "chain: heap reserve got {} of {} KiB",
+            got / 1024,
+            WORKLOAD_HEAP / 1024
+        );
+    }
+    let mut frames = FRAMES.lock();
+    let Some(fa) = frames.as_mut() else {
+        fail(
+            &handover_failure(cfg.generation, "frame allocator not up"),
+            board::exit::NO_MEMORY,
+        )
+    };
+    let incoming = attach(kb.reserved, fa);
+    let mut out = match Kho::new(mem, fa, kb.scratch.clone()) {
+        Ok(k) => k,
+        Err(e) => fail(
+            &handover_failure(cfg.generation, alloc::format!("kho: {e}")),
+            board::exit::WORKLOAD_FAILED,
+        ),
+    };
+    let clock = Clock {
+        boot_ticks,
+        freq: arch::timer::frequency(),
+    };
+    let mut outcome = match workload::run_generation(&cfg, fa, mem, incoming, &mut out, &clock) {
+        Ok(o) => o,
+        Err(f) => fail(&f, board::exit::WORKLOAD_FAILED),
+    };
+    info!("{}", outcome.report);
+    let Some(plan) = plan else {
+        let soak = outcome.soak();
+        info!("{soak}");
+        exit::exit(if soak.ok {
+            board::exit::SUCCESS
+        } else {
+            board::exit::WORKLOAD_FAILED
+        })
+    };
+    hand_over(
+        info,
+        el,
+        mem,
+        &cfg,
+        fa,
+        &mut out,
+        &mut outcome,
+        &plan,
+        &kb.free_scratch,
+    )
+}
+
+/// Attaches the reserved handover to the frame allocator; a failure is logged and the
+/// generation runs cold (the blocks stay reserved: nothing is handed out twice).
+fn attach(reserved: Option<kho::Reserved>, fa: &mut FrameAllocator<'_>) -> Option<Incoming> {
+    match reserved?.attach(fa) {
+        Ok(i) => Some(i),
+        Err(e) => {
+            error!("kho: attaching the reserved handover: {e}; booting cold");
+            None
+        }
+    }
+}
+
+/// Seals the record, finalizes kho, damages the handover if asked, and jumps. Returns only
+/// through `exit`.
+#[allow(clippy::too_many_arguments)]
+fn hand_over(
+    info: &BootInfo<'_>,
+    el: ExceptionLevel,
+    mem: &IdentityMem,
+    cfg: &Config,
+    fa: &mut FrameAllocator<'_>,
+    out: &mut Kho<&IdentityMem>,
+    outcome: &mut GenOutcome,
+    plan: &Plan,
+    free_scratch: &[kho::Region],
+) -> ! {
+    let n = cfg.generation;
+    if let Err(f) = outcome.seal(mem, arch::timer::ticks()) {
+        fail(&f, board::exit::WORKLOAD_FAILED);
+    }
+    let mut h = match out.finalize(fa) {
+        Ok(h) => h,
+        Err(e) => fail(
+            &handover_failure(n, alloc::format!("kho finalize: {e}")),
+            board::exit::WORKLOAD_FAILED,
+        ),
+    };
+    if let Some(kind) = cfg.damage_now() {
+        warn!("baton.damage={kind}: damaging the outgoing handover before the jump (test)");
+        let mut page = || fa.alloc_pages(0).ok().map(|p| p.phys().0);
+        h = match damage::inject(kind, mem, &h, &mut page) {
+            Ok(h) => h,
+            Err(e) => fail(
+                &handover_failure(n, alloc::format!("damage {kind}: {e}")),
+                board::exit::WORKLOAD_FAILED,
+            ),
+        };
+    }
+    let args = next_bootargs(info.bootargs, &outcome.carried());
+    let blobs: Vec<(u64, u64)> = alloc::vec![outcome.record_blob()];
+    let e = handover::jump(
+        mem,
+        out,
+        plan,
+        &Outgoing {
+            info,
+            el,
+            handover: h,
+            bootargs: &args,
+            blobs: &blobs,
+            free_scratch,
+        },
+    );
+    fail(&handover_failure(n, e), board::exit::NEXT_IMAGE)
+}

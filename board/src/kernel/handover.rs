@@ -1,0 +1,445 @@
+//! The handover at both ends of a generation.
+//!
+//! At boot: find the previous image's handover in `/chosen`, keep every early allocation
+//! inside its scratch, validate and reserve what it preserved, or boot cold (kho logs the
+//! check that failed). At the end: check the next image, place it, its device tree and its
+//! initrd in the parts of scratch this image never used, clean everything the next image
+//! reads with its MMU off to the point of coherency, drain the console and jump.
+
+extern crate alloc;
+
+use alloc::vec::Vec;
+use core::fmt;
+
+use arch::entry::ImageLayout;
+use arch::ExceptionLevel;
+use board::bootinfo::{BootInfo, Region as BootRegion};
+use board::handover::{free_scratch, NoRoom, Placer};
+use board::image::{self, ImageError, ImageHeader};
+use kho::bootfdt::{BootFdtError, ChosenUpdate};
+use kho::{Handover, HandoverRefs, Kho, PhysMem, Region, Reserved};
+use log::{error, info, warn};
+use mm::{MmError, PhysRange};
+
+use super::memory::MEMBLOCK;
+use super::physmem::IdentityMem;
+
+/// A boot-FDT range as kho sees it.
+pub fn region(r: BootRegion) -> Region {
+    Region {
+        start: r.base,
+        end: r.end(),
+    }
+}
+
+fn range(r: Region) -> PhysRange {
+    PhysRange::from_bounds(r.start, r.end)
+}
+
+/// A handover named by `/chosen` whose scratch areas passed kho's checks.
+pub struct Early {
+    refs: HandoverRefs,
+    scratch: Vec<Region>,
+}
+
+/// Step 1, before the first memblock allocation (the MMU may still be off): reads
+/// `/chosen`, checks the scratch array and restricts memblock to scratch. `None`: cold.
+pub fn discover(info: &BootInfo<'_>, mem: &IdentityMem) -> Option<Early> {
+    let arrays = info.kho_scratch.as_slice();
+    let refs = match (info.kho_fdt, arrays) {
+        (None, []) => {
+            info!("kho: no handover in /chosen: cold boot");
+            return None;
+        }
+        (Some(f), [a]) => HandoverRefs {
+            kho_fdt: region(f),
+            scratch_array: region(*a),
+        },
+        (f, a) => {
+            error!(
+                "kho: /chosen check: linux,kho-fdt {} with {} linux,kho-scratch ranges, expected one of each; booting cold",
+                if f.is_some() { "present" } else { "absent" },
+                a.len()
+            );
+            return None;
+        }
+    };
+    // kho logs the failed check itself.
+    let scratch = kho::read_scratch(mem, mem.ram(), &refs).ok()?;
+    let ranges: Vec<PhysRange> = scratch.iter().map(|r| range(*r)).collect();
+    if let Err(e) = MEMBLOCK.lock().set_alloc_only_in(&ranges) {
+        error!("kho: cannot restrict early allocations to scratch: {e}; booting cold");
+        return None;
+    }
+    info!(
+        "kho: handover from the previous image: KHO FDT [{:#x}-{:#x}), {} scratch areas; early allocations only in scratch",
+        refs.kho_fdt.start,
+        refs.kho_fdt.end,
+        scratch.len()
+    );
+    Some(Early { refs, scratch })
+}
+
+/// What kho set up at boot.
+pub struct KhoBoot {
+    /// Scratch areas of this generation (the same as the previous one's on a warm boot).
+    pub scratch: Vec<Region>,
+    /// The previous image's handover, validated and reserved; `None` on a cold boot.
+    pub reserved: Option<Reserved>,
+    /// The parts of scratch nothing used this boot: where the next image goes.
+    pub free_scratch: Vec<Region>,
+}
+
+/// Step 2, MMU on, before the frame allocator: validates and reserves the handover (or
+/// chooses new scratch), lifts the scratch-only rule and reserves scratch whole so the
+/// frame allocator never hands it out. `avoid`: what nothing preserved may overlap.
+pub fn reserve(
+    mem: &IdentityMem,
+    early: Option<Early>,
+    avoid: &[Region],
+    bootargs: &str,
+) -> Result<KhoBoot, MmError> {
+    let mut mb = MEMBLOCK.lock();
+    let mut warm = None;
+    if let Some(e) = early {
+        let probed = kho::probe(mem, &mut mb, &e.refs, mem.ram(), &e.scratch, avoid);
+        mb.clear_alloc_only_in();
+        if let Ok(r) = probed {
+            warm = Some((e.scratch, r));
+        }
+    }
+    let (scratch, reserved, free) = match warm {
+        Some((s, r)) => {
+            let free = free_scratch(&s, &mb);
+            (s, Some(r), free)
+        }
+        None => {
+            // Fresh scratch: memblock just reserved it for us and nothing is in it yet.
+            let size = kho::scratch::scratch_size(bootargs, mem.total());
+            let s = alloc::vec![kho::scratch::choose_scratch(&mut mb, size)?];
+            (s.clone(), None, s)
+        }
+    };
+    for s in &scratch {
+        mb.reserve(range(*s))?;
+        info!(
+            "kho: scratch [{:#x}-{:#x}) ({} MiB), {} KiB unused by this boot",
+            s.start,
+            s.end,
+            (s.end - s.start) >> 20,
+            free.iter()
+                .filter(|f| f.start >= s.start && f.end <= s.end)
+                .map(|f| f.end - f.start)
+                .sum::<u64>()
+                / 1024
+        );
+    }
+    Ok(KhoBoot {
+        scratch,
+        reserved,
+        free_scratch: free,
+    })
+}
+
+/// Where the bytes of a candidate next image came from.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The pristine copy of this image the entry code made.
+    OwnCopy,
+    /// The initrd (`linux,initrd-start/end`).
+    Initrd,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Source::OwnCopy => "own pristine copy",
+            Source::Initrd => "initrd",
+        })
+    }
+}
+
+/// A checked Image in memory.
+#[derive(Copy, Clone, Debug)]
+pub struct ImageBytes {
+    pub source: Source,
+    pub at: u64,
+    pub len: u64,
+    pub header: ImageHeader,
+}
+
+/// Why there is no next image to enter.
+#[derive(Copy, Clone, Debug)]
+pub enum NextImageError {
+    /// The bytes are not all RAM.
+    NotRam { source: Source, at: u64, len: u64 },
+    /// The bytes are not a valid (or not an unchanged) arm64 Image.
+    Invalid {
+        source: Source,
+        at: u64,
+        len: u64,
+        err: ImageError,
+    },
+    /// No room in scratch.
+    Place(NoRoom),
+    /// The outgoing device tree could not be written.
+    Fdt(BootFdtError),
+    /// The boot device tree is gone (a board default without an FDT cannot hand over).
+    NoFdt,
+}
+
+impl fmt::Display for NextImageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotRam { source, at, len } => write!(
+                f,
+                "next image refused: {source} at {at:#x} ({len} bytes) is not RAM"
+            ),
+            Self::Invalid {
+                source,
+                at,
+                len,
+                err,
+            } => write!(
+                f,
+                "next image refused: {source} at {at:#x} ({len} bytes): {err}"
+            ),
+            Self::Place(e) => write!(f, "{e}"),
+            Self::Fdt(e) => write!(f, "outgoing device tree: {e}"),
+            Self::NoFdt => write!(f, "no boot device tree to pass on (board defaults)"),
+        }
+    }
+}
+
+/// Checks `len` bytes at `at` as an Image; `need_stamp` requires baton's build stamp.
+fn check(
+    mem: &IdentityMem,
+    source: Source,
+    at: u64,
+    len: u64,
+    need_stamp: bool,
+) -> Result<ImageBytes, NextImageError> {
+    // SAFETY: the bytes are this image's pristine copy or the initrd, both reserved at boot
+    // and never written after the entry code.
+    let bytes = unsafe { mem.bytes(at, len) }.ok_or(NextImageError::NotRam { source, at, len })?;
+    let invalid = |err| NextImageError::Invalid {
+        source,
+        at,
+        len,
+        err,
+    };
+    let header = image::parse(bytes).map_err(invalid)?;
+    if need_stamp && header.stamp.is_none() {
+        return Err(invalid(ImageError::NotStamped));
+    }
+    Ok(ImageBytes {
+        source,
+        at,
+        len,
+        header,
+    })
+}
+
+/// What the chain enters next, and what it passes on as the next image's initrd.
+#[derive(Copy, Clone, Debug)]
+pub struct Plan {
+    pub next: ImageBytes,
+    /// This image's own copy, passed on so that the next image can come back to it (A/B).
+    pub pass_on: Option<ImageBytes>,
+}
+
+/// Chooses and checks the next image: the initrd if there is one (handing on our own copy
+/// as the next initrd), else our own pristine copy. Both must pass the header checks; our
+/// copy must carry the build stamp and match it (proof that it is unchanged).
+pub fn plan(
+    info: &BootInfo<'_>,
+    layout: &ImageLayout,
+    mem: &IdentityMem,
+) -> Result<Plan, NextImageError> {
+    let own = check(mem, Source::OwnCopy, layout.copy, layout.file_size, true)?;
+    match info.initrd.filter(|r| r.size > 0) {
+        Some(r) => Ok(Plan {
+            next: check(mem, Source::Initrd, r.base, r.size, false)?,
+            pass_on: Some(own),
+        }),
+        None => Ok(Plan {
+            next: own,
+            pass_on: None,
+        }),
+    }
+}
+
+/// Copies `len` bytes from `from` to `to` (disjoint RAM ranges) and cleans the destination
+/// to the point of coherency.
+fn copy_out(
+    mem: &IdentityMem,
+    source: Source,
+    from: u64,
+    to: u64,
+    len: u64,
+) -> Result<(), NextImageError> {
+    let n = len as usize;
+    let (Some(src), Some(dst)) = (mem.ptr(from, n), mem.ptr(to, n)) else {
+        return Err(NextImageError::NotRam {
+            source,
+            at: to,
+            len,
+        });
+    };
+    // SAFETY: both ranges are RAM (checked); `to` lies in free scratch, which nothing in
+    // this image uses, so the ranges are disjoint and nothing aliases the destination.
+    unsafe { core::ptr::copy_nonoverlapping(src, dst, n) };
+    clean(to, len);
+    Ok(())
+}
+
+fn clean(at: u64, len: u64) {
+    if len > 0 {
+        // SAFETY: callers pass RAM this image owns, identity mapped.
+        unsafe { arch::cache::clean_to_poc(at, len) };
+    }
+}
+
+/// Everything the jump needs beyond the plan.
+pub struct Outgoing<'a> {
+    pub info: &'a BootInfo<'a>,
+    pub el: ExceptionLevel,
+    pub handover: Handover,
+    /// The next image's command line.
+    pub bootargs: &'a str,
+    /// Client blobs (address, size) to clean.
+    pub blobs: &'a [(u64, u64)],
+    pub free_scratch: &'a [Region],
+}
+
+/// Places, cleans and enters the next image. Returns only on failure, before anything
+/// irreversible (the jump) happened.
+pub fn jump<M: PhysMem>(
+    mem: &IdentityMem,
+    kho: &Kho<M>,
+    plan: &Plan,
+    out: &Outgoing<'_>,
+) -> NextImageError {
+    match prepare(mem, kho, plan, out) {
+        Err(e) => e,
+        Ok((entry, fdt)) => {
+            drivers::console::flush();
+            // SAFETY: `prepare` placed a checked Image at `entry` (2 MiB boundary + its
+            // text_offset, image_size bytes free in scratch) and the FDT at `fdt`, and
+            // cleaned both and every byte of handover data to PoC. Single core, interrupts
+            // masked by the trampoline, no device programmed to interrupt or DMA (the timer
+            // is never armed; the console is drained above).
+            unsafe { arch::handover::jump_to_image(entry, fdt, out.el) }
+        }
+    }
+}
+
+fn prepare<M: PhysMem>(
+    mem: &IdentityMem,
+    kho: &Kho<M>,
+    plan: &Plan,
+    out: &Outgoing<'_>,
+) -> Result<(u64, u64), NextImageError> {
+    // Re-check what we are about to enter: the bytes must not have changed since boot.
+    let next = check(
+        mem,
+        plan.next.source,
+        plan.next.at,
+        plan.next.len,
+        plan.next.header.stamp.is_some(),
+    )?;
+    let pass_on = match plan.pass_on {
+        Some(p) => Some(check(mem, p.source, p.at, p.len, true)?),
+        None => None,
+    };
+    let boot_fdt = out.info.fdt.ok_or(NextImageError::NoFdt)?;
+    let mut placer = Placer::new(out.free_scratch.to_vec());
+    let entry = placer
+        .place_image(&next.header)
+        .map_err(NextImageError::Place)?;
+    let initrd = match pass_on {
+        Some(p) => {
+            let at = placer
+                .place_blob("initrd", p.len)
+                .map_err(NextImageError::Place)?;
+            Some((p, at))
+        }
+        None => None,
+    };
+    // SAFETY: the boot FDT is reserved and never written.
+    let fdt_in = unsafe { mem.bytes(boot_fdt.base, boot_fdt.size) }.ok_or(NextImageError::NoFdt)?;
+    let fdt_out = kho::bootfdt::rewrite(
+        fdt_in,
+        &ChosenUpdate {
+            kho_fdt: Some(out.handover.kho_fdt),
+            kho_scratch: Some(out.handover.scratch_array),
+            initrd: initrd.map(|(p, at)| Region {
+                start: at,
+                end: at + p.len,
+            }),
+            bootargs: Some(out.bootargs),
+        },
+    )
+    .map_err(NextImageError::Fdt)?;
+    let fdt_len = fdt_out.len() as u64;
+    let fdt_at = placer
+        .place_blob("device tree", fdt_len)
+        .map_err(NextImageError::Place)?;
+
+    copy_out(mem, next.source, next.at, entry, next.len)?;
+    if let Some((p, at)) = initrd {
+        copy_out(mem, p.source, p.at, at, p.len)?;
+    }
+    let dst = mem
+        .ptr(fdt_at, fdt_out.len())
+        .ok_or(NextImageError::NotRam {
+            source: Source::OwnCopy,
+            at: fdt_at,
+            len: fdt_len,
+        })?;
+    // SAFETY: `fdt_at` is free scratch (RAM, checked), disjoint from the heap vector.
+    unsafe { core::ptr::copy_nonoverlapping(fdt_out.as_ptr(), dst, fdt_out.len()) };
+    clean(fdt_at, fdt_len);
+
+    // Everything else the next image reads before its caches are on: the handover data.
+    let h = out.handover;
+    clean(h.kho_fdt.start, h.kho_fdt.size());
+    clean(h.scratch_array.start, h.scratch_array.size());
+    let mut pages = 0u64;
+    for p in kho.metadata_pages() {
+        clean(p, kho::PAGE_SIZE);
+        pages += 1;
+    }
+    for &(at, len) in out.blobs {
+        clean(at, len);
+    }
+    let mut data = 0u64;
+    match kho.blocks() {
+        Ok(blocks) => {
+            for (phys, order, _) in blocks {
+                let len = kho::PAGE_SIZE << order;
+                clean(phys, len);
+                data += len;
+            }
+        }
+        // The trees were just finalized by this image; a walk failure is a kho bug, and
+        // the next image will reject the handover. Say so rather than jump silently.
+        Err(e) => warn!("handover: cannot walk the preserved blocks to clean them: {e}"),
+    }
+    info!(
+        "handover: next image ({}) at {entry:#x} ({} bytes, image_size {:#x}), fdt at {fdt_at:#x} ({fdt_len} bytes){}; cleaned {pages} tree pages and {} KiB of preserved data to PoC; entering at {}",
+        next.source,
+        next.len,
+        next.header.image_size,
+        match initrd {
+            Some((p, at)) => alloc::format!(", initrd ({}) at {at:#x} ({} bytes)", p.source, p.len),
+            None => alloc::string::String::new(),
+        },
+        data / 1024,
+        out.el.handover_target()
+    );
+    if !next.header.anywhere() {
+        warn!("handover: the next image asks to sit near the base of DRAM; placing it in scratch anyway");
+    }
+    Ok((entry, fdt_at))
+}
