@@ -16,6 +16,12 @@ IMAGE_B  := build/Image-max-order-8
 STAMP    := $(CARGO) run -q -p tests --bin stamp-image --
 RPI4_DTB ?= ../shared/fixtures/dtb/bcm2711-rpi-4-b.dtb
 APPEND   ?=
+# The handover demo of `make run`: a short chain with its summary.
+RUN_GENERATIONS ?= 5
+# `make soak`: one QEMU process, the whole chain inside it, checked by the host runner.
+GENERATIONS ?= 1000
+SEED     ?=
+BOARD    ?= virt
 HOST     := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
 OBJCOPY  ?= $(shell rustc --print sysroot 2>/dev/null)/lib/rustlib/$(HOST)/bin/llvm-objcopy
 
@@ -28,14 +34,18 @@ RUN_TIMEOUT ?= 60
 CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
 APPEND_ARG := $(if $(APPEND),-append "$(APPEND)",)
 
-.PHONY: all image run run-el2 run-rpi4 run-rpi4-nodtb test test-host test-qemu gdb clippy fmt \
+.PHONY: all image image-b run run-boot soak rpi4-sdcard run-el2 run-rpi4 run-rpi4-nodtb test test-host test-qemu gdb clippy fmt \
         fmt-check deps boot-time clean help
 
 all: image
 
 help:
 	@echo "make            build $(IMAGE) (arm64 Image, boots on virt and raspi4b)"
-	@echo "make run        boot on QEMU virt (EL1), print the banner, exit 0"
+	@echo "make run        boot on QEMU virt (EL1) and run a $(RUN_GENERATIONS)-generation handover chain"
+	@echo "make run-boot   boot on QEMU virt, print the banner, exit 0 (no chain)"
+	@echo "make soak       GENERATIONS=1000 SEED= BOARD=virt|rpi4: long chain, report in target/soak/"
+	@echo "make image-b    build $(IMAGE_B) (MAX_ORDER 8, the cross-version image)"
+	@echo "make rpi4-sdcard  build/rpi4-sdcard: kernel8.img + config.txt for a real Pi 4"
 	@echo "make run-el2    boot on QEMU virt with virtualization=on (EL2 entry)"
 	@echo "make run-rpi4   boot on QEMU raspi4b with the Pi 4 device tree"
 	@echo "make run-rpi4-nodtb  boot on QEMU raspi4b without a device tree"
@@ -48,6 +58,8 @@ help:
 	@echo "variables: APPEND='loglevel=debug' PROFILE=release|debug QEMU=... RPI4_DTB=..."
 
 image: $(IMAGE)
+
+image-b: $(IMAGE_B)
 
 # Always ask cargo (it knows what changed); objcopy only when the ELF did.
 # objcopy, then the build stamp (CRC-32 in the header) that lets a running image prove its
@@ -72,7 +84,22 @@ deps:
 	@scripts/deps.sh
 
 run: deps image
+	timeout $(RUN_TIMEOUT) $(QEMU_VIRT) $(QEMU_IO) -kernel $(IMAGE) \
+		-append "baton.generations=$(RUN_GENERATIONS) $(APPEND)"
+
+# Boot only: the banner and a clean exit, no chain.
+run-boot: deps image
 	timeout $(RUN_TIMEOUT) $(QEMU_VIRT) $(QEMU_IO) -kernel $(IMAGE) $(APPEND_ARG)
+
+# A chain of GENERATIONS handovers in one QEMU process; report in target/soak/.
+soak: deps image
+	$(CARGO) run --release -q -p tests --bin soak -- --image $(IMAGE) --board $(BOARD) \
+		--generations $(GENERATIONS) $(if $(SEED),--seed $(SEED),) \
+		$(if $(APPEND),--extra-bootargs "$(APPEND)",)
+
+# A folder for the FAT boot partition of a real Raspberry Pi 4 (see README).
+rpi4-sdcard: image
+	scripts/rpi4-sdcard.sh $(IMAGE) build/rpi4-sdcard
 
 run-el2: deps image
 	timeout $(RUN_TIMEOUT) $(QEMU_EL2) $(QEMU_IO) -kernel $(IMAGE) $(APPEND_ARG)
@@ -91,10 +118,12 @@ test-host:
 	$(CARGO) test --workspace --exclude tests
 	$(CARGO) test -p tests --lib --bins
 
-# QEMU boot tests against build/Image.
-test-qemu: image
-	BATON_IMAGE=$(CURDIR)/$(IMAGE) BATON_RPI4_DTB=$(abspath $(RPI4_DTB)) QEMU=$(QEMU) \
-		$(CARGO) test -p tests --test boot
+# QEMU tests against build/Image (and image B for the cross-version chain): boots on every
+# board and EL, then the handover chains, damaged handovers and refused next images.
+test-qemu: image $(IMAGE_B)
+	BATON_IMAGE=$(CURDIR)/$(IMAGE) BATON_IMAGE_B=$(CURDIR)/$(IMAGE_B) \
+		BATON_RPI4_DTB=$(abspath $(RPI4_DTB)) QEMU=$(QEMU) \
+		$(CARGO) test -p tests --test boot --test handover
 
 gdb: image
 	@echo "QEMU is waiting for gdb on localhost:1234. In another shell:"

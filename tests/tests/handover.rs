@@ -1,0 +1,268 @@
+//! Handover chains in QEMU: one process, many generations, each image entering the next.
+//!
+//! Self-handover chains on virt at EL1 and EL2 and on raspi4b, the A/B cross-version chain
+//! (image A with MAX_ORDER 10 and image B with 8, each passing itself on as the other's
+//! initrd), one chain per kind of damaged handover (the next image must name the failed
+//! check, boot cold and go on), and hand-written bad Images that must be refused before
+//! any jump. Every `GEN` line is checked the way the soak runner checks it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tests::{boot_with_timeout, workspace_root, write_scratch, Board, Boot, Run};
+
+/// Exit statuses, as defined in board/src/exit.rs.
+const EXIT_NEXT_IMAGE: i32 = 6;
+
+/// One parsed `GEN` line.
+#[derive(Debug)]
+struct Gen {
+    n: u32,
+    cold: bool,
+    fields: Vec<(String, u64)>,
+}
+
+impl Gen {
+    fn get(&self, key: &str) -> u64 {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| *v)
+            .unwrap_or_else(|| panic!("GEN n={} has no {key}", self.n))
+    }
+}
+
+fn gens(run: &Run) -> Vec<Gen> {
+    run.output
+        .lines()
+        .filter_map(|l| l.split_once("GEN n=").map(|(_, rest)| rest))
+        .map(|rest| {
+            let mut fields = Vec::new();
+            for w in format!("n={rest}").split_whitespace() {
+                let (k, v) = w.split_once('=').expect("key=value");
+                fields.push((k.to_string(), v.parse().expect("number")));
+            }
+            let n = fields[0].1 as u32;
+            let cold = fields.iter().any(|(k, v)| k == "cold" && *v == 1);
+            Gen { n, cold, fields }
+        })
+        .collect()
+}
+
+/// Runs a chain of `generations` and checks every GEN line and the SOAK line: consecutive
+/// generations, nothing leaked or bad, constant total pages, cold exactly at `cold` (and
+/// generation 0), a handover time on every warm generation.
+fn chain(board: Board, generations: u32, bootargs: &str, opts: Boot, cold: &[u32]) -> Run {
+    let append = format!("baton.generations={generations} baton.seed=7 {bootargs}");
+    let opts = Boot {
+        append: Some(append),
+        memory: opts.memory.or(Some("256M")),
+        ..opts
+    };
+    let run = boot_with_timeout(board, &opts, Duration::from_secs(240));
+    run.expect_status(0);
+    let gs = gens(&run);
+    assert_eq!(gs.len(), generations as usize, "GEN lines\n{}", run.output);
+    let total = gs[0].get("total_pages");
+    for (i, g) in gs.iter().enumerate() {
+        assert_eq!(g.n, i as u32, "sequence\n{}", run.output);
+        let expect_cold = g.n == 0 || cold.contains(&g.n);
+        assert_eq!(g.cold, expect_cold, "cold at n={}\n{}", g.n, run.output);
+        assert_eq!(g.get("leaked"), 0, "n={}", g.n);
+        assert_eq!(g.get("bad_pages"), 0, "n={}", g.n);
+        assert_eq!(g.get("total_pages"), total, "n={}", g.n);
+        if g.cold {
+            assert_eq!(g.get("restored"), 0);
+        } else {
+            assert!(
+                g.get("restored") > 0 && g.get("verified_bytes") > 0,
+                "n={}",
+                g.n
+            );
+            assert!(g.get("handover_us") > 0, "n={}", g.n);
+        }
+    }
+    run.expect(&format!(
+        "SOAK generations={generations} cold={} ",
+        1 + cold.len()
+    ))
+    .expect("leaked=0 status=ok");
+    run
+}
+
+fn image_b() -> PathBuf {
+    std::env::var_os("BATON_IMAGE_B")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("build/Image-max-order-8"))
+}
+
+#[test]
+fn fifty_generations_on_virt_el1() {
+    let run = chain(Board::Virt, 50, "", Boot::default(), &[]);
+    run.expect("next image: own pristine copy")
+        .expect("entering at EL1");
+}
+
+#[test]
+fn fifty_generations_on_virt_el2() {
+    let run = chain(Board::VirtEl2, 50, "", Boot::default(), &[]);
+    run.expect("entered at EL2, running at EL1")
+        .expect("entering at EL2");
+}
+
+#[test]
+fn fifty_generations_on_raspi4b() {
+    let run = chain(Board::Rpi4, 50, "", Boot::default(), &[]);
+    run.expect("on rpi4 (Raspberry Pi 4 Model B), entered at EL2")
+        .expect("entering at EL2");
+    // The spin-table page stays reserved in every generation (its reservation may merge
+    // with a neighbouring one in the printout).
+    assert_eq!(run.output.matches("reserved: [0x000000000-").count(), 50);
+}
+
+#[test]
+fn image_a_and_b_alternate_across_max_orders() {
+    let b = image_b();
+    assert!(
+        b.is_file(),
+        "no image B at {} (make build/Image-max-order-8)",
+        b.display()
+    );
+    let opts = Boot {
+        extra: vec!["-initrd".into(), b.display().to_string()],
+        ..Boot::default()
+    };
+    let run = chain(Board::Virt, 30, "", opts, &[]);
+    run.expect("next image (initrd)")
+        .expect("initrd (own pristine copy)");
+    let orders: Vec<&str> = run
+        .output
+        .lines()
+        .filter_map(|l| l.split_once("(max order ").map(|(_, o)| o))
+        .collect();
+    assert_eq!(orders.len(), 30);
+    for (i, o) in orders.iter().enumerate() {
+        let want = if i % 2 == 0 { "10)" } else { "8)" };
+        assert_eq!(*o, want, "generation {i} ran the wrong image");
+    }
+}
+
+/// Damages every third handover (after generations 2, 5, 8): generations 3, 6 and 9 must
+/// name the failed check, boot cold and carry on.
+fn damaged(kind: &str, check: &str) {
+    let run = chain(
+        Board::Virt,
+        11,
+        &format!("baton.damage={kind} baton.damage-every=3"),
+        Boot::default(),
+        &[3, 6, 9],
+    );
+    run.expect(&format!("baton.damage={kind}: damaging"));
+    let rejected: Vec<&str> = run
+        .output
+        .lines()
+        .filter(|l| l.contains("handover ignored"))
+        .collect();
+    assert_eq!(rejected.len(), 3, "{}", run.output);
+    for l in rejected {
+        assert!(l.contains(check), "{kind}: expected {check:?} in {l:?}");
+        assert!(l.ends_with("booting cold"), "{l}");
+    }
+}
+
+#[test]
+fn leaf_bit_flip_is_caught_by_the_checksum() {
+    damaged("leaf-bitflip", "metadata CRC-32");
+}
+
+#[test]
+fn wild_table_pointer_is_caught() {
+    damaged("wild-pointer", "node 0x7fffdead0000 outside RAM");
+}
+
+#[test]
+fn impossible_order_is_caught() {
+    damaged("bad-order", "encodes order 31");
+}
+
+#[test]
+fn truncated_kho_fdt_is_caught() {
+    damaged("truncate-fdt", "does not fit the");
+}
+
+#[test]
+fn scratch_overlap_is_caught() {
+    damaged("scratch-overlap", "overlaps [");
+}
+
+/// Boots image A with `bytes` as its initrd (the next image): it must be refused before
+/// generation 0 runs, naming `check`, and nothing may be entered.
+fn refused(name: &str, bytes: &[u8], check: &str) {
+    let f = write_scratch(name, bytes);
+    let opts = Boot {
+        append: Some("baton.generations=3".into()),
+        extra: vec!["-initrd".into(), f.display().to_string()],
+        ..Boot::default()
+    };
+    let run = boot_with_timeout(Board::Virt, &opts, Duration::from_secs(60));
+    run.expect_status(EXIT_NEXT_IMAGE)
+        .expect("FAIL gen=0 check=handover detail=next image refused: initrd at 0x")
+        .expect(check);
+    assert!(!run.output.contains("GEN n="), "{}", run.output);
+    assert!(!run.output.contains("entering at"), "{}", run.output);
+}
+
+fn image_a() -> Vec<u8> {
+    std::fs::read(tests::image_path()).expect("read the Image")
+}
+
+fn set_u64(b: &mut [u8], off: usize, v: u64) {
+    b[off..off + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+#[test]
+fn text_file_is_not_an_image() {
+    refused(
+        "not-an-image",
+        b"#!/bin/sh\necho this is not an arm64 Image, it is a shell script padded out\n\n\n",
+        "magic: 0x",
+    );
+}
+
+#[test]
+fn big_endian_image_is_refused() {
+    let mut a = image_a();
+    set_u64(&mut a, 24, 0b1011);
+    refused("big-endian", &a, "flags: big-endian image");
+}
+
+#[test]
+fn sixty_four_k_page_image_is_refused() {
+    let mut a = image_a();
+    set_u64(&mut a, 24, 0b1110);
+    refused("64k-pages", &a, "flags: page size code 3");
+}
+
+#[test]
+fn image_size_smaller_than_file_is_refused() {
+    let mut a = image_a();
+    set_u64(&mut a, 16, 0x1000);
+    refused(
+        "small-image-size",
+        &a,
+        "image_size: 0x1000 smaller than the file",
+    );
+}
+
+#[test]
+fn changed_byte_breaks_the_stamp() {
+    let mut a = image_a();
+    let mid = a.len() / 2;
+    a[mid] ^= 0x01;
+    refused("one-bit-changed", &a, "stamp: stored CRC-32");
+}
+
+#[test]
+fn truncated_header_is_refused() {
+    refused("header-only", &image_a()[..40], "length: 40 bytes");
+}
