@@ -54,8 +54,9 @@ mod imp {
         // SAFETY: the caller guarantees a PL011 at `base`, device-mapped, used only by us.
         let mut uart = Uart::new(unsafe { UniqueMmioPointer::new(ptr) });
         if let Some(clock_hz) = clock_hz {
-            // Let the FIFO drain whatever firmware was still sending before reprogramming.
-            while uart.is_busy() {}
+            // Let whatever firmware was still sending leave before reprogramming (the PL011
+            // TRM's UARTCR note: wait for the end of the current character first).
+            wait_tx_idle(&uart);
             let config = LineConfig {
                 data_bits: DataBits::Bits8,
                 parity: Parity::None,
@@ -92,11 +93,20 @@ mod imp {
         write_fmt(args);
     }
 
-    /// Waits until every queued byte has left the UART (before powering off).
+    /// Waits until every queued byte has left the UART, stop bits included (before
+    /// powering off, and before a handover reprograms or abandons the UART).
     pub fn flush() {
         if let Some(uart) = CONSOLE.lock().as_ref() {
-            while uart.is_busy() {}
+            wait_tx_idle(uart);
         }
+    }
+
+    /// Spins until the transmitter is idle: TX FIFO empty (UARTFR.TXFE) and nothing in the
+    /// shift register (UARTFR.BUSY clear). PL011 TRM, "Flag Register, UARTFR": TXFE sets
+    /// as soon as the last byte moves to the shift register, while BUSY stays set until its
+    /// stop bit has been sent; both are checked so neither reading is trusted alone.
+    fn wait_tx_idle(uart: &Uart<'_>) {
+        while uart.is_busy() || !uart.is_tx_fifo_empty() {}
     }
 
     struct CrLf<'a, 'b>(&'a mut Uart<'b>);
