@@ -26,12 +26,17 @@ if [ -n "$missing" ]; then
             . /etc/os-release
             src=/etc/apt/sources.list.d/${VERSION_CODENAME}-backports.sources
             if [ "${VERSION_CODENAME:-}" = bookworm ] && [ ! -f "$src" ]; then
+                # Same mirror and keyring as the machine's own Debian source (a CI machine
+                # may use a mirror), falling back to Debian's defaults.
+                main=/etc/apt/sources.list.d/debian.sources
+                uri=$(sed -n 's/^URIs:[[:space:]]*//p' "$main" 2>/dev/null | head -n 1)
+                key=$(sed -n 's/^Signed-By:[[:space:]]*//p' "$main" 2>/dev/null | head -n 1)
                 cat > "$src" <<SRC
 Types: deb
-URIs: http://deb.debian.org/debian
+URIs: ${uri:-http://deb.debian.org/debian}
 Suites: bookworm-backports
 Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+Signed-By: ${key:-/usr/share/keyrings/debian-archive-keyring.gpg}
 SRC
             fi
         fi
