@@ -12,12 +12,12 @@ use core::fmt;
 
 /// Bytes of the header.
 pub const HEADER_SIZE: usize = 64;
-/// "ARM\x64" as a little-endian word, at [`OFF_MAGIC`].
-pub const MAGIC: u32 = 0x644d_5241;
+/// "ARM\x64" as a little-endian word, at [`OFF_MAGIC`] (the value baton's own header has).
+pub const MAGIC: u32 = arch::entry::IMAGE_MAGIC;
 /// Offset of `text_offset` (u64).
 pub const OFF_TEXT_OFFSET: usize = 8;
 /// Offset of `image_size` (u64).
-pub const OFF_IMAGE_SIZE: usize = 16;
+pub const OFF_IMAGE_SIZE: usize = arch::entry::IMAGE_SIZE_OFFSET;
 /// Offset of `flags` (u64).
 pub const OFF_FLAGS: usize = 24;
 /// Offset of `res3` (u64), where baton keeps its stamp.
