@@ -69,11 +69,18 @@ gpu_mem=64
 #   itself; the overlay matters to Linux (and needs overlays/disable-bt.dtbo).
 EOF
 
+# cmdline.txt: the firmware puts it into /chosen/bootargs (after words of its own, which
+# baton ignores). baton.generations= turns on the handover chain: each generation restores
+# and verifies what the previous one preserved, then enters the next image.
+GENERATIONS=${GENERATIONS:-20}
+echo "baton.generations=$GENERATIONS baton.seed=1 loglevel=info" >"$OUTDIR/cmdline.txt"
+
 cat >"$OUTDIR/README.txt" <<'EOF'
 baton on a Raspberry Pi 4 Model B: what goes on the SD card
 ============================================================
 
-This folder holds kernel8.img (baton's arm64 Image) and config.txt. Copy both into the
+This folder holds kernel8.img (baton's arm64 Image), config.txt and cmdline.txt (the
+bootargs: a 20-generation handover chain). Copy all three into the
 FAT32 boot partition of a micro-SD card (its first partition), next to these firmware files from the boot/ folder of the Raspberry Pi firmware
 repository, https://github.com/raspberrypi/firmware/tree/master/boot :
 
@@ -120,7 +127,12 @@ Timestamps, sizes and addresses vary; the lines to look for (in this order):
   [ ... ] INFO  baton: reserved: [0x000000000-0x000000fff]   (the spin-table page)
   [ ... ] INFO  baton: frames: ..., then heap: ... and free memory: ...
   [ ... ] INFO  baton: baton: ready (... s since the counter started)
-  (then whatever the workload prints)
+  [ ... ] INFO  baton: chain: generation 0 of 20, next image: own pristine copy at ...
+  [ ... ] INFO  baton: GEN n=0 cold=1 ... leaked=0 bad_pages=0 handover_us=0
+  [ ... ] INFO  baton: handover: next image (own pristine copy) at 0x...; ... entering at EL2
+  ... the same banner again, then GEN n=1 cold=0 restored=... leaked=0 ..., and so on to
+  [ ... ] INFO  baton: SOAK generations=20 cold=1 verified_bytes=... leaked=0 status=ok
+  A "FAIL gen=N check=... detail=..." line names the generation and the check that failed.
 
 The timestamps count from when the ARM timer started, so they include the firmware's own
 boot time. There is no semihosting on a real board, so at the end baton powers the SoC
@@ -129,5 +141,5 @@ Troubleshooting: README.md of the baton repository ("Raspberry Pi 4") and
 docs/hardware.md.
 EOF
 
-echo "rpi4-sdcard: $OUTDIR/kernel8.img ($size bytes), $OUTDIR/config.txt, $OUTDIR/README.txt"
+echo "rpi4-sdcard: $OUTDIR/kernel8.img ($size bytes), $OUTDIR/config.txt, $OUTDIR/cmdline.txt, $OUTDIR/README.txt"
 echo "rpi4-sdcard: copy them with start4.elf, fixup4.dat and bcm2711-rpi-4-b.dtb to the FAT boot partition (see $OUTDIR/README.txt)"
