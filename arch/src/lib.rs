@@ -2,8 +2,9 @@
 //!
 //! Owns the Image header and entry code, self-relocation, exception-level handling, the
 //! exception vectors, the MMU and caches, cache maintenance, the handover trampoline, the
-//! generic timer and the PSCI and semihosting calls. Target-only code is compiled only for
-//! `target_arch = "aarch64"`; the table-building and decoding logic also builds on the host.
+//! generic timer, the PSCI and semihosting calls, and the early lock (no exclusives while the
+//! MMU is off). Target-only code is compiled only for `target_arch = "aarch64"`; the
+//! table-building and decoding logic also builds on the host.
 #![cfg_attr(not(test), no_std)]
 
 pub mod cache; // cache maintenance by VA and by set/way
@@ -14,9 +15,11 @@ pub mod handover; // jump_to_image: the identity-mapped trampoline into the next
 pub mod mmu; // identity-map page tables and MMU enable
 pub mod psci; // PSCI SYSTEM_OFF / SYSTEM_RESET through hvc or smc
 pub mod semihosting; // SYS_EXIT and SYS_WRITE0 through `hlt #0xf000`
+pub mod sync; // EarlyMutex: a lock without exclusives while the MMU is off
 pub mod timer; // generic timer: counter and frequency
 
 pub use el::ExceptionLevel;
 pub use exceptions::ExceptionFrame;
 pub use mmu::{MapError, MemAttr, PageTableBuilder, TableAlloc};
 pub use psci::PsciMethod;
+pub use sync::{EarlyMutex, EarlyMutexGuard, EarlyRawMutex};

@@ -1,6 +1,7 @@
 //! The boot console: one PL011 driven through the `arm-pl011-uart` crate.
 //!
-//! Owns the single global UART handle. Writers take a spin lock; the fatal paths (panic,
+//! Owns the single global UART handle. Writers take an `arch::EarlyMutex` (no exclusives
+//! while the MMU is off: the console prints long before it); the fatal paths (panic,
 //! exception) may steal it, since baton runs on one core without interrupts and a held lock
 //! there means we faulted while printing. Before `init`, writes are dropped.
 
@@ -38,7 +39,7 @@ mod imp {
     use core::fmt::Write;
     use core::ptr::NonNull;
 
-    static CONSOLE: spin::Mutex<Option<Uart<'static>>> = spin::Mutex::new(None);
+    static CONSOLE: arch::EarlyMutex<Option<Uart<'static>>> = arch::EarlyMutex::new(None);
     static BASE: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
     /// Takes over the PL011 at `base` and programs it for 115200 8N1 from `clock_hz`; with

@@ -20,6 +20,12 @@ use crate::validate::{parse_scratch_array, validate, Block, Inputs, RestoreError
 /// Magic in bits 32..63 of a preserved block's first-page `private` ("KHOB").
 pub const PRIVATE_MAGIC: u64 = 0x4b48_4f42;
 
+/// Handovers ignored so far. Counted with a load and a store, never `fetch_add`: without
+/// LSE that is a load/store-exclusive loop, and `read_scratch` can reject before the MMU is
+/// on, where an exclusive may never succeed (docs/hardware.md, "Exclusives (locks) before
+/// the MMU is on"). A count is lost only if two writers interleave; baton counts on one
+/// core with interrupts masked. (Host tests on many threads may lose one: nothing asserts
+/// on this global.)
 static REJECTED: AtomicU64 = AtomicU64::new(0);
 
 /// How many handovers this image ignored because they failed validation or reservation.
@@ -146,7 +152,8 @@ pub fn read_scratch<M: PhysMem + ?Sized>(
 }
 
 fn note_rejection(e: &RestoreError) {
-    REJECTED.fetch_add(1, Ordering::Relaxed);
+    let n = REJECTED.load(Ordering::Relaxed);
+    REJECTED.store(n.saturating_add(1), Ordering::Relaxed);
     log::error!("kho: {e}; booting cold");
 }
 

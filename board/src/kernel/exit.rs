@@ -2,7 +2,8 @@
 //! SYSTEM_OFF (virt) or the BCM2711 watchdog (Pi 4). Also the panic handler and the fatal
 //! exception hook, which print what happened and exit non-zero.
 //!
-//! The fatal paths only use the emergency console writer (it steals the console lock).
+//! The fatal paths only use the emergency console writer (it steals the console lock), and
+//! only `try_lock` the exit path: a fatal path never waits for a lock.
 
 use arch::{ExceptionFrame, PsciMethod};
 use board::boards::PowerOff;
@@ -16,12 +17,13 @@ pub struct ExitPath {
     pub psci: Option<PsciMethod>,
 }
 
-static EXIT_PATH: spin::Once<ExitPath> = spin::Once::new();
+/// Set before the MMU is on: an `EarlyMutex`, not a `spin::Once` (no exclusives there).
+static EXIT_PATH: arch::EarlyMutex<Option<ExitPath>> = arch::EarlyMutex::new(None);
 static GUARD_PAGE: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(u64::MAX);
 
 /// Records the board's power-off path (first call wins).
 pub fn set_path(path: ExitPath) {
-    EXIT_PATH.call_once(|| path);
+    EXIT_PATH.lock().get_or_insert(path);
 }
 
 /// Records the stack guard page, so a fault in it is reported as a stack overflow.
@@ -34,7 +36,9 @@ pub fn exit(status: u32) -> ! {
     drivers::console::flush();
     arch::semihosting::exit(status);
     // Semihosting is missing: power off the board's own way (no status reaches anyone).
-    if let Some(p) = EXIT_PATH.get() {
+    // Held only inside `set_path`, which cannot fault: a held lock means no path is known.
+    let path = EXIT_PATH.try_lock().and_then(|p| *p);
+    if let Some(p) = path {
         match p.power_off {
             PowerOff::Psci => {
                 if let Some(m) = p.psci {

@@ -6,8 +6,11 @@
 //! takes blocks of pages from `mm` (at least 64 KiB). Rule: never allocate from the heap
 //! while holding the frame-allocator lock; the OOM handler only `try_lock`s it, so doing so
 //! fails the allocation (a clear panic) instead of deadlocking. Before a long stretch that
-//! holds the frame allocator (the workload), call [`reserve`].
+//! holds the frame allocator (the workload), call [`reserve`]. talc's lock is an
+//! `arch::EarlyRawMutex`: the boot arena is used before the MMU is on, where a spin lock's
+//! exclusives may never succeed.
 
+use arch::EarlyRawMutex;
 use core::alloc::Layout;
 use core::ptr::addr_of_mut;
 use talc::{OomHandler, Span, Talc, Talck};
@@ -59,7 +62,7 @@ fn grow(talc: &mut Talc<FrameOom>, order: u32) -> Result<(), ()> {
 }
 
 #[global_allocator]
-static ALLOCATOR: Talck<spin::Mutex<()>, FrameOom> = Talc::new(FrameOom {
+static ALLOCATOR: Talck<EarlyRawMutex, FrameOom> = Talc::new(FrameOom {
     grown_bytes: 0,
     boot_claimed: false,
 })

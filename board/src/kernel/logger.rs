@@ -37,6 +37,10 @@ impl Log for ConsoleLogger {
 /// Installs the console logger at `level`.
 pub fn init(level: LevelFilter) {
     // A second call only keeps the first logger; the level is updated either way.
-    let _ = log::set_logger(&LOGGER);
+    // `set_logger` is a compare-and-swap, which may never succeed with the MMU off (this
+    // runs before it; docs/hardware.md); the racy variant is a load and a store.
+    // SAFETY: no other `set_logger*` call can race this one: baton runs on one core with
+    // interrupts masked, and only `kernel_main` calls `init`.
+    let _ = unsafe { log::set_logger_racy(&LOGGER) };
     log::set_max_level(level);
 }

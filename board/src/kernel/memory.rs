@@ -3,16 +3,19 @@
 //! array is also taken from Memblock.
 //!
 //! Owns the two global memory objects: `MEMBLOCK` (boot-time, stays for inspection and the
-//! handover) and `FRAMES` (the buddy allocator every later page comes from).
+//! handover) and `FRAMES` (the buddy allocator every later page comes from). Both are
+//! `arch::EarlyMutex`es: MEMBLOCK is locked before the MMU is on, where a `spin::Mutex`'s
+//! exclusives may never succeed; FRAMES uses the same lock for consistency.
 
 use arch::mmu::{self, MapError, MemAttr, PageTableBuilder, TableAlloc};
+use arch::EarlyMutex;
 use board::bootinfo::{BootInfo, Region};
 use board::memmap;
 use core::mem::MaybeUninit;
 use mm::{FrameAllocator, Memblock, MmError, Page, Pfn, PhysAddr, Stats, PAGE_SIZE};
 
-pub static MEMBLOCK: spin::Mutex<Memblock> = spin::Mutex::new(Memblock::new());
-pub static FRAMES: spin::Mutex<Option<FrameAllocator<'static>>> = spin::Mutex::new(None);
+pub static MEMBLOCK: EarlyMutex<Memblock> = EarlyMutex::new(Memblock::new());
+pub static FRAMES: EarlyMutex<Option<FrameAllocator<'static>>> = EarlyMutex::new(None);
 
 /// A memory bring-up step failed.
 #[derive(Debug)]
@@ -90,6 +93,8 @@ pub struct MmuReport {
 /// Builds the identity map (RAM normal minus the stack guard page, devices nGnRE) and turns
 /// the MMU and caches on.
 pub fn enable_mmu(info: &BootInfo<'_>, guard_page: u64) -> Result<MmuReport, MemError> {
+    // Held across the SCTLR write: taken with a plain store (MMU off), released with a
+    // store-release once it is on; both are ordinary accesses either side.
     let mut mb = MEMBLOCK.lock();
     let mut alloc = MemblockTables {
         mb: &mut mb,
