@@ -24,6 +24,7 @@ SEED     ?=
 BOARD    ?= virt
 HOST     := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
 OBJCOPY  ?= $(shell rustc --print sysroot 2>/dev/null)/lib/rustlib/$(HOST)/bin/llvm-objcopy
+OBJDUMP  ?= $(dir $(OBJCOPY))llvm-objdump
 
 QEMU_VIRT  := $(QEMU) -M virt -cpu cortex-a72 -m 128M
 QEMU_EL2   := $(QEMU) -M virt,virtualization=on -cpu cortex-a72 -m 128M
@@ -34,7 +35,7 @@ RUN_TIMEOUT ?= 60
 CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
 APPEND_ARG := $(if $(APPEND),-append "$(APPEND)",)
 
-.PHONY: all image image-b run run-boot soak rpi4-sdcard run-el2 run-rpi4 run-rpi4-nodtb test test-host test-qemu gdb clippy fmt \
+.PHONY: all image image-b run run-boot soak rpi4-sdcard check-exclusives run-el2 run-rpi4 run-rpi4-nodtb test test-host test-qemu gdb clippy fmt \
         fmt-check deps boot-time clean help
 
 all: image
@@ -51,6 +52,7 @@ help:
 	@echo "make run-rpi4-nodtb  boot on QEMU raspi4b without a device tree"
 	@echo "make test       host unit tests, then the QEMU boot tests"
 	@echo "make gdb        QEMU virt halted with a gdb stub on :1234, and the gdb command"
+	@echo "make check-exclusives  no load/store-exclusive before the MMU is on (part of make test)"
 	@echo "make clippy     clippy, host and target, -D warnings"
 	@echo "make fmt        cargo fmt"
 	@echo "make boot-time  median time from QEMU start to the banner (5 runs)"
@@ -111,7 +113,13 @@ run-rpi4: deps image
 run-rpi4-nodtb: deps image
 	timeout $(RUN_TIMEOUT) $(QEMU_RPI4) $(QEMU_IO) -kernel $(IMAGE)
 
-test: deps image test-host test-qemu
+test: deps image test-host check-exclusives test-qemu
+
+# No load/store-exclusive before the MMU is on (a real Pi 4 would hang; QEMU cannot show
+# it): only EarlyRawMutex's CAS path may hold one, and every way into it reads SCTLR_EL1.
+check-exclusives: image
+	"$(OBJDUMP)" -d --demangle --no-show-raw-insn $(ELF) > build/baton.dis
+	python3 scripts/check-exclusives.py build/baton.dis
 
 # Host unit tests of every crate (mm, kho, board logic, arch table builder, drivers, harness).
 test-host:
