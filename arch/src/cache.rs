@@ -49,6 +49,20 @@ pub unsafe fn clean_invalidate_to_poc(start: u64, len: u64) {
     by_va!("civac", start, len);
 }
 
+/// Invalidates `[start, start + len)` to the point of coherency, discarding any cached
+/// copy: the next cached read comes from memory. For memory written with the caches off
+/// (the boot protocol only promises the loader *cleaned* the Image: a stale clean line may
+/// still sit in a cache and would shadow what was written with the caches off).
+///
+/// # Safety
+/// As for [`clean_to_poc`], and no cache may hold dirty data of the range that anyone needs
+/// (true while the D-cache has been off since entry: nothing could dirty a line). Whole lines
+/// are invalidated, so the same holds for the lines the range's ends share with neighbours.
+#[cfg(target_arch = "aarch64")]
+pub unsafe fn invalidate_to_poc(start: u64, len: u64) {
+    by_va!("ivac", start, len);
+}
+
 /// Invalidates the whole instruction cache to the point of unification.
 #[cfg(target_arch = "aarch64")]
 pub fn invalidate_icache_all() {

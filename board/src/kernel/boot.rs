@@ -92,7 +92,7 @@ pub extern "C" fn kernel_main(fdt_addr: u64, image_base: u64, entry_el: u64, rel
     // Before the first allocation: a handover restricts early allocations to its scratch.
     let mem = IdentityMem::new(&info, layout.stack_guard);
     let early = handover::discover(&info, &mem);
-    let mmu = match memory::enable_mmu(&info, layout.stack_guard) {
+    let mmu = match memory::enable_mmu(&info, image, layout.stack_guard) {
         Ok(r) => r,
         Err(e) => fail_memory(e),
     };

@@ -91,8 +91,13 @@ pub struct MmuReport {
 }
 
 /// Builds the identity map (RAM normal minus the stack guard page, devices nGnRE) and turns
-/// the MMU and caches on.
-pub fn enable_mmu(info: &BootInfo<'_>, guard_page: u64) -> Result<MmuReport, MemError> {
+/// the MMU and caches on. `image` (file, BSS, stacks, copy: everything this image wrote with
+/// the caches off) is invalidated first so no stale line from before entry shadows it.
+pub fn enable_mmu(
+    info: &BootInfo<'_>,
+    image: Region,
+    guard_page: u64,
+) -> Result<MmuReport, MemError> {
     // Held across the SCTLR write: taken with a plain store (MMU off), released with a
     // store-release once it is on; both are ordinary accesses either side.
     let mut mb = MEMBLOCK.lock();
@@ -116,6 +121,10 @@ pub fn enable_mmu(info: &BootInfo<'_>, guard_page: u64) -> Result<MmuReport, Mem
         // SAFETY: each page is ours and mapped (identity, or MMU off).
         unsafe { arch::cache::clean_invalidate_to_poc(pa, PAGE_SIZE) };
     }
+    // SAFETY: the D-cache has been off since entry, so no line of the image can be dirty
+    // with anything of ours: every write since entry went to memory. Invalidating only
+    // drops lines the loader may have left (it must clean the Image, need not invalidate).
+    unsafe { arch::cache::invalidate_to_poc(image.base, image.size) };
     // SAFETY: the map covers all RAM (code, stacks, data, FDT) and the console's device
     // range; the tables are in memory (cleaned above).
     unsafe { mmu::enable(pt.root()) };
