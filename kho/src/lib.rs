@@ -15,8 +15,6 @@
 //! scratch areas again, `FrameAllocator::new`, `Reserved::attach` -> `Incoming`, then
 //! `restore_folio` / `restore_pages` / `client`, `release_unclaimed`, `finish`.
 #![cfg_attr(not(test), no_std)]
-// `x % n != 0` stays: the workspace MSRV (1.85) predates `is_multiple_of`.
-#![allow(clippy::manual_is_multiple_of)]
 
 extern crate alloc;
 
