@@ -8,7 +8,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use crate::fdt::{Fdt, FdtWriteError, FdtWriter};
-use crate::phys::{PhysMem, PAGE_SIZE};
+use crate::phys::{read_page, PageBuf, PhysMem, PAGE_SIZE};
 
 /// Root `compatible` of the KHO FDT. Not `kho-v3`: the split tree is our extension.
 pub const COMPATIBLE: &str = "baton,kho-typed-v1";
@@ -64,16 +64,18 @@ impl MetaCrc {
         h.update(&split_root.to_le_bytes());
         MetaCrc(h)
     }
-    /// Adds one tree page (4096 bytes) read through `mem`; false if it is not RAM.
+    /// Adds one tree page (4096 bytes, page aligned) read through `mem`; false if it is not RAM.
     pub fn page<M: PhysMem + ?Sized>(&mut self, mem: &M, phys: u64) -> bool {
-        let Some(p) = mem.ptr(phys, PAGE_SIZE as usize) else {
+        let mut page = [0; PAGE_SIZE as usize];
+        if !read_page(mem, phys, &mut page) {
             return false;
-        };
-        // SAFETY: PhysMem promises a readable page at p; nothing writes it during this call
-        // (tree pages are only written by their owner, which holds &mut to do so).
-        let bytes = unsafe { core::slice::from_raw_parts(p as *const u8, PAGE_SIZE as usize) };
-        self.0.update(bytes);
+        }
+        self.page_bytes(&page);
         true
+    }
+    /// Adds one tree page already copied out of memory.
+    pub fn page_bytes(&mut self, page: &PageBuf) {
+        self.0.update(page);
     }
     /// Adds one client entry.
     pub fn client(&mut self, c: &ClientEntry) {

@@ -53,6 +53,52 @@ pub(crate) fn write_u64<M: PhysMem + ?Sized>(mem: &M, phys: u64, v: u64) -> bool
     true
 }
 
+/// 64-bit words in one page (one radix-tree table or leaf).
+pub(crate) const PAGE_WORDS: usize = (PAGE_SIZE / 8) as usize;
+
+/// One page copied out of memory, bytes as stored.
+pub type PageBuf = [u8; PAGE_SIZE as usize];
+
+/// Copies the page at `phys` (must be page aligned) into `out`; false if not RAM. The tree
+/// walks and the metadata checksum read each node once this way rather than word by word:
+/// one bounds check per page, and what a walk checks is exactly what it uses.
+pub(crate) fn read_page<M: PhysMem + ?Sized>(mem: &M, phys: u64, out: &mut PageBuf) -> bool {
+    if phys % PAGE_SIZE != 0 {
+        return false;
+    }
+    let Some(p) = mem.ptr(phys, out.len()) else {
+        return false;
+    };
+    // SAFETY: PhysMem promises out.len() valid bytes at p that no reference aliases; out is
+    // a distinct buffer of the same length.
+    unsafe { core::ptr::copy_nonoverlapping(p, out.as_mut_ptr(), out.len()) };
+    true
+}
+
+/// The first non-zero little-endian word of `page` at word index `from` or later: its index
+/// and value. Skips all-zero runs of 64 words with one comparison (tables and leaves are
+/// mostly zero).
+#[inline]
+pub(crate) fn next_nonzero_word(page: &PageBuf, from: usize) -> Option<(usize, u64)> {
+    const RUN: usize = 64;
+    let mut i = from;
+    while i < PAGE_WORDS {
+        let at = 8 * i;
+        if i % RUN == 0 && page[at..at + 8 * RUN] == [0u8; 8 * RUN] {
+            i += RUN;
+            continue;
+        }
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&page[at..at + 8]);
+        let w = u64::from_le_bytes(w);
+        if w != 0 {
+            return Some((i, w));
+        }
+        i += 1;
+    }
+    None
+}
+
 /// Copies `len` bytes at `phys` into a new vector, or `None` if not RAM.
 pub(crate) fn read_bytes<M: PhysMem + ?Sized>(
     mem: &M,

@@ -4,7 +4,7 @@
 //! clear, test, range queries and walks. Trusts its own nodes; input from a previous image is
 //! walked by `validate`, never by this module.
 
-use crate::phys::{read_u64, write_u64, PhysMem, PAGE_SIZE};
+use crate::phys::{next_nonzero_word, read_page, read_u64, write_u64, PageBuf, PhysMem, PAGE_SIZE};
 
 /// Bits of a key indexed by a leaf bitmap (32,768 bits = one page).
 pub const LEAF_BITS: u32 = 15;
@@ -215,7 +215,10 @@ impl Tree {
         page: &mut dyn FnMut(u64),
         key: &mut dyn FnMut(u64),
     ) -> Result<(), TreeError> {
-        walk_node(mem, self.root, TABLE_LEVELS, 0, page, key)
+        // One page buffer per level, reused down the tree.
+        let mut bufs: alloc::vec::Vec<PageBuf> =
+            alloc::vec![[0; PAGE_SIZE as usize]; TABLE_LEVELS as usize + 1];
+        walk_node(mem, self.root, TABLE_LEVELS, 0, &mut bufs, page, key)
     }
 
     /// Returns every node page to `src`.
@@ -248,27 +251,30 @@ fn walk_node<M: PhysMem + ?Sized>(
     node: u64,
     level: u32,
     prefix: u64,
+    bufs: &mut [PageBuf],
     page: &mut dyn FnMut(u64),
     key: &mut dyn FnMut(u64),
 ) -> Result<(), TreeError> {
     page(node);
-    if level == 0 {
-        for w in 0..(PAGE_SIZE / 8) {
-            let mut word =
-                read_u64(mem, node + 8 * w).ok_or(TreeError::NodeNotRam { phys: node })?;
+    // bufs[level] holds this node; the levels below are free for its children.
+    let (below, this) = bufs.split_at_mut(level as usize);
+    let words = &mut this[0];
+    if !read_page(mem, node, words) {
+        return Err(TreeError::NodeNotRam { phys: node });
+    }
+    let mut from = 0;
+    while let Some((i, w)) = next_nonzero_word(words, from) {
+        from = i + 1;
+        if level == 0 {
+            let mut word = w;
             while word != 0 {
                 let b = word.trailing_zeros() as u64;
-                key(prefix | (w * 64 + b));
+                key(prefix | (i as u64 * 64 + b));
                 word &= word - 1;
             }
-        }
-        return Ok(());
-    }
-    for i in 0..(PAGE_SIZE / 8) {
-        let child = read_u64(mem, node + 8 * i).ok_or(TreeError::NodeNotRam { phys: node })?;
-        if child != 0 {
-            let p = prefix | (i << (LEAF_BITS + TABLE_BITS * (level - 1)));
-            walk_node(mem, child, level - 1, p, page, key)?;
+        } else {
+            let p = prefix | ((i as u64) << (LEAF_BITS + TABLE_BITS * (level - 1)));
+            walk_node(mem, w, level - 1, p, below, page, key)?;
         }
     }
     Ok(())

@@ -12,7 +12,9 @@ use core::fmt;
 use crate::fdt::{Fdt, FdtError};
 use crate::format::{read_kho_fdt, ClientEntry, FormatError, MetaCrc, MAX_KHO_FDT_SIZE};
 use crate::key::{decode, BlockType, KeyError};
-use crate::phys::{read_bytes, read_u64, PhysMem, Region, PAGE_SIZE};
+use crate::phys::{
+    next_nonzero_word, read_bytes, read_page, read_u64, PageBuf, PhysMem, Region, PAGE_SIZE,
+};
 use crate::tree::{LEAF_BITS, TABLE_BITS, TABLE_LEVELS};
 
 /// Most tree pages a handover may have (4 GiB of metadata): bounds the walk.
@@ -327,7 +329,14 @@ struct Walker<'m, 'i, M: PhysMem + ?Sized> {
 }
 
 impl<M: PhysMem + ?Sized> Walker<'_, '_, M> {
-    fn check_node(&mut self, tree: TreeName, level: u32, phys: u64) -> Result<(), RestoreError> {
+    /// Checks a node address, then reads the node into `page` and adds it to the checksum.
+    fn check_node(
+        &mut self,
+        tree: TreeName,
+        level: u32,
+        phys: u64,
+        page: &mut PageBuf,
+    ) -> Result<(), RestoreError> {
         if phys % PAGE_SIZE != 0 {
             return Err(RestoreError::NodeMisaligned { tree, level, phys });
         }
@@ -350,43 +359,42 @@ impl<M: PhysMem + ?Sized> Walker<'_, '_, M> {
         if !self.seen.insert(phys) {
             return Err(RestoreError::NodeReachableTwice { tree, level, phys });
         }
-        self.crc.page(self.mem, phys);
+        if !read_page(self.mem, phys, page) {
+            return Err(RestoreError::NodeOutsideRam { tree, level, phys });
+        }
+        self.crc.page_bytes(page);
         Ok(())
     }
 
     /// Walks one tree iteratively (depth-first, index order), collecting raw keys.
     fn walk(&mut self, tree: TreeName, root: u64, keys: &mut Vec<u64>) -> Result<(), RestoreError> {
-        self.check_node(tree, TABLE_LEVELS, root)?;
-        // Stack of (node, level, next index, key prefix).
-        let mut stack: Vec<(u64, u32, u64, u64)> = Vec::with_capacity(TABLE_LEVELS as usize);
-        stack.push((root, TABLE_LEVELS, 0, 0));
+        // The node being walked at each level (leaves are level 0).
+        let mut bufs: Vec<PageBuf> =
+            alloc::vec![[0; PAGE_SIZE as usize]; TABLE_LEVELS as usize + 1];
+        self.check_node(tree, TABLE_LEVELS, root, &mut bufs[TABLE_LEVELS as usize])?;
+        // Stack of (level, next index, key prefix); bufs[level] holds the node.
+        let mut stack: Vec<(u32, usize, u64)> = Vec::with_capacity(TABLE_LEVELS as usize);
+        stack.push((TABLE_LEVELS, 0, 0));
         while let Some(top) = stack.last_mut() {
-            let (node, level, idx, prefix) = *top;
-            if idx == PAGE_SIZE / 8 {
+            let (level, from, prefix) = *top;
+            let Some((idx, child)) = next_nonzero_word(&bufs[level as usize], from) else {
                 stack.pop();
                 continue;
-            }
-            top.2 += 1;
-            let out = RestoreError::NodeOutsideRam {
-                tree,
-                level,
-                phys: node,
             };
-            let child = read_u64(self.mem, node + 8 * idx).ok_or(out.clone())?;
-            if child == 0 {
-                continue;
-            }
+            top.1 = idx + 1;
             let child_level = level - 1;
-            self.check_node(tree, child_level, child)?;
-            let p = prefix | (idx << (LEAF_BITS + TABLE_BITS * (level - 1)));
+            self.check_node(tree, child_level, child, &mut bufs[child_level as usize])?;
+            let p = prefix | ((idx as u64) << (LEAF_BITS + TABLE_BITS * (level - 1)));
             if child_level > 0 {
-                stack.push((child, child_level, 0, p));
+                stack.push((child_level, 0, p));
                 continue;
             }
-            for w in 0..PAGE_SIZE / 8 {
-                let mut word = read_u64(self.mem, child + 8 * w).ok_or(out.clone())?;
+            let leaf = &bufs[0];
+            let mut from = 0;
+            while let Some((w, mut word)) = next_nonzero_word(leaf, from) {
+                from = w + 1;
                 while word != 0 {
-                    keys.push(p | (w * 64 + u64::from(word.trailing_zeros())));
+                    keys.push(p | (w as u64 * 64 + u64::from(word.trailing_zeros())));
                     word &= word - 1;
                 }
             }
