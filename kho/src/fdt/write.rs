@@ -3,6 +3,8 @@
 //! Owns the bytes it builds and nothing else. Checks names and nesting as it goes so that the
 //! result always parses with `Fdt::parse`, `dtc` and libfdt.
 
+use alloc::collections::BTreeMap;
+use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -39,6 +41,8 @@ impl fmt::Display for FdtWriteError {
 pub struct FdtWriter {
     structure: Vec<u8>,
     strings: Vec<u8>,
+    /// Offset of every name in `strings`, so each is stored once.
+    names: BTreeMap<String, u32>,
     mem_reserve: Vec<(u64, u64)>,
     /// For each open node: has it got a child yet?
     open: Vec<bool>,
@@ -140,16 +144,13 @@ impl FdtWriter {
     }
 
     fn intern(&mut self, name: &str) -> Result<u32, FdtWriteError> {
-        let mut off = 0;
-        for s in self.strings.split(|&c| c == 0) {
-            if s == name.as_bytes() && off < self.strings.len() {
-                return u32::try_from(off).map_err(|_| FdtWriteError::TooLarge);
-            }
-            off += s.len() + 1;
+        if let Some(&off) = self.names.get(name) {
+            return Ok(off);
         }
         let off = u32::try_from(self.strings.len()).map_err(|_| FdtWriteError::TooLarge)?;
         self.strings.extend_from_slice(name.as_bytes());
         self.strings.push(0);
+        self.names.insert(String::from(name), off);
         Ok(off)
     }
 
