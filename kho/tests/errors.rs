@@ -157,9 +157,10 @@ fn kho_never_preserves_its_own_tree_pages() {
     // The tree pages are allocated order-0 pages: a raw preserve of the whole RAM below
     // scratch would cover them; it must be refused instead of recording a handover the next
     // image rejects.
+    let below = RAM_BASE + (1 << 20);
     let r = out
         .kho
-        .preserve_phys(&mut out.fa, RAM_BASE + (1 << 20), 8 << 20);
+        .preserve_phys(&mut out.fa, below, out.scratch.start - below);
     assert!(
         matches!(r, Err(KhoError::Overlaps { .. }) | Err(KhoError::Mm(_))),
         "{r:?}"
