@@ -61,14 +61,7 @@ SRC
     fi
 fi
 
-if command -v rustup >/dev/null 2>&1; then
-    # rust-toolchain.toml names the channel, target and components; this installs them.
-    if ! rustup target list --installed 2>/dev/null | grep -q aarch64-unknown-none; then
-        rustup show >/dev/null 2>&1 || rustup toolchain install
-    fi
-elif ! command -v cargo >/dev/null 2>&1; then
-    echo "deps: no Rust toolchain. Install rustup (https://rustup.rs), then run make again:"
-    echo "  rust-toolchain.toml installs stable + aarch64-unknown-none + llvm-tools."
-    exit 1
-fi
+# Rust: the toolchain, target and components that rust-toolchain.toml pins, installed
+# explicitly (rustup >= 1.28 installs nothing on its own) and checked down to the target's core.
+"$(dirname "$0")/toolchain.sh" || exit 1
 exit 0

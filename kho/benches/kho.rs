@@ -33,7 +33,7 @@ fn blocks(size: u64, mixed: bool) -> Vec<(u64, u32, BlockType)> {
         } else {
             0
         };
-        let kind = if mixed && x % 3 == 0 {
+        let kind = if mixed && x.is_multiple_of(3) {
             BlockType::Split
         } else {
             BlockType::Contig

@@ -325,7 +325,7 @@ impl Incoming {
         phys: u64,
     ) -> Result<(u32, BlockType), IncomingError> {
         let pfn = Pfn(phys >> PAGE_SHIFT);
-        if phys % PAGE_SIZE != 0 || !fa.contains(pfn) {
+        if !phys.is_multiple_of(PAGE_SIZE) || !fa.contains(pfn) {
             return Err(IncomingError::NotPreserved { phys });
         }
         let known = self.blocks.get(&pfn.0).copied();

@@ -359,7 +359,7 @@ impl<M: PhysMem> Kho<M> {
         phys: u64,
         size: u64,
     ) -> Result<(), KhoError> {
-        if phys % PAGE_SIZE != 0 || size % PAGE_SIZE != 0 || size == 0 {
+        if !phys.is_multiple_of(PAGE_SIZE) || !size.is_multiple_of(PAGE_SIZE) || size == 0 {
             return Err(KhoError::BadRange { phys, size });
         }
         self.preserve_range(fa, Pfn(phys >> PAGE_SHIFT), size >> PAGE_SHIFT, true)
@@ -497,7 +497,7 @@ impl<M: PhysMem> Kho<M> {
 
     /// Removes the blocks covering `[phys, phys + size)`, like `unpreserve_pages`.
     pub fn unpreserve_phys(&mut self, phys: u64, size: u64) -> Result<(), KhoError> {
-        if phys % PAGE_SIZE != 0 || size % PAGE_SIZE != 0 || size == 0 {
+        if !phys.is_multiple_of(PAGE_SIZE) || !size.is_multiple_of(PAGE_SIZE) || size == 0 {
             return Err(KhoError::BadRange { phys, size });
         }
         self.unpreserve_pages(Pfn(phys >> PAGE_SHIFT), size >> PAGE_SHIFT)

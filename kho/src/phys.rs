@@ -32,7 +32,7 @@ unsafe impl<T: PhysMem + ?Sized> PhysMem for &T {
 
 /// Reads the little-endian u64 at `phys` (must be 8-byte aligned), or `None` if not RAM.
 pub(crate) fn read_u64<M: PhysMem + ?Sized>(mem: &M, phys: u64) -> Option<u64> {
-    if phys % 8 != 0 {
+    if !phys.is_multiple_of(8) {
         return None;
     }
     let p = mem.ptr(phys, 8)? as *const u64;
@@ -42,7 +42,7 @@ pub(crate) fn read_u64<M: PhysMem + ?Sized>(mem: &M, phys: u64) -> Option<u64> {
 
 /// Writes `v` little-endian at `phys` (must be 8-byte aligned); false if not RAM.
 pub(crate) fn write_u64<M: PhysMem + ?Sized>(mem: &M, phys: u64, v: u64) -> bool {
-    if phys % 8 != 0 {
+    if !phys.is_multiple_of(8) {
         return false;
     }
     let Some(p) = mem.ptr(phys, 8) else {
@@ -63,7 +63,7 @@ pub type PageBuf = [u8; PAGE_SIZE as usize];
 /// walks and the metadata checksum read each node once this way rather than word by word:
 /// one bounds check per page, and what a walk checks is exactly what it uses.
 pub(crate) fn read_page<M: PhysMem + ?Sized>(mem: &M, phys: u64, out: &mut PageBuf) -> bool {
-    if phys % PAGE_SIZE != 0 {
+    if !phys.is_multiple_of(PAGE_SIZE) {
         return false;
     }
     let Some(p) = mem.ptr(phys, out.len()) else {
@@ -84,7 +84,7 @@ pub(crate) fn next_nonzero_word(page: &PageBuf, from: usize) -> Option<(usize, u
     let mut i = from;
     while i < PAGE_WORDS {
         let at = 8 * i;
-        if i % RUN == 0 && page[at..at + 8 * RUN] == [0u8; 8 * RUN] {
+        if i.is_multiple_of(RUN) && page[at..at + 8 * RUN] == [0u8; 8 * RUN] {
             i += RUN;
             continue;
         }

@@ -176,7 +176,7 @@ impl PreservedSet {
         order: u32,
         kind: BlockType,
     ) -> Result<(), SetError> {
-        if order > MAX_KEY_ORDER || phys % (PAGE_SIZE << order) != 0 {
+        if order > MAX_KEY_ORDER || !phys.is_multiple_of(PAGE_SIZE << order) {
             return Err(SetError::Misaligned { phys, order });
         }
         if let Some(other) = self.find_overlap(mem, phys, order)? {
@@ -238,7 +238,7 @@ impl PreservedSet {
         phys: u64,
         order: u32,
     ) -> Result<BlockType, SetError> {
-        if order > MAX_KEY_ORDER || phys % (PAGE_SIZE << order) != 0 {
+        if order > MAX_KEY_ORDER || !phys.is_multiple_of(PAGE_SIZE << order) {
             return Err(SetError::NotPreserved { phys, order });
         }
         let key = encode(phys, order);

@@ -291,7 +291,11 @@ pub fn parse_scratch_array<M: PhysMem + ?Sized>(
         size: array.size(),
     };
     let n = (array.size() / 16) as usize;
-    if array.size() % 16 != 0 || n == 0 || n > MAX_SCRATCH_AREAS || array.start % 8 != 0 {
+    if !array.size().is_multiple_of(16)
+        || n == 0
+        || n > MAX_SCRATCH_AREAS
+        || !array.start.is_multiple_of(8)
+    {
         return Err(bad);
     }
     if !in_ram(ram, &array) {
@@ -337,7 +341,7 @@ impl<M: PhysMem + ?Sized> Walker<'_, '_, M> {
         phys: u64,
         page: &mut PageBuf,
     ) -> Result<(), RestoreError> {
-        if phys % PAGE_SIZE != 0 {
+        if !phys.is_multiple_of(PAGE_SIZE) {
             return Err(RestoreError::NodeMisaligned { tree, level, phys });
         }
         let r = Region::new(phys, PAGE_SIZE);

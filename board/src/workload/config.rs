@@ -189,7 +189,7 @@ impl Config {
         let kind = self.damage?;
         let hit = match self.damage_every {
             None => self.generation == 0,
-            Some(k) => (self.generation + 1) % k == 0,
+            Some(k) => (self.generation + 1).is_multiple_of(k),
         };
         hit.then_some(kind)
     }

@@ -102,7 +102,7 @@ impl fmt::Display for DamageError {
 fn read_u64<M: PhysMem + ?Sized>(mem: &M, phys: u64) -> Result<u64, DamageError> {
     let p = mem
         .ptr(phys, 8)
-        .filter(|_| phys % 8 == 0)
+        .filter(|_| phys.is_multiple_of(8))
         .ok_or(DamageError::NotRam { phys })?;
     // SAFETY: PhysMem promises 8 readable bytes at p, 8-aligned like phys (checked); the
     // handover metadata is frozen after finalize, nothing else writes it.
@@ -112,7 +112,7 @@ fn read_u64<M: PhysMem + ?Sized>(mem: &M, phys: u64) -> Result<u64, DamageError>
 fn write_u64<M: PhysMem + ?Sized>(mem: &M, phys: u64, v: u64) -> Result<(), DamageError> {
     let p = mem
         .ptr(phys, 8)
-        .filter(|_| phys % 8 == 0)
+        .filter(|_| phys.is_multiple_of(8))
         .ok_or(DamageError::NotRam { phys })?;
     // SAFETY: as in read_u64; this image owns the metadata page and holds no reference to it.
     unsafe { (p as *mut u64).write_volatile(v.to_le()) };
@@ -238,7 +238,7 @@ pub fn inject<M: PhysMem + ?Sized>(
         }
         DamageKind::ScratchOverlap => {
             let a = h.scratch_array;
-            if a.end % PAGE == 0 {
+            if a.end.is_multiple_of(PAGE) {
                 return Err(DamageError::NoRoom);
             }
             write_u64(mem, a.end, root)?;

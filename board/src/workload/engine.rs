@@ -349,7 +349,7 @@ impl<M: PhysMem + ?Sized> Gen<'_, '_, '_, M> {
         }
         // Every even generation allocates a CONTIG block of the image's largest order (4 MiB
         // at order 10): an A -> B -> A chain hands it to an image that stops at order 8.
-        let order = if self.cfg.generation % 2 == 0 {
+        let order = if self.cfg.generation.is_multiple_of(2) {
             max
         } else {
             self.rng.range(2, u64::from(max.min(8))) as u32

@@ -20,8 +20,6 @@
 //!    `cfg.damage_now()` is `Some(kind)`, `h = damage::inject(kind, &mem, &h, alloc_page)`;
 //!    `args = next_bootargs(bootargs, &outcome.carried())`; `kho::bootfdt::rewrite` the boot
 //!    FDT with `h.kho_fdt`, `h.scratch_array` and `args`; jump.
-// `x % n != 0` stays: the workspace MSRV (1.85) predates `is_multiple_of`.
-#![allow(clippy::manual_is_multiple_of)]
 
 extern crate alloc;
 

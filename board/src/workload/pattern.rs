@@ -81,7 +81,7 @@ fn span<M: PhysMem + ?Sized>(
 ) -> Result<(*mut u8, usize), PatternError> {
     let bad = PatternError::NotRam { phys, len };
     let n = usize::try_from(len).map_err(|_| bad)?;
-    if phys % 8 != 0 {
+    if !phys.is_multiple_of(8) {
         return Err(bad);
     }
     Ok((mem.ptr(phys, n).ok_or(bad)?, n))

@@ -238,7 +238,7 @@ fn entry_at(b: &[u8], index: usize) -> Result<Entry, RecordError> {
         pattern: be_u64(b, 32),
         checksum: be_u64(b, 40),
     };
-    if phys % PAGE != 0 {
+    if !phys.is_multiple_of(PAGE) {
         return Err(bad("address not page aligned"));
     }
     if pages == 0 || pages > MAX_ENTRY_PAGES {
@@ -254,7 +254,7 @@ fn entry_at(b: &[u8], index: usize) -> Result<Entry, RecordError> {
         if !pages.is_power_of_two() {
             return Err(bad("page count of a block is not a power of two"));
         }
-        if phys % (pages * PAGE) != 0 {
+        if !phys.is_multiple_of(pages * PAGE) {
             return Err(bad("block not aligned to its size"));
         }
     }

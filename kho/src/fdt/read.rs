@@ -176,8 +176,8 @@ impl<'a> Fdt<'a> {
             let end = u64::from(off) + u64::from(size);
             if end > u64::from(totalsize)
                 || (off as usize) < FDT_HEADER_SIZE
-                || off % align != 0
-                || size % align != 0
+                || !off.is_multiple_of(align)
+                || !size.is_multiple_of(align)
             {
                 Err(FdtError::BlockOutOfBounds {
                     block: name,
