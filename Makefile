@@ -22,7 +22,7 @@ RUN_GENERATIONS ?= 5
 GENERATIONS ?= 1000
 SEED     ?=
 BOARD    ?= virt
-HOST     := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
+HOST      = $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
 OBJCOPY  ?= $(shell rustc --print sysroot 2>/dev/null)/lib/rustlib/$(HOST)/bin/llvm-objcopy
 OBJDUMP  ?= $(dir $(OBJCOPY))llvm-objdump
 
