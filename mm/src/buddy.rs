@@ -82,9 +82,9 @@ impl FrameAllocator<'_> {
     /// The returned first frame is clean (no flags, order 0). `order <= max_order`.
     #[inline]
     pub(crate) fn take_block(&mut self, order: u32) -> Result<usize, MmError> {
-        let avail = self.nonempty & !((1u32 << order) - 1);
+        let mut avail = self.nonempty & !((1u32 << order) - 1);
         if avail == 0 {
-            return Err(MmError::OutOfMemory { order });
+            avail = self.refill(order)?;
         }
         let mut k = avail.trailing_zeros();
         let idx = self.pop_front(k);
@@ -95,6 +95,21 @@ impl FrameAllocator<'_> {
         }
         self.free -= 1u64 << order;
         Ok(idx)
+    }
+
+    /// The lists hold nothing of `order` or above: initialise deferred chunks until they
+    /// do. Returns the new non-empty mask of orders `>= order`.
+    #[cold]
+    fn refill(&mut self, order: u32) -> Result<u32, MmError> {
+        loop {
+            if !self.init_next_deferred() {
+                return Err(MmError::OutOfMemory { order });
+            }
+            let avail = self.nonempty & !((1u32 << order) - 1);
+            if avail != 0 {
+                return Ok(avail);
+            }
+        }
     }
 
     /// Puts the clean block at `idx` (aligned, `order <= max_order`) on the free lists,

@@ -103,6 +103,12 @@ pub enum MmError {
     TooManyFrames { frames: u64 },
     /// A memblock table is full.
     MemblockFull,
+    /// The frame is free RAM whose descriptor is not initialised yet (deferred init):
+    /// nothing can hold it, so it cannot be freed, claimed or queried.
+    Deferred { pfn: Pfn },
+    /// Ranges handed to `FrameAllocator::new_deferred` as preserved are not sorted and
+    /// disjoint, or are not RAM: the first offending range starts at `pfn`.
+    BadPreservedRange { pfn: Pfn },
     /// A range is empty, inverted or beyond the physical address space.
     InvalidRange { start: PhysAddr, end: PhysAddr },
     /// An alignment that is not a power of two.
@@ -144,6 +150,14 @@ impl fmt::Display for MmError {
                 write!(f, "{frames} frames exceed the descriptor index space")
             }
             MmError::MemblockFull => f.write_str("memblock table full"),
+            MmError::Deferred { pfn } => write!(
+                f,
+                "pfn {pfn} is free and its descriptor not yet initialised (deferred init)"
+            ),
+            MmError::BadPreservedRange { pfn } => write!(
+                f,
+                "preserved range at pfn {pfn} is not RAM, or not sorted and disjoint from the previous one"
+            ),
             MmError::InvalidRange { start, end } => write!(f, "invalid range [{start}, {end})"),
             MmError::InvalidAlign { align } => {
                 write!(f, "alignment {align:#x} is not a power of two")

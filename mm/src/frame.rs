@@ -2,7 +2,9 @@
 //!
 //! Owns the descriptor array (one `Page` per RAM frame, grouped in per-range sections so
 //! holes cost nothing) and the counters. The buddy lists live in `buddy`, the Linux
-//! refcount API in `refs`, restore support in `restore`. Never touches frame contents.
+//! refcount API in `refs`, restore support in `restore`, deferred descriptor init in
+//! `deferred`. Never touches frame contents, and never reads the descriptor of a frame
+//! whose chunk is still deferred.
 
 use core::fmt;
 use core::mem::MaybeUninit;
@@ -20,6 +22,8 @@ pub(crate) struct Section {
     pub(crate) base: u64,
     pub(crate) end: u64,
     pub(crate) first: u32,
+    /// Global index of the section's first deferred-init chunk (`deferred::CHUNK_ORDER`).
+    pub(crate) first_chunk: u32,
 }
 
 /// What mm knows about an allocated block.
@@ -35,13 +39,16 @@ pub enum BlockKind {
 
 /// Allocator statistics, in frames unless said otherwise.
 ///
-/// Invariant: `free + reserved + allocated + bad == total`.
+/// Invariant: `free + deferred + reserved + allocated + bad == total`.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct Stats {
     /// RAM frames with a descriptor.
     pub total: u64,
     /// Frames on the buddy free lists.
     pub free: u64,
+    /// Free frames whose descriptors are not initialised yet (deferred init): not on the
+    /// lists, handed to them chunk by chunk on demand or by `init_deferred`.
+    pub deferred: u64,
     /// RESERVED frames (image, FDT, firmware, preserved blocks not yet claimed).
     pub reserved: u64,
     /// Frames handed out (allocated or claimed) and not yet freed.
@@ -60,9 +67,10 @@ impl fmt::Display for Stats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "mm: {} KiB total, {} KiB free, {} KiB reserved, {} KiB allocated, {} bad pages; free blocks by order:",
+            "mm: {} KiB total, {} KiB free, {} KiB deferred, {} KiB reserved, {} KiB allocated, {} bad pages; free blocks by order:",
             self.total * PAGE_SIZE / 1024,
             self.free * PAGE_SIZE / 1024,
+            self.deferred * PAGE_SIZE / 1024,
             self.reserved * PAGE_SIZE / 1024,
             self.allocated * PAGE_SIZE / 1024,
             self.bad
@@ -88,6 +96,13 @@ pub struct FrameAllocator<'a> {
     pub(crate) nonempty: u32,
     pub(crate) total: u64,
     pub(crate) free: u64,
+    /// Frames in chunks whose descriptors are not written yet (all of them free RAM).
+    pub(crate) deferred: u64,
+    /// One bit per chunk, set once its descriptors are initialised. Empty (and never
+    /// read) when the allocator was built eagerly.
+    pub(crate) chunk_ready: &'a mut [u64],
+    /// Every chunk below this index is initialised (where on-demand init looks first).
+    pub(crate) chunk_cursor: u32,
     pub(crate) reserved: u64,
     pub(crate) allocated: u64,
     pub(crate) bad: u64,
@@ -130,35 +145,7 @@ impl<'a> FrameAllocator<'a> {
         storage: &'a mut [MaybeUninit<Page>],
         max_order: u32,
     ) -> Result<Self, MmError> {
-        if max_order > MAX_ORDER_CAP {
-            return Err(MmError::OrderTooLarge {
-                order: max_order,
-                max: MAX_ORDER_CAP,
-            });
-        }
-        let mut sections = [Section::default(); MEMBLOCK_CAP];
-        let mut nsections = 0;
-        let mut total: u64 = 0;
-        for r in mb.memory() {
-            let (base, end) = r.inner_pfns();
-            if base.0 >= end.0 {
-                continue;
-            }
-            let frames = end.0 - base.0;
-            // Descriptor indices are u32 with u32::MAX meaning "none".
-            if total + frames >= u64::from(NONE) || nsections >= sections.len() {
-                return Err(MmError::TooManyFrames {
-                    frames: total + frames,
-                });
-            }
-            sections[nsections] = Section {
-                base: base.0,
-                end: end.0,
-                first: total as u32,
-            };
-            nsections += 1;
-            total += frames;
-        }
+        let (sections, nsections, total) = Self::layout(mb, max_order)?;
         let needed = total as usize;
         if storage.len() < needed {
             return Err(MmError::StorageTooSmall {
@@ -178,25 +165,7 @@ impl<'a> FrameAllocator<'a> {
         // invalid bit patterns beyond what `write` stored, and the borrow keeps lifetime 'a.
         let pages: &'a mut [Page] =
             unsafe { &mut *(storage as *mut [MaybeUninit<Page>] as *mut [Page]) };
-        let mut fa = FrameAllocator {
-            pages,
-            sections,
-            nsections,
-            max_order,
-            free_head: [NONE; NR_ORDERS],
-            free_blocks: [0; NR_ORDERS],
-            nonempty: 0,
-            total,
-            free: 0,
-            reserved: total,
-            allocated: 0,
-            bad: 0,
-            bad_events: 0,
-            checks: true,
-            full_scan: false,
-            private_set: 0,
-            raw_refcounts: false,
-        };
+        let mut fa = Self::assemble(pages, &mut [], sections, nsections, total, max_order);
         for r in mb.reserved_noinit() {
             let (s, e) = r.outer_pfns();
             fa.for_each_ram_piece(s.0, e.0, |fa, first, n| {
@@ -216,6 +185,103 @@ impl<'a> FrameAllocator<'a> {
             });
         }
         Ok(fa)
+    }
+
+    /// An allocator over `pages` (not written here) with every frame counted reserved and
+    /// no free block: the common start of `new` and `new_deferred`.
+    pub(crate) fn empty(
+        mb: &Memblock,
+        pages: &'a mut [Page],
+        chunk_ready: &'a mut [u64],
+        max_order: u32,
+    ) -> Result<Self, MmError> {
+        let (sections, nsections, total) = Self::layout(mb, max_order)?;
+        if pages.len() < total as usize {
+            return Err(MmError::StorageTooSmall {
+                needed: total as usize,
+                got: pages.len(),
+            });
+        }
+        Ok(Self::assemble(
+            pages,
+            chunk_ready,
+            sections,
+            nsections,
+            total,
+            max_order,
+        ))
+    }
+
+    /// The RAM sections of `mb` (descriptor and chunk offsets) and the frame total.
+    fn layout(
+        mb: &Memblock,
+        max_order: u32,
+    ) -> Result<([Section; MEMBLOCK_CAP], usize, u64), MmError> {
+        if max_order > MAX_ORDER_CAP {
+            return Err(MmError::OrderTooLarge {
+                order: max_order,
+                max: MAX_ORDER_CAP,
+            });
+        }
+        let mut sections = [Section::default(); MEMBLOCK_CAP];
+        let mut nsections = 0;
+        let mut total: u64 = 0;
+        let mut chunks: u64 = 0;
+        for r in mb.memory() {
+            let (base, end) = r.inner_pfns();
+            if base.0 >= end.0 {
+                continue;
+            }
+            let frames = end.0 - base.0;
+            // Descriptor indices are u32 with u32::MAX meaning "none".
+            if total + frames >= u64::from(NONE) || nsections >= sections.len() {
+                return Err(MmError::TooManyFrames {
+                    frames: total + frames,
+                });
+            }
+            sections[nsections] = Section {
+                base: base.0,
+                end: end.0,
+                first: total as u32,
+                first_chunk: chunks as u32,
+            };
+            nsections += 1;
+            total += frames;
+            chunks += crate::deferred::chunks_of(base.0, end.0);
+        }
+        Ok((sections, nsections, total))
+    }
+
+    fn assemble(
+        pages: &'a mut [Page],
+        chunk_ready: &'a mut [u64],
+        sections: [Section; MEMBLOCK_CAP],
+        nsections: usize,
+        total: u64,
+        max_order: u32,
+    ) -> Self {
+        FrameAllocator {
+            pages,
+            sections,
+            nsections,
+            max_order,
+            free_head: [NONE; NR_ORDERS],
+            free_blocks: [0; NR_ORDERS],
+            nonempty: 0,
+            total,
+            free: 0,
+            deferred: 0,
+            chunk_ready,
+            chunk_cursor: 0,
+            reserved: total,
+            allocated: 0,
+            bad: 0,
+            bad_events: 0,
+            checks: true,
+            full_scan: false,
+            private_set: 0,
+            raw_refcounts: false,
+        }
     }
 
     /// Calls `f(self, first_index, count)` for each part of frames `[start, end)` that is
@@ -245,9 +311,10 @@ impl<'a> FrameAllocator<'a> {
         self.max_order
     }
 
-    /// Whether `pfn` is a RAM frame with a descriptor.
+    /// Whether `pfn` is a RAM frame managed by this allocator (its descriptor may still be
+    /// deferred).
     pub fn contains(&self, pfn: Pfn) -> bool {
-        self.index(pfn).is_ok()
+        self.is_ram(pfn)
     }
 
     /// The RAM ranges covered by descriptors, as frame ranges `[start, end)`.
@@ -300,6 +367,9 @@ impl<'a> FrameAllocator<'a> {
         };
         match secs.get(s) {
             Some(sec) if sec.base <= pfn.0 && pfn.0 < sec.end => {
+                if self.deferred != 0 && !self.chunk_is_ready(sec, pfn.0) {
+                    return Err(MmError::Deferred { pfn });
+                }
                 Ok((sec.first as u64 + pfn.0 - sec.base) as usize)
             }
             _ => Err(MmError::NotRam { pfn }),
@@ -323,6 +393,13 @@ impl<'a> FrameAllocator<'a> {
         let end = pfn.0 + (1u64 << order);
         if end > sec.end {
             return Err(MmError::NotRam { pfn: Pfn(sec.end) });
+        }
+        // A block larger than a chunk spans several: each must be initialised (the first
+        // one is, `index` checked it).
+        if self.deferred != 0 && order > crate::deferred::CHUNK_ORDER {
+            if let Some(c) = self.first_deferred_in(sec, pfn.0, end) {
+                return Err(MmError::Deferred { pfn: Pfn(c) });
+            }
         }
         Ok(idx)
     }
@@ -419,6 +496,7 @@ impl<'a> FrameAllocator<'a> {
         Stats {
             total: self.total,
             free: self.free,
+            deferred: self.deferred,
             reserved: self.reserved,
             allocated: self.allocated,
             bad: self.bad,

@@ -10,12 +10,14 @@
 //! - `buddy`: the per-order free lists.
 //! - `refs`: alloc/free, folios, `split_page`, get/put, free-path checks.
 //! - `restore`: claiming and releasing reserved (preserved) blocks.
+//! - `deferred`: deferred descriptor init (`new_deferred`, on-demand and bulk init).
 //! - `error`: `MmError`, `BadPage`.
 #![cfg_attr(not(test), no_std)]
 #![deny(missing_docs)]
 
 mod addr;
 mod buddy;
+mod deferred;
 mod error;
 mod frame;
 mod memblock;
@@ -24,6 +26,7 @@ mod refs;
 mod restore;
 
 pub use addr::{Pfn, PhysAddr, PhysRange, PAGE_SHIFT, PAGE_SIZE};
+pub use deferred::{DeferredStorage, CHUNK_ORDER};
 pub use error::{BadPage, BadPageReason, MmError};
 pub use frame::{BlockKind, FrameAllocator, Stats};
 pub use memblock::{Memblock, MEMBLOCK_CAP};
@@ -50,3 +53,5 @@ const _: () = assert!(MAX_ORDER <= MAX_ORDER_CAP);
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_deferred;

@@ -48,7 +48,11 @@ const ONE_BLOCK: Layout = Layout {
 
 fn assert_stats_consistent(fa: &FrameAllocator) {
     let s = fa.stats();
-    assert_eq!(s.free + s.reserved + s.allocated + s.bad, s.total, "{s:?}");
+    assert_eq!(
+        s.free + s.deferred + s.reserved + s.allocated + s.bad,
+        s.total,
+        "{s:?}"
+    );
     let by_order: u64 = s
         .free_per_order
         .iter()
@@ -1056,7 +1060,7 @@ fn stats_display_for_the_banner() {
         let s = format!("{}", fa.stats());
         assert_eq!(
             s,
-            "mm: 4096 KiB total, 4096 KiB free, 0 KiB reserved, 0 KiB allocated, 0 bad pages; free blocks by order: 0 0 0 0 0 0 0 0 0 0 1"
+            "mm: 4096 KiB total, 4096 KiB free, 0 KiB deferred, 0 KiB reserved, 0 KiB allocated, 0 bad pages; free blocks by order: 0 0 0 0 0 0 0 0 0 0 1"
         );
     });
 }

@@ -1,0 +1,334 @@
+//! Deferred descriptor init: an allocator that starts by writing only the descriptors of
+//! memory something holds (reserved ranges, preserved blocks) and leaves the rest of RAM
+//! for later, as Linux defers struct-page init.
+//!
+//! Owns the chunk bitmap and the deferred -> free transition. A chunk is `2^CHUNK_ORDER`
+//! frames, pfn aligned and cut at section edges: the largest buddy block, so no buddy
+//! lookup ever leaves the chunk it starts in and a deferred chunk is never read. Every
+//! frame of a deferred chunk is free RAM; it reaches the free lists when an allocation
+//! finds them empty, or through `init_deferred`.
+
+use crate::addr::{Pfn, PhysRange};
+use crate::error::MmError;
+use crate::frame::{FrameAllocator, Section};
+use crate::memblock::Memblock;
+use crate::page::{Page, PageFlags};
+use crate::MAX_ORDER_CAP;
+
+/// Order of a deferred-init chunk: the largest order any allocator instance may use.
+pub const CHUNK_ORDER: u32 = MAX_ORDER_CAP;
+
+const _: () = assert!(CHUNK_ORDER >= crate::MAX_ORDER_CAP);
+
+/// Chunks of a section of frames `[base, end)`.
+pub(crate) const fn chunks_of(base: u64, end: u64) -> u64 {
+    if base >= end {
+        0
+    } else {
+        ((end - 1) >> CHUNK_ORDER) - (base >> CHUNK_ORDER) + 1
+    }
+}
+
+/// What [`FrameAllocator::new_deferred`] needs from its caller, in elements.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct DeferredStorage {
+    /// Descriptors (`Page`s): one per RAM frame.
+    pub descriptors: usize,
+    /// Words (`u64`) of the chunk bitmap: one bit per chunk.
+    pub chunk_words: usize,
+}
+
+impl DeferredStorage {
+    /// The storage for the RAM of `mb`.
+    pub fn for_memblock(mb: &Memblock) -> Self {
+        let mut frames = 0u64;
+        let mut chunks = 0u64;
+        for r in mb.memory() {
+            let (b, e) = r.inner_pfns();
+            if b.0 < e.0 {
+                frames += e.0 - b.0;
+                chunks += chunks_of(b.0, e.0);
+            }
+        }
+        DeferredStorage {
+            descriptors: frames as usize,
+            chunk_words: chunks.div_ceil(64) as usize,
+        }
+    }
+
+    /// Bytes of both arrays, the descriptors first (the bitmap follows, 8-byte aligned).
+    pub fn bytes(&self) -> u64 {
+        self.descriptors as u64 * Page::SIZE as u64 + self.chunk_words as u64 * 8
+    }
+}
+
+impl<'a> FrameAllocator<'a> {
+    /// Builds the allocator writing only the descriptors of chunks that hold a reserved
+    /// range of `mb` or a `preserved` range; every other frame stays deferred (counted in
+    /// `Stats::deferred`) until an allocation needs it or [`Self::init_deferred`] runs.
+    ///
+    /// `preserved`: page-aligned RAM ranges, sorted and disjoint (a previous image's
+    /// preserved blocks and metadata); they become RESERVED | NOINIT frames, as
+    /// `Memblock::reserve_noinit` ranges would, with no table to hold them. `pages` may
+    /// hold any bytes (every bit pattern is a valid `Page`): a descriptor is written before
+    /// it is first read. Cost: O(touched chunks × 2^CHUNK_ORDER + ranges), not O(RAM).
+    pub fn new_deferred<I>(
+        mb: &Memblock,
+        pages: &'a mut [Page],
+        chunk_ready: &'a mut [u64],
+        max_order: u32,
+        preserved: I,
+    ) -> Result<Self, MmError>
+    where
+        I: IntoIterator<Item = PhysRange>,
+        I::IntoIter: Clone,
+    {
+        let need = DeferredStorage::for_memblock(mb);
+        if pages.len() < need.descriptors {
+            return Err(MmError::StorageTooSmall {
+                needed: need.descriptors,
+                got: pages.len(),
+            });
+        }
+        if chunk_ready.len() < need.chunk_words {
+            return Err(MmError::StorageTooSmall {
+                needed: need.chunk_words,
+                got: chunk_ready.len(),
+            });
+        }
+        let chunk_ready = &mut chunk_ready[..need.chunk_words];
+        chunk_ready.fill(0);
+        let mut fa = Self::empty(mb, &mut pages[..need.descriptors], chunk_ready, max_order)?;
+        fa.deferred = fa.total;
+        fa.reserved = 0;
+
+        for r in mb.reserved() {
+            let (s, e) = r.outer_pfns();
+            fa.ready_chunks(s.0, e.0);
+        }
+        for r in mb.reserved_noinit() {
+            let (s, e) = r.outer_pfns();
+            fa.mark_noinit(s.0, e.0);
+        }
+        let preserved = preserved.into_iter();
+        let mut prev_end = 0u64;
+        for r in preserved.clone() {
+            let (s, e) = r.outer_pfns();
+            if s.0 < prev_end || s.0 >= e.0 || fa.ram_frames_in(s.0, e.0) != e.0 - s.0 {
+                return Err(MmError::BadPreservedRange { pfn: s });
+            }
+            prev_end = e.0;
+            fa.ready_chunks(s.0, e.0);
+            fa.mark_noinit(s.0, e.0);
+        }
+
+        // Free RAM = memblock's free ranges minus the preserved ranges; only its parts in
+        // initialised chunks go to the lists now (the rest is already counted deferred).
+        let mut pres = preserved.map(|r| r.outer_pfns()).peekable();
+        for r in mb.free_ranges() {
+            let (mut s, e) = {
+                let (s, e) = r.inner_pfns();
+                (s.0, e.0)
+            };
+            while s < e {
+                while pres.peek().is_some_and(|&(_, pe)| pe.0 <= s) {
+                    pres.next();
+                }
+                match pres.peek() {
+                    Some(&(ps, pe)) if ps.0 < e => {
+                        if ps.0 > s {
+                            fa.free_in_ready_chunks(s, ps.0);
+                        }
+                        s = pe.0;
+                    }
+                    _ => {
+                        fa.free_in_ready_chunks(s, e);
+                        s = e;
+                    }
+                }
+            }
+        }
+        Ok(fa)
+    }
+
+    /// Free frames whose descriptors are not initialised yet.
+    pub fn deferred_frames(&self) -> u64 {
+        self.deferred
+    }
+
+    /// Initialises up to `max_chunks` deferred chunks (lowest first) and puts their frames
+    /// on the free lists. Returns the frames initialised; 0 once nothing is deferred.
+    pub fn init_deferred(&mut self, max_chunks: usize) -> u64 {
+        let before = self.deferred;
+        for _ in 0..max_chunks {
+            if !self.init_next_deferred() {
+                break;
+            }
+        }
+        before - self.deferred
+    }
+
+    /// Initialises the lowest deferred chunk as free memory. False if there is none.
+    pub(crate) fn init_next_deferred(&mut self) -> bool {
+        if self.deferred == 0 {
+            return false;
+        }
+        let n = self.nchunks();
+        let mut c = self.chunk_cursor as u64;
+        while c < n {
+            let w = self.chunk_ready[(c / 64) as usize] | ((1u64 << (c % 64)) - 1);
+            if w != u64::MAX {
+                c = (c & !63) + u64::from((!w).trailing_zeros());
+                break;
+            }
+            c = (c & !63) + 64;
+        }
+        if c >= n {
+            return false;
+        }
+        self.chunk_cursor = c as u32;
+        let (si, lo, hi) = self.chunk_span(c);
+        let sec = self.sections[si];
+        let first = (u64::from(sec.first) + lo - sec.base) as usize;
+        let count = (hi - lo) as usize;
+        for p in &mut self.pages[first..first + count] {
+            *p = Page::new(si as u8, PageFlags::empty());
+        }
+        self.set_ready(c);
+        self.deferred -= count as u64;
+        self.free_range(first, count as u64);
+        true
+    }
+
+    /// Number of chunks over all sections.
+    fn nchunks(&self) -> u64 {
+        match self.sections[..self.nsections].last() {
+            Some(s) => u64::from(s.first_chunk) + chunks_of(s.base, s.end),
+            None => 0,
+        }
+    }
+
+    /// Global chunk index of frame `pfn` of section `sec`.
+    #[inline(always)]
+    fn chunk_of(sec: &Section, pfn: u64) -> u64 {
+        u64::from(sec.first_chunk) + (pfn >> CHUNK_ORDER) - (sec.base >> CHUNK_ORDER)
+    }
+
+    /// Whether the chunk holding `pfn` (a frame of `sec`) has its descriptors written.
+    #[inline(always)]
+    pub(crate) fn chunk_is_ready(&self, sec: &Section, pfn: u64) -> bool {
+        let c = Self::chunk_of(sec, pfn);
+        self.chunk_ready[(c / 64) as usize] & (1u64 << (c % 64)) != 0
+    }
+
+    fn set_ready(&mut self, c: u64) {
+        self.chunk_ready[(c / 64) as usize] |= 1u64 << (c % 64);
+    }
+
+    /// The section and frames `[lo, hi)` of chunk `c`.
+    fn chunk_span(&self, c: u64) -> (usize, u64, u64) {
+        let secs = &self.sections[..self.nsections];
+        let si = secs.partition_point(|s| u64::from(s.first_chunk) <= c) - 1;
+        let sec = secs[si];
+        let start = ((sec.base >> CHUNK_ORDER) + (c - u64::from(sec.first_chunk))) << CHUNK_ORDER;
+        (
+            si,
+            start.max(sec.base),
+            (start + (1u64 << CHUNK_ORDER)).min(sec.end),
+        )
+    }
+
+    /// First frame of a deferred chunk in `[start, end)` of `sec`, if any.
+    pub(crate) fn first_deferred_in(&self, sec: &Section, start: u64, end: u64) -> Option<u64> {
+        let mut f = start.max(sec.base);
+        let end = end.min(sec.end);
+        while f < end {
+            if !self.chunk_is_ready(sec, f) {
+                return Some(f);
+            }
+            f = ((f >> CHUNK_ORDER) + 1) << CHUNK_ORDER;
+        }
+        None
+    }
+
+    /// Frames of `[start, end)` that are RAM.
+    fn ram_frames_in(&self, start: u64, end: u64) -> u64 {
+        self.sections[..self.nsections]
+            .iter()
+            .map(|s| end.min(s.end).saturating_sub(start.max(s.base)))
+            .sum()
+    }
+
+    /// Initialises every deferred chunk that holds a frame of `[start, end)` as RESERVED
+    /// frames (the caller frees what is free).
+    fn ready_chunks(&mut self, start: u64, end: u64) {
+        for si in 0..self.nsections {
+            let sec = self.sections[si];
+            let lo = start.max(sec.base);
+            let hi = end.min(sec.end);
+            if lo >= hi {
+                continue;
+            }
+            let (c0, c1) = (Self::chunk_of(&sec, lo), Self::chunk_of(&sec, hi - 1));
+            for c in c0..=c1 {
+                if self.chunk_ready[(c / 64) as usize] & (1u64 << (c % 64)) != 0 {
+                    continue;
+                }
+                let (_, clo, chi) = self.chunk_span(c);
+                let first = (u64::from(sec.first) + clo - sec.base) as usize;
+                let n = (chi - clo) as usize;
+                for p in &mut self.pages[first..first + n] {
+                    *p = Page::new(si as u8, PageFlags::RESERVED);
+                }
+                self.set_ready(c);
+                self.deferred -= n as u64;
+                self.reserved += n as u64;
+            }
+        }
+    }
+
+    /// Sets NOINIT on the (initialised, RESERVED) RAM frames of `[start, end)`.
+    fn mark_noinit(&mut self, start: u64, end: u64) {
+        self.for_each_ram_piece(start, end, |fa, first, n| {
+            for p in &mut fa.pages[first..first + n] {
+                p.set(PageFlags::NOINIT);
+            }
+        });
+    }
+
+    /// Frees the frames of `[start, end)` (free RAM, RESERVED so far) that lie in
+    /// initialised chunks; frames in deferred chunks stay deferred.
+    fn free_in_ready_chunks(&mut self, start: u64, end: u64) {
+        for si in 0..self.nsections {
+            let sec = self.sections[si];
+            let mut f = start.max(sec.base);
+            let hi = end.min(sec.end);
+            while f < hi {
+                let chunk_end = (((f >> CHUNK_ORDER) + 1) << CHUNK_ORDER).min(hi);
+                if self.chunk_is_ready(&sec, f) {
+                    let first = (u64::from(sec.first) + f - sec.base) as usize;
+                    let n = (chunk_end - f) as usize;
+                    for p in &mut self.pages[first..first + n] {
+                        p.clear(PageFlags::RESERVED);
+                    }
+                    self.reserved -= n as u64;
+                    self.free_range(first, n as u64);
+                    f = chunk_end;
+                } else {
+                    // Skip whole words of deferred chunks at once.
+                    let c = Self::chunk_of(&sec, f);
+                    let w = self.chunk_ready[(c / 64) as usize] >> (c % 64);
+                    let skip = if w == 0 { 64 - c % 64 } else { 1 };
+                    f = (((f >> CHUNK_ORDER) + skip) << CHUNK_ORDER).min(hi);
+                }
+            }
+        }
+    }
+
+    /// Whether `pfn` is RAM covered by a section (initialised or deferred).
+    pub(crate) fn is_ram(&self, pfn: Pfn) -> bool {
+        let secs = &self.sections[..self.nsections];
+        let s = secs.partition_point(|s| s.end <= pfn.0);
+        secs.get(s).is_some_and(|s| s.base <= pfn.0)
+    }
+}
