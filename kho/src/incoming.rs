@@ -1,24 +1,28 @@
 //! The incoming side: reserve a validated handover, then restore blocks with their page state.
 //!
-//! Owns the steps after `validate`: reservation in `Memblock` (all or nothing), the `private`
+//! Owns the steps after `validate`: the sorted list of preserved ranges the frame allocator
+//! is built around (no table holds them, so no block count is too large), the `private`
 //! stash on each block's first page, `restore_folio`/`restore_pages`, client lookup, release
 //! of unclaimed blocks, and returning the metadata pages. Never trusts a page it has not
-//! stashed: every restore checks the frame exists, then the magic, before using it.
+//! stashed: every restore checks the frame, its RESERVED state, the magic and the block
+//! index before using it. Every per-block step is O(1): no map, no search on the way.
 
-use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 use core::fmt;
+use core::iter::Peekable;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use mm::{BlockKind, FrameAllocator, Memblock, MmError, PageFlags, Pfn, PhysRange};
+use mm::{BlockKind, FrameAllocator, MmError, PageFlags, Pfn, PhysRange};
 
 use crate::format::ClientEntry;
 use crate::key::BlockType;
 use crate::phys::{PhysMem, Region, PAGE_SHIFT, PAGE_SIZE};
 use crate::validate::{parse_scratch_array, validate, Block, Inputs, RestoreError, Validated};
 
-/// Magic in bits 32..63 of a preserved block's first-page `private` ("KHOB").
-pub const PRIVATE_MAGIC: u64 = 0x4b48_4f42;
+/// Magic in bits 48..63 of a preserved block's first-page `private` ("KH").
+pub const PRIVATE_MAGIC: u64 = 0x4b48;
+/// Bits of the block index in the `private` word (bits 9..47).
+const INDEX_BITS: u32 = 39;
 
 /// Handovers ignored so far. Counted with a load and a store, never `fetch_add`: without
 /// LSE that is a load/store-exclusive loop, and `read_scratch` can reject before the MMU is
@@ -33,17 +37,18 @@ pub fn rejected_handovers() -> u64 {
     REJECTED.load(Ordering::Relaxed)
 }
 
-/// `private` word for a block (docs/abi.md §7).
-pub const fn private_word(order: u32, kind: BlockType) -> u64 {
+/// `private` word for block number `index` of the validated list (docs/abi.md §7).
+pub const fn private_word(index: u64, order: u32, kind: BlockType) -> u64 {
     let t = match kind {
         BlockType::Contig => 0,
         BlockType::Split => 1,
     };
-    (PRIVATE_MAGIC << 32) | (t << 8) | order as u64
+    (PRIVATE_MAGIC << 48) | (index << 9) | (t << 8) | order as u64
 }
 
-fn decode_private(v: u64) -> Option<(u32, BlockType)> {
-    if v >> 32 != PRIVATE_MAGIC || (v >> 9) & 0x7f_ffff != 0 {
+/// `(index, order, type)` of a stash, or `None` if `v` is not one.
+fn decode_private(v: u64) -> Option<(usize, u32, BlockType)> {
+    if v >> 48 != PRIVATE_MAGIC {
         return None;
     }
     let kind = if v & (1 << 8) != 0 {
@@ -52,7 +57,8 @@ fn decode_private(v: u64) -> Option<(u32, BlockType)> {
         BlockType::Contig
     };
     let order = (v & 0xff) as u32;
-    (order <= mm::MAX_BLOCK_ORDER).then_some((order, kind))
+    let index = ((v >> 9) & ((1 << INDEX_BITS) - 1)) as usize;
+    (order <= mm::MAX_BLOCK_ORDER).then_some((index, order, kind))
 }
 
 /// Why a restore-side call failed.
@@ -120,7 +126,7 @@ fn range(r: Region) -> PhysRange {
     PhysRange::from_bounds(r.start, r.end)
 }
 
-/// Merges touching regions (sorted input) so memblock gets as few entries as possible.
+/// Merges touching regions into as few ranges as possible (sorted output).
 fn coalesce(mut v: Vec<Region>) -> Vec<Region> {
     v.sort_unstable();
     let mut out: Vec<Region> = Vec::with_capacity(v.len());
@@ -133,13 +139,59 @@ fn coalesce(mut v: Vec<Region>) -> Vec<Region> {
     out
 }
 
-/// A validated handover whose blocks and metadata are reserved in `Memblock`.
+/// A validated handover, ready for the frame allocator to be built around it
+/// ([`Reserved::preserved`]).
 #[derive(Debug)]
 pub struct Reserved {
     v: Validated,
     scratch: Vec<Region>,
-    /// Page-rounded metadata ranges reserved with `Memblock::reserve`.
+    /// Page-rounded metadata ranges (tree nodes, KHO FDT, scratch array), sorted, merged.
     metadata: Vec<Region>,
+}
+
+/// Every range a validated handover keeps, in address order: its blocks and its metadata
+/// merged, touching neighbours joined. What `FrameAllocator::new_deferred` takes.
+#[derive(Clone)]
+pub struct PreservedRanges<'a> {
+    blocks: Peekable<core::slice::Iter<'a, Block>>,
+    metadata: Peekable<core::slice::Iter<'a, Region>>,
+}
+
+impl PreservedRanges<'_> {
+    fn next_piece(&mut self) -> Option<Region> {
+        let b = self.blocks.peek().map(|b| b.phys);
+        let m = self.metadata.peek().map(|m| m.start);
+        match (b, m) {
+            (Some(b), Some(m)) if m < b => self.metadata.next().copied(),
+            (Some(_), _) => self.blocks.next().map(Block::region),
+            (None, Some(_)) => self.metadata.next().copied(),
+            (None, None) => None,
+        }
+    }
+
+    fn peek_start(&mut self) -> Option<u64> {
+        let b = self.blocks.peek().map(|b| b.phys);
+        let m = self.metadata.peek().map(|m| m.start);
+        match (b, m) {
+            (Some(b), Some(m)) => Some(b.min(m)),
+            (b, m) => b.or(m),
+        }
+    }
+}
+
+impl Iterator for PreservedRanges<'_> {
+    type Item = PhysRange;
+
+    fn next(&mut self) -> Option<PhysRange> {
+        let mut r = self.next_piece()?;
+        while self.peek_start() == Some(r.end) {
+            match self.next_piece() {
+                Some(n) => r.end = n.end,
+                None => break,
+            }
+        }
+        Some(range(r))
+    }
 }
 
 /// Scratch areas named by a handover (read and checked early, before memblock allocates).
@@ -157,13 +209,12 @@ fn note_rejection(e: &RestoreError) {
     log::error!("kho: {e}; booting cold");
 }
 
-/// Validates the handover and reserves its blocks (`reserve_noinit`) and metadata (`reserve`)
-/// in `mb`. `avoid` are ranges nothing may overlap (running image, boot FDT, initrd). On any
-/// failure no reservation is left behind, the rejection counter goes up and the error is
-/// logged: the caller boots cold.
+/// Validates the handover. `avoid` are ranges nothing may overlap (running image, boot FDT,
+/// initrd). On failure the rejection counter goes up and the error is logged: the caller
+/// boots cold. On success nothing is reserved yet: build the frame allocator with
+/// [`Reserved::preserved`] (memblock must keep allocating only in scratch until then).
 pub fn probe<M: PhysMem + ?Sized>(
     mem: &M,
-    mb: &mut Memblock,
     refs: &HandoverRefs,
     ram: &[Region],
     scratch: &[Region],
@@ -181,43 +232,9 @@ pub fn probe<M: PhysMem + ?Sized>(
     let mut metadata = v.metadata.clone();
     metadata.push(pages_of(refs.scratch_array));
     let metadata = coalesce(metadata);
-    let blocks = coalesce(v.blocks.iter().map(Block::region).collect());
-    let mut done: Vec<Region> = Vec::new();
-    let mut fail = None;
-    for (r, noinit) in blocks
-        .iter()
-        .map(|r| (r, true))
-        .chain(metadata.iter().map(|r| (r, false)))
-    {
-        let res = if noinit {
-            mb.reserve_noinit(range(*r))
-        } else {
-            mb.reserve(range(*r))
-        };
-        match res {
-            Ok(()) => done.push(*r),
-            Err(e) => {
-                fail = Some((*r, e));
-                break;
-            }
-        }
-    }
-    if let Some((r, e)) = fail {
-        for d in done {
-            let _ = mb.unreserve(range(d));
-        }
-        let err = RestoreError::Reserve {
-            phys: r.start,
-            size: r.size(),
-            err: e,
-        };
-        note_rejection(&err);
-        return Err(err);
-    }
     log::info!(
-        "kho: reserved {} preserved blocks ({} runs), {} metadata ranges",
+        "kho: validated {} preserved blocks, {} metadata ranges",
         v.blocks.len(),
-        blocks.len(),
         metadata.len()
     );
     Ok(Reserved {
@@ -233,36 +250,34 @@ impl Reserved {
         &self.v
     }
 
-    /// Removes every reservation `probe` made (for a caller that decides to boot cold after
-    /// all, before the frame allocator exists).
-    pub fn cancel(self, mb: &mut Memblock) {
-        for b in &self.v.blocks {
-            let _ = mb.unreserve(range(b.region()));
-        }
-        for m in &self.metadata {
-            let _ = mb.unreserve(range(*m));
+    /// Every block and metadata range, sorted and merged: the frame allocator keeps them
+    /// RESERVED (`FrameAllocator::new_deferred`).
+    pub fn preserved(&self) -> PreservedRanges<'_> {
+        PreservedRanges {
+            blocks: self.v.blocks.iter().peekable(),
+            metadata: self.metadata.iter().peekable(),
         }
     }
 
-    /// Once the frame allocator exists: stashes order, type and magic in each block's
-    /// first-page `private`, and returns the restore handle.
+    /// Once the frame allocator exists: stashes index, order, type and magic in each
+    /// block's first-page `private`, and returns the restore handle.
     pub fn attach(self, fa: &mut FrameAllocator<'_>) -> Result<Incoming, IncomingError> {
-        let mut blocks = BTreeMap::new();
-        for b in &self.v.blocks {
+        for (i, b) in self.v.blocks.iter().enumerate() {
             let pfn = Pfn(b.phys >> PAGE_SHIFT);
-            if !fa.contains(pfn) || !fa.page_flags(pfn)?.contains(PageFlags::RESERVED) {
+            if !fa.page_flags(pfn)?.contains(PageFlags::RESERVED) {
                 return Err(IncomingError::NotPreserved { phys: b.phys });
             }
-            fa.set_page_private(pfn, private_word(b.order, b.kind))?;
-            blocks.insert(pfn.0, (b.order, b.kind));
+            fa.set_page_private(pfn, private_word(i as u64, b.order, b.kind))?;
         }
+        let n = self.v.blocks.len();
         Ok(Incoming {
-            blocks,
+            blocks: self.v.blocks,
+            claimed: alloc::vec![0; n.div_ceil(64)],
             metadata: self.metadata,
             clients: self.v.clients,
             scratch: self.scratch,
             restored: 0,
-            done: BTreeSet::new(),
+            released: 0,
         })
     }
 }
@@ -270,14 +285,15 @@ impl Reserved {
 /// A reserved handover in an image whose frame allocator is up: restore what you need.
 #[derive(Debug)]
 pub struct Incoming {
-    /// Unclaimed blocks by first pfn: (order, type).
-    blocks: BTreeMap<u64, (u32, BlockType)>,
+    /// Every preserved block, sorted by address (index = the stash's block index).
+    blocks: Vec<Block>,
+    /// One bit per block: restored or released.
+    claimed: Vec<u64>,
     metadata: Vec<Region>,
     clients: Vec<ClientEntry>,
     scratch: Vec<Region>,
     restored: u64,
-    /// First pfns of blocks restored or released.
-    done: BTreeSet<u64>,
+    released: u64,
 }
 
 impl Incoming {
@@ -288,7 +304,7 @@ impl Incoming {
 
     /// Blocks neither restored nor released yet.
     pub fn unclaimed(&self) -> usize {
-        self.blocks.len()
+        self.blocks.len() - (self.restored + self.released) as usize
     }
 
     /// Blocks restored so far.
@@ -298,11 +314,19 @@ impl Incoming {
 
     /// Unclaimed blocks as `(phys, order, type)`.
     pub fn unclaimed_blocks(&self) -> impl Iterator<Item = Block> + '_ {
-        self.blocks.iter().map(|(&p, &(order, kind))| Block {
-            phys: p << PAGE_SHIFT,
-            order,
-            kind,
-        })
+        self.blocks
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !self.is_claimed(*i))
+            .map(|(_, b)| *b)
+    }
+
+    fn is_claimed(&self, i: usize) -> bool {
+        self.claimed[i / 64] & (1 << (i % 64)) != 0
+    }
+
+    fn claim(&mut self, i: usize) {
+        self.claimed[i / 64] |= 1 << (i % 64);
     }
 
     /// The client blob called `name`: `(phys, size)`.
@@ -318,22 +342,38 @@ impl Incoming {
         &self.clients
     }
 
-    /// The stashed (order, type) of the block at `phys`, after checking the frame exists.
+    /// The stashed `(index, order, type)` of the unclaimed block at `phys`: the frame is
+    /// RAM and RESERVED, its `private` a stash whose index names a block starting at `phys`.
     fn stashed(
         &self,
         fa: &FrameAllocator<'_>,
         phys: u64,
-    ) -> Result<(u32, BlockType), IncomingError> {
+    ) -> Result<(usize, u32, BlockType), IncomingError> {
         let pfn = Pfn(phys >> PAGE_SHIFT);
-        if !phys.is_multiple_of(PAGE_SIZE) || !fa.contains(pfn) {
-            return Err(IncomingError::NotPreserved { phys });
+        let not = IncomingError::NotPreserved { phys };
+        if !phys.is_multiple_of(PAGE_SIZE) {
+            return Err(not);
         }
-        let known = self.blocks.get(&pfn.0).copied();
-        match (decode_private(fa.page_private(pfn)?), known) {
-            (Some(s), Some(k)) if s == k => Ok(k),
-            (_, Some(_)) => Err(IncomingError::NotPreserved { phys }),
-            (_, None) if self.done.contains(&pfn.0) => Err(IncomingError::AlreadyRestored { phys }),
-            (_, None) => Err(IncomingError::NotPreserved { phys }),
+        let flags = fa.page_flags(pfn).map_err(|_| not)?;
+        let stash = match flags.contains(PageFlags::RESERVED) {
+            true => decode_private(fa.page_private(pfn)?),
+            false => None,
+        };
+        match stash {
+            Some((i, order, kind))
+                if self
+                    .blocks
+                    .get(i)
+                    .is_some_and(|b| b.phys == phys && b.order == order)
+                    && !self.is_claimed(i) =>
+            {
+                Ok((i, order, kind))
+            }
+            // Off the fast path: was it ever one of ours?
+            _ => match self.blocks.binary_search_by_key(&phys, |b| b.phys) {
+                Ok(i) if self.is_claimed(i) => Err(IncomingError::AlreadyRestored { phys }),
+                _ => Err(not),
+            },
         }
     }
 
@@ -343,14 +383,13 @@ impl Incoming {
         fa: &mut FrameAllocator<'_>,
         phys: u64,
     ) -> Result<Pfn, IncomingError> {
-        let (order, kind) = self.stashed(fa, phys)?;
+        let (i, order, kind) = self.stashed(fa, phys)?;
         if kind == BlockType::Split {
             return Err(IncomingError::SplitNotFolio { phys });
         }
         let pfn = Pfn(phys >> PAGE_SHIFT);
         fa.claim_reserved(pfn, order, BlockKind::Folio)?;
-        self.blocks.remove(&pfn.0);
-        self.done.insert(pfn.0);
+        self.claim(i);
         self.restored += 1;
         Ok(pfn)
     }
@@ -369,28 +408,27 @@ impl Incoming {
             .and_then(|s| phys.checked_add(s))
             .filter(|_| nr > 0)
             .ok_or(bad)?;
-        let mut plan = Vec::new();
+        // Check every block first (no allocation: the second pass reads the stashes again).
         let mut at = phys;
         while at < end {
-            let (order, kind) = self.stashed(fa, at)?;
-            let next = at + (PAGE_SIZE << order);
-            if next > end {
+            let (_, order, _) = self.stashed(fa, at)?;
+            at += PAGE_SIZE << order;
+            if at > end {
                 return Err(bad);
             }
-            plan.push((at, order, kind));
-            at = next;
         }
-        for (p, order, kind) in plan {
+        let mut at = phys;
+        while at < end {
+            let (i, order, kind) = self.stashed(fa, at)?;
             let k = if kind == BlockType::Split {
                 BlockKind::Split
             } else {
                 BlockKind::Contig
             };
-            let pfn = Pfn(p >> PAGE_SHIFT);
-            fa.claim_reserved(pfn, order, k)?;
-            self.blocks.remove(&pfn.0);
-            self.done.insert(pfn.0);
+            fa.claim_reserved(Pfn(at >> PAGE_SHIFT), order, k)?;
+            self.claim(i);
             self.restored += 1;
+            at += PAGE_SIZE << order;
         }
         Ok(())
     }
@@ -399,11 +437,16 @@ impl Incoming {
     /// many blocks that was.
     pub fn release_unclaimed(&mut self, fa: &mut FrameAllocator<'_>) -> Result<u64, IncomingError> {
         let mut n = 0;
-        while let Some((&pfn, &(order, _))) = self.blocks.iter().next() {
-            fa.set_page_private(Pfn(pfn), 0)?;
-            fa.release_reserved(Pfn(pfn), 1 << order)?;
-            self.blocks.remove(&pfn);
-            self.done.insert(pfn);
+        for i in 0..self.blocks.len() {
+            if self.is_claimed(i) {
+                continue;
+            }
+            let b = self.blocks[i];
+            let pfn = Pfn(b.phys >> PAGE_SHIFT);
+            fa.set_page_private(pfn, 0)?;
+            fa.release_reserved(pfn, 1 << b.order)?;
+            self.claim(i);
+            self.released += 1;
             n += 1;
         }
         Ok(n)

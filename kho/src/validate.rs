@@ -112,12 +112,6 @@ pub enum RestoreError {
     SplitKeyNotPreserved { phys: u64, order: u32 },
     /// A client's blob is empty or not covered by preserved blocks.
     ClientNotPreserved { name: String, phys: u64, size: u64 },
-    /// Memblock refused a reservation (the whole handover was un-reserved again).
-    Reserve {
-        phys: u64,
-        size: u64,
-        err: mm::MmError,
-    },
 }
 
 impl fmt::Display for TreeName {
@@ -235,9 +229,6 @@ impl fmt::Display for RestoreError {
             }
             ClientNotPreserved { name, phys, size } => {
                 write!(f, "client {name} blob {phys:#x}+{size:#x} not preserved")
-            }
-            Reserve { phys, size, err } => {
-                write!(f, "reserving {phys:#x}+{size:#x} failed: {err}")
             }
         }
     }

@@ -145,6 +145,14 @@ pub struct Page {
 const _: () = assert!(core::mem::size_of::<Page>() == 32, "Page must be 32 bytes");
 const _: () = assert!(core::mem::align_of::<Page>() == 8);
 
+impl Default for Page {
+    /// A blank descriptor: what storage for `FrameAllocator::new_deferred` may start as
+    /// (any other content is as good; it is written before it is read).
+    fn default() -> Self {
+        Page::new(0, PageFlags::empty())
+    }
+}
+
 impl Page {
     /// Size of one descriptor in bytes.
     pub const SIZE: usize = core::mem::size_of::<Page>();

@@ -111,18 +111,23 @@ pub extern "C" fn kernel_main(fdt_addr: u64, image_base: u64, entry_el: u64, rel
         })
         .map(|(_, r)| handover::region(r))
         .collect();
-    let kb = match handover::reserve(&mem, early, &avoid, info.bootargs) {
+    let mut kb = match handover::probe(&mem, early, &avoid, info.bootargs) {
         Ok(kb) => kb,
         Err(e) => fail_memory(e.into()),
     };
+    let storage = memory::alloc_frame_storage().unwrap_or_else(|e| fail_memory(e));
+    if let Err(e) = handover::seal_scratch(&mut kb) {
+        fail_memory(e.into());
+    }
     print_memblock();
-    let stats = match memory::init_frames() {
-        Ok(s) => s,
-        Err(e) => fail_memory(e),
-    };
+    let stats = match &kb.reserved {
+        Some(r) => memory::init_frames(storage, r.preserved()),
+        None => memory::init_frames(storage, core::iter::empty()),
+    }
+    .unwrap_or_else(|e| fail_memory(e));
     info!(
-        "frames: {} total, {} free, {} reserved (max order {})",
-        stats.total, stats.free, stats.reserved, stats.max_order
+        "frames: {} total, {} free, {} reserved, {} deferred (max order {})",
+        stats.total, stats.free, stats.reserved, stats.deferred, stats.max_order
     );
 
     // The heap grows from the frame allocator on first use.
@@ -134,6 +139,12 @@ pub extern "C" fn kernel_main(fdt_addr: u64, image_base: u64, entry_el: u64, rel
     );
     drop(squares);
 
+    // A chain generation initialises the rest of RAM once it has restored the handover
+    // (outside the blackout); any other boot does it now.
+    if !chain::requested(info.bootargs) {
+        let n = memory::init_deferred();
+        info!("mm: deferred init: {n} frames to the free lists");
+    }
     if let Some(s) = memory::stats() {
         info!(
             "free memory: {} KiB ({} pages) of {} KiB RAM",

@@ -84,43 +84,57 @@ pub fn discover(info: &BootInfo<'_>, mem: &IdentityMem) -> Option<Early> {
 pub struct KhoBoot {
     /// Scratch areas of this generation (the same as the previous one's on a warm boot).
     pub scratch: Vec<Region>,
-    /// The previous image's handover, validated and reserved; `None` on a cold boot.
+    /// The previous image's handover, validated; `None` on a cold boot.
     pub reserved: Option<Reserved>,
-    /// The parts of scratch nothing used this boot: where the next image goes.
+    /// The parts of scratch nothing used this boot: where the next image goes (final once
+    /// [`seal_scratch`] ran).
     pub free_scratch: Vec<Region>,
 }
 
-/// Step 2, MMU on, before the frame allocator: validates and reserves the handover (or
-/// chooses new scratch), lifts the scratch-only rule and reserves scratch whole so the
-/// frame allocator never hands it out. `avoid`: what nothing preserved may overlap.
-pub fn reserve(
+/// Step 2, MMU on, before the frame allocator: validates the handover, or chooses new
+/// scratch (reserved at once, so early allocations stay out of it). On a warm boot memblock
+/// still allocates only in scratch afterwards: the preserved blocks are in no memblock
+/// table (no fixed table holds every handover); the frame allocator is built around them.
+/// `avoid`: what nothing preserved may overlap.
+pub fn probe(
     mem: &IdentityMem,
     early: Option<Early>,
     avoid: &[Region],
     bootargs: &str,
 ) -> Result<KhoBoot, MmError> {
-    let mut mb = MEMBLOCK.lock();
-    let mut warm = None;
     if let Some(e) = early {
-        let probed = kho::probe(mem, &mut mb, &e.refs, mem.ram(), &e.scratch, avoid);
-        mb.clear_alloc_only_in();
-        if let Ok(r) = probed {
-            warm = Some((e.scratch, r));
+        if let Ok(r) = kho::probe(mem, &e.refs, mem.ram(), &e.scratch, avoid) {
+            return Ok(KhoBoot {
+                scratch: e.scratch,
+                reserved: Some(r),
+                free_scratch: Vec::new(),
+            });
         }
+        // Rejected (kho logged the check): boot cold, allocate anywhere.
+        MEMBLOCK.lock().clear_alloc_only_in();
     }
-    let (scratch, reserved, free) = match warm {
-        Some((s, r)) => {
-            let free = free_scratch(&s, &mb);
-            (s, Some(r), free)
-        }
-        None => {
-            // Fresh scratch: memblock just reserved it for us and nothing is in it yet.
-            let size = kho::scratch::scratch_size(bootargs, mem.total());
-            let s = alloc::vec![kho::scratch::choose_scratch(&mut mb, size)?];
-            (s.clone(), None, s)
-        }
-    };
-    for s in &scratch {
+    let mut mb = MEMBLOCK.lock();
+    let size = kho::scratch::scratch_size(bootargs, mem.total());
+    let s = alloc::vec![kho::scratch::choose_scratch(&mut mb, size)?];
+    Ok(KhoBoot {
+        scratch: s.clone(),
+        reserved: None,
+        free_scratch: s,
+    })
+}
+
+/// Step 3, after the last early allocation (the frame allocator's storage): on a warm boot
+/// what of scratch is still free becomes the room for the next image, and the scratch-only
+/// rule is lifted; either way scratch is reserved whole so the frame allocator never hands
+/// it out.
+pub fn seal_scratch(kb: &mut KhoBoot) -> Result<(), MmError> {
+    let mut mb = MEMBLOCK.lock();
+    if kb.reserved.is_some() {
+        kb.free_scratch = free_scratch(&kb.scratch, &mb);
+        mb.clear_alloc_only_in();
+    }
+    let (scratch, free) = (&kb.scratch, &kb.free_scratch);
+    for s in scratch {
         mb.reserve(range(*s))?;
         info!(
             "kho: scratch [{:#x}-{:#x}) ({} MiB), {} KiB unused by this boot",
@@ -134,11 +148,7 @@ pub fn reserve(
                 / 1024
         );
     }
-    Ok(KhoBoot {
-        scratch,
-        reserved,
-        free_scratch: free,
-    })
+    Ok(())
 }
 
 /// Where the bytes of a candidate next image came from.

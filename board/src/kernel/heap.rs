@@ -2,8 +2,10 @@
 //!
 //! The first allocation claims a static boot arena in BSS: kho reads the previous image's
 //! scratch array and validates its handover before the frame allocator may exist (nothing
-//! may be allocated outside scratch until the preserved blocks are reserved). Later growth
-//! takes blocks of pages from `mm` (at least 64 KiB). Rule: never allocate from the heap
+//! may be allocated outside scratch until the preserved blocks are reserved). Until the
+//! frame allocator is up the heap grows from Memblock (scratch only on a warm boot: a
+//! handover of a million blocks needs megabytes to validate); later growth takes blocks of
+//! pages from `mm` (at least 64 KiB). Rule: never allocate from the heap
 //! while holding the frame-allocator lock; the OOM handler only `try_lock`s it, so doing so
 //! fails the allocation (a clear panic) instead of deadlocking. Before a long stretch that
 //! holds the frame allocator (the workload), call [`reserve`]. talc's lock is an
@@ -44,10 +46,26 @@ impl OomHandler for FrameOom {
         }
         // Room for the request, its alignment and talc's per-chunk metadata.
         let need = layout.size() + layout.align() + 256;
+        if !super::memory::frames_up() {
+            return grow_early(talc, need.max(EARLY_GROW));
+        }
         let pages = need.div_ceil(mm::PAGE_SIZE as usize);
         let order = (usize::BITS - (pages - 1).leading_zeros()).max(GROW_ORDER);
         grow(talc, order)
     }
+}
+
+/// Smallest early (Memblock) growth: 1 MiB.
+const EARLY_GROW: usize = 1 << 20;
+
+fn grow_early(talc: &mut Talc<FrameOom>, bytes: usize) -> Result<(), ()> {
+    let size = bytes.next_multiple_of(mm::PAGE_SIZE as usize);
+    let base = super::memory::try_alloc_early(size as u64).ok_or(())? as usize as *mut u8;
+    // SAFETY: Memblock reserved these pages for us for the image's life (the frame
+    // allocator keeps them RESERVED); they are RAM, identity mapped (or the MMU is off).
+    unsafe { talc.claim(Span::from_base_size(base, size)) }?;
+    talc.oom_handler.grown_bytes += size;
+    Ok(())
 }
 
 fn grow(talc: &mut Talc<FrameOom>, order: u32) -> Result<(), ()> {

@@ -1,6 +1,8 @@
 //! Memory bring-up, in order: the Memblock of the boot memory map, the identity-map page
 //! tables (pages taken from Memblock) and the MMU, then the frame allocator whose descriptor
-//! array is also taken from Memblock.
+//! array and chunk bitmap are also taken from Memblock (in scratch, on a warm boot). The
+//! allocator starts with deferred descriptor init: only chunks that hold reserved or
+//! preserved memory are written, the rest of RAM on demand or in [`init_deferred`].
 //!
 //! Owns the two global memory objects: `MEMBLOCK` (boot-time, stays for inspection and the
 //! handover) and `FRAMES` (the buddy allocator every later page comes from). Both are
@@ -11,8 +13,10 @@ use arch::mmu::{self, MapError, MemAttr, PageTableBuilder, TableAlloc};
 use arch::EarlyMutex;
 use board::bootinfo::{BootInfo, Region};
 use board::memmap;
-use core::mem::MaybeUninit;
-use mm::{FrameAllocator, Memblock, MmError, Page, Pfn, PhysAddr, Stats, PAGE_SIZE};
+use mm::{
+    DeferredStorage, FrameAllocator, Memblock, MmError, Page, Pfn, PhysAddr, PhysRange, Stats,
+    PAGE_SIZE,
+};
 
 pub static MEMBLOCK: EarlyMutex<Memblock> = EarlyMutex::new(Memblock::new());
 pub static FRAMES: EarlyMutex<Option<FrameAllocator<'static>>> = EarlyMutex::new(None);
@@ -136,22 +140,66 @@ pub fn enable_mmu(
     })
 }
 
-/// Builds the frame allocator: descriptors from Memblock, then every free range to the
-/// buddy lists.
-pub fn init_frames() -> Result<Stats, MemError> {
-    let mb = MEMBLOCK.lock();
-    let needed = FrameAllocator::descriptors_needed(&mb);
-    let bytes = (FrameAllocator::descriptor_bytes(&mb) + PAGE_SIZE - 1) & !(PAGE_SIZE - 1);
-    drop(mb);
-    let PhysAddr(base) = MEMBLOCK.lock().alloc(bytes, PAGE_SIZE, None)?;
-    // SAFETY: Memblock reserved [base, base + bytes) for this array and never hands it out
-    // again; MaybeUninit needs no initialisation; the array lives as long as the image.
-    let storage: &'static mut [MaybeUninit<Page>] =
-        unsafe { core::slice::from_raw_parts_mut(base as usize as *mut MaybeUninit<Page>, needed) };
-    let fa = FrameAllocator::new(&MEMBLOCK.lock(), storage, mm::MAX_ORDER)?;
+/// Memory for the frame allocator's descriptors and chunk bitmap, taken from Memblock.
+pub struct FrameStorage {
+    base: u64,
+    need: DeferredStorage,
+}
+
+/// Takes the frame allocator's storage from Memblock (still scratch-only on a warm boot).
+pub fn alloc_frame_storage() -> Result<FrameStorage, MemError> {
+    let mut mb = MEMBLOCK.lock();
+    let need = DeferredStorage::for_memblock(&mb);
+    let bytes = need.bytes().next_multiple_of(PAGE_SIZE);
+    let PhysAddr(base) = mb.alloc(bytes, PAGE_SIZE, None)?;
+    Ok(FrameStorage { base, need })
+}
+
+/// Builds the frame allocator over `storage`, keeping `preserved` (a previous image's
+/// sorted blocks and metadata) RESERVED, with deferred descriptor init for the rest.
+pub fn init_frames(
+    storage: FrameStorage,
+    preserved: impl Iterator<Item = PhysRange> + Clone,
+) -> Result<Stats, MemError> {
+    let FrameStorage { base, need } = storage;
+    let bitmap = base + need.descriptors as u64 * Page::SIZE as u64;
+    // SAFETY: Memblock reserved [base, base + need.bytes()) for these two arrays and never
+    // hands it out again; it is RAM, identity mapped, and lives as long as the image. Any
+    // bit pattern is a valid `Page` and `u64` (integers only), and the allocator writes each
+    // descriptor before it reads it; `Page::SIZE` keeps the bitmap 8-byte aligned.
+    let (pages, bits) = unsafe {
+        (
+            core::slice::from_raw_parts_mut(base as usize as *mut Page, need.descriptors),
+            core::slice::from_raw_parts_mut(bitmap as usize as *mut u64, need.chunk_words),
+        )
+    };
+    let fa = FrameAllocator::new_deferred(&MEMBLOCK.lock(), pages, bits, mm::MAX_ORDER, preserved)?;
     let stats = fa.stats();
     *FRAMES.lock() = Some(fa);
     Ok(stats)
+}
+
+/// Initialises every deferred chunk (the rest of RAM) now; returns the frames it added.
+pub fn init_deferred() -> u64 {
+    FRAMES
+        .lock()
+        .as_mut()
+        .map_or(0, |fa| fa.init_deferred(usize::MAX))
+}
+
+/// Pages for the heap before the frame allocator exists: taken from Memblock (scratch only
+/// on a warm boot), so they stay RESERVED in the frame allocator. `None` if Memblock is
+/// held or full.
+pub fn try_alloc_early(bytes: u64) -> Option<u64> {
+    let mut mb = MEMBLOCK.try_lock()?;
+    mb.alloc(bytes.next_multiple_of(PAGE_SIZE), PAGE_SIZE, None)
+        .ok()
+        .map(|a| a.0)
+}
+
+/// Whether the frame allocator is up.
+pub fn frames_up() -> bool {
+    FRAMES.try_lock().is_none_or(|f| f.is_some())
 }
 
 /// A block of 2^order pages from the frame allocator (the heap's source), or `None` if it

@@ -4,7 +4,6 @@
 //! One helper (`Chain::boot`) plays the kernel's part; the tests only drive it and check the
 //! lines it collects. Nothing here runs on the target.
 
-use std::mem::MaybeUninit;
 use std::string::{String, ToString};
 use std::vec::Vec;
 
@@ -93,8 +92,8 @@ impl Chain {
             match kho::read_scratch(mem, &ram, &refs) {
                 Err(e) => rejected = Some(e),
                 Ok(areas) => {
-                    let (mut mb, areas) = self.memblock(Some(&areas));
-                    match kho::probe(mem, &mut mb, &refs, &ram, &areas, &[]) {
+                    let (mb, areas) = self.memblock(Some(&areas));
+                    match kho::probe(mem, &refs, &ram, &areas, &[]) {
                         Ok(r) => warm = Some((mb, areas, r)),
                         Err(e) => rejected = Some(e),
                     }
@@ -108,10 +107,23 @@ impl Chain {
                 (mb, a, None)
             }
         };
-        let mut storage: Vec<MaybeUninit<Page>> = (0..FrameAllocator::descriptors_needed(&mb))
-            .map(|_| MaybeUninit::uninit())
-            .collect();
-        let mut fa = FrameAllocator::new(&mb, &mut storage, max_order).expect("frame allocator");
+        // As the kernel builds it: deferred descriptor init around the preserved ranges.
+        let need = mm::DeferredStorage::for_memblock(&mb);
+        let mut pages: Vec<Page> = (0..need.descriptors).map(|_| Page::default()).collect();
+        let mut bits = vec![0u64; need.chunk_words];
+        let mut fa = match &reserved {
+            Some(r) => {
+                FrameAllocator::new_deferred(&mb, &mut pages, &mut bits, max_order, r.preserved())
+            }
+            None => FrameAllocator::new_deferred(
+                &mb,
+                &mut pages,
+                &mut bits,
+                max_order,
+                core::iter::empty(),
+            ),
+        }
+        .expect("frame allocator");
         let incoming = reserved.map(|r| r.attach(&mut fa).expect("attach"));
         let mut out = Kho::new(mem, &mut fa, scratch).expect("kho");
         let clock = Clock {

@@ -74,6 +74,32 @@ pub fn frame_allocator(mb: &Memblock, max_order: u32) -> FrameAllocator<'static>
     FrameAllocator::new(mb, storage, max_order).unwrap()
 }
 
+/// A descriptor full of junk, as RAM holds before anyone writes it.
+pub fn garbage_page() -> Page {
+    // SAFETY: `Page` is repr(C) with integer fields only and no padding: any 32 bytes are
+    // a valid `Page`.
+    unsafe { core::mem::transmute::<[u8; 32], Page>([0x5a; 32]) }
+}
+
+/// A frame allocator built as the next image builds it: deferred descriptor init around
+/// `preserved`, over storage that starts as garbage (kept for the rest of the process).
+pub fn deferred_frame_allocator(
+    mb: &Memblock,
+    max_order: u32,
+    preserved: impl Iterator<Item = PhysRange> + Clone,
+) -> FrameAllocator<'static> {
+    let need = mm::DeferredStorage::for_memblock(mb);
+    let pages: &'static mut [Page] = crate::common::keep(
+        (0..need.descriptors)
+            .map(|_| garbage_page())
+            .collect::<Vec<_>>()
+            .into_boxed_slice(),
+    );
+    let bits: &'static mut [u64] =
+        crate::common::keep(vec![u64::MAX; need.chunk_words].into_boxed_slice());
+    FrameAllocator::new_deferred(mb, pages, bits, max_order, preserved).unwrap()
+}
+
 /// How a block must come back.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum As {
@@ -302,27 +328,15 @@ pub fn incoming(
     // The next image runs from the start of scratch.
     let image2 = Region::new(scratch[0].start, 1 << 20);
     mb.reserve(pr(image2)).unwrap();
-    let before: Vec<PhysRange> = mb.reserved().collect();
     mb.set_alloc_only_in(&scratch.iter().map(|r| pr(*r)).collect::<Vec<_>>())
         .unwrap();
-    let res = kho::probe(arena, &mut mb, &refs, &ram, &scratch, &[image2]);
-    let reserved = match res {
-        Ok(r) => r,
-        Err(e) => {
-            let after: Vec<PhysRange> = mb.reserved().collect();
-            assert_eq!(
-                before, after,
-                "a rejected handover left a reservation behind"
-            );
-            return Err(e);
-        }
-    };
+    let reserved = kho::probe(arena, &refs, &ram, &scratch, &[image2])?;
     mb.clear_alloc_only_in();
     // Scratch stays scratch: nothing of this image's own handover may land there.
     for s in &scratch {
         mb.reserve(pr(*s)).unwrap();
     }
-    let mut fa = frame_allocator(&mb, max_order);
+    let mut fa = deferred_frame_allocator(&mb, max_order, reserved.preserved());
     let inc = reserved.attach(&mut fa).unwrap();
     Ok(IncomingImage { fa, inc })
 }
