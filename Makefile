@@ -22,6 +22,8 @@ RUN_GENERATIONS ?= 5
 GENERATIONS ?= 1000
 SEED     ?=
 BOARD    ?= virt
+# `make bench-handover`: runner options, e.g. BENCH_ARGS='--ram 1G --sets default'.
+BENCH_ARGS ?=
 HOST      = $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
 OBJCOPY  ?= $(shell rustc --print sysroot 2>/dev/null)/lib/rustlib/$(HOST)/bin/llvm-objcopy
 OBJDUMP  ?= $(dir $(OBJCOPY))llvm-objdump
@@ -36,7 +38,7 @@ CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
 APPEND_ARG := $(if $(APPEND),-append "$(APPEND)",)
 
 .PHONY: all image image-b run run-boot soak rpi4-sdcard check-exclusives run-el2 run-rpi4 run-rpi4-nodtb test test-host test-qemu gdb clippy fmt \
-        fmt-check deps boot-time clean help
+        fmt-check deps boot-time bench-handover clean help
 
 all: image
 
@@ -56,6 +58,7 @@ help:
 	@echo "make clippy     clippy, host and target, -D warnings"
 	@echo "make fmt        cargo fmt"
 	@echo "make boot-time  median time from QEMU start to the banner (5 runs)"
+	@echo "make bench-handover  handover blackout under -icount shift=0, RAM x preserved set (BENCH_ARGS=...)"
 	@echo "make deps       install (root on Debian) or name what is missing"
 	@echo "variables: APPEND='loglevel=debug' PROFILE=release|debug QEMU=... RPI4_DTB=..."
 
@@ -151,6 +154,11 @@ fmt-check:
 
 boot-time: deps image
 	@scripts/boot-time.sh $(IMAGE)
+
+# The handover blackout in guest µs under -icount shift=0 (deterministic), one QEMU at a time
+# over RAM 1G/4G/16G x preserved sets; BENCH line per case, Markdown table, targets.
+bench-handover: deps image
+	python3 scripts/bench-handover.py --image $(IMAGE) --qemu $(QEMU) $(BENCH_ARGS)
 
 clean:
 	$(CARGO) clean

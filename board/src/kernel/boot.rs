@@ -115,6 +115,7 @@ pub extern "C" fn kernel_main(fdt_addr: u64, image_base: u64, entry_el: u64, rel
         Ok(kb) => kb,
         Err(e) => fail_memory(e.into()),
     };
+    let validated_ticks = arch::timer::ticks();
     let storage = memory::alloc_frame_storage().unwrap_or_else(|e| fail_memory(e));
     if let Err(e) = handover::seal_scratch(&mut kb) {
         fail_memory(e.into());
@@ -125,6 +126,7 @@ pub extern "C" fn kernel_main(fdt_addr: u64, image_base: u64, entry_el: u64, rel
         None => memory::init_frames(storage, core::iter::empty()),
     }
     .unwrap_or_else(|e| fail_memory(e));
+    let frames_ticks = arch::timer::ticks();
     info!(
         "frames: {} total, {} free, {} reserved, {} deferred (max order {})",
         stats.total, stats.free, stats.reserved, stats.deferred, stats.max_order
@@ -164,7 +166,12 @@ pub extern "C" fn kernel_main(fdt_addr: u64, image_base: u64, entry_el: u64, rel
         run_test_action(action, &info, image, el);
     }
     if chain::requested(info.bootargs) {
-        chain::run(&info, &layout, el, &mem, kb, boot_ticks);
+        let times = chain::BootTimes {
+            entry: boot_ticks,
+            validated: validated_ticks,
+            frames: frames_ticks,
+        };
+        chain::run(&info, &layout, el, &mem, kb, times);
     }
     if let Some(r) = kb.reserved {
         release_unclaimed(r);

@@ -12,7 +12,9 @@ use alloc::vec::Vec;
 use arch::entry::ImageLayout;
 use arch::ExceptionLevel;
 use board::bootinfo::BootInfo;
-use board::workload::{self, damage, next_bootargs, Check, Clock, Config, Failure, GenOutcome};
+use board::workload::{
+    self, damage, next_bootargs, Check, Clock, Config, Failure, GenOutcome, Stamp,
+};
 use kho::{Incoming, Kho};
 use log::{error, info, warn};
 use mm::FrameAllocator;
@@ -29,6 +31,16 @@ const WORKLOAD_HEAP: usize = 4 << 20;
 
 /// The bootarg that turns the chain on.
 const CHAIN_KEY: &str = "baton.generations=";
+
+/// Generic-counter readings of this boot's steps, for the blackout's phases.
+pub struct BootTimes {
+    /// `kernel_main` entered.
+    pub entry: u64,
+    /// kho validation done (or the cold-boot scratch chosen).
+    pub validated: u64,
+    /// Frame allocator built.
+    pub frames: u64,
+}
 
 /// True if the command line asks for a handover chain.
 pub fn requested(bootargs: &str) -> bool {
@@ -57,7 +69,7 @@ pub fn run(
     el: ExceptionLevel,
     mem: &IdentityMem,
     kb: KhoBoot,
-    boot_ticks: u64,
+    times: BootTimes,
 ) -> ! {
     let cfg = match Config::from_bootargs(info.bootargs, mm::MAX_ORDER) {
         Ok(c) => c,
@@ -107,6 +119,7 @@ pub fn run(
         )
     };
     let incoming = attach(kb.reserved, fa);
+    let ready = arch::timer::ticks();
     let mut out = match Kho::new(mem, fa, kb.scratch.clone()) {
         Ok(k) => k,
         Err(e) => fail(
@@ -115,8 +128,12 @@ pub fn run(
         ),
     };
     let clock = Clock {
-        boot_ticks,
+        boot_ticks: times.entry,
         freq: arch::timer::frequency(),
+        validated: times.validated,
+        frames: times.frames,
+        ready,
+        now: arch::timer::ticks,
     };
     let mut outcome = match workload::run_generation(&cfg, fa, mem, incoming, &mut out, &clock) {
         Ok(o) => o,
@@ -182,6 +199,10 @@ fn hand_over(
             board::exit::WORKLOAD_FAILED,
         ),
     };
+    let slot = outcome.timing_slot();
+    if let Err(f) = workload::stamp(mem, slot, Stamp::Finalized, arch::timer::ticks()) {
+        fail(&f, board::exit::WORKLOAD_FAILED);
+    }
     if let Some(kind) = cfg.damage_now() {
         warn!("baton.damage={kind}: damaging the outgoing handover before the jump (test)");
         let mut page = || fa.alloc_pages(0).ok().map(|p| p.phys().0);
@@ -206,6 +227,7 @@ fn hand_over(
             bootargs: &args,
             blobs: &blobs,
             free_scratch,
+            timing_slot: slot,
         },
     );
     fail(&handover_failure(n, e), board::exit::NEXT_IMAGE)

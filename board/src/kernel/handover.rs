@@ -320,6 +320,8 @@ pub struct Outgoing<'a> {
     /// Client blobs (address, size) to clean.
     pub blobs: &'a [(u64, u64)],
     pub free_scratch: &'a [Region],
+    /// The workload's timing slot: stamped with the counter right before the trampoline.
+    pub timing_slot: u64,
 }
 
 /// Places, cleans and enters the next image. Returns only on failure, before anything
@@ -334,6 +336,15 @@ pub fn jump<M: PhysMem>(
         Err(e) => e,
         Ok((entry, fdt)) => {
             drivers::console::flush();
+            // The last moment the old image sees: where the trampoline phase starts. A
+            // failed stamp only loses the phase split, never the handover.
+            let _ = board::workload::stamp(
+                mem,
+                out.timing_slot,
+                board::workload::Stamp::Jumped,
+                arch::timer::ticks(),
+            );
+            clean(out.timing_slot, board::workload::engine::TIMING_BYTES);
             // SAFETY: `prepare` placed a checked Image at `entry` (2 MiB boundary + its
             // text_offset, image_size bytes free in scratch) and the FDT at `fdt`, and
             // cleaned both and every byte of handover data to PoC. Single core, interrupts
@@ -423,21 +434,13 @@ fn prepare<M: PhysMem>(
     for &(at, len) in out.blobs {
         clean(at, len);
     }
-    let mut data = 0u64;
-    match kho.blocks() {
-        Ok(blocks) => {
-            for (phys, order, _) in blocks {
-                let len = kho::PAGE_SIZE << order;
-                clean(phys, len);
-                data += len;
-            }
-        }
-        // The trees were just finalized by this image; a walk failure is a kho bug, and
-        // the next image will reject the handover. Say so rather than jump silently.
-        Err(e) => warn!("handover: cannot walk the preserved blocks to clean them: {e}"),
-    }
+    // Preserved blocks are not cleaned by address (that would cost O(preserved bytes)):
+    // the next image reads them only with its MMU and caches on, and the trampoline's
+    // set/way clean+invalidate to LoC writes back every dirty line before the jump
+    // (docs/hardware.md, "Handover, data").
+    let data = kho.block_count();
     info!(
-        "handover: next image ({}) at {entry:#x} ({} bytes, image_size {:#x}), fdt at {fdt_at:#x} ({fdt_len} bytes){}; cleaned {pages} tree pages and {} KiB of preserved data to PoC; entering at {}",
+        "handover: next image ({}) at {entry:#x} ({} bytes, image_size {:#x}), fdt at {fdt_at:#x} ({fdt_len} bytes){}; cleaned {pages} tree pages to PoC ({} preserved blocks left to the set/way clean); entering at {}",
         next.source,
         next.len,
         next.header.image_size,
@@ -445,7 +448,7 @@ fn prepare<M: PhysMem>(
             Some((p, at)) => alloc::format!(", initrd ({}) at {at:#x} ({} bytes)", p.source, p.len),
             None => alloc::string::String::new(),
         },
-        data / 1024,
+        data,
         out.el.handover_target()
     );
     if !next.header.anywhere() {

@@ -22,7 +22,7 @@ use super::config::{Carried, Config};
 use super::ledger::Ledger;
 use super::pattern::{self, pattern_seed};
 use super::record::{Entry, Kind, Record, CLIENT_NAME};
-use super::report::{Check, Failure, GenReport, SoakReport};
+use super::report::{Check, Failure, GenReport, Phases, SoakReport};
 use super::rng::Rng;
 use super::state::{self, mm_failure};
 
@@ -39,13 +39,57 @@ pub const MAX_KEPT_PAGES: u64 = 2048;
 /// Largest folio order allocated.
 pub const MAX_FOLIO_ORDER: u32 = 6;
 
-/// The generic timer as the kernel read it.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+/// The generic timer as the kernel read it, at the boot steps that cut the blackout.
+#[derive(Copy, Clone, Debug)]
 pub struct Clock {
     /// Counter value at this image's entry.
     pub boot_ticks: u64,
     /// Counter frequency in Hz (`CNTFRQ_EL0`).
     pub freq: u64,
+    /// Counter when kho's validation of the previous handover was done.
+    pub validated: u64,
+    /// Counter when the frame allocator was built around the preserved ranges.
+    pub frames: u64,
+    /// Counter when the allocator was usable (blocks stashed, heap grown).
+    pub ready: u64,
+    /// Reads the counter now.
+    pub now: fn() -> u64,
+}
+
+impl Clock {
+    /// Ticks from `from` to `to` in µs (0 if the counter went backwards).
+    pub fn us(&self, from: u64, to: u64) -> u64 {
+        let ticks = u128::from(to.saturating_sub(from));
+        u64::try_from(ticks * 1_000_000 / u128::from(self.freq.max(1))).unwrap_or(u64::MAX)
+    }
+}
+
+/// Marks the timing slot: `BTNTIME1`, then the counter at finalize and at the jump.
+pub const TIMING_MAGIC: u64 = u64::from_le_bytes(*b"BTNTIME1");
+/// Bytes of the timing slot, which follows the record (8-byte aligned) in its pages.
+pub const TIMING_BYTES: u64 = 24;
+
+/// The old image's moments after the record is sealed, written into the timing slot.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Stamp {
+    /// `Kho::finalize` returned.
+    Finalized = 1,
+    /// The last instruction before the trampoline.
+    Jumped = 2,
+}
+
+/// Writes `ticks` as `which` into the timing slot at `slot` ([`GenOutcome::timing_slot`]).
+pub fn stamp<M: PhysMem + ?Sized>(
+    mem: &M,
+    slot: u64,
+    which: Stamp,
+    ticks: u64,
+) -> Result<(), Failure> {
+    pattern::write_bytes(mem, slot + 8 * which as u64, &ticks.to_le_bytes()).map_err(|e| Failure {
+        generation: 0,
+        check: Check::Record,
+        detail: format!("writing the timing slot at {slot:#x}: {e}"),
+    })
 }
 
 /// A generation that passed: its report, and what the handover still needs.
@@ -82,6 +126,12 @@ impl GenOutcome {
         self.record_at
     }
 
+    /// The timing slot: [`TIMING_BYTES`] in the record's preserved pages, after the record.
+    /// `seal` writes its magic; the kernel stamps it with [`stamp`].
+    pub fn timing_slot(&self) -> u64 {
+        timing_slot(self.record_at.0, self.record_at.1)
+    }
+
     /// The record as it will be (or was) written.
     pub fn record(&self) -> &Record {
         &self.record
@@ -108,8 +158,24 @@ impl GenOutcome {
             ));
         }
         pattern::write_bytes(mem, self.record_at.0, &bytes)
-            .map_err(|e| fail(n, Check::Record, format!("writing the record: {e}")))
+            .map_err(|e| fail(n, Check::Record, format!("writing the record: {e}")))?;
+        let mut slot = [0u8; TIMING_BYTES as usize];
+        slot[..8].copy_from_slice(&TIMING_MAGIC.to_le_bytes());
+        pattern::write_bytes(mem, self.timing_slot(), &slot)
+            .map_err(|e| fail(n, Check::Record, format!("writing the timing slot: {e}")))
     }
+}
+
+/// Where the timing slot of a record at `phys` of `size` bytes is.
+fn timing_slot(phys: u64, size: u64) -> u64 {
+    (phys + size).next_multiple_of(8)
+}
+
+/// The previous image's finalize and jump moments from its timing slot, if it wrote them.
+fn read_stamps<M: PhysMem + ?Sized>(mem: &M, phys: u64, size: u64) -> Option<(u64, u64)> {
+    let b = pattern::read_bytes(mem, timing_slot(phys, size), TIMING_BYTES).ok()?;
+    let word = |i: usize| u64::from_le_bytes(b[8 * i..8 * i + 8].try_into().unwrap_or([0; 8]));
+    (word(0) == TIMING_MAGIC).then(|| (word(1), word(2)))
 }
 
 fn fail(generation: u32, check: Check, detail: String) -> Failure {
@@ -188,12 +254,14 @@ impl<M: PhysMem + ?Sized> Gen<'_, '_, '_, M> {
         Ok(())
     }
 
-    /// Step 1: restores and verifies every recorded block. Returns them and the record.
+    /// Step 1: restores every recorded block (the blackout ends there), then verifies each
+    /// one's page state and bytes. Returns them and the record.
     fn restore(
         &mut self,
         mut inc: Incoming,
         clock: &Clock,
     ) -> Result<(Record, Vec<Entry>), Failure> {
+        self.report.blocks = inc.unclaimed() as u64;
         let handed: u64 = inc.unclaimed_blocks().map(|b| 1u64 << b.order).sum();
         let (rphys, rsize) = inc.client(CLIENT_NAME).ok_or_else(|| {
             self.fail(
@@ -218,6 +286,7 @@ impl<M: PhysMem + ?Sized> Gen<'_, '_, '_, M> {
         self.led.claimed += rpages;
         let bytes = pattern::read_bytes(self.mem, rphys, rsize)
             .map_err(|e| self.fail(Check::Record, format!("reading the record: {e}")))?;
+        let stamps = read_stamps(self.mem, rphys, rsize);
         self.free_restored_range(rstart, rpages)?;
         let rec = Record::decode(&bytes).map_err(|e| self.fail(Check::Record, format!("{e}")))?;
         let cfg = self.cfg;
@@ -239,11 +308,6 @@ impl<M: PhysMem + ?Sized> Gen<'_, '_, '_, M> {
                 Check::Accounting,
                 format!("total pages {} became {total}", rec.total_pages),
             ));
-        }
-        if rec.timer_freq > 0 {
-            let ticks = u128::from(clock.boot_ticks.saturating_sub(rec.timestamp));
-            self.report.handover_us =
-                u64::try_from(ticks * 1_000_000 / u128::from(rec.timer_freq)).unwrap_or(u64::MAX);
         }
         let mut held = Vec::with_capacity(rec.entries.len());
         for e in &rec.entries {
@@ -269,6 +333,24 @@ impl<M: PhysMem + ?Sized> Gen<'_, '_, '_, M> {
                 )
             })?;
             self.led.claimed += e.pages;
+            held.push(*e);
+        }
+        // Every preserved block is back: the blackout ends here.
+        let restored_at = (clock.now)();
+        if rec.timer_freq == clock.freq {
+            self.report.handover_us = clock.us(rec.timestamp, restored_at);
+            let (finalized, jumped) = stamps.unwrap_or((rec.timestamp, rec.timestamp));
+            self.report.phases = Phases {
+                finalize_us: clock.us(rec.timestamp, finalized),
+                copyout_us: clock.us(finalized, jumped),
+                trampoline_us: clock.us(jumped, clock.boot_ticks),
+                early_us: clock.us(clock.boot_ticks, clock.validated),
+                reserve_us: clock.us(clock.validated, clock.frames),
+                ready_us: clock.us(clock.frames, clock.ready),
+                restore_us: clock.us(clock.ready, restored_at),
+            };
+        }
+        for e in &held {
             self.check_state(e)?;
             pattern::verify(self.mem, e.phys, e.len, e.pattern, e.checksum).map_err(|err| {
                 self.fail(
@@ -278,8 +360,8 @@ impl<M: PhysMem + ?Sized> Gen<'_, '_, '_, M> {
             })?;
             self.report.restored += 1;
             self.report.verified_bytes += e.len;
-            held.push(*e);
         }
+        self.report.verify_us = clock.us(restored_at, (clock.now)());
         let stray: Vec<_> = inc.unclaimed_blocks().collect();
         if let Some(b) = stray.first() {
             let pages: u64 = stray.iter().map(|b| 1u64 << b.order).sum();
@@ -472,7 +554,7 @@ pub fn run_generation<M: PhysMem + ?Sized, K: PhysMem>(
         },
     };
 
-    // 1. Restore and verify.
+    // 1. Restore and verify; then the rest of RAM joins the free lists.
     let (prev_pages, restored) = match incoming {
         Some(inc) => {
             let (rec, held) = g.restore(inc, clock)?;
@@ -480,6 +562,9 @@ pub fn run_generation<M: PhysMem + ?Sized, K: PhysMem>(
         }
         None => (0, Vec::new()),
     };
+    let t = (clock.now)();
+    g.fa.init_deferred(usize::MAX);
+    g.report.deferred_us = clock.us(t, (clock.now)());
 
     // 2. Free a random share (and everything this image's allocator cannot keep whole).
     let mut kept: Vec<(Entry, bool)> = Vec::new();
@@ -539,7 +624,8 @@ pub fn run_generation<M: PhysMem + ?Sized, K: PhysMem>(
         .encode()
         .map_err(|e| g.fail(Check::Record, format!("encoding the record: {e}")))?
         .len() as u64;
-    let rorder = order_for(size.div_ceil(PAGE_SIZE));
+    // The timing slot follows the record in the same pages.
+    let rorder = order_for((timing_slot(0, size) + TIMING_BYTES).div_ceil(PAGE_SIZE));
     let rpfn = g.alloc(rorder, false)?;
     let rphys = rpfn.phys().0;
     out.preserve_pages(g.fa, rpfn, 1 << rorder)

@@ -38,6 +38,6 @@ mod tests; // host chains over an arena: many generations, cross-version, every 
 
 pub use config::{next_bootargs, Carried, Config, ConfigError};
 pub use damage::{DamageError, DamageKind};
-pub use engine::{run_generation, Clock, GenOutcome};
+pub use engine::{run_generation, stamp, Clock, GenOutcome, Stamp};
 pub use record::{Kind, Record, RecordError};
-pub use report::{Check, Failure, GenReport, SoakReport};
+pub use report::{Check, Failure, GenReport, Phases, SoakReport};

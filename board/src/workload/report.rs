@@ -34,8 +34,52 @@ pub struct GenReport {
     pub leaked: u64,
     /// Pages leaked by mm's free-path checks.
     pub bad_pages: u64,
-    /// Microseconds from the previous image's handover to this image's boot (0 when cold).
+    /// The blackout, in µs of the generic timer (0 when cold): from the previous image
+    /// sealing its record to this image having restored every preserved block with its
+    /// allocator ready for any request. The sum of the seven phases below.
     pub handover_us: u64,
+    /// Preserved blocks the previous image handed over (0 when cold).
+    pub blocks: u64,
+    /// The blackout's phases, in µs: see [`Phases`].
+    pub phases: Phases,
+    /// µs checking every restored block's page state and bytes (after the blackout).
+    pub verify_us: u64,
+    /// µs putting the rest of RAM (deferred descriptors) on the free lists (after the
+    /// blackout).
+    pub deferred_us: u64,
+}
+
+/// The blackout cut at the points where each image reads the generic timer.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Phases {
+    /// Old image: record sealed → `Kho::finalize` done.
+    pub finalize_us: u64,
+    /// Old image: finalized → last instruction before the trampoline (placement, copies of
+    /// the next image, initrd and FDT, cache maintenance, console drain).
+    pub copyout_us: u64,
+    /// Trampoline (MMU and caches off, set/way clean) → the new image's `kernel_main`.
+    pub trampoline_us: u64,
+    /// New image: entry → kho validation done (FDT, console, memblock, MMU, validation).
+    pub early_us: u64,
+    /// Validated → frame allocator built around the preserved ranges.
+    pub reserve_us: u64,
+    /// Allocator built → usable (blocks stashed, heap grown for the workload).
+    pub ready_us: u64,
+    /// Ready → every preserved block restored by the workload.
+    pub restore_us: u64,
+}
+
+impl Phases {
+    /// The whole blackout.
+    pub fn total(&self) -> u64 {
+        self.finalize_us
+            + self.copyout_us
+            + self.trampoline_us
+            + self.early_us
+            + self.reserve_us
+            + self.ready_us
+            + self.restore_us
+    }
 }
 
 impl fmt::Display for GenReport {
@@ -43,7 +87,9 @@ impl fmt::Display for GenReport {
         write!(
             f,
             "GEN n={} cold={} restored={} verified_bytes={} freed={} split={} preserved={} \
-             preserved_pages={} free_pages={} total_pages={} leaked={} bad_pages={} handover_us={}",
+             preserved_pages={} free_pages={} total_pages={} leaked={} bad_pages={} handover_us={} \
+             blocks={} finalize_us={} copyout_us={} trampoline_us={} early_us={} reserve_us={} \
+             ready_us={} restore_us={} verify_us={} deferred_us={}",
             self.n,
             u8::from(self.cold),
             self.restored,
@@ -56,7 +102,17 @@ impl fmt::Display for GenReport {
             self.total_pages,
             self.leaked,
             self.bad_pages,
-            self.handover_us
+            self.handover_us,
+            self.blocks,
+            self.phases.finalize_us,
+            self.phases.copyout_us,
+            self.phases.trampoline_us,
+            self.phases.early_us,
+            self.phases.reserve_us,
+            self.phases.ready_us,
+            self.phases.restore_us,
+            self.verify_us,
+            self.deferred_us
         )
     }
 }
@@ -189,7 +245,9 @@ mod tests {
         assert_eq!(
             g.to_string(),
             "GEN n=3 cold=0 restored=4 verified_bytes=4096 freed=0 split=0 preserved=0 \
-             preserved_pages=0 free_pages=0 total_pages=0 leaked=0 bad_pages=0 handover_us=17"
+             preserved_pages=0 free_pages=0 total_pages=0 leaked=0 bad_pages=0 handover_us=17 \
+             blocks=0 finalize_us=0 copyout_us=0 trampoline_us=0 early_us=0 reserve_us=0 \
+             ready_us=0 restore_us=0 verify_us=0 deferred_us=0"
         );
         let s = SoakReport {
             generations: 50,

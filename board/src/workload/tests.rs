@@ -17,6 +17,21 @@ const RAM: u64 = 64 << 20;
 const SCRATCH: u64 = 8 << 20;
 /// Generic-timer frequency the harness pretends to have.
 const FREQ: u64 = 62_500_000;
+/// Ticks of each boot step the harness pretends to take (at 62.5 MHz: 10, 20, 30 µs after
+/// entry for validated, frames, ready; the restore ends 50 µs after ready).
+const T_VALIDATED: u64 = 625;
+const T_FRAMES: u64 = 1_250;
+const T_READY: u64 = 1_875;
+const T_RESTORED: u64 = T_READY + 3_125;
+
+std::thread_local! {
+    /// The harness's generic counter as `Clock::now` reads it (one per test thread).
+    static NOW: core::cell::Cell<u64> = const { core::cell::Cell::new(0) };
+}
+
+fn now() -> u64 {
+    NOW.with(|n| n.get())
+}
 
 /// What one simulated boot produced.
 #[derive(Debug)]
@@ -129,7 +144,12 @@ impl Chain {
         let clock = Clock {
             boot_ticks: self.ticks,
             freq: FREQ,
+            validated: self.ticks + T_VALIDATED,
+            frames: self.ticks + T_FRAMES,
+            ready: self.ticks + T_READY,
+            now,
         };
+        NOW.with(|n| n.set(self.ticks + T_RESTORED));
         let mut outcome = match run_generation(&cfg, &mut fa, mem, incoming, &mut out, &clock) {
             Ok(o) => o,
             Err(f) => {
@@ -150,6 +170,10 @@ impl Chain {
         }
         outcome.seal(mem, self.ticks).expect("seal");
         let mut h = out.finalize(&mut fa).expect("finalize");
+        // 100 µs to finalize, 100 µs more to the trampoline.
+        let slot = outcome.timing_slot();
+        stamp(mem, slot, Stamp::Finalized, self.ticks + 6_250).expect("stamp");
+        stamp(mem, slot, Stamp::Jumped, self.ticks + 12_500).expect("stamp");
         if let Some(kind) = cfg.damage_now() {
             h = damage::inject(kind, mem, &h, &mut || {
                 fa.alloc_pages(0).ok().map(|p| p.phys().0)
@@ -212,7 +236,22 @@ fn assert_clean_chain(boots: &[Boot], generations: u32, cold: &[u32]) {
             );
         } else {
             assert!(r.restored >= 6 && r.verified_bytes > 0, "{r}");
-            assert_eq!(r.handover_us, 1_000, "{r}");
+            // Seal → restored: 1 ms to entry, then 30 µs of boot steps and 50 µs of restore.
+            assert_eq!(r.handover_us, 1_080, "{r}");
+            assert_eq!(
+                r.phases,
+                Phases {
+                    finalize_us: 100,
+                    copyout_us: 100,
+                    trampoline_us: 800,
+                    early_us: 10,
+                    reserve_us: 10,
+                    ready_us: 10,
+                    restore_us: 50,
+                },
+                "{r}"
+            );
+            assert_eq!(r.phases.total(), r.handover_us);
         }
     }
     let soak = boots
