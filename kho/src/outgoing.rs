@@ -264,6 +264,12 @@ impl<M: PhysMem> Kho<M> {
         self.finalized.as_ref().map(|f| f.out)
     }
 
+    /// Pages of every preserved block, walking the tree once without allocating per block
+    /// (a handover may hold millions).
+    pub fn preserved_pages(&self) -> Result<u64, KhoError> {
+        Ok(self.set.pages(&self.mem)?)
+    }
+
     /// Every preserved block as `(phys, order, type)`, in key order.
     pub fn blocks(&self) -> Result<Vec<(u64, u32, BlockType)>, KhoError> {
         let mut v = Vec::new();

@@ -253,6 +253,17 @@ impl PreservedSet {
         })
     }
 
+    /// Pages of every block (the main tree holds every block once).
+    pub fn pages<M: PhysMem + ?Sized>(&self, mem: &M) -> Result<u64, TreeError> {
+        let mut pages = 0u64;
+        self.main.for_each_key(mem, &mut |k| {
+            if let Ok((_, order)) = crate::key::decode(k) {
+                pages += 1u64 << order;
+            }
+        })?;
+        Ok(pages)
+    }
+
     /// Calls `f(phys, order, type)` for every block, in key order.
     pub fn for_each<M: PhysMem + ?Sized>(
         &self,

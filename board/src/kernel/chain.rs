@@ -29,6 +29,10 @@ use super::physmem::IdentityMem;
 /// then): records, kho's maps, the outgoing FDT.
 const WORKLOAD_HEAP: usize = 4 << 20;
 
+/// Heap per block of the scaled set (`baton.preserve=`): the incoming list, the restored
+/// list and kho's outgoing block list, with room to spare.
+const BULK_HEAP_PER_BLOCK: usize = 96;
+
 /// The bootarg that turns the chain on.
 const CHAIN_KEY: &str = "baton.generations=";
 
@@ -103,12 +107,17 @@ pub fn run(
             ),
         }
     };
-    let got = heap::reserve(WORKLOAD_HEAP, mm::MAX_ORDER);
-    if got < WORKLOAD_HEAP {
+    // The scaled set needs its block lists on both sides of the handover.
+    let want = WORKLOAD_HEAP
+        + cfg
+            .bulk
+            .map_or(0, |s| s.max_blocks() as usize * BULK_HEAP_PER_BLOCK);
+    let got = heap::reserve(want, mm::MAX_ORDER);
+    if got < want {
         warn!(
             "chain: heap reserve got {} of {} KiB",
             got / 1024,
-            WORKLOAD_HEAP / 1024
+            want / 1024
         );
     }
     let mut frames = FRAMES.lock();

@@ -8,6 +8,7 @@ use super::alloc::string::{String, ToString};
 use core::fmt;
 use core::fmt::Write as _;
 
+use super::bulk::{self, Shape, Spec};
 use super::damage::DamageKind;
 use super::report::{Check, Failure};
 
@@ -42,6 +43,8 @@ pub enum ConfigError {
     BadNumber { key: &'static str, value: String },
     /// `baton.damage=` names no known kind.
     UnknownDamage { value: String },
+    /// `baton.preserve=` is not a size, or `baton.shape=` names no known shape.
+    BadBulk { key: &'static str, value: String },
     /// `baton.generations=0`, `baton.damage-every=0`, or `baton.gen` not below `generations`.
     OutOfRange { key: &'static str, value: u64 },
 }
@@ -60,6 +63,10 @@ impl fmt::Display for ConfigError {
             ConfigError::OutOfRange { key, value } => {
                 write!(f, "bootarg {key}{value} is out of range")
             }
+            ConfigError::BadBulk { key, value } => write!(
+                f,
+                "bootarg {key}{value}: sizes are like 64M or 1G, shapes scatter, dense, mixed"
+            ),
         }
     }
 }
@@ -97,6 +104,29 @@ pub struct Config {
     pub damage_every: Option<u32>,
     /// Largest buddy order of this image (`mm::MAX_ORDER` of the build).
     pub max_order: u32,
+    /// The scaled preserved set, if `baton.preserve=` asks for one.
+    pub bulk: Option<Spec>,
+}
+
+fn bulk_spec(bootargs: &str) -> Result<Option<Spec>, ConfigError> {
+    let bad = |key, v: &str| ConfigError::BadBulk {
+        key,
+        value: String::from(v),
+    };
+    let shape = match value(bootargs, bulk::KEY_SHAPE) {
+        None => Shape::Dense,
+        Some(v) => Shape::from_name(v).ok_or_else(|| bad(bulk::KEY_SHAPE, v))?,
+    };
+    match value(bootargs, bulk::KEY_PRESERVE) {
+        None | Some("0") => Ok(None),
+        Some(v) => {
+            let bytes = kho::scratch::parse_size(v).ok_or_else(|| bad(bulk::KEY_PRESERVE, v))?;
+            Ok(Some(Spec {
+                bytes: bytes.next_multiple_of(mm::PAGE_SIZE),
+                shape,
+            }))
+        }
+    }
 }
 
 fn value<'a>(bootargs: &'a str, key: &str) -> Option<&'a str> {
@@ -176,6 +206,7 @@ impl Config {
             damage,
             damage_every,
             max_order,
+            bulk: bulk_spec(bootargs)?,
         })
     }
 
@@ -246,6 +277,7 @@ mod tests {
                 damage: None,
                 damage_every: None,
                 max_order: 10,
+                bulk: None,
             }
         );
         assert!(c.is_last());

@@ -18,6 +18,7 @@ use kho::incoming::Incoming;
 use kho::{Kho, PhysMem};
 use mm::{FrameAllocator, MmError, PageFlags, Pfn, PAGE_SHIFT, PAGE_SIZE};
 
+use super::bulk::{self, Totals};
 use super::config::{Carried, Config};
 use super::ledger::Ledger;
 use super::pattern::{self, pattern_seed};
@@ -254,13 +255,13 @@ impl<M: PhysMem + ?Sized> Gen<'_, '_, '_, M> {
         Ok(())
     }
 
-    /// Step 1: restores every recorded block (the blackout ends there), then verifies each
-    /// one's page state and bytes. Returns them and the record.
+    /// Step 1: restores every recorded block and the scaled set (the blackout ends there),
+    /// then verifies each one's page state and bytes. Returns them and the record.
     fn restore(
         &mut self,
         mut inc: Incoming,
         clock: &Clock,
-    ) -> Result<(Record, Vec<Entry>), Failure> {
+    ) -> Result<(Record, Vec<Entry>, bulk::BlockList), Failure> {
         self.report.blocks = inc.unclaimed() as u64;
         let handed: u64 = inc.unclaimed_blocks().map(|b| 1u64 << b.order).sum();
         let (rphys, rsize) = inc.client(CLIENT_NAME).ok_or_else(|| {
@@ -335,6 +336,13 @@ impl<M: PhysMem + ?Sized> Gen<'_, '_, '_, M> {
             self.led.claimed += e.pages;
             held.push(*e);
         }
+        // What is left is the scaled set, if the record declares one.
+        let mut bulk_held = bulk::BlockList::default();
+        if rec.bulk != Totals::default() {
+            let (b, pages) = bulk::restore(&mut inc, self.fa).map_err(|(c, d)| self.fail(c, d))?;
+            self.led.claimed += pages;
+            bulk_held = b;
+        }
         // Every preserved block is back: the blackout ends here.
         let restored_at = (clock.now)();
         if rec.timer_freq == clock.freq {
@@ -361,7 +369,23 @@ impl<M: PhysMem + ?Sized> Gen<'_, '_, '_, M> {
             self.report.restored += 1;
             self.report.verified_bytes += e.len;
         }
+        for b in bulk_held.iter_mut() {
+            bulk::verify(self.fa, self.mem, cfg.seed, cfg.generation, b)
+                .map_err(|(c, d)| self.fail(c, d))?;
+            self.report.verified_bytes += PAGE_SIZE << b.order;
+        }
         self.report.verify_us = clock.us(restored_at, (clock.now)());
+        let found = Totals::of(&bulk_held);
+        if found != rec.bulk {
+            let extra = found.pages.saturating_sub(rec.bulk.pages);
+            self.report.leaked += extra;
+            let check = if extra > 0 {
+                Check::Leak
+            } else {
+                Check::Accounting
+            };
+            return Err(self.fail(check, bulk::mismatch(&found, &rec.bulk)));
+        }
         let stray: Vec<_> = inc.unclaimed_blocks().collect();
         if let Some(b) = stray.first() {
             let pages: u64 = stray.iter().map(|b| 1u64 << b.order).sum();
@@ -376,12 +400,12 @@ impl<M: PhysMem + ?Sized> Gen<'_, '_, '_, M> {
                 ),
             ));
         }
-        if rec.preserved_pages + rpages != handed {
+        if rec.preserved_pages + rpages + rec.bulk.pages != handed {
             return Err(self.fail(
                 Check::Accounting,
                 format!(
-                    "handover held {handed} pages, record says {} + {rpages} for itself",
-                    rec.preserved_pages
+                    "handover held {handed} pages, record says {} + {} scaled + {rpages} for itself",
+                    rec.preserved_pages, rec.bulk.pages
                 ),
             ));
         }
@@ -389,7 +413,7 @@ impl<M: PhysMem + ?Sized> Gen<'_, '_, '_, M> {
             .finish(self.fa)
             .map_err(|e| self.fail(Check::Restore, format!("releasing handover metadata: {e}")))?;
         self.led.released += meta;
-        Ok((rec, held))
+        Ok((rec, held, bulk_held))
     }
 
     /// Allocates a block: `alloc_folio` or `alloc_pages`.
@@ -555,12 +579,12 @@ pub fn run_generation<M: PhysMem + ?Sized, K: PhysMem>(
     };
 
     // 1. Restore and verify; then the rest of RAM joins the free lists.
-    let (prev_pages, restored) = match incoming {
+    let (prev_pages, restored, bulk_restored) = match incoming {
         Some(inc) => {
-            let (rec, held) = g.restore(inc, clock)?;
-            (rec.preserved_pages, held)
+            let (rec, held, bulk_held) = g.restore(inc, clock)?;
+            (rec.preserved_pages, held, bulk_held)
         }
-        None => (0, Vec::new()),
+        None => (0, Vec::new(), bulk::BlockList::default()),
     };
     let t = (clock.now)();
     g.fa.init_deferred(usize::MAX);
@@ -582,6 +606,37 @@ pub fn run_generation<M: PhysMem + ?Sized, K: PhysMem>(
             kept.push((e, split));
         }
     }
+
+    // The scaled set: free a share (all of it without `baton.preserve=`, and what this
+    // image cannot keep whole), then top it up to its size.
+    let mut bulk_kept = bulk::BlockList::default();
+    for b in bulk_restored.drain() {
+        if cfg.bulk.is_none() || b.order > cfg.max_order || g.rng.chance(bulk::CHURN_PERCENT) {
+            g.led.freed += bulk::free(g.fa, &b).map_err(|(c, d)| g.fail(c, d))?;
+        } else {
+            bulk_kept.push(b);
+        }
+    }
+    if let Some(spec) = &cfg.bulk {
+        let moves = bulk::grow(
+            g.fa,
+            g.mem,
+            &mut g.rng,
+            spec,
+            cfg.seed,
+            cfg.generation,
+            cfg.max_order,
+            &mut bulk_kept,
+        )
+        .map_err(|(c, d)| g.fail(c, d))?;
+        g.led.allocated += moves.allocated;
+        g.led.freed += moves.freed;
+    }
+    for b in bulk_kept.iter() {
+        bulk::preserve(out, g.fa, b).map_err(|(c, d)| g.fail(c, d))?;
+    }
+    let bulk_totals = Totals::of(&bulk_kept);
+    drop(bulk_kept);
 
     // 3. Allocate, fill, preserve, record.
     let new = g.allocate_new()?;
@@ -619,6 +674,7 @@ pub fn run_generation<M: PhysMem + ?Sized, K: PhysMem>(
         total_pages: s0.total,
         preserved_pages,
         entries,
+        bulk: bulk_totals,
     };
     let size = record
         .encode()
@@ -642,17 +698,15 @@ pub fn run_generation<M: PhysMem + ?Sized, K: PhysMem>(
             format!("preserved {preserved_pages} pages, previous {prev_pages} - freed {freed_pages} + new {new_pages} = {expect_preserved}"),
         ));
     }
-    let in_kho: u64 = out
-        .blocks()
-        .map_err(|e| g.fail(Check::Accounting, format!("listing preserved blocks: {e}")))?
-        .iter()
-        .map(|&(_, o, _)| 1u64 << o)
-        .sum();
-    if in_kho != preserved_pages + rpages {
+    let in_kho = out
+        .preserved_pages()
+        .map_err(|e| g.fail(Check::Accounting, format!("listing preserved blocks: {e}")))?;
+    if in_kho != preserved_pages + bulk_totals.pages + rpages {
         return Err(g.fail(
             Check::Accounting,
             format!(
-                "kho preserves {in_kho} pages, the record {preserved_pages} + {rpages} for itself"
+                "kho preserves {in_kho} pages, the record {preserved_pages} + {} scaled + {rpages} for itself",
+                bulk_totals.pages
             ),
         ));
     }

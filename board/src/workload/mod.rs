@@ -23,6 +23,7 @@
 
 extern crate alloc;
 
+pub mod bulk; // the scaled preserved set: baton.preserve= / baton.shape=
 pub mod config; // baton.* bootargs: seed, chain length, counters, damage spec
 pub mod damage; // test-only corruption of the outgoing handover data
 pub mod engine; // run_generation: restore, verify, free, split, allocate, preserve, account

@@ -9,6 +9,8 @@ use core::fmt;
 
 use kho::fdt::{Fdt, FdtError, FdtWriteError, FdtWriter};
 
+use super::bulk::Totals;
+
 /// Name of the workload's client node in the KHO FDT.
 pub const CLIENT_NAME: &str = "baton-workload";
 /// Root `compatible` of the record.
@@ -123,7 +125,8 @@ impl Entry {
 /// (u64), `preserved-pages` (u64: sum of `pages` over the entries) and `blocks`: `n`
 /// entries of 48 bytes: `phys` u64, `pages` u64, `len` u64, `kind` u32 (0 folio, 1 contig,
 /// 2 split, 3 phys-range, 4 split-after-preserve), `fill-gen` u32, `pattern` u64,
-/// `checksum` u64. Unknown properties and child nodes are ignored.
+/// `checksum` u64. With a scaled set (`baton.preserve=`): `bulk-blocks`, `bulk-pages`,
+/// `bulk-sum` (u64 each, `bulk::Totals`). Unknown properties and child nodes are ignored.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
     /// The writer's generation.
@@ -142,6 +145,8 @@ pub struct Record {
     pub preserved_pages: u64,
     /// Kept blocks.
     pub entries: Vec<Entry>,
+    /// The scaled set (`baton.preserve=`): totals only, its blocks describe themselves.
+    pub bulk: Totals,
 }
 
 /// Why a record from the previous image is unusable.
@@ -285,6 +290,11 @@ impl Record {
             blocks.extend_from_slice(&e.checksum.to_be_bytes());
         }
         w.prop("blocks", &blocks)?;
+        if self.bulk != Totals::default() {
+            w.prop("bulk-blocks", &self.bulk.blocks.to_be_bytes())?;
+            w.prop("bulk-pages", &self.bulk.pages.to_be_bytes())?;
+            w.prop("bulk-sum", &self.bulk.sum.to_be_bytes())?;
+        }
         w.end_node()?;
         w.finish()
     }
@@ -340,6 +350,14 @@ impl Record {
             total_pages: u64p("total-pages")?,
             preserved_pages: u64p("preserved-pages")?,
             entries,
+            bulk: match fdt.root().prop("bulk-blocks") {
+                None => Totals::default(),
+                Some(_) => Totals {
+                    blocks: u64p("bulk-blocks")?,
+                    pages: u64p("bulk-pages")?,
+                    sum: u64p("bulk-sum")?,
+                },
+            },
         };
         if rec.preserved_pages != sum {
             return Err(RecordError::PagesMismatch {
@@ -394,6 +412,11 @@ mod tests {
             total_pages: 65536,
             preserved_pages: 1045,
             entries,
+            bulk: Totals {
+                blocks: 262_144,
+                pages: 262_144,
+                sum: 0xdead_beef,
+            },
         }
     }
 

@@ -423,3 +423,51 @@ fn a_damaged_record_fails_the_next_generation_naming_record() {
     assert_eq!((f.generation, f.check), (1, Check::Record), "{f}");
     assert_eq!(f.detail, "record: FDT magic 0xd00cfeed is not 0xd00dfeed");
 }
+
+/// Pages of a scaled set of `bytes`.
+const fn pages(bytes: u64) -> u64 {
+    bytes / 4096
+}
+
+#[test]
+fn a_scaled_set_survives_every_generation_in_each_shape() {
+    for (shape, min_blocks) in [
+        ("scatter", pages(4 << 20)),
+        ("dense", pages(4 << 20)),
+        ("mixed", 8),
+    ] {
+        let args =
+            format!("baton.seed=7 baton.generations=6 baton.preserve=4M baton.shape={shape}");
+        let boots = run_chain(&args, 6, |_| 10);
+        assert_clean_chain(&boots, 6, &[0]);
+        for (n, b) in boots.iter().enumerate() {
+            let rec = b.record.as_ref().expect("record");
+            assert_eq!(rec.bulk.pages, pages(4 << 20), "{shape} generation {n}");
+            assert!(rec.bulk.blocks >= min_blocks, "{shape}: {:?}", rec.bulk);
+            let r = reports(&boots)[n];
+            if n > 0 {
+                // Every block of the set and of the record came back and was verified.
+                assert!(r.blocks > rec.bulk.blocks / 2, "{shape}: {r}");
+                assert!(r.verified_bytes >= (4 << 20) * 8 / 10, "{shape}: {r}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_scaled_block_missing_from_the_handover_fails_the_totals() {
+    let mut chain =
+        Chain::new("baton.seed=3 baton.generations=3 baton.preserve=1M baton.shape=mixed");
+    let first = chain.boot(10);
+    assert!(first.result.is_ok());
+    // The sealed record claims one more scaled page than the handover holds (same size).
+    let mut rec = first.record.expect("record");
+    rec.timestamp = chain.ticks - 62_500;
+    rec.bulk.pages += 1;
+    let bytes = rec.encode().expect("encode");
+    assert_eq!(bytes.len() as u64, first.record_blob.1);
+    pattern::write_bytes(&chain.arena, first.record_blob.0, &bytes).expect("write");
+    let f = chain.boot(10).result.expect_err("totals mismatch");
+    assert_eq!(f.check, Check::Accounting, "{f}");
+    assert!(f.detail.starts_with("bulk set: found"), "{f}");
+}
