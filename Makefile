@@ -22,6 +22,11 @@ RUN_GENERATIONS ?= 5
 GENERATIONS ?= 1000
 SEED     ?=
 BOARD    ?= virt
+# `make soak` guest RAM (virt) and the scaled preserved set: PRESERVE=1G SHAPE=scatter|dense|mixed.
+MEM      ?= 1G
+PRESERVE ?=
+SHAPE    ?=
+SOAK_BOOTARGS = $(strip $(if $(PRESERVE),baton.preserve=$(PRESERVE)) $(if $(SHAPE),baton.shape=$(SHAPE)) $(APPEND))
 # `make bench-handover`: runner options, e.g. BENCH_ARGS='--ram 1G --sets default'.
 BENCH_ARGS ?=
 HOST      = $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
@@ -46,7 +51,7 @@ help:
 	@echo "make            build $(IMAGE) (arm64 Image, boots on virt and raspi4b)"
 	@echo "make run        boot on QEMU virt (EL1) and run a $(RUN_GENERATIONS)-generation handover chain"
 	@echo "make run-boot   boot on QEMU virt, print the banner, exit 0 (no chain)"
-	@echo "make soak       GENERATIONS=1000 SEED= BOARD=virt|rpi4: long chain, report in target/soak/"
+	@echo "make soak       GENERATIONS=1000 SEED= BOARD=virt|rpi4 MEM=1G PRESERVE=1G SHAPE=scatter|dense|mixed: long chain, report in target/soak/"
 	@echo "make image-b    build $(IMAGE_B) (MAX_ORDER 8, the cross-version image)"
 	@echo "make rpi4-sdcard  build/rpi4-sdcard: kernel8.img + config.txt for a real Pi 4"
 	@echo "make run-el2    boot on QEMU virt with virtualization=on (EL2 entry)"
@@ -99,8 +104,8 @@ run-boot: deps image
 # A chain of GENERATIONS handovers in one QEMU process; report in target/soak/.
 soak: deps image
 	$(CARGO) run --release -q -p tests --bin soak -- --image $(IMAGE) --board $(BOARD) \
-		--generations $(GENERATIONS) $(if $(SEED),--seed $(SEED),) \
-		$(if $(APPEND),--extra-bootargs "$(APPEND)",)
+		--generations $(GENERATIONS) $(if $(SEED),--seed $(SEED),) --mem $(MEM) \
+		$(if $(SOAK_BOOTARGS),--extra-bootargs "$(SOAK_BOOTARGS)",)
 
 # A folder for the FAT boot partition of a real Raspberry Pi 4 (see README).
 rpi4-sdcard: image

@@ -80,6 +80,14 @@ fn chain(board: Board, generations: u32, bootargs: &str, opts: Boot, cold: &[u32
                 g.n
             );
             assert!(g.get("handover_us") > 0, "n={}", g.n);
+            // The blackout is its seven phases (each rounded down to a whole µs).
+            let phases: u64 = PHASES.iter().map(|k| g.get(k)).sum();
+            let total = g.get("handover_us");
+            assert!(
+                phases <= total && total - phases < PHASES.len() as u64,
+                "n={}: phases add up to {phases}, handover_us={total}",
+                g.n
+            );
         }
     }
     run.expect(&format!(
@@ -89,6 +97,17 @@ fn chain(board: Board, generations: u32, bootargs: &str, opts: Boot, cold: &[u32
     .expect("leaked=0 status=ok");
     run
 }
+
+/// The blackout's phases on the GEN line, in order.
+const PHASES: [&str; 7] = [
+    "finalize_us",
+    "copyout_us",
+    "trampoline_us",
+    "early_us",
+    "reserve_us",
+    "ready_us",
+    "restore_us",
+];
 
 fn image_b() -> PathBuf {
     std::env::var_os("BATON_IMAGE_B")
@@ -145,6 +164,45 @@ fn image_a_and_b_alternate_across_max_orders() {
         let want = if i % 2 == 0 { "10)" } else { "8)" };
         assert_eq!(*o, want, "generation {i} ran the wrong image");
     }
+}
+
+/// A scaled set: `baton.preserve=` of order-0 pages a frame apart, every one handed over,
+/// restored and verified in each warm generation.
+fn scattered(board: Board, generations: u32, size: &str, pages: u64, memory: Option<&'static str>) {
+    let run = chain(
+        board,
+        generations,
+        &format!("baton.preserve={size} baton.shape=scatter"),
+        Boot {
+            memory,
+            ..Boot::default()
+        },
+        &[],
+    );
+    for g in gens(&run).iter().filter(|g| !g.cold) {
+        assert!(
+            g.get("blocks") > pages,
+            "n={}: blocks {}",
+            g.n,
+            g.get("blocks")
+        );
+        assert!(
+            g.get("verified_bytes") > pages * 4096,
+            "n={}: verified {}",
+            g.n,
+            g.get("verified_bytes")
+        );
+    }
+}
+
+#[test]
+fn sixty_four_mib_in_16384_scattered_pages_survive_on_virt() {
+    scattered(Board::Virt, 3, "64M", 16_384, Some("1G"));
+}
+
+#[test]
+fn sixteen_mib_in_4096_scattered_pages_survive_on_raspi4b() {
+    scattered(Board::Rpi4, 2, "16M", 4_096, None);
 }
 
 /// Damages every third handover (after generations 2, 5, 8): generations 3, 6 and 9 must

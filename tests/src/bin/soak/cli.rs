@@ -9,7 +9,7 @@ use std::str::FromStr;
 
 pub const USAGE: &str = "\
 usage: soak --image <Image> [--board virt|rpi4] [--el 1|2] [--generations N] [--seed S]
-            [--expect-cold] [--extra-bootargs \"...\"] [--initrd FILE] [--dtb FILE]
+            [--expect-cold] [--extra-bootargs \"...\"] [--mem SIZE] [--initrd FILE] [--dtb FILE]
             [--report-dir DIR] [--timeout-secs T] [--qemu BIN] [--qemu-arg ARG]...
        soak --replay LOGFILE [same options, --image not needed]
 
@@ -46,6 +46,8 @@ pub struct Options {
     pub seed_given: bool,
     pub expect_cold: bool,
     pub extra_bootargs: String,
+    /// Guest RAM on virt (QEMU `-m`), default 1G; raspi4b's is fixed by the machine.
+    pub mem: String,
     pub initrd: Option<PathBuf>,
     pub dtb: Option<PathBuf>,
     pub report_dir: Option<PathBuf>,
@@ -92,9 +94,25 @@ impl fmt::Display for CliError {
     }
 }
 
-/// The default run timeout: two minutes to boot plus a second per generation.
-pub fn default_timeout_secs(generations: u32) -> u64 {
-    120 + u64::from(generations)
+/// The default run timeout: two minutes to boot plus a second per generation, and 16 s per
+/// GiB of `baton.preserve=` per generation (filling, verifying and handing it over takes
+/// about 6 s per GiB under TCG on this project's 2-core machines).
+pub fn default_timeout_secs(generations: u32, extra_bootargs: &str) -> u64 {
+    let preserve_mib = extra_bootargs
+        .split_ascii_whitespace()
+        .filter_map(|w| w.strip_prefix("baton.preserve="))
+        .last()
+        .and_then(|v| {
+            let (num, shift) = match v.as_bytes().last()? {
+                b'k' | b'K' => (&v[..v.len() - 1], 10),
+                b'm' | b'M' => (&v[..v.len() - 1], 20),
+                b'g' | b'G' => (&v[..v.len() - 1], 30),
+                _ => (v, 0),
+            };
+            num.parse::<u64>().ok().map(|n| (n << shift) >> 20)
+        })
+        .unwrap_or(0);
+    120 + u64::from(generations) * (1 + preserve_mib.div_ceil(64))
 }
 
 fn parse<T: FromStr>(
@@ -124,6 +142,7 @@ where
         seed_given: false,
         expect_cold: false,
         extra_bootargs: String::new(),
+        mem: "1G".to_string(),
         initrd: None,
         dtb: None,
         report_dir: None,
@@ -195,6 +214,7 @@ where
                 }
             }
             "--extra-bootargs" => o.extra_bootargs = value("--extra-bootargs")?,
+            "--mem" => o.mem = value("--mem")?,
             "--initrd" => o.initrd = Some(value("--initrd")?.into()),
             "--dtb" => o.dtb = Some(value("--dtb")?.into()),
             "--report-dir" => o.report_dir = Some(value("--report-dir")?.into()),
@@ -223,7 +243,8 @@ where
     if o.image.is_none() && o.replay.is_none() {
         return Err(CliError::MissingImage);
     }
-    o.timeout_secs = timeout.unwrap_or_else(|| default_timeout_secs(o.generations));
+    o.timeout_secs =
+        timeout.unwrap_or_else(|| default_timeout_secs(o.generations, &o.extra_bootargs));
     Ok(o)
 }
 
@@ -259,6 +280,16 @@ mod tests {
         assert_eq!(o.timeout_secs, 3);
         assert_eq!(o.qemu_args, vec!["-d".to_string(), "int".to_string()]);
         assert_eq!(o.dtb, Some(PathBuf::from("t.dtb")));
+    }
+
+    #[test]
+    fn the_timeout_grows_with_the_preserved_set() {
+        assert_eq!(default_timeout_secs(10, ""), 130);
+        assert_eq!(default_timeout_secs(10, "baton.preserve=64M"), 140);
+        assert_eq!(
+            default_timeout_secs(200, "x=1 baton.preserve=1G baton.shape=scatter"),
+            120 + 200 * 17
+        );
     }
 
     #[test]

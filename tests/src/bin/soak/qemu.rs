@@ -45,7 +45,7 @@ pub fn command_line(o: &Options, image: &Path) -> Vec<String> {
             } else {
                 "virt"
             };
-            push(&["-M", machine, "-cpu", "cortex-a72", "-m", "1G"]);
+            push(&["-M", machine, "-cpu", "cortex-a72", "-m", &o.mem]);
         }
         Board::Rpi4 => push(&["-M", "raspi4b"]),
     }
