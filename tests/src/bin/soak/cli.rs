@@ -100,8 +100,8 @@ impl fmt::Display for CliError {
 pub fn default_timeout_secs(generations: u32, extra_bootargs: &str) -> u64 {
     let preserve_mib = extra_bootargs
         .split_ascii_whitespace()
-        .filter_map(|w| w.strip_prefix("baton.preserve="))
-        .last()
+        .rev()
+        .find_map(|w| w.strip_prefix("baton.preserve="))
         .and_then(|v| {
             let (num, shift) = match v.as_bytes().last()? {
                 b'k' | b'K' => (&v[..v.len() - 1], 10),
