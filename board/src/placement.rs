@@ -1,7 +1,7 @@
 //! Where the next image, its device tree and its initrd go: first fit inside the parts of
 //! scratch this image never used.
 //!
-//! Target free and host-tested; the kernel (`kernel::handover`) copies the bytes. Scratch is
+//! Target free and host-tested; the kernel (`board/kernel`, `next_image`) copies the bytes. Scratch is
 //! the only memory the next image may touch before its kho has reserved what was preserved,
 //! so everything it reads at entry lives there: the Image on a 2 MiB boundary plus its
 //! `text_offset` with `image_size` bytes free behind it, the FDT and the initrd.
@@ -14,7 +14,7 @@ use core::fmt;
 use kho::Region;
 use mm::Memblock;
 
-use crate::image::{ImageHeader, IMAGE_ALIGN};
+use baton_image::{ImageHeader, IMAGE_ALIGN};
 
 /// Alignment of the device tree and the initrd copies (a page: both get reserved whole).
 pub const BLOB_ALIGN: u64 = 4096;

@@ -21,7 +21,7 @@ use log::{error, info, warn};
 
 use super::exit::{self, ExitPath};
 use super::physmem::IdentityMem;
-use super::{chain, handover, heap, logger, memory, reloc};
+use super::{chain, heap, logger, memory, reloc, warm_boot};
 
 /// Entered from `arch::entry` on the boot CPU at EL1, MMU off, on the kernel stack.
 #[no_mangle]
@@ -91,7 +91,7 @@ pub extern "C" fn kernel_main(fdt_addr: u64, image_base: u64, entry_el: u64, rel
     }
     // Before the first allocation: a handover restricts early allocations to its scratch.
     let mem = IdentityMem::new(&info, layout.stack_guard);
-    let early = handover::discover(&info, &mem);
+    let early = warm_boot::discover(&info, &mem);
     let mmu = match memory::enable_mmu(&info, image, layout.stack_guard) {
         Ok(r) => r,
         Err(e) => fail_memory(e),
@@ -109,9 +109,9 @@ pub extern "C" fn kernel_main(fdt_addr: u64, image_base: u64, entry_el: u64, rel
                     | memmap::ReserveReason::Initrd
             )
         })
-        .map(|(_, r)| handover::region(r))
+        .map(|(_, r)| warm_boot::region(r))
         .collect();
-    let kb = match handover::reserve(&mem, early, &avoid, info.bootargs) {
+    let kb = match warm_boot::reserve(&mem, early, &avoid, info.bootargs) {
         Ok(kb) => kb,
         Err(e) => fail_memory(e.into()),
     };
@@ -158,7 +158,7 @@ pub extern "C" fn kernel_main(fdt_addr: u64, image_base: u64, entry_el: u64, rel
     if let Some(r) = kb.reserved {
         release_unclaimed(r);
     }
-    exit::exit(board::exit::SUCCESS)
+    exit::exit(board::status::SUCCESS)
 }
 
 /// Without a chain no one claims the previous image's preserved blocks: give them back.
@@ -249,7 +249,7 @@ fn bad_fdt(fdt_addr: u64, image_base: u64, e: FdtError) -> ! {
         "cannot continue without a valid device tree; stopping (board guessed from load address {image_base:#x}: {})",
         facts.name
     );
-    exit::exit(board::exit::BAD_FDT)
+    exit::exit(board::status::BAD_FDT)
 }
 
 fn start_console(facts: &BoardFacts, console: Option<ConsoleInfo>) {
@@ -320,7 +320,7 @@ fn print_memblock() {
 
 fn fail_memory(e: memory::MemError) -> ! {
     error!("memory setup failed: {e}");
-    exit::exit(board::exit::NO_MEMORY)
+    exit::exit(board::status::NO_MEMORY)
 }
 
 #[inline(never)]

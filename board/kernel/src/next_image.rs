@@ -1,145 +1,23 @@
-//! The handover at both ends of a generation.
+//! The end of a generation: choose and check the next image, place it, its device tree and
+//! its initrd in the parts of scratch this image never used, clean everything the next
+//! image reads with its MMU off to the point of coherency, drain the console and jump.
 //!
-//! At boot: find the previous image's handover in `/chosen`, keep every early allocation
-//! inside its scratch, validate and reserve what it preserved, or boot cold (kho logs the
-//! check that failed). At the end: check the next image, place it, its device tree and its
-//! initrd in the parts of scratch this image never used, clean everything the next image
-//! reads with its MMU off to the point of coherency, drain the console and jump.
+//! Never jumps into bytes it has not just re-checked; returns the reason instead.
 
 extern crate alloc;
 
-use alloc::vec::Vec;
 use core::fmt;
 
 use arch::entry::ImageLayout;
 use arch::ExceptionLevel;
-use board::bootinfo::{BootInfo, Region as BootRegion};
-use board::handover::{free_scratch, NoRoom, Placer};
-use board::image::{self, ImageError, ImageHeader};
+use baton_image::{self as image, ImageError, ImageHeader};
+use board::bootinfo::BootInfo;
+use board::placement::{NoRoom, Placer};
 use kho::bootfdt::{BootFdtError, ChosenUpdate};
-use kho::{Handover, HandoverRefs, Kho, PhysMem, Region, Reserved};
-use log::{error, info, warn};
-use mm::{MmError, PhysRange};
+use kho::{Handover, Kho, PhysMem, Region};
+use log::{info, warn};
 
-use super::memory::MEMBLOCK;
 use super::physmem::IdentityMem;
-
-/// A boot-FDT range as kho sees it.
-pub fn region(r: BootRegion) -> Region {
-    Region {
-        start: r.base,
-        end: r.end(),
-    }
-}
-
-fn range(r: Region) -> PhysRange {
-    PhysRange::from_bounds(r.start, r.end)
-}
-
-/// A handover named by `/chosen` whose scratch areas passed kho's checks.
-pub struct Early {
-    refs: HandoverRefs,
-    scratch: Vec<Region>,
-}
-
-/// Step 1, before the first memblock allocation (the MMU may still be off): reads
-/// `/chosen`, checks the scratch array and restricts memblock to scratch. `None`: cold.
-pub fn discover(info: &BootInfo<'_>, mem: &IdentityMem) -> Option<Early> {
-    let arrays = info.kho_scratch.as_slice();
-    let refs = match (info.kho_fdt, arrays) {
-        (None, []) => {
-            info!("kho: no handover in /chosen: cold boot");
-            return None;
-        }
-        (Some(f), [a]) => HandoverRefs {
-            kho_fdt: region(f),
-            scratch_array: region(*a),
-        },
-        (f, a) => {
-            error!(
-                "kho: /chosen check: linux,kho-fdt {} with {} linux,kho-scratch ranges, expected one of each; booting cold",
-                if f.is_some() { "present" } else { "absent" },
-                a.len()
-            );
-            return None;
-        }
-    };
-    // kho logs the failed check itself.
-    let scratch = kho::read_scratch(mem, mem.ram(), &refs).ok()?;
-    let ranges: Vec<PhysRange> = scratch.iter().map(|r| range(*r)).collect();
-    if let Err(e) = MEMBLOCK.lock().set_alloc_only_in(&ranges) {
-        error!("kho: cannot restrict early allocations to scratch: {e}; booting cold");
-        return None;
-    }
-    info!(
-        "kho: handover from the previous image: KHO FDT [{:#x}-{:#x}), {} scratch areas; early allocations only in scratch",
-        refs.kho_fdt.start,
-        refs.kho_fdt.end,
-        scratch.len()
-    );
-    Some(Early { refs, scratch })
-}
-
-/// What kho set up at boot.
-pub struct KhoBoot {
-    /// Scratch areas of this generation (the same as the previous one's on a warm boot).
-    pub scratch: Vec<Region>,
-    /// The previous image's handover, validated and reserved; `None` on a cold boot.
-    pub reserved: Option<Reserved>,
-    /// The parts of scratch nothing used this boot: where the next image goes.
-    pub free_scratch: Vec<Region>,
-}
-
-/// Step 2, MMU on, before the frame allocator: validates and reserves the handover (or
-/// chooses new scratch), lifts the scratch-only rule and reserves scratch whole so the
-/// frame allocator never hands it out. `avoid`: what nothing preserved may overlap.
-pub fn reserve(
-    mem: &IdentityMem,
-    early: Option<Early>,
-    avoid: &[Region],
-    bootargs: &str,
-) -> Result<KhoBoot, MmError> {
-    let mut mb = MEMBLOCK.lock();
-    let mut warm = None;
-    if let Some(e) = early {
-        let probed = kho::probe(mem, &mut mb, &e.refs, mem.ram(), &e.scratch, avoid);
-        mb.clear_alloc_only_in();
-        if let Ok(r) = probed {
-            warm = Some((e.scratch, r));
-        }
-    }
-    let (scratch, reserved, free) = match warm {
-        Some((s, r)) => {
-            let free = free_scratch(&s, &mb);
-            (s, Some(r), free)
-        }
-        None => {
-            // Fresh scratch: memblock just reserved it for us and nothing is in it yet.
-            let size = kho::scratch::scratch_size(bootargs, mem.total());
-            let s = alloc::vec![kho::scratch::choose_scratch(&mut mb, size)?];
-            (s.clone(), None, s)
-        }
-    };
-    for s in &scratch {
-        mb.reserve(range(*s))?;
-        info!(
-            "kho: scratch [{:#x}-{:#x}) ({} MiB), {} KiB unused by this boot",
-            s.start,
-            s.end,
-            (s.end - s.start) >> 20,
-            free.iter()
-                .filter(|f| f.start >= s.start && f.end <= s.end)
-                .map(|f| f.end - f.start)
-                .sum::<u64>()
-                / 1024
-        );
-    }
-    Ok(KhoBoot {
-        scratch,
-        reserved,
-        free_scratch: free,
-    })
-}
 
 /// Where the bytes of a candidate next image came from.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
