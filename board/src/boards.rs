@@ -3,7 +3,8 @@
 //! Addresses here are used only where the FDT does not say (UART clocks, the BCM2711 GPIO
 //! and PM blocks) or when there is no FDT at all (the default board).
 
-use crate::bootinfo::{BootInfo, ConsoleInfo, Region};
+use crate::bootinfo::{BootInfo, ConsoleInfo};
+use mm::{PhysAddr, PhysRange};
 
 /// The boards baton knows.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -77,11 +78,11 @@ pub const GENERIC: BoardFacts = BoardFacts {
 pub const RPI4_UART0: u64 = 0xfe20_1000;
 /// RAM the default board assumes: the low 1 GiB minus the firmware's GPU split on every Pi 4
 /// model (0x3c000000 is below the smallest `total_mem - gpu_mem` the firmware reports).
-pub const RPI4_DEFAULT_RAM: Region = Region::new(0, 0x3c00_0000);
+pub const RPI4_DEFAULT_RAM: PhysRange = PhysRange::new(PhysAddr(0), 0x3c00_0000);
 /// The spin-table page: secondaries wait on 0xd8..0xf0; never allocate it.
-pub const RPI4_SPIN_TABLE_PAGE: Region = Region::new(0, 0x1000);
+pub const RPI4_SPIN_TABLE_PAGE: PhysRange = PhysRange::new(PhysAddr(0), 0x1000);
 /// The peripheral window of the BCM2711 (main peripherals + ARM local), CPU addresses.
-pub const RPI4_PERIPHERALS: Region = Region::new(0xfc00_0000, 0x0400_0000);
+pub const RPI4_PERIPHERALS: PhysRange = PhysRange::new(PhysAddr(0xfc00_0000), 0x0400_0000);
 
 impl BoardKind {
     /// Decides the board from the root `compatible` strings.
@@ -151,7 +152,10 @@ mod tests {
     #[test]
     fn default_board_reserves_the_spin_table_page() {
         let info = default_board_info();
-        assert_eq!(info.memreserve.as_slice(), &[Region::new(0, 0x1000)]);
+        assert_eq!(
+            info.memreserve.as_slice(),
+            &[PhysRange::new(PhysAddr(0), 0x1000)]
+        );
         assert_eq!(info.console.map(|c| c.base), Some(0xfe20_1000));
         assert_eq!(info.board, BoardKind::Rpi4);
     }

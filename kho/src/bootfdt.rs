@@ -9,7 +9,7 @@ use core::fmt;
 
 use crate::fdt::{Fdt, FdtError, FdtWriteError, FdtWriter};
 use crate::format::{CHOSEN_KHO_FDT, CHOSEN_KHO_SCRATCH};
-use crate::phys::Region;
+use mm::PhysRange;
 
 /// `/chosen` property: initrd start (u64, big-endian).
 pub const CHOSEN_INITRD_START: &str = "linux,initrd-start";
@@ -20,11 +20,11 @@ pub const CHOSEN_INITRD_END: &str = "linux,initrd-end";
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct ChosenUpdate<'a> {
     /// The KHO FDT (address, size).
-    pub kho_fdt: Option<Region>,
+    pub kho_fdt: Option<PhysRange>,
     /// The scratch array (address, size).
-    pub kho_scratch: Option<Region>,
+    pub kho_scratch: Option<PhysRange>,
     /// The initrd range.
-    pub initrd: Option<Region>,
+    pub initrd: Option<PhysRange>,
     /// New `bootargs`; `None` keeps the incoming value.
     pub bootargs: Option<&'a str>,
 }
@@ -119,17 +119,22 @@ fn push_cells(
 pub fn encode_reg(
     ac: u32,
     sc: u32,
-    r: Region,
+    r: PhysRange,
     prop: &'static str,
 ) -> Result<Vec<u8>, BootFdtError> {
     let mut v = Vec::with_capacity(16);
-    push_cells(&mut v, ac, r.start, prop)?;
+    push_cells(&mut v, ac, r.start.0, prop)?;
     push_cells(&mut v, sc, r.size(), prop)?;
     Ok(v)
 }
 
 /// Decodes one `(address, size)` pair in the given cells.
-pub fn decode_reg(ac: u32, sc: u32, v: &[u8], prop: &'static str) -> Result<Region, BootFdtError> {
+pub fn decode_reg(
+    ac: u32,
+    sc: u32,
+    v: &[u8],
+    prop: &'static str,
+) -> Result<PhysRange, BootFdtError> {
     let bad = BootFdtError::BadLength { prop, len: v.len() };
     if v.len() != 4 * (ac + sc) as usize {
         return Err(bad);
@@ -142,11 +147,11 @@ pub fn decode_reg(ac: u32, sc: u32, v: &[u8], prop: &'static str) -> Result<Regi
     let (a, s) = v.split_at(4 * ac as usize);
     let (start, size) = (num(a), num(s));
     let end = start.checked_add(size).ok_or(bad)?;
-    Ok(Region { start, end })
+    Ok(PhysRange::from_bounds(start, end))
 }
 
 /// `(KHO FDT, scratch array)` named by `/chosen` of a boot FDT, if it has a handover.
-pub fn read_handover(fdt: &Fdt<'_>) -> Result<Option<(Region, Region)>, BootFdtError> {
+pub fn read_handover(fdt: &Fdt<'_>) -> Result<Option<(PhysRange, PhysRange)>, BootFdtError> {
     let Some(chosen) = fdt.find("/chosen") else {
         return Ok(None);
     };
@@ -176,8 +181,8 @@ pub fn rewrite(incoming: &[u8], upd: &ChosenUpdate<'_>) -> Result<Vec<u8>, BootF
         ));
     }
     if let Some(r) = upd.initrd {
-        add.push((CHOSEN_INITRD_START, r.start.to_be_bytes().to_vec()));
-        add.push((CHOSEN_INITRD_END, r.end.to_be_bytes().to_vec()));
+        add.push((CHOSEN_INITRD_START, r.start.0.to_be_bytes().to_vec()));
+        add.push((CHOSEN_INITRD_END, r.end.0.to_be_bytes().to_vec()));
     }
     if let Some(b) = upd.bootargs {
         let mut v = b.as_bytes().to_vec();

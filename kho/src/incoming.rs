@@ -10,11 +10,13 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use mm::{BlockKind, FrameAllocator, Memblock, MmError, PageFlags, Pfn, PhysRange};
+use mm::{
+    BlockKind, FrameAllocator, Memblock, MmError, PageFlags, Pfn, PhysRange, PAGE_SHIFT, PAGE_SIZE,
+};
 
 use crate::format::ClientEntry;
 use crate::key::BlockType;
-use crate::phys::{PhysMem, Region, PAGE_SHIFT, PAGE_SIZE};
+use crate::phys::PhysMem;
 use crate::validate::{parse_scratch_array, validate, Block, Inputs, RestoreError, Validated};
 
 /// Magic in bits 32..63 of a preserved block's first-page `private` ("KHOB").
@@ -104,26 +106,15 @@ impl fmt::Display for IncomingError {
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct HandoverRefs {
     /// `linux,kho-fdt`.
-    pub kho_fdt: Region,
+    pub kho_fdt: PhysRange,
     /// `linux,kho-scratch`.
-    pub scratch_array: Region,
-}
-
-fn pages_of(r: Region) -> Region {
-    Region {
-        start: r.start & !(PAGE_SIZE - 1),
-        end: r.end.next_multiple_of(PAGE_SIZE),
-    }
-}
-
-fn range(r: Region) -> PhysRange {
-    PhysRange::from_bounds(r.start, r.end)
+    pub scratch_array: PhysRange,
 }
 
 /// Merges touching regions (sorted input) so memblock gets as few entries as possible.
-fn coalesce(mut v: Vec<Region>) -> Vec<Region> {
+fn coalesce(mut v: Vec<PhysRange>) -> Vec<PhysRange> {
     v.sort_unstable();
-    let mut out: Vec<Region> = Vec::with_capacity(v.len());
+    let mut out: Vec<PhysRange> = Vec::with_capacity(v.len());
     for r in v {
         match out.last_mut() {
             Some(l) if l.end >= r.start => l.end = l.end.max(r.end),
@@ -137,17 +128,17 @@ fn coalesce(mut v: Vec<Region>) -> Vec<Region> {
 #[derive(Debug)]
 pub struct Reserved {
     v: Validated,
-    scratch: Vec<Region>,
+    scratch: Vec<PhysRange>,
     /// Page-rounded metadata ranges reserved with `Memblock::reserve`.
-    metadata: Vec<Region>,
+    metadata: Vec<PhysRange>,
 }
 
 /// Scratch areas named by a handover (read and checked early, before memblock allocates).
 pub fn read_scratch<M: PhysMem + ?Sized>(
     mem: &M,
-    ram: &[Region],
+    ram: &[PhysRange],
     refs: &HandoverRefs,
-) -> Result<Vec<Region>, RestoreError> {
+) -> Result<Vec<PhysRange>, RestoreError> {
     parse_scratch_array(mem, ram, refs.scratch_array).inspect_err(note_rejection)
 }
 
@@ -165,12 +156,12 @@ pub fn probe<M: PhysMem + ?Sized>(
     mem: &M,
     mb: &mut Memblock,
     refs: &HandoverRefs,
-    ram: &[Region],
-    scratch: &[Region],
-    avoid: &[Region],
+    ram: &[PhysRange],
+    scratch: &[PhysRange],
+    avoid: &[PhysRange],
 ) -> Result<Reserved, RestoreError> {
     let mut avoid_all = avoid.to_vec();
-    avoid_all.push(pages_of(refs.scratch_array));
+    avoid_all.push(refs.scratch_array.outer_pages());
     let inp = Inputs {
         kho_fdt: refs.kho_fdt,
         ram,
@@ -179,10 +170,10 @@ pub fn probe<M: PhysMem + ?Sized>(
     };
     let v = validate(mem, &inp).inspect_err(note_rejection)?;
     let mut metadata = v.metadata.clone();
-    metadata.push(pages_of(refs.scratch_array));
+    metadata.push(refs.scratch_array.outer_pages());
     let metadata = coalesce(metadata);
     let blocks = coalesce(v.blocks.iter().map(Block::region).collect());
-    let mut done: Vec<Region> = Vec::new();
+    let mut done: Vec<PhysRange> = Vec::new();
     let mut fail = None;
     for (r, noinit) in blocks
         .iter()
@@ -190,9 +181,9 @@ pub fn probe<M: PhysMem + ?Sized>(
         .chain(metadata.iter().map(|r| (r, false)))
     {
         let res = if noinit {
-            mb.reserve_noinit(range(*r))
+            mb.reserve_noinit(*r)
         } else {
-            mb.reserve(range(*r))
+            mb.reserve(*r)
         };
         match res {
             Ok(()) => done.push(*r),
@@ -204,10 +195,10 @@ pub fn probe<M: PhysMem + ?Sized>(
     }
     if let Some((r, e)) = fail {
         for d in done {
-            let _ = mb.unreserve(range(d));
+            let _ = mb.unreserve(d);
         }
         let err = RestoreError::Reserve {
-            phys: r.start,
+            phys: r.start.0,
             size: r.size(),
             err: e,
         };
@@ -237,10 +228,10 @@ impl Reserved {
     /// all, before the frame allocator exists).
     pub fn cancel(self, mb: &mut Memblock) {
         for b in &self.v.blocks {
-            let _ = mb.unreserve(range(b.region()));
+            let _ = mb.unreserve(b.region());
         }
         for m in &self.metadata {
-            let _ = mb.unreserve(range(*m));
+            let _ = mb.unreserve(*m);
         }
     }
 
@@ -272,9 +263,9 @@ impl Reserved {
 pub struct Incoming {
     /// Unclaimed blocks by first pfn: (order, type).
     blocks: BTreeMap<u64, (u32, BlockType)>,
-    metadata: Vec<Region>,
+    metadata: Vec<PhysRange>,
     clients: Vec<ClientEntry>,
-    scratch: Vec<Region>,
+    scratch: Vec<PhysRange>,
     restored: u64,
     /// First pfns of blocks restored or released.
     done: BTreeSet<u64>,
@@ -282,7 +273,7 @@ pub struct Incoming {
 
 impl Incoming {
     /// The scratch areas of this handover (reuse them for the next one).
-    pub fn scratch(&self) -> &[Region] {
+    pub fn scratch(&self) -> &[PhysRange] {
         &self.scratch
     }
 
@@ -415,7 +406,7 @@ impl Incoming {
         let mut pages = 0;
         for m in &self.metadata {
             let n = m.size() >> PAGE_SHIFT;
-            fa.release_reserved(Pfn(m.start >> PAGE_SHIFT), n)?;
+            fa.release_reserved(m.start.pfn(), n)?;
             pages += n;
         }
         Ok(pages)

@@ -24,7 +24,7 @@ pub mod format; // KHO FDT names, encoding, metadata checksum
 pub mod incoming; // reserve, stash, restore, release, finish
 pub mod key; // radix keys: (phys, order) <-> u64
 pub mod outgoing; // the Kho state machine: preserve, split, clients, finalize
-pub mod phys; // PhysMem, Region, the host Arena
+pub mod phys; // PhysMem, the host Arena
 pub mod preserved; // the two trees of this image, kept consistent
 pub mod scratch; // choose, record and parse scratch areas
 pub mod tree; // the radix tree this image builds
@@ -34,5 +34,5 @@ pub use format::ClientEntry;
 pub use incoming::{probe, read_scratch, HandoverRefs, Incoming, IncomingError, Reserved};
 pub use key::BlockType;
 pub use outgoing::{Handover, Kho, KhoError};
-pub use phys::{Arena, PhysMem, Region, PAGE_SIZE};
+pub use phys::{Arena, PhysMem};
 pub use validate::{validate, Block, Inputs, RestoreError, Validated};

@@ -1,15 +1,10 @@
-//! Access to physical memory, and the plain address ranges kho reasons about.
+//! Access to physical memory: how kho turns a physical address into a pointer.
 //!
 //! Owns the `PhysMem` contract (how kho turns a physical address into a pointer) and `Arena`,
 //! the host stand-in for RAM. Never assumes an address is RAM: every access asks `PhysMem`.
 
 use alloc::alloc::{alloc_zeroed, dealloc, Layout};
-use core::fmt;
-
-/// Size of a page and of every radix-tree node.
-pub const PAGE_SIZE: u64 = 4096;
-/// log2 of [`PAGE_SIZE`].
-pub const PAGE_SHIFT: u32 = 12;
+use mm::{PhysAddr, PhysRange, PAGE_SIZE};
 
 /// How kho reaches physical memory: identity map on the target, an [`Arena`] on the host.
 ///
@@ -123,43 +118,6 @@ pub(crate) fn write_bytes<M: PhysMem + ?Sized>(mem: &M, phys: u64, data: &[u8]) 
     true
 }
 
-/// A half-open physical range `[start, end)`.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Region {
-    /// First byte.
-    pub start: u64,
-    /// One past the last byte.
-    pub end: u64,
-}
-
-impl Region {
-    /// `[start, start + size)`, saturating at the top of the address space.
-    pub const fn new(start: u64, size: u64) -> Self {
-        Region {
-            start,
-            end: start.saturating_add(size),
-        }
-    }
-    /// Size in bytes.
-    pub const fn size(&self) -> u64 {
-        self.end - self.start
-    }
-    /// True if the two ranges share a byte.
-    pub const fn overlaps(&self, o: &Region) -> bool {
-        self.start < o.end && o.start < self.end
-    }
-    /// True if `o` lies entirely inside `self`.
-    pub const fn covers(&self, o: &Region) -> bool {
-        self.start <= o.start && o.end <= self.end && o.start <= o.end
-    }
-}
-
-impl fmt::Display for Region {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "[{:#x}, {:#x})", self.start, self.end)
-    }
-}
-
 /// Host stand-in for RAM: a zeroed, page-aligned buffer that answers for `[base, base + size)`.
 ///
 /// Used by the tests, the benchmark and the fuzz target; harmless on the target.
@@ -188,8 +146,8 @@ impl Arena {
     }
 
     /// The physical range this arena stands for.
-    pub fn region(&self) -> Region {
-        Region::new(self.base, self.size as u64)
+    pub fn region(&self) -> PhysRange {
+        PhysRange::new(PhysAddr(self.base), self.size as u64)
     }
 
     /// Flips bit `bit` (0 = least significant) of the byte at `phys`. For corruption tests.

@@ -4,7 +4,8 @@
 //! clear, test, range queries and walks. Trusts its own nodes; input from a previous image is
 //! walked by `validate`, never by this module.
 
-use crate::phys::{next_nonzero_word, read_page, read_u64, write_u64, PageBuf, PhysMem, PAGE_SIZE};
+use crate::phys::{next_nonzero_word, read_page, read_u64, write_u64, PageBuf, PhysMem};
+use mm::PAGE_SIZE;
 
 /// Bits of a key indexed by a leaf bitmap (32,768 bits = one page).
 pub const LEAF_BITS: u32 = 15;
@@ -331,7 +332,7 @@ mod tests {
     fn setup() -> (Arena, BumpPages) {
         let a = Arena::new(0x4000_0000, 64 * PAGE_SIZE);
         let r = a.region();
-        (a, BumpPages::new(r.start, r.end))
+        (a, BumpPages::new(r.start.0, r.end.0))
     }
 
     #[test]

@@ -14,10 +14,11 @@ use alloc::vec::Vec;
 use arch::ExceptionLevel;
 use board::boards::{self, BoardFacts, BoardKind};
 use board::bootargs::{self, TestAction};
-use board::bootinfo::{BootInfo, ConsoleInfo, Region};
+use board::bootinfo::{BootInfo, ConsoleInfo, LogRange};
 use board::fdt::{self, FdtError};
 use board::memmap;
 use log::{error, info, warn};
+use mm::{PhysAddr, PhysRange};
 
 use super::exit::{self, ExitPath};
 use super::physmem::IdentityMem;
@@ -85,7 +86,7 @@ pub extern "C" fn kernel_main(fdt_addr: u64, image_base: u64, entry_el: u64, rel
     );
     print_boot_info(&info);
 
-    let image = Region::new(image_base, layout.size);
+    let image = PhysRange::new(PhysAddr(image_base), layout.size);
     if let Err(e) = memory::init_memblock(&info, image) {
         fail_memory(e);
     }
@@ -100,7 +101,7 @@ pub extern "C" fn kernel_main(fdt_addr: u64, image_base: u64, entry_el: u64, rel
         "mmu on: identity map, {} RAM ranges normal WB, {} device ranges nGnRE ({} skipped), {} table pages, stack guard {:#x}",
         mmu.normal, mmu.devices, mmu.skipped_devices, mmu.tables, layout.stack_guard
     );
-    let avoid: Vec<kho::Region> = memmap::boot_reservations(&info, image)
+    let avoid: Vec<PhysRange> = memmap::boot_reservations(&info, image)
         .filter(|(why, _)| {
             matches!(
                 why,
@@ -109,7 +110,7 @@ pub extern "C" fn kernel_main(fdt_addr: u64, image_base: u64, entry_el: u64, rel
                     | memmap::ReserveReason::Initrd
             )
         })
-        .map(|(_, r)| warm_boot::region(r))
+        .map(|(_, r)| r)
         .collect();
     let kb = match warm_boot::reserve(&mem, early, &avoid, info.bootargs) {
         Ok(kb) => kb,
@@ -265,7 +266,7 @@ fn start_console(facts: &BoardFacts, console: Option<ConsoleInfo>) {
 
 fn print_boot_info(info: &BootInfo<'_>) {
     if let Some(f) = info.fdt {
-        info!("fdt: {} ({} bytes)", f, f.size);
+        info!("fdt: {} ({} bytes)", LogRange(f), f.size());
     }
     info!(
         "bootargs: \"{}\", stdout-path: \"{}\"",
@@ -289,16 +290,16 @@ fn print_boot_info(info: &BootInfo<'_>) {
         }
     );
     for r in info.memory.iter() {
-        info!("memory: {} {:>6} MiB", r, r.size >> 20);
+        info!("memory: {} {:>6} MiB", LogRange(*r), r.size() >> 20);
     }
     if let Some(r) = info.initrd {
-        info!("initrd: {}", r);
+        info!("initrd: {}", LogRange(r));
     }
     if let Some(r) = info.kho_fdt {
-        info!("kho-fdt: {}", r);
+        info!("kho-fdt: {}", LogRange(r));
     }
     for r in info.kho_scratch.iter() {
-        info!("kho-scratch: {}", r);
+        info!("kho-scratch: {}", LogRange(*r));
     }
     if info.board == BoardKind::Generic {
         warn!("unknown board: console and power-off come from the FDT only");
@@ -308,7 +309,7 @@ fn print_boot_info(info: &BootInfo<'_>) {
 fn print_memblock() {
     let mb = memory::MEMBLOCK.lock();
     for r in mb.reserved() {
-        info!("reserved: [{:#011x}-{:#011x}]", r.start.0, r.end.0 - 1);
+        info!("reserved: {}", LogRange(r));
     }
     let free: u64 = mb.free_ranges().map(|r| r.size()).sum();
     info!(
@@ -337,7 +338,7 @@ fn recurse(depth: u64) -> u64 {
 static mut REENTRY_MARK: u64 = REENTRY_FIRST;
 const REENTRY_FIRST: u64 = 0xba70_0001;
 
-fn run_test_action(action: TestAction, info: &BootInfo<'_>, image: Region, el: ExceptionLevel) {
+fn run_test_action(action: TestAction, info: &BootInfo<'_>, image: PhysRange, el: ExceptionLevel) {
     match action {
         TestAction::Fault => {
             warn!("baton.test=fault: reading unmapped address 0xdead0000000");
@@ -355,10 +356,10 @@ fn run_test_action(action: TestAction, info: &BootInfo<'_>, image: Region, el: E
             }
             // SAFETY: as above.
             unsafe { core::ptr::addr_of_mut!(REENTRY_MARK).write_volatile(REENTRY_FIRST + 1) };
-            let fdt = info.fdt.map_or(0, |f| f.base);
+            let fdt = info.fdt.map_or(0, |f| f.start.0);
             info!(
                 "baton.test=reenter: jumping to {:#x} with x0 = {fdt:#x} at {}",
-                image.base,
+                image.start.0,
                 el.handover_target()
             );
             drivers::console::flush();
@@ -366,11 +367,11 @@ fn run_test_action(action: TestAction, info: &BootInfo<'_>, image: Region, el: E
             // them visible with the MMU off; this is the image we are running (it is
             // re-entered from its first byte, as a loader would).
             unsafe {
-                arch::cache::clean_to_poc(image.base, image.size);
+                arch::cache::clean_to_poc(image.start.0, image.size());
                 if let Some(f) = info.fdt {
-                    arch::cache::clean_to_poc(f.base, f.size);
+                    arch::cache::clean_to_poc(f.start.0, f.size());
                 }
-                arch::handover::jump_to_image(image.base, fdt, el);
+                arch::handover::jump_to_image(image.start.0, fdt, el);
             }
         }
         TestAction::StackOverflow => {

@@ -14,7 +14,7 @@ use arch::ExceptionLevel;
 use board::bootinfo::BootInfo;
 use kho::{Incoming, Kho};
 use log::{error, info, warn};
-use mm::FrameAllocator;
+use mm::{FrameAllocator, PhysRange};
 use workload::{self, damage, next_bootargs, Check, Clock, Config, Failure, GenOutcome};
 
 use super::exit;
@@ -170,7 +170,7 @@ fn hand_over(
     out: &mut Kho<&IdentityMem>,
     outcome: &mut GenOutcome,
     plan: &Plan,
-    free_scratch: &[kho::Region],
+    free_scratch: &[PhysRange],
 ) -> ! {
     let n = cfg.generation;
     if let Err(f) = outcome.seal(mem, arch::timer::ticks()) {

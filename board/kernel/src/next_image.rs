@@ -14,8 +14,9 @@ use baton_image::{self as image, ImageError, ImageHeader};
 use board::bootinfo::BootInfo;
 use board::placement::{NoRoom, Placer};
 use kho::bootfdt::{BootFdtError, ChosenUpdate};
-use kho::{Handover, Kho, PhysMem, Region};
+use kho::{Handover, Kho, PhysMem};
 use log::{info, warn};
+use mm::{PhysAddr, PhysRange, PAGE_SIZE};
 
 use super::physmem::IdentityMem;
 
@@ -135,9 +136,9 @@ pub fn plan(
     mem: &IdentityMem,
 ) -> Result<Plan, NextImageError> {
     let own = check(mem, Source::OwnCopy, layout.copy, layout.file_size, true)?;
-    match info.initrd.filter(|r| r.size > 0) {
+    match info.initrd.filter(|r| r.size() > 0) {
         Some(r) => Ok(Plan {
-            next: check(mem, Source::Initrd, r.base, r.size, false)?,
+            next: check(mem, Source::Initrd, r.start.0, r.size(), false)?,
             pass_on: Some(own),
         }),
         None => Ok(Plan {
@@ -187,7 +188,7 @@ pub struct Outgoing<'a> {
     pub bootargs: &'a str,
     /// Client blobs (address, size) to clean.
     pub blobs: &'a [(u64, u64)],
-    pub free_scratch: &'a [Region],
+    pub free_scratch: &'a [PhysRange],
 }
 
 /// Places, cleans and enters the next image. Returns only on failure, before anything
@@ -245,16 +246,14 @@ fn prepare<M: PhysMem>(
         None => None,
     };
     // SAFETY: the boot FDT is reserved and never written.
-    let fdt_in = unsafe { mem.bytes(boot_fdt.base, boot_fdt.size) }.ok_or(NextImageError::NoFdt)?;
+    let fdt_in =
+        unsafe { mem.bytes(boot_fdt.start.0, boot_fdt.size()) }.ok_or(NextImageError::NoFdt)?;
     let fdt_out = kho::bootfdt::rewrite(
         fdt_in,
         &ChosenUpdate {
             kho_fdt: Some(out.handover.kho_fdt),
             kho_scratch: Some(out.handover.scratch_array),
-            initrd: initrd.map(|(p, at)| Region {
-                start: at,
-                end: at + p.len,
-            }),
+            initrd: initrd.map(|(p, at)| PhysRange::new(PhysAddr(at), p.len)),
             bootargs: Some(out.bootargs),
         },
     )
@@ -281,11 +280,11 @@ fn prepare<M: PhysMem>(
 
     // Everything else the next image reads before its caches are on: the handover data.
     let h = out.handover;
-    clean(h.kho_fdt.start, h.kho_fdt.size());
-    clean(h.scratch_array.start, h.scratch_array.size());
+    clean(h.kho_fdt.start.0, h.kho_fdt.size());
+    clean(h.scratch_array.start.0, h.scratch_array.size());
     let mut pages = 0u64;
     for p in kho.metadata_pages() {
-        clean(p, kho::PAGE_SIZE);
+        clean(p, PAGE_SIZE);
         pages += 1;
     }
     for &(at, len) in out.blobs {
@@ -295,7 +294,7 @@ fn prepare<M: PhysMem>(
     match kho.blocks() {
         Ok(blocks) => {
             for (phys, order, _) in blocks {
-                let len = kho::PAGE_SIZE << order;
+                let len = PAGE_SIZE << order;
                 clean(phys, len);
                 data += len;
             }

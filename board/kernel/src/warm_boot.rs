@@ -8,31 +8,19 @@ extern crate alloc;
 
 use alloc::vec::Vec;
 
-use board::bootinfo::{BootInfo, Region as BootRegion};
+use board::bootinfo::BootInfo;
 use board::placement::free_scratch;
-use kho::{HandoverRefs, Region, Reserved};
+use kho::{HandoverRefs, Reserved};
 use log::{error, info};
 use mm::{MmError, PhysRange};
 
 use super::memory::MEMBLOCK;
 use super::physmem::IdentityMem;
 
-/// A boot-FDT range as kho sees it.
-pub fn region(r: BootRegion) -> Region {
-    Region {
-        start: r.base,
-        end: r.end(),
-    }
-}
-
-fn range(r: Region) -> PhysRange {
-    PhysRange::from_bounds(r.start, r.end)
-}
-
 /// A handover named by `/chosen` whose scratch areas passed kho's checks.
 pub struct Early {
     refs: HandoverRefs,
-    scratch: Vec<Region>,
+    scratch: Vec<PhysRange>,
 }
 
 /// Step 1, before the first memblock allocation (the MMU may still be off): reads
@@ -45,8 +33,8 @@ pub fn discover(info: &BootInfo<'_>, mem: &IdentityMem) -> Option<Early> {
             return None;
         }
         (Some(f), [a]) => HandoverRefs {
-            kho_fdt: region(f),
-            scratch_array: region(*a),
+            kho_fdt: f,
+            scratch_array: *a,
         },
         (f, a) => {
             error!(
@@ -59,15 +47,14 @@ pub fn discover(info: &BootInfo<'_>, mem: &IdentityMem) -> Option<Early> {
     };
     // kho logs the failed check itself.
     let scratch = kho::read_scratch(mem, mem.ram(), &refs).ok()?;
-    let ranges: Vec<PhysRange> = scratch.iter().map(|r| range(*r)).collect();
-    if let Err(e) = MEMBLOCK.lock().set_alloc_only_in(&ranges) {
+    if let Err(e) = MEMBLOCK.lock().set_alloc_only_in(&scratch) {
         error!("kho: cannot restrict early allocations to scratch: {e}; booting cold");
         return None;
     }
     info!(
         "kho: handover from the previous image: KHO FDT [{:#x}-{:#x}), {} scratch areas; early allocations only in scratch",
-        refs.kho_fdt.start,
-        refs.kho_fdt.end,
+        refs.kho_fdt.start.0,
+        refs.kho_fdt.end.0,
         scratch.len()
     );
     Some(Early { refs, scratch })
@@ -76,11 +63,11 @@ pub fn discover(info: &BootInfo<'_>, mem: &IdentityMem) -> Option<Early> {
 /// What kho set up at boot.
 pub struct KhoBoot {
     /// Scratch areas of this generation (the same as the previous one's on a warm boot).
-    pub scratch: Vec<Region>,
+    pub scratch: Vec<PhysRange>,
     /// The previous image's handover, validated and reserved; `None` on a cold boot.
     pub reserved: Option<Reserved>,
     /// The parts of scratch nothing used this boot: where the next image goes.
-    pub free_scratch: Vec<Region>,
+    pub free_scratch: Vec<PhysRange>,
 }
 
 /// Step 2, MMU on, before the frame allocator: validates and reserves the handover (or
@@ -89,7 +76,7 @@ pub struct KhoBoot {
 pub fn reserve(
     mem: &IdentityMem,
     early: Option<Early>,
-    avoid: &[Region],
+    avoid: &[PhysRange],
     bootargs: &str,
 ) -> Result<KhoBoot, MmError> {
     let mut mb = MEMBLOCK.lock();
@@ -114,15 +101,15 @@ pub fn reserve(
         }
     };
     for s in &scratch {
-        mb.reserve(range(*s))?;
+        mb.reserve(*s)?;
         info!(
             "kho: scratch [{:#x}-{:#x}) ({} MiB), {} KiB unused by this boot",
-            s.start,
-            s.end,
-            (s.end - s.start) >> 20,
+            s.start.0,
+            s.end.0,
+            s.size() >> 20,
             free.iter()
                 .filter(|f| f.start >= s.start && f.end <= s.end)
-                .map(|f| f.end - f.start)
+                .map(|f| f.size())
                 .sum::<u64>()
                 / 1024
         );

@@ -11,7 +11,8 @@ use kho::fdt::{Fdt, FdtError};
 use kho::format::{read_kho_fdt, FormatError, MetaCrc, PROP_CHECKSUM};
 use kho::outgoing::Handover;
 use kho::tree::{table_index, TABLE_LEVELS};
-use kho::{PhysMem, Region};
+use kho::PhysMem;
+use mm::PhysRange;
 
 use super::pattern;
 
@@ -121,8 +122,8 @@ fn write_u64<M: PhysMem + ?Sized>(mem: &M, phys: u64, v: u64) -> Result<(), Dama
 
 /// The KHO FDT's bytes as this image wrote them.
 fn fdt_bytes<M: PhysMem + ?Sized>(mem: &M, h: &Handover) -> Result<Vec<u8>, DamageError> {
-    pattern::read_bytes(mem, h.kho_fdt.start, h.kho_fdt.size()).map_err(|_| DamageError::NotRam {
-        phys: h.kho_fdt.start,
+    pattern::read_bytes(mem, h.kho_fdt.start.0, h.kho_fdt.size()).map_err(|_| DamageError::NotRam {
+        phys: h.kho_fdt.start.0,
     })
 }
 
@@ -168,7 +169,7 @@ fn fix_checksum<M: PhysMem + ?Sized>(mem: &M, h: &Handover) -> Result<(), Damage
         .ok_or(DamageError::Format(FormatError::BadCompatible))?;
     // The property value is a sub-slice of `bytes`: its offset is the distance between them.
     let off = value.as_ptr() as u64 - bytes.as_ptr() as u64;
-    let at = h.kho_fdt.start + off;
+    let at = h.kho_fdt.start.0 + off;
     pattern::write_bytes(mem, at, &u64::from(crc.finish()).to_le_bytes())
         .map_err(|_| DamageError::NotRam { phys: at })
 }
@@ -232,19 +233,19 @@ pub fn inject<M: PhysMem + ?Sized>(
         DamageKind::TruncateFdt => {
             let half = (h.kho_fdt.size() / 2).max(1);
             Ok(Handover {
-                kho_fdt: Region::new(h.kho_fdt.start, half),
+                kho_fdt: PhysRange::new(h.kho_fdt.start, half),
                 ..*h
             })
         }
         DamageKind::ScratchOverlap => {
             let a = h.scratch_array;
-            if a.end.is_multiple_of(PAGE) {
+            if a.end.0.is_multiple_of(PAGE) {
                 return Err(DamageError::NoRoom);
             }
-            write_u64(mem, a.end, root)?;
-            write_u64(mem, a.end + 8, PAGE)?;
+            write_u64(mem, a.end.0, root)?;
+            write_u64(mem, a.end.0 + 8, PAGE)?;
             Ok(Handover {
-                scratch_array: Region::new(a.start, a.size() + 16),
+                scratch_array: PhysRange::new(a.start, a.size() + 16),
                 ..*h
             })
         }
