@@ -9,7 +9,7 @@
 
 pub mod boards; // per-board facts (qemu-virt, rpi4, generic) and detection
 pub mod bootargs; // `loglevel=` and `baton.test=` from /chosen/bootargs
-pub mod bootinfo; // BootInfo, PhysRange, RangeList: everything the FDT told us
+pub mod bootinfo; // BootInfo, RangeList, LogRange: everything the FDT told us
 pub mod fdt; // the one FDT walk: header checks, fdt-rs tokens, BootInfo
 pub mod memmap; // BootInfo -> Memblock and the MMU's RAM/device ranges
 pub mod placement; // placing the next image, its FDT and initrd inside scratch
