@@ -43,4 +43,4 @@ pub use config::{next_bootargs, Carried, Config, ConfigError};
 pub use damage::{DamageError, DamageKind};
 pub use engine::{run_generation, Clock, GenOutcome};
 pub use record::{Kind, Record, RecordError};
-pub use report::{Check, Failure, GenReport, SoakReport};
+pub use report::{Check, Failure, GenField, GenReport, GenValue, SoakReport, GEN_FIELDS};
