@@ -6,10 +6,10 @@
 
 use std::time::{Duration, Instant};
 
-use kho::format::write_kho_fdt;
-use kho::preserved::PreservedSet;
-use kho::tree::BumpPages;
-use kho::validate::{validate, Inputs};
+use kho::testing::write_kho_fdt;
+use kho::testing::BumpPages;
+use kho::testing::PreservedSet;
+use kho::{validate, Inputs};
 use kho::{Arena, BlockType, PhysMem};
 use mm::{PhysAddr, PhysRange};
 

@@ -8,7 +8,6 @@
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 use core::fmt;
-use core::sync::atomic::{AtomicU64, Ordering};
 
 use mm::{
     BlockKind, FrameAllocator, Memblock, MmError, PageFlags, Pfn, PhysRange, PAGE_SHIFT, PAGE_SIZE,
@@ -21,19 +20,6 @@ use crate::validate::{parse_scratch_array, validate, Block, Inputs, RestoreError
 
 /// Magic in bits 32..63 of a preserved block's first-page `private` ("KHOB").
 pub const PRIVATE_MAGIC: u64 = 0x4b48_4f42;
-
-/// Handovers ignored so far. Counted with a load and a store, never `fetch_add`: without
-/// LSE that is a load/store-exclusive loop, and `read_scratch` can reject before the MMU is
-/// on, where an exclusive may never succeed (docs/hardware.md, "Exclusives (locks) before
-/// the MMU is on"). A count is lost only if two writers interleave; baton counts on one
-/// core with interrupts masked. (Host tests on many threads may lose one: nothing asserts
-/// on this global.)
-static REJECTED: AtomicU64 = AtomicU64::new(0);
-
-/// How many handovers this image ignored because they failed validation or reservation.
-pub fn rejected_handovers() -> u64 {
-    REJECTED.load(Ordering::Relaxed)
-}
 
 /// `private` word for a block (docs/abi.md §7).
 pub const fn private_word(order: u32, kind: BlockType) -> u64 {
@@ -143,15 +129,12 @@ pub fn read_scratch<M: PhysMem + ?Sized>(
 }
 
 fn note_rejection(e: &RestoreError) {
-    let n = REJECTED.load(Ordering::Relaxed);
-    REJECTED.store(n.saturating_add(1), Ordering::Relaxed);
     log::error!("kho: {e}; booting cold");
 }
 
 /// Validates the handover and reserves its blocks (`reserve_noinit`) and metadata (`reserve`)
 /// in `mb`. `avoid` are ranges nothing may overlap (running image, boot FDT, initrd). On any
-/// failure no reservation is left behind, the rejection counter goes up and the error is
-/// logged: the caller boots cold.
+/// failure no reservation is left behind and the error is logged: the caller boots cold.
 pub fn probe<M: PhysMem + ?Sized>(
     mem: &M,
     mb: &mut Memblock,

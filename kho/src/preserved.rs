@@ -88,6 +88,7 @@ impl PreservedSet {
     }
 
     /// True if nothing is preserved.
+    #[cfg_attr(not(feature = "test-helpers"), allow(dead_code))]
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }

@@ -281,8 +281,9 @@ fn walk_node<M: PhysMem + ?Sized>(
     Ok(())
 }
 
-/// A page source handing out pages of an [`Arena`](crate::phys::Arena)-like range in order,
-/// with a free list. For host tests and benchmarks that need no `mm`.
+/// A page source handing out pages of an `Arena`-like range in order, with a free list. For
+/// host tests and benchmarks that need no `mm`.
+#[cfg(any(test, feature = "test-helpers"))]
 #[derive(Debug)]
 pub struct BumpPages {
     next: u64,
@@ -292,6 +293,7 @@ pub struct BumpPages {
     pub in_use: usize,
 }
 
+#[cfg(any(test, feature = "test-helpers"))]
 impl BumpPages {
     /// Hands out the pages of `[start, end)` (page aligned).
     pub fn new(start: u64, end: u64) -> Self {
@@ -304,6 +306,7 @@ impl BumpPages {
     }
 }
 
+#[cfg(any(test, feature = "test-helpers"))]
 impl PageSource for BumpPages {
     fn alloc_page(&mut self) -> Option<u64> {
         let p = if let Some(p) = self.free.pop() {
@@ -327,7 +330,7 @@ impl PageSource for BumpPages {
 mod tests {
     use super::*;
     use crate::key::encode;
-    use crate::phys::Arena;
+    use crate::Arena;
 
     fn setup() -> (Arena, BumpPages) {
         let a = Arena::new(0x4000_0000, 64 * PAGE_SIZE);

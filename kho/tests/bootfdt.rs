@@ -5,7 +5,7 @@ mod common;
 
 use common::fdt_tools::{check_fdt_with_tools, dtc_decompile, listing};
 use kho::bootfdt::{read_handover, rewrite, ChosenUpdate};
-use kho::fdt::Fdt;
+use kho::Fdt;
 use mm::{PhysAddr, PhysRange};
 
 const VIRT: &[u8] = include_bytes!("data/virt.dtb");
@@ -99,7 +99,7 @@ fn rpi4_tree_rewrite_passes_dtc_and_libfdt() {
 
 #[test]
 fn one_cell_roots_encode_and_refuse_wide_values() {
-    let mut w = kho::fdt::FdtWriter::new();
+    let mut w = kho::FdtWriter::new();
     w.begin_node("").unwrap();
     w.prop("#address-cells", &1u32.to_be_bytes()).unwrap();
     w.prop("#size-cells", &1u32.to_be_bytes()).unwrap();

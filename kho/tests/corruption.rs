@@ -7,10 +7,10 @@ mod common;
 
 use common::sim::*;
 use kho::bootfdt::read_handover;
-use kho::fdt::Fdt;
-use kho::format::{read_kho_fdt, write_kho_fdt};
-use kho::key::encode;
-use kho::validate::TreeName;
+use kho::testing::encode;
+use kho::testing::{read_kho_fdt, write_kho_fdt};
+use kho::Fdt;
+use kho::TreeName;
 use kho::{Arena, HandoverRefs, PhysMem, RestoreError, Validated};
 use mm::{Memblock, PhysAddr, PhysRange};
 
@@ -328,7 +328,7 @@ fn set_key(f: &Fixture, root: u64, key: u64) {
     let mut spare = SPARE;
     let mut node = root;
     for level in (1..=5).rev() {
-        let slot = node + 8 * kho::tree::table_index(key, level) as u64;
+        let slot = node + 8 * kho::tamper::table_index(key, level) as u64;
         node = f.read_u64(slot);
         if node == 0 {
             assert!(!f.clean.metadata.iter().any(|m| m.start == PhysAddr(spare)));
@@ -479,7 +479,7 @@ fn impossible_orders_overlaps_and_stray_split_keys_name_their_check() {
                 matches!(
                     e,
                     RestoreError::BadKey {
-                        err: kho::key::KeyError::OrderTooLarge { order: 31, .. },
+                        err: kho::KeyError::OrderTooLarge { order: 31, .. },
                         ..
                     }
                 )
@@ -493,7 +493,7 @@ fn impossible_orders_overlaps_and_stray_split_keys_name_their_check() {
                 matches!(
                     e,
                     RestoreError::BadKey {
-                        err: kho::key::KeyError::MarkerAboveOrder0 { .. },
+                        err: kho::KeyError::MarkerAboveOrder0 { .. },
                         ..
                     }
                 )
@@ -507,7 +507,7 @@ fn impossible_orders_overlaps_and_stray_split_keys_name_their_check() {
                 matches!(
                     e,
                     RestoreError::BadKey {
-                        err: kho::key::KeyError::NoMarker,
+                        err: kho::KeyError::NoMarker,
                         ..
                     }
                 )

@@ -204,7 +204,7 @@ fn client_blob_is_found_by_name_in_the_next_image() {
     ));
     let boot = out.handover(arena);
     let h = out.kho.handover().unwrap();
-    let fdt = kho::phys::Arena::region(arena);
+    let fdt = kho::Arena::region(arena);
     assert!(fdt.contains_range(&h.kho_fdt));
     let bytes: Vec<u8> = {
         let ptr = arena

@@ -95,8 +95,8 @@ pub fn reserve(
         }
         None => {
             // Fresh scratch: memblock just reserved it for us and nothing is in it yet.
-            let size = kho::scratch::scratch_size(bootargs, mem.total());
-            let s = alloc::vec![kho::scratch::choose_scratch(&mut mb, size)?];
+            let size = kho::scratch_size(bootargs, mem.total());
+            let s = alloc::vec![kho::choose_scratch(&mut mb, size)?];
             (s.clone(), None, s)
         }
     };

@@ -7,9 +7,9 @@
 use std::mem::MaybeUninit;
 
 use kho::bootfdt::{read_handover, rewrite, ChosenUpdate};
-use kho::fdt::{Fdt, FdtWriter};
-use kho::scratch::choose_scratch;
+use kho::choose_scratch;
 use kho::{Arena, BlockType, HandoverRefs, Incoming, Kho};
+use kho::{Fdt, FdtWriter};
 use mm::{BlockKind, FrameAllocator, Memblock, Page, Pfn, PhysAddr, PhysRange};
 
 pub const RAM_BASE: u64 = 0x4000_0000;

@@ -14,7 +14,7 @@ use super::alloc::format;
 use super::alloc::string::String;
 use super::alloc::vec::Vec;
 
-use kho::incoming::Incoming;
+use kho::Incoming;
 use kho::{Kho, PhysMem};
 use mm::{FrameAllocator, MmError, PageFlags, Pfn, PAGE_SHIFT, PAGE_SIZE};
 

@@ -113,12 +113,7 @@ pub fn read_bytes<M: PhysMem + ?Sized>(
     len: u64,
 ) -> Result<Vec<u8>, PatternError> {
     let n = usize::try_from(len).map_err(|_| PatternError::NotRam { phys, len })?;
-    let p = mem.ptr(phys, n).ok_or(PatternError::NotRam { phys, len })?;
-    let mut v = super::alloc::vec![0u8; n];
-    // SAFETY: PhysMem promises `n` readable bytes at `p`; the caller owns them, so nothing
-    // writes them meanwhile; `v` is a distinct heap buffer of `n` bytes.
-    unsafe { core::ptr::copy_nonoverlapping(p, v.as_mut_ptr(), n) };
-    Ok(v)
+    kho::read_bytes(mem, phys, n).ok_or(PatternError::NotRam { phys, len })
 }
 
 /// Copies `data` to `phys` (the record blob of this generation, in pages the caller owns).
@@ -128,13 +123,11 @@ pub fn write_bytes<M: PhysMem + ?Sized>(
     data: &[u8],
 ) -> Result<(), PatternError> {
     let len = data.len() as u64;
-    let p = mem
-        .ptr(phys, data.len())
-        .ok_or(PatternError::NotRam { phys, len })?;
-    // SAFETY: PhysMem promises `data.len()` writable bytes at `p`, owned by the caller and not
-    // aliased by any Rust reference; `data` is a slice elsewhere.
-    unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), p, data.len()) };
-    Ok(())
+    if kho::write_bytes(mem, phys, data) {
+        Ok(())
+    } else {
+        Err(PatternError::NotRam { phys, len })
+    }
 }
 
 /// Fills `[phys, phys + len)` with the pattern `pattern`; returns its checksum.

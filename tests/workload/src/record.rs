@@ -7,7 +7,7 @@
 use super::alloc::vec::Vec;
 use core::fmt;
 
-use kho::fdt::{Fdt, FdtError, FdtWriteError, FdtWriter};
+use kho::{Fdt, FdtError, FdtWriteError, FdtWriter};
 
 /// Name of the workload's client node in the KHO FDT.
 pub const CLIENT_NAME: &str = "baton-workload";

@@ -70,7 +70,7 @@ impl Chain {
                 }
                 a.to_vec()
             }
-            None => vec![kho::scratch::choose_scratch(&mut mb, SCRATCH).expect("scratch")],
+            None => vec![kho::choose_scratch(&mut mb, SCRATCH).expect("scratch")],
         };
         (mb, areas)
     }
