@@ -97,6 +97,17 @@ impl<const N: usize> Default for RangeList<N> {
     }
 }
 
+/// The raw `/chosen` handover properties and the root cells they are encoded in.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct HandoverProps<'a> {
+    /// Root `#address-cells` and `#size-cells` when `/chosen` was read.
+    pub root_cells: (u32, u32),
+    /// `linux,kho-fdt` bytes, if present.
+    pub kho_fdt: Option<&'a [u8]>,
+    /// `linux,kho-scratch` bytes, if present.
+    pub kho_scratch: Option<&'a [u8]>,
+}
+
 /// The console UART.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct ConsoleInfo {
@@ -119,8 +130,6 @@ pub const MAX_MEMORY: usize = 32;
 pub const MAX_RESERVED: usize = 32;
 /// Capacity of the device list (page-rounded MMIO windows for the MMU).
 pub const MAX_DEVICES: usize = 160;
-/// Capacity of the KHO scratch list.
-pub const MAX_SCRATCH: usize = 16;
 
 /// Everything the image learns from the FDT (or the default board), gathered in one walk.
 #[derive(Clone, Debug)]
@@ -146,10 +155,9 @@ pub struct BootInfo<'a> {
     pub console: Option<ConsoleInfo>,
     pub psci: Option<PsciMethod>,
     pub timer: Option<TimerInfo>,
-    /// `/chosen` `linux,kho-fdt`: the previous image's KHO FDT.
-    pub kho_fdt: Option<PhysRange>,
-    /// `/chosen` `linux,kho-scratch`: the scratch areas.
-    pub kho_scratch: RangeList<MAX_SCRATCH>,
+    /// `/chosen` handover properties, raw: kho decodes them (`kho::bootfdt::decode_handover`,
+    /// the one decoder, with kho's named errors); the board layer never interprets them.
+    pub handover: HandoverProps<'a>,
 }
 
 impl<'a> BootInfo<'a> {
@@ -170,8 +178,7 @@ impl<'a> BootInfo<'a> {
             console: None,
             psci: None,
             timer: None,
-            kho_fdt: None,
-            kho_scratch: RangeList::new(),
+            handover: HandoverProps::default(),
         }
     }
 }

@@ -555,31 +555,12 @@ fn handle_prop<'a>(
                 w.info.initrd = Some(PhysRange::new(PhysAddr(start), end.saturating_sub(start)));
             }
             "linux,kho-fdt" => {
-                let mut it = pairs(v, ac, sc, "linux,kho-fdt")?;
-                match (it.next(), it.next()) {
-                    (Some(Some((a, s))), None) => {
-                        w.info.kho_fdt = Some(PhysRange::new(PhysAddr(a), s))
-                    }
-                    _ => {
-                        return Err(FdtError::BadPropLength {
-                            prop: "linux,kho-fdt",
-                            len: v.len(),
-                        })
-                    }
-                }
+                w.info.handover.kho_fdt = Some(v);
+                w.info.handover.root_cells = (ac, sc);
             }
             "linux,kho-scratch" => {
-                for p in pairs(v, ac, sc, "linux,kho-scratch")? {
-                    let (a, s) = p.ok_or(FdtError::BadPropLength {
-                        prop: "linux,kho-scratch",
-                        len: v.len(),
-                    })?;
-                    push(
-                        &mut w.info.kho_scratch,
-                        PhysRange::new(PhysAddr(a), s),
-                        "KHO scratch areas",
-                    )?;
-                }
+                w.info.handover.kho_scratch = Some(v);
+                w.info.handover.root_cells = (ac, sc);
             }
             _ => {}
         }

@@ -5,15 +5,17 @@
 //! Never touches the CPU or devices: all memory access goes through [`PhysMem`], all page
 //! state through `mm`. The exact format is in `docs/abi.md`.
 //!
-//! Outgoing (board code, in order): `scratch::scratch_size` + `scratch::choose_scratch` on a
-//! cold boot (or the previous image's areas), `Kho::new`, the workload's `preserve_*`,
+//! Outgoing (the kernel, in order): `scratch_size` + `choose_scratch` on a cold boot (or the
+//! previous image's areas), `Kho::new`, the workload's `preserve_*`,
 //! `split_preserved_pages` and `add_client`, then `Kho::finalize` -> `Handover`, and
 //! `bootfdt::rewrite` to put it in the next image's `/chosen`.
 //!
-//! Incoming: `bootfdt::read_handover` -> `HandoverRefs`, `read_scratch` (then
-//! `Memblock::set_alloc_only_in`), `probe` (validate + reserve, or boot cold), reserve the
-//! scratch areas again, `FrameAllocator::new`, `Reserved::attach` -> `Incoming`, then
-//! `restore_folio` / `restore_pages` / `client`, `release_unclaimed`, `finish`.
+//! Incoming: the raw `/chosen` properties (from the kernel's allocation-free boot parse, or
+//! kho's own reader in `bootfdt::read_handover`) -> `bootfdt::decode_handover` ->
+//! `HandoverRefs`, `read_scratch` (then `Memblock::set_alloc_only_in`), `probe` (validate +
+//! reserve, or boot cold), reserve the scratch areas again, `FrameAllocator::new`,
+//! `Reserved::attach` -> `Incoming`, then `restore_folio` / `restore_pages` / `client`,
+//! `release_unclaimed`, `finish`. Every failure is a named `RestoreError` and a cold boot.
 #![cfg_attr(not(test), no_std)]
 
 extern crate alloc;

@@ -295,12 +295,6 @@ fn print_boot_info(info: &BootInfo<'_>) {
     if let Some(r) = info.initrd {
         info!("initrd: {}", LogRange(r));
     }
-    if let Some(r) = info.kho_fdt {
-        info!("kho-fdt: {}", LogRange(r));
-    }
-    for r in info.kho_scratch.iter() {
-        info!("kho-scratch: {}", LogRange(*r));
-    }
     if info.board == BoardKind::Generic {
         warn!("unknown board: console and power-off come from the FDT only");
     }

@@ -48,7 +48,7 @@ pub struct ImageBytes {
 }
 
 /// Why there is no next image to enter.
-#[derive(Copy, Clone, Debug)]
+#[derive(Clone, Debug)]
 pub enum NextImageError {
     /// The bytes are not all RAM.
     NotRam { source: Source, at: u64, len: u64 },

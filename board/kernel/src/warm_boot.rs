@@ -8,8 +8,9 @@ extern crate alloc;
 
 use alloc::vec::Vec;
 
-use board::bootinfo::BootInfo;
+use board::bootinfo::{BootInfo, LogRange};
 use board::placement::free_scratch;
+use kho::bootfdt::ChosenHandover;
 use kho::{HandoverRefs, Reserved};
 use log::{error, info};
 use mm::{MmError, PhysRange};
@@ -26,25 +27,26 @@ pub struct Early {
 /// Step 1, before the first memblock allocation (the MMU may still be off): reads
 /// `/chosen`, checks the scratch array and restricts memblock to scratch. `None`: cold.
 pub fn discover(info: &BootInfo<'_>, mem: &IdentityMem) -> Option<Early> {
-    let arrays = info.kho_scratch.as_slice();
-    let refs = match (info.kho_fdt, arrays) {
-        (None, []) => {
+    let h = &info.handover;
+    let chosen = ChosenHandover {
+        address_cells: h.root_cells.0,
+        size_cells: h.root_cells.1,
+        kho_fdt: h.kho_fdt,
+        kho_scratch: h.kho_scratch,
+    };
+    let refs = match kho::bootfdt::decode_handover(&chosen) {
+        Ok(Some(refs)) => refs,
+        Ok(None) => {
             info!("kho: no handover in /chosen: cold boot");
             return None;
         }
-        (Some(f), [a]) => HandoverRefs {
-            kho_fdt: f,
-            scratch_array: *a,
-        },
-        (f, a) => {
-            error!(
-                "kho: /chosen check: linux,kho-fdt {} with {} linux,kho-scratch ranges, expected one of each; booting cold",
-                if f.is_some() { "present" } else { "absent" },
-                a.len()
-            );
+        Err(e) => {
+            error!("kho: {e}; booting cold");
             return None;
         }
     };
+    info!("kho-fdt: {}", LogRange(refs.kho_fdt));
+    info!("kho-scratch: {}", LogRange(refs.scratch_array));
     // kho logs the failed check itself.
     let scratch = kho::read_scratch(mem, mem.ram(), &refs).ok()?;
     if let Err(e) = MEMBLOCK.lock().set_alloc_only_in(&scratch) {
