@@ -7,7 +7,10 @@
 use arch::PsciMethod;
 use mm::PhysRange;
 
-use crate::boards::{BoardKind, BoardSource};
+use crate::boards::{
+    BoardKind, BoardSource, RPI4, RPI4_DEFAULT_RAM, RPI4_PERIPHERALS, RPI4_SPIN_TABLE_PAGE,
+    RPI4_UART0,
+};
 
 /// Shows a range the way the boot log does: `[first-last]`, both inclusive, at least nine
 /// hex digits (the QEMU tests match these lines).
@@ -183,6 +186,22 @@ impl<'a> BootInfo<'a> {
     }
 }
 
+/// The default board when x0 holds no FDT: a Raspberry Pi 4 (the only loader baton meets
+/// that passes no FDT is the Pi firmware / QEMU `-M raspi4b` without `-dtb`).
+pub fn default_board_info() -> BootInfo<'static> {
+    let mut info = BootInfo::empty(BoardKind::Rpi4, BoardSource::DefaultNoFdt);
+    info.model = "Raspberry Pi 4 (default board, no FDT)";
+    // Capacity is at least 1 everywhere; these pushes cannot fail.
+    let _ = info.memory.push(RPI4_DEFAULT_RAM);
+    let _ = info.memreserve.push(RPI4_SPIN_TABLE_PAGE);
+    let _ = info.devices.push(RPI4_PERIPHERALS);
+    info.console = Some(ConsoleInfo {
+        base: RPI4_UART0,
+        clock_hz: RPI4.uart_clock_hz,
+    });
+    info
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,5 +234,16 @@ mod tests {
         let mut l: RangeList<1> = RangeList::new();
         l.push(PhysRange::new(PhysAddr(0), 1)).unwrap();
         assert_eq!(l.push(PhysRange::new(PhysAddr(1), 1)), Err(ListFull));
+    }
+
+    #[test]
+    fn default_board_reserves_the_spin_table_page() {
+        let info = default_board_info();
+        assert_eq!(
+            info.memreserve.as_slice(),
+            &[PhysRange::new(PhysAddr(0), 0x1000)]
+        );
+        assert_eq!(info.console.map(|c| c.base), Some(0xfe20_1000));
+        assert_eq!(info.board, BoardKind::Rpi4);
     }
 }

@@ -106,7 +106,8 @@ pub fn device_ranges(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::boards::{default_board_info, BoardKind, BoardSource};
+    use crate::boards::{BoardKind, BoardSource};
+    use crate::bootinfo::default_board_info;
 
     #[test]
     fn default_board_memblock_keeps_page_zero_and_image_out() {

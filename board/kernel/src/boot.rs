@@ -190,7 +190,7 @@ fn read_boot_info(fdt_addr: u64, image_base: u64) -> Result<BootInfo<'static>, F
     }
     if !fdt::has_magic(first) {
         if image_base < DEFAULT_BOARD_LOAD_LIMIT {
-            return Ok(boards::default_board_info());
+            return Ok(board::bootinfo::default_board_info());
         }
         return Err(FdtError::BadMagic {
             found: u32::from_be_bytes(first),
@@ -222,28 +222,20 @@ const DEFAULT_BOARD_LOAD_LIMIT: u64 = 0x4000_0000;
 /// A malformed FDT: report it on the console of the board the load address suggests, exit.
 fn bad_fdt(fdt_addr: u64, image_base: u64, e: FdtError) -> ! {
     // virt loads at 0x4020_0000 (RAM starts at 1 GiB); a Pi loads at 0x20_0000.
-    let (facts, console) = if image_base >= DEFAULT_BOARD_LOAD_LIMIT {
-        (
-            &boards::QEMU_VIRT,
-            ConsoleInfo {
-                base: 0x0900_0000,
-                clock_hz: boards::QEMU_VIRT.uart_clock_hz,
-            },
-        )
+    let facts = if image_base >= DEFAULT_BOARD_LOAD_LIMIT {
+        &boards::QEMU_VIRT
     } else {
-        (
-            &boards::RPI4,
-            ConsoleInfo {
-                base: boards::RPI4_UART0,
-                clock_hz: boards::RPI4.uart_clock_hz,
-            },
-        )
+        &boards::RPI4
     };
+    let console = facts.fallback_uart.map(|base| ConsoleInfo {
+        base,
+        clock_hz: facts.uart_clock_hz,
+    });
     exit::set_path(ExitPath {
         power_off: facts.power_off,
         psci: None,
     });
-    start_console(facts, Some(console));
+    start_console(facts, console);
     logger::init(log::LevelFilter::Info);
     error!("FDT error: {e} (FDT at {fdt_addr:#x})");
     error!(
