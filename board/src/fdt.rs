@@ -4,6 +4,12 @@
 //! untrusted input returns an [`FdtError`] naming the check and the offset or value; nothing
 //! here panics or indexes past the buffer (fdt-rs is given only a header-checked slice, and
 //! every token read is bounds-checked against the structure block first).
+//!
+//! Why not kho's reader (`kho::Fdt`): this walk runs before the heap exists (it finds the RAM
+//! the heap will come from), so it allocates nothing; kho's strict reader builds node
+//! tables on the heap. The `/chosen` handover properties are only recorded here, raw, and
+//! decoded by kho (`kho::bootfdt::decode_handover`). The two readers' `FdtError`s are still
+//! two enums (see `kho/src/fdt/read.rs` for why).
 
 use arch::PsciMethod;
 use fdt_rs::base::parse::ParsedTok;
