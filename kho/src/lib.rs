@@ -42,7 +42,7 @@ pub use format::{ClientEntry, FormatError};
 pub use incoming::{probe, read_scratch, HandoverRefs, Incoming, IncomingError, Reserved};
 pub use key::{BlockType, KeyError};
 pub use outgoing::{Handover, Kho, KhoError};
-pub use phys::{read_bytes, read_u64, write_bytes, write_u64, PhysMem};
+pub use phys::{read_bytes, read_into, read_u64, write_bytes, write_u64, PhysMem};
 pub use scratch::{choose_scratch, scratch_size};
 pub use validate::{validate, Block, Inputs, RestoreError, TreeName, Validated};
 

@@ -107,6 +107,17 @@ pub fn read_bytes<M: PhysMem + ?Sized>(
     Some(v)
 }
 
+/// Copies the `out.len()` bytes at `phys` into `out`; false if not RAM.
+pub fn read_into<M: PhysMem + ?Sized>(mem: &M, phys: u64, out: &mut [u8]) -> bool {
+    let Some(p) = mem.ptr(phys, out.len()) else {
+        return false;
+    };
+    // SAFETY: PhysMem promises out.len() valid bytes at p that no reference aliases; out is
+    // a distinct buffer of the same length.
+    unsafe { core::ptr::copy_nonoverlapping(p, out.as_mut_ptr(), out.len()) };
+    true
+}
+
 /// Copies `data` to `phys`; false if not RAM.
 pub fn write_bytes<M: PhysMem + ?Sized>(mem: &M, phys: u64, data: &[u8]) -> bool {
     let Some(p) = mem.ptr(phys, data.len()) else {
