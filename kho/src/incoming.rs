@@ -10,7 +10,8 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use mm::{
-    BlockKind, FrameAllocator, Memblock, MmError, PageFlags, Pfn, PhysRange, PAGE_SHIFT, PAGE_SIZE,
+    BlockKind, FrameAllocator, Memblock, MmError, PageFlags, Pfn, PhysAddr, PhysRange, PAGE_SHIFT,
+    PAGE_SIZE,
 };
 
 use crate::format::ClientEntry;
@@ -223,7 +224,7 @@ impl Reserved {
     pub fn attach(self, fa: &mut FrameAllocator<'_>) -> Result<Incoming, IncomingError> {
         let mut blocks = BTreeMap::new();
         for b in &self.v.blocks {
-            let pfn = Pfn(b.phys >> PAGE_SHIFT);
+            let pfn = PhysAddr(b.phys).pfn();
             if !fa.contains(pfn) || !fa.page_flags(pfn)?.contains(PageFlags::RESERVED) {
                 return Err(IncomingError::NotPreserved { phys: b.phys });
             }
@@ -298,7 +299,7 @@ impl Incoming {
         fa: &FrameAllocator<'_>,
         phys: u64,
     ) -> Result<(u32, BlockType), IncomingError> {
-        let pfn = Pfn(phys >> PAGE_SHIFT);
+        let pfn = PhysAddr(phys).pfn();
         if !phys.is_multiple_of(PAGE_SIZE) || !fa.contains(pfn) {
             return Err(IncomingError::NotPreserved { phys });
         }
@@ -321,7 +322,7 @@ impl Incoming {
         if kind == BlockType::Split {
             return Err(IncomingError::SplitNotFolio { phys });
         }
-        let pfn = Pfn(phys >> PAGE_SHIFT);
+        let pfn = PhysAddr(phys).pfn();
         fa.claim_reserved(pfn, order, BlockKind::Folio)?;
         self.blocks.remove(&pfn.0);
         self.done.insert(pfn.0);
@@ -360,7 +361,7 @@ impl Incoming {
             } else {
                 BlockKind::Contig
             };
-            let pfn = Pfn(p >> PAGE_SHIFT);
+            let pfn = PhysAddr(p).pfn();
             fa.claim_reserved(pfn, order, k)?;
             self.blocks.remove(&pfn.0);
             self.done.insert(pfn.0);

@@ -160,13 +160,13 @@ impl FaPages<'_, '_> {
 
 impl PageSource for FaPages<'_, '_> {
     fn alloc_page(&mut self) -> Option<u64> {
-        let phys = self.alloc(0).ok()?.0 << PAGE_SHIFT;
+        let phys = self.alloc(0).ok()?.phys().0;
         self.meta.insert(phys);
         Some(phys)
     }
     fn free_page(&mut self, phys: u64) {
         self.meta.remove(&phys);
-        if let Err(e) = self.fa.free_pages(Pfn(phys >> PAGE_SHIFT), 0) {
+        if let Err(e) = self.fa.free_pages(PhysAddr(phys).pfn(), 0) {
             log::error!("kho: freeing tree page {phys:#x}: {e}");
         }
     }
@@ -304,7 +304,7 @@ impl<M: PhysMem> Kho<M> {
         head: Pfn,
     ) -> Result<(), KhoError> {
         self.open()?;
-        let phys = head.0 << PAGE_SHIFT;
+        let phys = head.phys().0;
         if !fa.contains(head) {
             return Err(KhoError::NotRam { phys });
         }
@@ -328,7 +328,7 @@ impl<M: PhysMem> Kho<M> {
     /// Removes the folio headed by `head`, whatever type it was recorded with.
     pub fn unpreserve_folio(&mut self, fa: &FrameAllocator<'_>, head: Pfn) -> Result<(), KhoError> {
         self.open()?;
-        let phys = head.0 << PAGE_SHIFT;
+        let phys = head.phys().0;
         if !fa.contains(head) {
             return Err(KhoError::NotRam { phys });
         }
@@ -362,7 +362,7 @@ impl<M: PhysMem> Kho<M> {
         if !phys.is_multiple_of(PAGE_SIZE) || !size.is_multiple_of(PAGE_SIZE) || size == 0 {
             return Err(KhoError::BadRange { phys, size });
         }
-        self.preserve_range(fa, Pfn(phys >> PAGE_SHIFT), size >> PAGE_SHIFT, true)
+        self.preserve_range(fa, PhysAddr(phys).pfn(), size >> PAGE_SHIFT, true)
     }
 
     fn preserve_range(
@@ -373,7 +373,7 @@ impl<M: PhysMem> Kho<M> {
         raw: bool,
     ) -> Result<(), KhoError> {
         self.open()?;
-        let phys = pfn.0 << PAGE_SHIFT;
+        let phys = pfn.phys().0;
         let end = pfn
             .0
             .checked_add(nr)
@@ -500,7 +500,7 @@ impl<M: PhysMem> Kho<M> {
         if !phys.is_multiple_of(PAGE_SIZE) || !size.is_multiple_of(PAGE_SIZE) || size == 0 {
             return Err(KhoError::BadRange { phys, size });
         }
-        self.unpreserve_pages(Pfn(phys >> PAGE_SHIFT), size >> PAGE_SHIFT)
+        self.unpreserve_pages(PhysAddr(phys).pfn(), size >> PAGE_SHIFT)
     }
 
     /// Splits the preserved block `(pfn, order)` with `mm::split_page` and records it as
@@ -513,7 +513,7 @@ impl<M: PhysMem> Kho<M> {
         order: u32,
     ) -> Result<(), KhoError> {
         self.open()?;
-        let phys = pfn.0 << PAGE_SHIFT;
+        let phys = pfn.phys().0;
         match self.set.kind_of(&self.mem, phys, order)? {
             None => return Err(KhoError::NotPreserved { phys, order }),
             Some(BlockType::Split) => return Ok(()),

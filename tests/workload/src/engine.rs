@@ -16,7 +16,7 @@ use super::alloc::vec::Vec;
 
 use kho::Incoming;
 use kho::{Kho, PhysMem};
-use mm::{FrameAllocator, MmError, PageFlags, Pfn, PAGE_SHIFT, PAGE_SIZE};
+use mm::{FrameAllocator, MmError, PageFlags, Pfn, PhysAddr, PAGE_SIZE};
 
 use super::config::{Carried, Config};
 use super::ledger::Ledger;
@@ -131,7 +131,7 @@ struct Gen<'c, 'f, 'a, M: PhysMem + ?Sized> {
 }
 
 fn pfn_of(phys: u64) -> Pfn {
-    Pfn(phys >> PAGE_SHIFT)
+    PhysAddr(phys).pfn()
 }
 
 fn order_for(pages: u64) -> u32 {
