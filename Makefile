@@ -13,7 +13,8 @@ ELF      := target/$(TARGET)/$(PROFILE)/baton
 ELF_B    := target/image-b/$(TARGET)/$(PROFILE)/baton
 IMAGE    := build/Image
 IMAGE_B  := build/Image-max-order-8
-STAMP    := $(CARGO) run -q -p tests --bin stamp-image --
+# The build stamp: a small host tool that shares the stamp format with the kernel's check.
+STAMP    := $(CARGO) run -q -p baton-image --bin stamp-image --
 RPI4_DTB ?= ../shared/fixtures/dtb/bcm2711-rpi-4-b.dtb
 APPEND   ?=
 # The handover demo of `make run`: a short chain with its summary.
@@ -75,7 +76,7 @@ image-b: $(IMAGE_B)
 # objcopy, then the build stamp (CRC-32 in the header) that lets a running image prove its
 # copy of an Image unchanged.
 $(IMAGE): FORCE
-	$(CARGO) build -p board --bin baton --target $(TARGET) $(CARGO_PROFILE_FLAG) $(if $(FEATURES),--features $(FEATURES),)
+	$(CARGO) build -p kernel --bin baton --target $(TARGET) $(CARGO_PROFILE_FLAG) $(if $(FEATURES),--features $(FEATURES),)
 	@mkdir -p $(dir $(IMAGE))
 	@if [ ! -f $@ ] || [ $(ELF) -nt $@ ]; then \
 		"$(OBJCOPY)" -O binary $(ELF) $@ && $(STAMP) $@ && echo "  IMAGE  $@ ($$(stat -c %s $@) bytes)"; fi
@@ -83,7 +84,7 @@ $(IMAGE): FORCE
 # The cross-version image B: the same sources with the buddy allocator stopping at order 8.
 # Its own target directory, so that switching features never rebuilds image A.
 $(IMAGE_B): FORCE
-	$(CARGO) build -p board --bin baton --target $(TARGET) $(CARGO_PROFILE_FLAG) --features max-order-8 --target-dir target/image-b
+	$(CARGO) build -p kernel --bin baton --target $(TARGET) $(CARGO_PROFILE_FLAG) --features max-order-8 --target-dir target/image-b
 	@mkdir -p $(dir $(IMAGE_B))
 	@if [ ! -f $@ ] || [ $(ELF_B) -nt $@ ]; then \
 		"$(OBJCOPY)" -O binary $(ELF_B) $@ && $(STAMP) $@ && echo "  IMAGE  $@ ($$(stat -c %s $@) bytes, MAX_ORDER 8)"; fi
@@ -149,7 +150,7 @@ gdb: image
 
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) clippy -p board -p arch -p drivers -p mm -p kho --target $(TARGET) --release -- -D warnings
+	$(CARGO) clippy -p kernel -p board -p workload -p arch -p drivers -p mm -p kho --target $(TARGET) --release -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all

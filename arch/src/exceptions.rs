@@ -98,12 +98,6 @@ pub fn set_fatal_hook(hook: FatalHook) {
     FATAL_HOOK.store(hook as usize, Ordering::SeqCst);
 }
 
-/// Whether a semihosting call trapped as an undefined instruction (QEMU without
-/// `-semihosting`, or real hardware without a debugger).
-pub fn semihosting_missing() -> bool {
-    crate::semihosting::MISSING.load(Ordering::Relaxed)
-}
-
 #[cfg(target_arch = "aarch64")]
 #[no_mangle]
 extern "C" fn baton_exception(frame: &mut ExceptionFrame, kind: u64) {
@@ -113,7 +107,7 @@ extern "C" fn baton_exception(frame: &mut ExceptionFrame, kind: u64) {
         // SAFETY: ELR points at the instruction that trapped, in our own mapped text.
         let insn = unsafe { core::ptr::read_volatile(frame.elr as *const u32) };
         if insn == HLT_SEMIHOSTING {
-            crate::semihosting::MISSING.store(true, Ordering::Relaxed);
+            crate::semihosting::mark_missing();
             frame.x[0] = u64::MAX;
             frame.elr += 4;
             return;

@@ -4,9 +4,21 @@
 //! instruction is undefined (no debugger, no `-semihosting`): every call then returns
 //! `None` instead of hanging. Never used for anything but exit and early messages.
 
-use core::sync::atomic::AtomicBool;
+use core::sync::atomic::{AtomicBool, Ordering};
 
-pub(crate) static MISSING: AtomicBool = AtomicBool::new(false);
+static MISSING: AtomicBool = AtomicBool::new(false);
+
+/// Whether a semihosting call trapped as an undefined instruction (QEMU without
+/// `-semihosting`, or real hardware without a debugger).
+pub fn missing() -> bool {
+    MISSING.load(Ordering::Relaxed)
+}
+
+/// Called by the exception vector when the semihosting trap was undefined.
+#[cfg(target_arch = "aarch64")]
+pub(crate) fn mark_missing() {
+    MISSING.store(true, Ordering::Relaxed);
+}
 
 /// SYS_EXIT operation number.
 pub const SYS_EXIT: u64 = 0x18;
@@ -21,7 +33,7 @@ pub const ADP_STOPPED_APPLICATION_EXIT: u64 = 0x20026;
 /// `arg` must be what `op` expects (for pointer arguments: mapped, readable memory).
 #[cfg(target_arch = "aarch64")]
 pub unsafe fn call(op: u64, arg: u64) -> Option<u64> {
-    if crate::exceptions::semihosting_missing() {
+    if missing() {
         return None;
     }
     let ret: u64;
@@ -30,7 +42,7 @@ pub unsafe fn call(op: u64, arg: u64) -> Option<u64> {
     unsafe {
         core::arch::asm!("hlt #0xf000", inout("x0") op => ret, in("x1") arg, options(nostack));
     }
-    if crate::exceptions::semihosting_missing() {
+    if missing() {
         None
     } else {
         Some(ret)

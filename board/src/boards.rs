@@ -3,7 +3,7 @@
 //! Addresses here are used only where the FDT does not say (UART clocks, the BCM2711 GPIO
 //! and PM blocks) or when there is no FDT at all (the default board).
 
-use crate::bootinfo::{BootInfo, ConsoleInfo, Region};
+use mm::{PhysAddr, PhysRange};
 
 /// The boards baton knows.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -43,6 +43,8 @@ pub struct BoardFacts {
     pub uart_clock_hz: Option<u32>,
     /// BCM2711 GPIO block, for routing GPIO14/15 to the PL011.
     pub gpio_base: Option<u64>,
+    /// The PL011 to report on when the FDT cannot be read (a malformed tree, or none).
+    pub fallback_uart: Option<u64>,
     pub power_off: PowerOff,
 }
 
@@ -51,6 +53,7 @@ pub const QEMU_VIRT: BoardFacts = BoardFacts {
     name: "qemu-virt",
     uart_clock_hz: Some(24_000_000),
     gpio_base: None,
+    fallback_uart: Some(QEMU_VIRT_UART0),
     power_off: PowerOff::Psci,
 };
 
@@ -60,6 +63,7 @@ pub const RPI4: BoardFacts = BoardFacts {
     name: "rpi4",
     uart_clock_hz: Some(48_000_000),
     gpio_base: Some(0xfe20_0000),
+    fallback_uart: Some(RPI4_UART0),
     power_off: PowerOff::Bcm2711Watchdog {
         pm_base: 0xfe10_0000,
     },
@@ -70,18 +74,21 @@ pub const GENERIC: BoardFacts = BoardFacts {
     name: "generic",
     uart_clock_hz: None,
     gpio_base: None,
+    fallback_uart: None,
     power_off: PowerOff::Psci,
 };
 
+/// QEMU virt's PL011 (`-M virt` puts it at 0x0900_0000).
+pub const QEMU_VIRT_UART0: u64 = 0x0900_0000;
 /// Pi 4 PL011 (uart0) at its CPU address.
 pub const RPI4_UART0: u64 = 0xfe20_1000;
 /// RAM the default board assumes: the low 1 GiB minus the firmware's GPU split on every Pi 4
 /// model (0x3c000000 is below the smallest `total_mem - gpu_mem` the firmware reports).
-pub const RPI4_DEFAULT_RAM: Region = Region::new(0, 0x3c00_0000);
+pub const RPI4_DEFAULT_RAM: PhysRange = PhysRange::new(PhysAddr(0), 0x3c00_0000);
 /// The spin-table page: secondaries wait on 0xd8..0xf0; never allocate it.
-pub const RPI4_SPIN_TABLE_PAGE: Region = Region::new(0, 0x1000);
+pub const RPI4_SPIN_TABLE_PAGE: PhysRange = PhysRange::new(PhysAddr(0), 0x1000);
 /// The peripheral window of the BCM2711 (main peripherals + ARM local), CPU addresses.
-pub const RPI4_PERIPHERALS: Region = Region::new(0xfc00_0000, 0x0400_0000);
+pub const RPI4_PERIPHERALS: PhysRange = PhysRange::new(PhysAddr(0xfc00_0000), 0x0400_0000);
 
 impl BoardKind {
     /// Decides the board from the root `compatible` strings.
@@ -108,22 +115,6 @@ impl BoardKind {
     }
 }
 
-/// The default board when x0 holds no FDT: a Raspberry Pi 4 (the only loader baton meets
-/// that passes no FDT is the Pi firmware / QEMU `-M raspi4b` without `-dtb`).
-pub fn default_board_info() -> BootInfo<'static> {
-    let mut info = BootInfo::empty(BoardKind::Rpi4, BoardSource::DefaultNoFdt);
-    info.model = "Raspberry Pi 4 (default board, no FDT)";
-    // Capacity is at least 1 everywhere; these pushes cannot fail.
-    let _ = info.memory.push(RPI4_DEFAULT_RAM);
-    let _ = info.memreserve.push(RPI4_SPIN_TABLE_PAGE);
-    let _ = info.devices.push(RPI4_PERIPHERALS);
-    info.console = Some(ConsoleInfo {
-        base: RPI4_UART0,
-        clock_hz: RPI4.uart_clock_hz,
-    });
-    info
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,13 +137,5 @@ mod tests {
             BoardKind::from_compatible(["acme,board"].into_iter()),
             BoardKind::Generic
         );
-    }
-
-    #[test]
-    fn default_board_reserves_the_spin_table_page() {
-        let info = default_board_info();
-        assert_eq!(info.memreserve.as_slice(), &[Region::new(0, 0x1000)]);
-        assert_eq!(info.console.map(|c| c.base), Some(0xfe20_1000));
-        assert_eq!(info.board, BoardKind::Rpi4);
     }
 }

@@ -1,56 +1,37 @@
 //! `BootInfo`: the result of the one FDT walk, and the small fixed-capacity types it uses.
+//! Ranges are `mm::PhysRange`, the one range type.
 //!
 //! Plain data, no heap (it is built before the heap exists). Strings borrow from the FDT,
 //! which stays reserved in memory for the image's whole life.
 
 use arch::PsciMethod;
+use mm::PhysRange;
 
-use crate::boards::{BoardKind, BoardSource};
+use crate::boards::{
+    BoardKind, BoardSource, RPI4, RPI4_DEFAULT_RAM, RPI4_PERIPHERALS, RPI4_SPIN_TABLE_PAGE,
+    RPI4_UART0,
+};
 
-/// A physical address range `[base, base + size)`.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Region {
-    pub base: u64,
-    pub size: u64,
-}
+/// Shows a range the way the boot log does: `[first-last]`, both inclusive, at least nine
+/// hex digits (the QEMU tests match these lines).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct LogRange(pub PhysRange);
 
-impl Region {
-    pub const fn new(base: u64, size: u64) -> Self {
-        Self { base, size }
-    }
-
-    /// One past the last byte (saturating, so a bogus FDT range cannot wrap).
-    pub const fn end(&self) -> u64 {
-        self.base.saturating_add(self.size)
-    }
-
-    pub fn overlaps(&self, other: &Region) -> bool {
-        self.base < other.end() && other.base < self.end()
-    }
-
-    /// The smallest page-aligned range covering this one.
-    pub fn page_outer(&self) -> Region {
-        let base = self.base & !0xfff;
-        let end = self.end().saturating_add(0xfff) & !0xfff;
-        Region::new(base, end - base)
-    }
-}
-
-impl core::fmt::Display for Region {
+impl core::fmt::Display for LogRange {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(
             f,
             "[{:#011x}-{:#011x}]",
-            self.base,
-            self.end().wrapping_sub(1)
+            self.0.start.0,
+            self.0.end.0.wrapping_sub(1)
         )
     }
 }
 
-/// A list of at most `N` regions.
+/// A list of at most `N` ranges.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RegionList<const N: usize> {
-    items: [Region; N],
+pub struct RangeList<const N: usize> {
+    items: [PhysRange; N],
     len: usize,
 }
 
@@ -58,26 +39,26 @@ pub struct RegionList<const N: usize> {
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct ListFull;
 
-impl<const N: usize> RegionList<N> {
+impl<const N: usize> RangeList<N> {
     pub const fn new() -> Self {
         Self {
-            items: [Region::new(0, 0); N],
+            items: [PhysRange::from_bounds(0, 0); N],
             len: 0,
         }
     }
 
-    pub fn push(&mut self, r: Region) -> Result<(), ListFull> {
+    pub fn push(&mut self, r: PhysRange) -> Result<(), ListFull> {
         let slot = self.items.get_mut(self.len).ok_or(ListFull)?;
         *slot = r;
         self.len += 1;
         Ok(())
     }
 
-    pub fn as_slice(&self) -> &[Region] {
+    pub fn as_slice(&self) -> &[PhysRange] {
         &self.items[..self.len]
     }
 
-    pub fn iter(&self) -> core::slice::Iter<'_, Region> {
+    pub fn iter(&self) -> core::slice::Iter<'_, PhysRange> {
         self.as_slice().iter()
     }
 
@@ -91,20 +72,19 @@ impl<const N: usize> RegionList<N> {
 
     /// Sum of all sizes.
     pub fn total(&self) -> u64 {
-        self.iter().map(|r| r.size).sum()
+        self.iter().map(|r| r.size()).sum()
     }
 
-    /// Sorts by base and merges overlapping or touching regions.
+    /// Sorts by start and merges overlapping or touching ranges.
     pub fn sort_and_merge(&mut self) {
         let s = &mut self.items[..self.len];
         s.sort_unstable();
         let mut out = 0;
         for i in 0..self.len {
             let r = self.items[i];
-            if out > 0 && r.base <= self.items[out - 1].end() {
+            if out > 0 && r.start <= self.items[out - 1].end {
                 let prev = &mut self.items[out - 1];
-                let end = prev.end().max(r.end());
-                prev.size = end - prev.base;
+                prev.end = prev.end.max(r.end);
             } else {
                 self.items[out] = r;
                 out += 1;
@@ -114,10 +94,21 @@ impl<const N: usize> RegionList<N> {
     }
 }
 
-impl<const N: usize> Default for RegionList<N> {
+impl<const N: usize> Default for RangeList<N> {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// The raw `/chosen` handover properties and the root cells they are encoded in.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct HandoverProps<'a> {
+    /// Root `#address-cells` and `#size-cells` when `/chosen` was read.
+    pub root_cells: (u32, u32),
+    /// `linux,kho-fdt` bytes, if present.
+    pub kho_fdt: Option<&'a [u8]>,
+    /// `linux,kho-scratch` bytes, if present.
+    pub kho_scratch: Option<&'a [u8]>,
 }
 
 /// The console UART.
@@ -142,8 +133,6 @@ pub const MAX_MEMORY: usize = 32;
 pub const MAX_RESERVED: usize = 32;
 /// Capacity of the device list (page-rounded MMIO windows for the MMU).
 pub const MAX_DEVICES: usize = 160;
-/// Capacity of the KHO scratch list.
-pub const MAX_SCRATCH: usize = 16;
 
 /// Everything the image learns from the FDT (or the default board), gathered in one walk.
 #[derive(Clone, Debug)]
@@ -153,26 +142,25 @@ pub struct BootInfo<'a> {
     /// The root `model`, or the board's name.
     pub model: &'a str,
     /// Where the FDT is (address, totalsize); `None` on the default board.
-    pub fdt: Option<Region>,
+    pub fdt: Option<PhysRange>,
     /// RAM ranges (`/memory*` `reg`, zero-sized entries dropped), sorted and merged.
-    pub memory: RegionList<MAX_MEMORY>,
+    pub memory: RangeList<MAX_MEMORY>,
     /// `/memreserve/` entries.
-    pub memreserve: RegionList<MAX_RESERVED>,
+    pub memreserve: RangeList<MAX_RESERVED>,
     /// `/reserved-memory` children with a `reg`.
-    pub reserved_memory: RegionList<MAX_RESERVED>,
+    pub reserved_memory: RangeList<MAX_RESERVED>,
     /// MMIO ranges (every translatable `reg` outside memory), page-rounded, merged.
-    pub devices: RegionList<MAX_DEVICES>,
+    pub devices: RangeList<MAX_DEVICES>,
     pub bootargs: &'a str,
     pub stdout_path: &'a str,
     /// `linux,initrd-start` .. `linux,initrd-end`.
-    pub initrd: Option<Region>,
+    pub initrd: Option<PhysRange>,
     pub console: Option<ConsoleInfo>,
     pub psci: Option<PsciMethod>,
     pub timer: Option<TimerInfo>,
-    /// `/chosen` `linux,kho-fdt`: the previous image's KHO FDT.
-    pub kho_fdt: Option<Region>,
-    /// `/chosen` `linux,kho-scratch`: the scratch areas.
-    pub kho_scratch: RegionList<MAX_SCRATCH>,
+    /// `/chosen` handover properties, raw: kho decodes them (`kho::bootfdt::decode_handover`,
+    /// the one decoder, with kho's named errors); the board layer never interprets them.
+    pub handover: HandoverProps<'a>,
 }
 
 impl<'a> BootInfo<'a> {
@@ -183,29 +171,45 @@ impl<'a> BootInfo<'a> {
             board_source: source,
             model: board.name(),
             fdt: None,
-            memory: RegionList::new(),
-            memreserve: RegionList::new(),
-            reserved_memory: RegionList::new(),
-            devices: RegionList::new(),
+            memory: RangeList::new(),
+            memreserve: RangeList::new(),
+            reserved_memory: RangeList::new(),
+            devices: RangeList::new(),
             bootargs: "",
             stdout_path: "",
             initrd: None,
             console: None,
             psci: None,
             timer: None,
-            kho_fdt: None,
-            kho_scratch: RegionList::new(),
+            handover: HandoverProps::default(),
         }
     }
+}
+
+/// The default board when x0 holds no FDT: a Raspberry Pi 4 (the only loader baton meets
+/// that passes no FDT is the Pi firmware / QEMU `-M raspi4b` without `-dtb`).
+pub fn default_board_info() -> BootInfo<'static> {
+    let mut info = BootInfo::empty(BoardKind::Rpi4, BoardSource::DefaultNoFdt);
+    info.model = "Raspberry Pi 4 (default board, no FDT)";
+    // Capacity is at least 1 everywhere; these pushes cannot fail.
+    let _ = info.memory.push(RPI4_DEFAULT_RAM);
+    let _ = info.memreserve.push(RPI4_SPIN_TABLE_PAGE);
+    let _ = info.devices.push(RPI4_PERIPHERALS);
+    info.console = Some(ConsoleInfo {
+        base: RPI4_UART0,
+        clock_hz: RPI4.uart_clock_hz,
+    });
+    info
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mm::PhysAddr;
 
     #[test]
     fn merge_joins_touching_and_overlapping_regions() {
-        let mut l: RegionList<8> = RegionList::new();
+        let mut l: RangeList<8> = RangeList::new();
         for r in [
             (0x3000, 0x1000),
             (0x1000, 0x1000),
@@ -213,19 +217,33 @@ mod tests {
             (0x1800, 0x10),
             (0x8000, 0x10),
         ] {
-            l.push(Region::new(r.0, r.1)).unwrap();
+            l.push(PhysRange::new(PhysAddr(r.0), r.1)).unwrap();
         }
         l.sort_and_merge();
         assert_eq!(
             l.as_slice(),
-            &[Region::new(0x1000, 0x3000), Region::new(0x8000, 0x10)]
+            &[
+                PhysRange::new(PhysAddr(0x1000), 0x3000),
+                PhysRange::new(PhysAddr(0x8000), 0x10)
+            ]
         );
     }
 
     #[test]
     fn a_full_list_refuses_more() {
-        let mut l: RegionList<1> = RegionList::new();
-        l.push(Region::new(0, 1)).unwrap();
-        assert_eq!(l.push(Region::new(1, 1)), Err(ListFull));
+        let mut l: RangeList<1> = RangeList::new();
+        l.push(PhysRange::new(PhysAddr(0), 1)).unwrap();
+        assert_eq!(l.push(PhysRange::new(PhysAddr(1), 1)), Err(ListFull));
+    }
+
+    #[test]
+    fn default_board_reserves_the_spin_table_page() {
+        let info = default_board_info();
+        assert_eq!(
+            info.memreserve.as_slice(),
+            &[PhysRange::new(PhysAddr(0), 0x1000)]
+        );
+        assert_eq!(info.console.map(|c| c.base), Some(0xfe20_1000));
+        assert_eq!(info.board, BoardKind::Rpi4);
     }
 }

@@ -4,15 +4,22 @@
 //! untrusted input returns an [`FdtError`] naming the check and the offset or value; nothing
 //! here panics or indexes past the buffer (fdt-rs is given only a header-checked slice, and
 //! every token read is bounds-checked against the structure block first).
+//!
+//! Why not kho's reader (`kho::Fdt`): this walk runs before the heap exists (it finds the RAM
+//! the heap will come from), so it allocates nothing; kho's strict reader builds node
+//! tables on the heap. The `/chosen` handover properties are only recorded here, raw, and
+//! decoded by kho (`kho::bootfdt::decode_handover`). The two readers' `FdtError`s are still
+//! two enums (see `kho/src/fdt/read.rs` for why).
 
 use arch::PsciMethod;
 use fdt_rs::base::parse::ParsedTok;
 use fdt_rs::base::DevTree;
 use fdt_rs::error::DevTreeError;
 use fdt_rs::prelude::FallibleIterator;
+use mm::{PhysAddr, PhysRange};
 
 use crate::boards::{BoardKind, BoardSource};
-use crate::bootinfo::{BootInfo, ConsoleInfo, Region, RegionList, TimerInfo};
+use crate::bootinfo::{BootInfo, ConsoleInfo, RangeList, TimerInfo};
 
 /// FDT header magic.
 pub const FDT_MAGIC: u32 = 0xd00d_feed;
@@ -353,8 +360,8 @@ struct Walk<'a> {
 }
 
 fn push<const N: usize>(
-    l: &mut RegionList<N>,
-    r: Region,
+    l: &mut RangeList<N>,
+    r: PhysRange,
     what: &'static str,
 ) -> Result<(), FdtError> {
     l.push(r).map_err(|_| FdtError::TooMany { what })
@@ -387,7 +394,7 @@ pub fn parse(buf: &[u8], phys: u64) -> Result<BootInfo<'_>, FdtError> {
         aliases: [("", ""); MAX_ALIASES],
         nr_aliases: 0,
     };
-    w.info.fdt = Some(Region::new(phys, h.totalsize as u64));
+    w.info.fdt = Some(PhysRange::new(PhysAddr(phys), h.totalsize as u64));
     parse_memreserve(buf, &h, &mut w.info)?;
     walk_struct(&dt, buf, &h, &mut w)?;
     pick_console(&mut w);
@@ -420,7 +427,7 @@ fn parse_memreserve(buf: &[u8], h: &Header, info: &mut BootInfo<'_>) -> Result<(
         }
         push(
             &mut info.memreserve,
-            Region::new(addr, size),
+            PhysRange::new(PhysAddr(addr), size),
             "/memreserve/ entries",
         )?;
         off += 16;
@@ -545,38 +552,21 @@ fn handle_prop<'a>(
             "stdout-path" => w.info.stdout_path = prop_str(v, at)?,
             "linux,initrd-start" => {
                 let start = u32_or_u64(v, "linux,initrd-start")?;
-                let end = w.info.initrd.map_or(start, |r| r.end());
-                w.info.initrd = Some(Region::new(start, end.saturating_sub(start)));
+                let end = w.info.initrd.map_or(start, |r| r.end.0);
+                w.info.initrd = Some(PhysRange::new(PhysAddr(start), end.saturating_sub(start)));
             }
             "linux,initrd-end" => {
                 let end = u32_or_u64(v, "linux,initrd-end")?;
-                let start = w.info.initrd.map_or(end, |r| r.base);
-                w.info.initrd = Some(Region::new(start, end.saturating_sub(start)));
+                let start = w.info.initrd.map_or(end, |r| r.start.0);
+                w.info.initrd = Some(PhysRange::new(PhysAddr(start), end.saturating_sub(start)));
             }
             "linux,kho-fdt" => {
-                let mut it = pairs(v, ac, sc, "linux,kho-fdt")?;
-                match (it.next(), it.next()) {
-                    (Some(Some((a, s))), None) => w.info.kho_fdt = Some(Region::new(a, s)),
-                    _ => {
-                        return Err(FdtError::BadPropLength {
-                            prop: "linux,kho-fdt",
-                            len: v.len(),
-                        })
-                    }
-                }
+                w.info.handover.kho_fdt = Some(v);
+                w.info.handover.root_cells = (ac, sc);
             }
             "linux,kho-scratch" => {
-                for p in pairs(v, ac, sc, "linux,kho-scratch")? {
-                    let (a, s) = p.ok_or(FdtError::BadPropLength {
-                        prop: "linux,kho-scratch",
-                        len: v.len(),
-                    })?;
-                    push(
-                        &mut w.info.kho_scratch,
-                        Region::new(a, s),
-                        "KHO scratch areas",
-                    )?;
-                }
+                w.info.handover.kho_scratch = Some(v);
+                w.info.handover.root_cells = (ac, sc);
             }
             _ => {}
         }
@@ -647,15 +637,15 @@ fn finish_node<'a>(
         let Some(cpu) = translate(stack, idx - 1, addr) else {
             continue;
         };
-        let r = Region::new(cpu, size);
+        let r = PhysRange::new(PhysAddr(cpu), size);
         if is_memory {
             push(&mut w.info.memory, r, "memory ranges")?;
         } else if is_reserved {
             push(&mut w.info.reserved_memory, r, "/reserved-memory regions")?;
         } else {
-            if w.info.devices.push(r.page_outer()).is_err() {
+            if w.info.devices.push(r.outer_pages()).is_err() {
                 w.info.devices.sort_and_merge();
-                push(&mut w.info.devices, r.page_outer(), "device ranges")?;
+                push(&mut w.info.devices, r.outer_pages(), "device ranges")?;
             }
             if is_pl011 {
                 record_uart(stack, idx, cpu, f.status_ok, w);

@@ -6,11 +6,7 @@
 
 use mm::{Memblock, MmError, PhysAddr, PhysRange};
 
-use crate::bootinfo::{BootInfo, Region, RegionList};
-
-fn phys(r: Region) -> PhysRange {
-    PhysRange::new(PhysAddr(r.base), r.size)
-}
+use crate::bootinfo::{BootInfo, RangeList};
 
 /// Why a reservation was made, for the memory-map printout.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -37,48 +33,52 @@ impl ReserveReason {
 /// Every boot-time reservation with its reason, in a fixed order.
 pub fn boot_reservations<'a>(
     info: &'a BootInfo<'_>,
-    image: Region,
-) -> impl Iterator<Item = (ReserveReason, Region)> + 'a {
+    image: PhysRange,
+) -> impl Iterator<Item = (ReserveReason, PhysRange)> + 'a {
     use ReserveReason::*;
     core::iter::once((Image, image))
         .chain(info.fdt.map(|r| (Fdt, r)))
         .chain(info.memreserve.iter().map(|r| (Memreserve, *r)))
         .chain(info.reserved_memory.iter().map(|r| (ReservedMemory, *r)))
-        .chain(info.initrd.filter(|r| r.size > 0).map(|r| (Initrd, r)))
+        .chain(info.initrd.filter(|r| r.size() > 0).map(|r| (Initrd, r)))
 }
 
 /// Fills `mb` with the RAM of `info` and reserves everything the image must not allocate.
 /// Reservations are page-rounded outward; ones outside RAM are ignored by Memblock.
-pub fn fill_memblock(mb: &mut Memblock, info: &BootInfo<'_>, image: Region) -> Result<(), MmError> {
+pub fn fill_memblock(
+    mb: &mut Memblock,
+    info: &BootInfo<'_>,
+    image: PhysRange,
+) -> Result<(), MmError> {
     for r in info.memory.iter() {
         // RAM is rounded inward: a partial page is not RAM we can hand out.
-        let start = (r.base + 0xfff) & !0xfff;
-        let end = r.end() & !0xfff;
+        let start = (r.start.0 + 0xfff) & !0xfff;
+        let end = r.end.0 & !0xfff;
         if end > start {
             mb.add_memory(PhysRange::new(PhysAddr(start), end - start))?;
         }
     }
     for (_, r) in boot_reservations(info, image) {
-        if r.size > 0 {
-            mb.reserve(phys(r.page_outer()))?;
+        if r.size() > 0 {
+            mb.reserve(r.outer_pages())?;
         }
     }
     Ok(())
 }
 
 /// RAM ranges to map as normal memory: `info.memory`, page-rounded inward, minus `hole`.
-pub fn normal_ranges(info: &BootInfo<'_>, hole: Region) -> RegionList<64> {
-    let mut out = RegionList::new();
+pub fn normal_ranges(info: &BootInfo<'_>, hole: PhysRange) -> RangeList<64> {
+    let mut out = RangeList::new();
     for r in info.memory.iter() {
-        let start = (r.base + 0xfff) & !0xfff;
-        let end = r.end() & !0xfff;
-        let mut pieces = [(start, end.min(hole.base)), (start.max(hole.end()), end)];
-        if hole.size == 0 || end <= hole.base || start >= hole.end() {
+        let start = (r.start.0 + 0xfff) & !0xfff;
+        let end = r.end.0 & !0xfff;
+        let mut pieces = [(start, end.min(hole.start.0)), (start.max(hole.end.0), end)];
+        if hole.size() == 0 || end <= hole.start.0 || start >= hole.end.0 {
             pieces = [(start, end), (0, 0)];
         }
         for (s, e) in pieces {
             if e > s {
-                let _ = out.push(Region::new(s, e - s));
+                let _ = out.push(PhysRange::new(PhysAddr(s), e - s));
             }
         }
     }
@@ -90,12 +90,12 @@ pub fn normal_ranges(info: &BootInfo<'_>, hole: Region) -> RegionList<64> {
 pub fn device_ranges(
     info: &BootInfo<'_>,
     va_limit: u64,
-) -> (RegionList<{ crate::bootinfo::MAX_DEVICES }>, usize) {
-    let mut out = RegionList::new();
+) -> (RangeList<{ crate::bootinfo::MAX_DEVICES }>, usize) {
+    let mut out = RangeList::new();
     let mut skipped = 0;
     for d in info.devices.iter() {
-        let d = d.page_outer();
-        if d.end() > va_limit || info.memory.iter().any(|m| m.overlaps(&d)) || out.push(d).is_err()
+        let d = d.outer_pages();
+        if d.end.0 > va_limit || info.memory.iter().any(|m| m.overlaps(&d)) || out.push(d).is_err()
         {
             skipped += 1;
         }
@@ -106,13 +106,19 @@ pub fn device_ranges(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::boards::{default_board_info, BoardKind, BoardSource};
+    use crate::boards::{BoardKind, BoardSource};
+    use crate::bootinfo::default_board_info;
 
     #[test]
     fn default_board_memblock_keeps_page_zero_and_image_out() {
         let info = default_board_info();
         let mut mb = Memblock::new();
-        fill_memblock(&mut mb, &info, Region::new(0x20_0000, 0x4_2000)).unwrap();
+        fill_memblock(
+            &mut mb,
+            &info,
+            PhysRange::new(PhysAddr(0x20_0000), 0x4_2000),
+        )
+        .unwrap();
         let free: Vec<_> = mb.free_ranges().map(|r| (r.start.0, r.end.0)).collect();
         assert_eq!(free, vec![(0x1000, 0x20_0000), (0x24_2000, 0x3c00_0000)]);
     }
@@ -121,14 +127,14 @@ mod tests {
     fn the_guard_page_is_cut_out_of_normal_memory() {
         let mut info = BootInfo::empty(BoardKind::QemuVirt, BoardSource::Compatible);
         info.memory
-            .push(Region::new(0x4000_0000, 0x800_0000))
+            .push(PhysRange::new(PhysAddr(0x4000_0000), 0x800_0000))
             .unwrap();
-        let n = normal_ranges(&info, Region::new(0x4030_0000, 0x1000));
+        let n = normal_ranges(&info, PhysRange::new(PhysAddr(0x4030_0000), 0x1000));
         assert_eq!(
             n.as_slice(),
             &[
-                Region::new(0x4000_0000, 0x30_0000),
-                Region::new(0x4030_1000, 0x7cf_f000)
+                PhysRange::new(PhysAddr(0x4000_0000), 0x30_0000),
+                PhysRange::new(PhysAddr(0x4030_1000), 0x7cf_f000)
             ]
         );
     }

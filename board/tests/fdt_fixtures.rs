@@ -3,8 +3,8 @@
 //! plus header corruptions that must give a typed error, never a panic.
 
 use board::boards::BoardKind;
-use board::bootinfo::Region;
 use board::fdt::{self, FdtError};
+use mm::{PhysAddr, PhysRange};
 use std::path::Path;
 
 /// The file's bytes in a 4-byte aligned buffer (fdt-rs requires it).
@@ -47,7 +47,10 @@ fn rpi4_tree_gives_the_translated_pl011_and_the_spin_table_reservation() {
     // serial@7e201000 on /soc, whose ranges map 0x7e000000 -> 0xfe000000.
     assert_eq!(info.console.map(|c| c.base), Some(0xfe20_1000));
     assert_eq!(info.console.and_then(|c| c.clock_hz), Some(48_000_000));
-    assert_eq!(info.memreserve.as_slice(), &[Region::new(0, 0x1000)]);
+    assert_eq!(
+        info.memreserve.as_slice(),
+        &[PhysRange::new(PhysAddr(0), 0x1000)]
+    );
     assert_eq!(info.stdout_path, "serial1:115200n8");
     assert!(info.psci.is_none());
     assert!(info.timer.is_some());
@@ -58,9 +61,9 @@ fn rpi4_tree_gives_the_translated_pl011_and_the_spin_table_reservation() {
     assert!(info
         .devices
         .iter()
-        .any(|d| d.base <= 0xfe20_1000 && d.end() > 0xfe20_1000));
+        .any(|d| d.start.0 <= 0xfe20_1000 && d.end.0 > 0xfe20_1000));
     assert!(
-        info.devices.iter().all(|d| d.base >= 0xfc00_0000),
+        info.devices.iter().all(|d| d.start.0 >= 0xfc00_0000),
         "{:x?}",
         info.devices
     );
@@ -73,7 +76,7 @@ fn virt_tree_gives_ram_pl011_psci_and_devices() {
     assert_eq!(info.board, BoardKind::QemuVirt);
     assert_eq!(
         info.memory.as_slice(),
-        &[Region::new(0x4000_0000, 0x800_0000)]
+        &[PhysRange::new(PhysAddr(0x4000_0000), 0x800_0000)]
     );
     assert_eq!(info.console.map(|c| c.base), Some(0x0900_0000));
     assert_eq!(info.psci, Some(arch::PsciMethod::Hvc));
@@ -81,7 +84,7 @@ fn virt_tree_gives_ram_pl011_psci_and_devices() {
     assert!(info
         .devices
         .iter()
-        .all(|d| !d.overlaps(&Region::new(0x4000_0000, 0x800_0000))));
+        .all(|d| !d.overlaps(&PhysRange::new(PhysAddr(0x4000_0000), 0x800_0000))));
     assert_eq!(fdt::check_usable(&info), Ok(()));
 }
 

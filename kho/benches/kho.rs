@@ -6,11 +6,12 @@
 
 use std::time::{Duration, Instant};
 
-use kho::format::write_kho_fdt;
-use kho::preserved::PreservedSet;
-use kho::tree::BumpPages;
-use kho::validate::{validate, Inputs};
-use kho::{Arena, BlockType, PhysMem, Region};
+use kho::testing::write_kho_fdt;
+use kho::testing::BumpPages;
+use kho::testing::PreservedSet;
+use kho::{validate, Inputs};
+use kho::{Arena, BlockType, PhysMem};
+use mm::{PhysAddr, PhysRange};
 
 const ARENA_BASE: u64 = 0x4000_0000;
 const ARENA_SIZE: u64 = 64 << 20;
@@ -72,7 +73,7 @@ fn main() {
         let ar = arena.region();
         // Preserve.
         let (t_pre, (set, mut src)) = best_of(reps, || {
-            let mut src = BumpPages::new(ar.start, ar.end - (1 << 20));
+            let mut src = BumpPages::new(ar.start.0, ar.end.0 - (1 << 20));
             let mut set = PreservedSet::new(&arena, &mut src).unwrap();
             for &(p, o, k) in &bl {
                 set.insert(&arena, &mut src, p, o, k).unwrap();
@@ -80,7 +81,7 @@ fn main() {
             (set, src)
         });
         // Serialize: checksum + KHO FDT, copied into the arena.
-        let fdt_at = ar.end - (1 << 20);
+        let fdt_at = ar.end.0 - (1 << 20);
         let (t_ser, fdt_len) = best_of(reps, || {
             let crc = set.checksum(&arena, &[]).unwrap();
             let (m, s) = set.roots();
@@ -92,9 +93,9 @@ fn main() {
         });
         let (t_crc, _) = best_of(reps, || set.checksum(&arena, &[]).unwrap());
         // Restore: full validation of the handover.
-        let ram = [ar, Region::new(PRESERVED_BASE, 16 * GIB)];
+        let ram = [ar, PhysRange::new(PhysAddr(PRESERVED_BASE), 16 * GIB)];
         let inp = Inputs {
-            kho_fdt: Region::new(fdt_at, fdt_len),
+            kho_fdt: PhysRange::new(PhysAddr(fdt_at), fdt_len),
             ram: &ram,
             scratch: &[],
             avoid: &[],

@@ -1,7 +1,8 @@
 //! The boot FDT handed to the next image, and the handover properties read back from it.
 //!
 //! Owns `/chosen` handover properties (`linux,kho-fdt`, `linux,kho-scratch`, initrd, bootargs):
-//! writing a copy of the incoming tree with them replaced, and decoding them. Copies every
+//! writing a copy of the incoming tree with them replaced, and decoding them
+//! ([`decode_handover`], the one decoder, whose errors are kho's `RestoreError`). Copies every
 //! other node, property and `/memreserve/` entry unchanged; never interprets other nodes.
 
 use alloc::vec::Vec;
@@ -9,7 +10,9 @@ use core::fmt;
 
 use crate::fdt::{Fdt, FdtError, FdtWriteError, FdtWriter};
 use crate::format::{CHOSEN_KHO_FDT, CHOSEN_KHO_SCRATCH};
-use crate::phys::Region;
+use crate::incoming::HandoverRefs;
+use crate::validate::RestoreError;
+use mm::PhysRange;
 
 /// `/chosen` property: initrd start (u64, big-endian).
 pub const CHOSEN_INITRD_START: &str = "linux,initrd-start";
@@ -20,17 +23,17 @@ pub const CHOSEN_INITRD_END: &str = "linux,initrd-end";
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct ChosenUpdate<'a> {
     /// The KHO FDT (address, size).
-    pub kho_fdt: Option<Region>,
+    pub kho_fdt: Option<PhysRange>,
     /// The scratch array (address, size).
-    pub kho_scratch: Option<Region>,
+    pub kho_scratch: Option<PhysRange>,
     /// The initrd range.
-    pub initrd: Option<Region>,
+    pub initrd: Option<PhysRange>,
     /// New `bootargs`; `None` keeps the incoming value.
     pub bootargs: Option<&'a str>,
 }
 
 /// Why the boot FDT could not be rewritten or read.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BootFdtError {
     /// The incoming FDT is malformed.
     Parse(FdtError),
@@ -40,8 +43,8 @@ pub enum BootFdtError {
     BadCells { address_cells: u32, size_cells: u32 },
     /// A value does not fit the root's cell size.
     DoesNotFit { prop: &'static str, value: u64 },
-    /// A handover property's length is not one address plus one size.
-    BadLength { prop: &'static str, len: usize },
+    /// The handover properties are malformed (kho's named check).
+    Handover(RestoreError),
 }
 
 impl From<FdtError> for BootFdtError {
@@ -74,12 +77,7 @@ impl fmt::Display for BootFdtError {
                     "boot FDT /chosen/{prop}: {value:#x} does not fit the root cells"
                 )
             }
-            BootFdtError::BadLength { prop, len } => {
-                write!(
-                    f,
-                    "boot FDT /chosen/{prop}: {len} bytes is not one address + size"
-                )
-            }
+            BootFdtError::Handover(e) => write!(f, "boot FDT: {e}"),
         }
     }
 }
@@ -119,19 +117,35 @@ fn push_cells(
 pub fn encode_reg(
     ac: u32,
     sc: u32,
-    r: Region,
+    r: PhysRange,
     prop: &'static str,
 ) -> Result<Vec<u8>, BootFdtError> {
     let mut v = Vec::with_capacity(16);
-    push_cells(&mut v, ac, r.start, prop)?;
+    push_cells(&mut v, ac, r.start.0, prop)?;
     push_cells(&mut v, sc, r.size(), prop)?;
     Ok(v)
 }
 
-/// Decodes one `(address, size)` pair in the given cells.
-pub fn decode_reg(ac: u32, sc: u32, v: &[u8], prop: &'static str) -> Result<Region, BootFdtError> {
-    let bad = BootFdtError::BadLength { prop, len: v.len() };
-    if v.len() != 4 * (ac + sc) as usize {
+/// The `/chosen` handover properties as an FDT reader found them: raw bytes and the root
+/// cells they are encoded in. The boot parse (`board::fdt`, allocation-free) and kho's
+/// strict reader both fill one in; [`decode_handover`] is the only decoder.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChosenHandover<'a> {
+    /// Root `#address-cells`.
+    pub address_cells: u32,
+    /// Root `#size-cells`.
+    pub size_cells: u32,
+    /// `linux,kho-fdt`, if present.
+    pub kho_fdt: Option<&'a [u8]>,
+    /// `linux,kho-scratch`, if present.
+    pub kho_scratch: Option<&'a [u8]>,
+}
+
+/// Decodes one `(address, size)` pair; the property must be exactly one pair, in 1 or 2
+/// cells each, that does not wrap the address space.
+fn decode_pair(ac: u32, sc: u32, v: &[u8], prop: &'static str) -> Result<PhysRange, RestoreError> {
+    let bad = RestoreError::ChosenProperty { prop, len: v.len() };
+    if !(1..=2).contains(&ac) || !(1..=2).contains(&sc) || v.len() != 4 * (ac + sc) as usize {
         return Err(bad);
     }
     let num = |b: &[u8]| {
@@ -142,23 +156,46 @@ pub fn decode_reg(ac: u32, sc: u32, v: &[u8], prop: &'static str) -> Result<Regi
     let (a, s) = v.split_at(4 * ac as usize);
     let (start, size) = (num(a), num(s));
     let end = start.checked_add(size).ok_or(bad)?;
-    Ok(Region { start, end })
+    Ok(PhysRange::from_bounds(start, end))
 }
 
-/// `(KHO FDT, scratch array)` named by `/chosen` of a boot FDT, if it has a handover.
-pub fn read_handover(fdt: &Fdt<'_>) -> Result<Option<(Region, Region)>, BootFdtError> {
+/// The handover `/chosen` names: `None` if it names none (a cold boot); an error naming
+/// the property if only one of the two is there or either is malformed.
+pub fn decode_handover(c: &ChosenHandover<'_>) -> Result<Option<HandoverRefs>, RestoreError> {
+    let (ac, sc) = (c.address_cells, c.size_cells);
+    match (c.kho_fdt, c.kho_scratch) {
+        (None, None) => Ok(None),
+        (Some(f), Some(s)) => Ok(Some(HandoverRefs {
+            kho_fdt: decode_pair(ac, sc, f, CHOSEN_KHO_FDT)?,
+            scratch_array: decode_pair(ac, sc, s, CHOSEN_KHO_SCRATCH)?,
+        })),
+        (None, Some(_)) => Err(RestoreError::ChosenProperty {
+            prop: CHOSEN_KHO_FDT,
+            len: 0,
+        }),
+        (Some(_), None) => Err(RestoreError::ChosenProperty {
+            prop: CHOSEN_KHO_SCRATCH,
+            len: 0,
+        }),
+    }
+}
+
+/// `(KHO FDT, scratch array)` named by `/chosen` of a boot FDT read with kho's strict
+/// reader, if it has a handover (decoded by [`decode_handover`]).
+pub fn read_handover(fdt: &Fdt<'_>) -> Result<Option<(PhysRange, PhysRange)>, BootFdtError> {
     let Some(chosen) = fdt.find("/chosen") else {
         return Ok(None);
     };
     let node = &fdt.nodes[chosen];
-    let (Some(f), Some(s)) = (node.prop(CHOSEN_KHO_FDT), node.prop(CHOSEN_KHO_SCRATCH)) else {
-        return Ok(None);
-    };
-    let (ac, sc) = root_cells(fdt)?;
-    Ok(Some((
-        decode_reg(ac, sc, f, CHOSEN_KHO_FDT)?,
-        decode_reg(ac, sc, s, CHOSEN_KHO_SCRATCH)?,
-    )))
+    let (address_cells, size_cells) = root_cells(fdt)?;
+    let refs = decode_handover(&ChosenHandover {
+        address_cells,
+        size_cells,
+        kho_fdt: node.prop(CHOSEN_KHO_FDT),
+        kho_scratch: node.prop(CHOSEN_KHO_SCRATCH),
+    })
+    .map_err(BootFdtError::Handover)?;
+    Ok(refs.map(|r| (r.kho_fdt, r.scratch_array)))
 }
 
 /// Copies `incoming` with `/chosen` updated as `upd` says (creating `/chosen` if missing).
@@ -176,8 +213,8 @@ pub fn rewrite(incoming: &[u8], upd: &ChosenUpdate<'_>) -> Result<Vec<u8>, BootF
         ));
     }
     if let Some(r) = upd.initrd {
-        add.push((CHOSEN_INITRD_START, r.start.to_be_bytes().to_vec()));
-        add.push((CHOSEN_INITRD_END, r.end.to_be_bytes().to_vec()));
+        add.push((CHOSEN_INITRD_START, r.start.0.to_be_bytes().to_vec()));
+        add.push((CHOSEN_INITRD_END, r.end.0.to_be_bytes().to_vec()));
     }
     if let Some(b) = upd.bootargs {
         let mut v = b.as_bytes().to_vec();

@@ -8,7 +8,8 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use crate::fdt::{Fdt, FdtWriteError, FdtWriter};
-use crate::phys::{read_page, PageBuf, PhysMem, PAGE_SIZE};
+use crate::phys::{read_page, PageBuf, PhysMem};
+use mm::PAGE_SIZE;
 
 /// Root `compatible` of the KHO FDT. Not `kho-v3`: the split tree is our extension.
 pub const COMPATIBLE: &str = "baton,kho-typed-v1";

@@ -10,32 +10,18 @@
 use alloc::vec::Vec;
 use core::fmt;
 use core::iter::Peekable;
-use core::sync::atomic::{AtomicU64, Ordering};
 
-use mm::{BlockKind, FrameAllocator, MmError, PageFlags, Pfn, PhysRange};
+use mm::{BlockKind, FrameAllocator, MmError, PageFlags, Pfn, PhysRange, PAGE_SHIFT, PAGE_SIZE};
 
 use crate::format::ClientEntry;
 use crate::key::BlockType;
-use crate::phys::{PhysMem, Region, PAGE_SHIFT, PAGE_SIZE};
+use crate::phys::PhysMem;
 use crate::validate::{parse_scratch_array, validate, Block, Inputs, RestoreError, Validated};
 
 /// Magic in bits 48..63 of a preserved block's first-page `private` ("KH").
 pub const PRIVATE_MAGIC: u64 = 0x4b48;
 /// Bits of the block index in the `private` word (bits 9..47).
 const INDEX_BITS: u32 = 39;
-
-/// Handovers ignored so far. Counted with a load and a store, never `fetch_add`: without
-/// LSE that is a load/store-exclusive loop, and `read_scratch` can reject before the MMU is
-/// on, where an exclusive may never succeed (docs/hardware.md, "Exclusives (locks) before
-/// the MMU is on"). A count is lost only if two writers interleave; baton counts on one
-/// core with interrupts masked. (Host tests on many threads may lose one: nothing asserts
-/// on this global.)
-static REJECTED: AtomicU64 = AtomicU64::new(0);
-
-/// How many handovers this image ignored because they failed validation or reservation.
-pub fn rejected_handovers() -> u64 {
-    REJECTED.load(Ordering::Relaxed)
-}
 
 /// `private` word for block number `index` of the validated list (docs/abi.md §7).
 pub const fn private_word(index: u64, order: u32, kind: BlockType) -> u64 {
@@ -110,26 +96,15 @@ impl fmt::Display for IncomingError {
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct HandoverRefs {
     /// `linux,kho-fdt`.
-    pub kho_fdt: Region,
+    pub kho_fdt: PhysRange,
     /// `linux,kho-scratch`.
-    pub scratch_array: Region,
-}
-
-fn pages_of(r: Region) -> Region {
-    Region {
-        start: r.start & !(PAGE_SIZE - 1),
-        end: r.end.next_multiple_of(PAGE_SIZE),
-    }
-}
-
-fn range(r: Region) -> PhysRange {
-    PhysRange::from_bounds(r.start, r.end)
+    pub scratch_array: PhysRange,
 }
 
 /// Merges touching regions into as few ranges as possible (sorted output).
-fn coalesce(mut v: Vec<Region>) -> Vec<Region> {
+fn coalesce(mut v: Vec<PhysRange>) -> Vec<PhysRange> {
     v.sort_unstable();
-    let mut out: Vec<Region> = Vec::with_capacity(v.len());
+    let mut out: Vec<PhysRange> = Vec::with_capacity(v.len());
     for r in v {
         match out.last_mut() {
             Some(l) if l.end >= r.start => l.end = l.end.max(r.end),
@@ -144,9 +119,9 @@ fn coalesce(mut v: Vec<Region>) -> Vec<Region> {
 #[derive(Debug)]
 pub struct Reserved {
     v: Validated,
-    scratch: Vec<Region>,
+    scratch: Vec<PhysRange>,
     /// Page-rounded metadata ranges (tree nodes, KHO FDT, scratch array), sorted, merged.
-    metadata: Vec<Region>,
+    metadata: Vec<PhysRange>,
 }
 
 /// Every range a validated handover keeps, in address order: its blocks and its metadata
@@ -154,13 +129,13 @@ pub struct Reserved {
 #[derive(Clone)]
 pub struct PreservedRanges<'a> {
     blocks: Peekable<core::slice::Iter<'a, Block>>,
-    metadata: Peekable<core::slice::Iter<'a, Region>>,
+    metadata: Peekable<core::slice::Iter<'a, PhysRange>>,
 }
 
 impl PreservedRanges<'_> {
-    fn next_piece(&mut self) -> Option<Region> {
+    fn next_piece(&mut self) -> Option<PhysRange> {
         let b = self.blocks.peek().map(|b| b.phys);
-        let m = self.metadata.peek().map(|m| m.start);
+        let m = self.metadata.peek().map(|m| m.start.0);
         match (b, m) {
             (Some(b), Some(m)) if m < b => self.metadata.next().copied(),
             (Some(_), _) => self.blocks.next().map(Block::region),
@@ -171,7 +146,7 @@ impl PreservedRanges<'_> {
 
     fn peek_start(&mut self) -> Option<u64> {
         let b = self.blocks.peek().map(|b| b.phys);
-        let m = self.metadata.peek().map(|m| m.start);
+        let m = self.metadata.peek().map(|m| m.start.0);
         match (b, m) {
             (Some(b), Some(m)) => Some(b.min(m)),
             (b, m) => b.or(m),
@@ -184,28 +159,26 @@ impl Iterator for PreservedRanges<'_> {
 
     fn next(&mut self) -> Option<PhysRange> {
         let mut r = self.next_piece()?;
-        while self.peek_start() == Some(r.end) {
+        while self.peek_start() == Some(r.end.0) {
             match self.next_piece() {
                 Some(n) => r.end = n.end,
                 None => break,
             }
         }
-        Some(range(r))
+        Some(r)
     }
 }
 
 /// Scratch areas named by a handover (read and checked early, before memblock allocates).
 pub fn read_scratch<M: PhysMem + ?Sized>(
     mem: &M,
-    ram: &[Region],
+    ram: &[PhysRange],
     refs: &HandoverRefs,
-) -> Result<Vec<Region>, RestoreError> {
+) -> Result<Vec<PhysRange>, RestoreError> {
     parse_scratch_array(mem, ram, refs.scratch_array).inspect_err(note_rejection)
 }
 
 fn note_rejection(e: &RestoreError) {
-    let n = REJECTED.load(Ordering::Relaxed);
-    REJECTED.store(n.saturating_add(1), Ordering::Relaxed);
     log::error!("kho: {e}; booting cold");
 }
 
@@ -216,12 +189,12 @@ fn note_rejection(e: &RestoreError) {
 pub fn probe<M: PhysMem + ?Sized>(
     mem: &M,
     refs: &HandoverRefs,
-    ram: &[Region],
-    scratch: &[Region],
-    avoid: &[Region],
+    ram: &[PhysRange],
+    scratch: &[PhysRange],
+    avoid: &[PhysRange],
 ) -> Result<Reserved, RestoreError> {
     let mut avoid_all = avoid.to_vec();
-    avoid_all.push(pages_of(refs.scratch_array));
+    avoid_all.push(refs.scratch_array.outer_pages());
     let inp = Inputs {
         kho_fdt: refs.kho_fdt,
         ram,
@@ -230,7 +203,7 @@ pub fn probe<M: PhysMem + ?Sized>(
     };
     let v = validate(mem, &inp).inspect_err(note_rejection)?;
     let mut metadata = v.metadata.clone();
-    metadata.push(pages_of(refs.scratch_array));
+    metadata.push(refs.scratch_array.outer_pages());
     let metadata = coalesce(metadata);
     log::info!(
         "kho: validated {} preserved blocks, {} metadata ranges",
@@ -289,16 +262,16 @@ pub struct Incoming {
     blocks: Vec<Block>,
     /// One bit per block: restored or released.
     claimed: Vec<u64>,
-    metadata: Vec<Region>,
+    metadata: Vec<PhysRange>,
     clients: Vec<ClientEntry>,
-    scratch: Vec<Region>,
+    scratch: Vec<PhysRange>,
     restored: u64,
     released: u64,
 }
 
 impl Incoming {
     /// The scratch areas of this handover (reuse them for the next one).
-    pub fn scratch(&self) -> &[Region] {
+    pub fn scratch(&self) -> &[PhysRange] {
         &self.scratch
     }
 
@@ -487,7 +460,7 @@ impl Incoming {
         let mut pages = 0;
         for m in &self.metadata {
             let n = m.size() >> PAGE_SHIFT;
-            fa.release_reserved(Pfn(m.start >> PAGE_SHIFT), n)?;
+            fa.release_reserved(m.start.pfn(), n)?;
             pages += n;
         }
         Ok(pages)

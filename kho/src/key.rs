@@ -4,8 +4,7 @@
 //! travels as membership of the split tree (see `tree` and `docs/abi.md`, "Block types").
 
 use core::fmt;
-
-use crate::phys::PAGE_SHIFT;
+use mm::PAGE_SHIFT;
 
 /// Bit position of the order marker for order 0 (`64 - PAGE_SHIFT`).
 pub const ORDER0_MARKER_BIT: u32 = 64 - PAGE_SHIFT;

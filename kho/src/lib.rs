@@ -5,34 +5,53 @@
 //! Never touches the CPU or devices: all memory access goes through [`PhysMem`], all page
 //! state through `mm`. The exact format is in `docs/abi.md`.
 //!
-//! Outgoing (board code, in order): `scratch::scratch_size` + `scratch::choose_scratch` on a
-//! cold boot (or the previous image's areas), `Kho::new`, the workload's `preserve_*`,
+//! Outgoing (the kernel, in order): `scratch_size` + `choose_scratch` on a cold boot (or the
+//! previous image's areas), `Kho::new`, the workload's `preserve_*`,
 //! `split_preserved_pages` and `add_client`, then `Kho::finalize` -> `Handover`, and
 //! `bootfdt::rewrite` to put it in the next image's `/chosen`.
 //!
-//! Incoming: `bootfdt::read_handover` -> `HandoverRefs`, `read_scratch` (then
-//! `Memblock::set_alloc_only_in`), `probe` (validate + reserve, or boot cold), reserve the
-//! scratch areas again, `FrameAllocator::new`, `Reserved::attach` -> `Incoming`, then
-//! `restore_folio` / `restore_pages` / `client`, `release_unclaimed`, `finish`.
+//! Incoming: the raw `/chosen` properties (from the kernel's allocation-free boot parse, or
+//! kho's own reader in `bootfdt::read_handover`) -> `bootfdt::decode_handover` ->
+//! `HandoverRefs`, `read_scratch` (then `Memblock::set_alloc_only_in`), `probe` (validate +
+//! reserve, or boot cold), reserve the scratch areas again, `FrameAllocator::new`,
+//! `Reserved::attach` -> `Incoming`, then `restore_folio` / `restore_pages` / `client`,
+//! `release_unclaimed`, `finish`. Every failure is a named `RestoreError` and a cold boot.
 #![cfg_attr(not(test), no_std)]
 
 extern crate alloc;
 
-pub mod bootfdt; // rewrite the boot FDT for the next image (/chosen handover properties)
-pub mod fdt; // strict FDT reader and small writer
-pub mod format; // KHO FDT names, encoding, metadata checksum
-pub mod incoming; // reserve, stash, restore, release, finish
-pub mod key; // radix keys: (phys, order) <-> u64
-pub mod outgoing; // the Kho state machine: preserve, split, clients, finalize
-pub mod phys; // PhysMem, Region, the host Arena
-pub mod preserved; // the two trees of this image, kept consistent
-pub mod scratch; // choose, record and parse scratch areas
-pub mod tree; // the radix tree this image builds
-pub mod validate; // checks on a previous image's handover
+#[cfg(any(test, feature = "test-helpers"))]
+mod arena; // Arena: host RAM for tests (feature `test-helpers`)
+pub mod bootfdt; // the boot FDT's /chosen handover properties: rewrite and decode
+mod fdt; // strict FDT reader and small writer
+mod format; // KHO FDT names, encoding, metadata checksum
+mod incoming; // reserve, stash, restore, release, finish
+mod key; // radix keys: (phys, order) <-> u64
+mod outgoing; // the Kho state machine: preserve, split, clients, finalize
+mod phys; // PhysMem and the safe accessors on it
+mod preserved; // the two trees of this image, kept consistent
+mod scratch; // choose, record and parse scratch areas
+pub mod tamper; // the damage hook: deliberate corruption of a finalized handover (tests)
+mod tree; // the radix tree this image builds
+mod validate; // checks on a previous image's handover
 
-pub use format::ClientEntry;
+#[cfg(any(test, feature = "test-helpers"))]
+pub use arena::Arena;
+pub use fdt::{Fdt, FdtError, FdtWriteError, FdtWriter};
+pub use format::{ClientEntry, FormatError};
 pub use incoming::{probe, read_scratch, HandoverRefs, Incoming, IncomingError, Reserved};
-pub use key::BlockType;
+pub use key::{BlockType, KeyError};
 pub use outgoing::{Handover, Kho, KhoError};
-pub use phys::{Arena, PhysMem, Region, PAGE_SIZE};
-pub use validate::{validate, Block, Inputs, RestoreError, Validated};
+pub use phys::{read_bytes, read_into, read_u64, write_bytes, write_u64, PhysMem};
+pub use scratch::{choose_scratch, parse_size, scratch_size};
+pub use validate::{validate, Block, Inputs, RestoreError, TreeName, Validated};
+
+/// Internals that kho's own integration tests and benchmark build handovers with (wrong
+/// ones on purpose, too). Not an API: only with feature `test-helpers`.
+#[cfg(feature = "test-helpers")]
+pub mod testing {
+    pub use crate::format::{read_kho_fdt, write_kho_fdt};
+    pub use crate::key::encode;
+    pub use crate::preserved::PreservedSet;
+    pub use crate::tree::BumpPages;
+}

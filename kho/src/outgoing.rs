@@ -10,11 +10,11 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
-use mm::{BlockKind, FrameAllocator, MmError, Pfn};
+use mm::{BlockKind, FrameAllocator, MmError, Pfn, PhysAddr, PhysRange, PAGE_SHIFT, PAGE_SIZE};
 
 use crate::format::{client_name_ok, write_kho_fdt, ClientEntry};
 use crate::key::{BlockType, MAX_KEY_ORDER};
-use crate::phys::{write_bytes, PhysMem, Region, PAGE_SHIFT, PAGE_SIZE};
+use crate::phys::{write_bytes, PhysMem};
 use crate::preserved::{PreservedSet, SetError};
 use crate::scratch::encode_scratch_array;
 use crate::tree::{PageSource, TreeError};
@@ -30,7 +30,7 @@ pub enum KhoError {
     InScratch {
         phys: u64,
         size: u64,
-        scratch: Region,
+        scratch: PhysRange,
     },
     /// The frame is not RAM managed by the frame allocator.
     NotRam { phys: u64 },
@@ -126,7 +126,7 @@ impl From<SetError> for KhoError {
 /// Pages for tree nodes and handover metadata: from `mm`, never inside scratch.
 struct FaPages<'f, 'a> {
     fa: &'f mut FrameAllocator<'a>,
-    scratch: &'f [Region],
+    scratch: &'f [PhysRange],
     /// Tree pages in use, so that no preserved block can swallow one.
     meta: &'f mut BTreeSet<u64>,
 }
@@ -137,7 +137,7 @@ impl FaPages<'_, '_> {
         let got = loop {
             match self.fa.alloc_pages(order) {
                 Ok(pfn) => {
-                    let r = Region::new(pfn.0 << PAGE_SHIFT, PAGE_SIZE << order);
+                    let r = PhysRange::new(pfn.phys(), PAGE_SIZE << order);
                     if self.scratch.iter().any(|s| s.overlaps(&r)) && held.len() < 64 {
                         held.push(pfn);
                         continue;
@@ -160,13 +160,13 @@ impl FaPages<'_, '_> {
 
 impl PageSource for FaPages<'_, '_> {
     fn alloc_page(&mut self) -> Option<u64> {
-        let phys = self.alloc(0).ok()?.0 << PAGE_SHIFT;
+        let phys = self.alloc(0).ok()?.phys().0;
         self.meta.insert(phys);
         Some(phys)
     }
     fn free_page(&mut self, phys: u64) {
         self.meta.remove(&phys);
-        if let Err(e) = self.fa.free_pages(Pfn(phys >> PAGE_SHIFT), 0) {
+        if let Err(e) = self.fa.free_pages(PhysAddr(phys).pfn(), 0) {
             log::error!("kho: freeing tree page {phys:#x}: {e}");
         }
     }
@@ -176,9 +176,9 @@ impl PageSource for FaPages<'_, '_> {
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct Handover {
     /// The KHO FDT (`linux,kho-fdt`).
-    pub kho_fdt: Region,
+    pub kho_fdt: PhysRange,
     /// The scratch array (`linux,kho-scratch`).
-    pub scratch_array: Region,
+    pub scratch_array: PhysRange,
 }
 
 #[derive(Debug)]
@@ -194,7 +194,7 @@ struct Finalized {
 pub struct Kho<M: PhysMem> {
     mem: M,
     set: PreservedSet,
-    scratch: Vec<Region>,
+    scratch: Vec<PhysRange>,
     clients: Vec<ClientEntry>,
     finalized: Option<Finalized>,
     meta: BTreeSet<u64>,
@@ -211,7 +211,7 @@ impl<M: PhysMem> Kho<M> {
     pub fn new(
         mem: M,
         fa: &mut FrameAllocator<'_>,
-        scratch: Vec<Region>,
+        scratch: Vec<PhysRange>,
     ) -> Result<Self, KhoError> {
         let mut meta = BTreeSet::new();
         let set = PreservedSet::new(
@@ -233,7 +233,7 @@ impl<M: PhysMem> Kho<M> {
     }
 
     /// The scratch areas.
-    pub fn scratch(&self) -> &[Region] {
+    pub fn scratch(&self) -> &[PhysRange] {
         &self.scratch
     }
 
@@ -292,7 +292,7 @@ impl<M: PhysMem> Kho<M> {
     }
 
     fn not_scratch(&self, phys: u64, size: u64) -> Result<(), KhoError> {
-        let r = Region::new(phys, size);
+        let r = PhysRange::new(PhysAddr(phys), size);
         match self.scratch.iter().find(|s| s.overlaps(&r)) {
             Some(s) => Err(KhoError::InScratch {
                 phys,
@@ -310,7 +310,7 @@ impl<M: PhysMem> Kho<M> {
         head: Pfn,
     ) -> Result<(), KhoError> {
         self.open()?;
-        let phys = head.0 << PAGE_SHIFT;
+        let phys = head.phys().0;
         if !fa.contains(head) {
             return Err(KhoError::NotRam { phys });
         }
@@ -334,7 +334,7 @@ impl<M: PhysMem> Kho<M> {
     /// Removes the folio headed by `head`, whatever type it was recorded with.
     pub fn unpreserve_folio(&mut self, fa: &FrameAllocator<'_>, head: Pfn) -> Result<(), KhoError> {
         self.open()?;
-        let phys = head.0 << PAGE_SHIFT;
+        let phys = head.phys().0;
         if !fa.contains(head) {
             return Err(KhoError::NotRam { phys });
         }
@@ -368,7 +368,7 @@ impl<M: PhysMem> Kho<M> {
         if !phys.is_multiple_of(PAGE_SIZE) || !size.is_multiple_of(PAGE_SIZE) || size == 0 {
             return Err(KhoError::BadRange { phys, size });
         }
-        self.preserve_range(fa, Pfn(phys >> PAGE_SHIFT), size >> PAGE_SHIFT, true)
+        self.preserve_range(fa, PhysAddr(phys).pfn(), size >> PAGE_SHIFT, true)
     }
 
     fn preserve_range(
@@ -379,7 +379,7 @@ impl<M: PhysMem> Kho<M> {
         raw: bool,
     ) -> Result<(), KhoError> {
         self.open()?;
-        let phys = pfn.0 << PAGE_SHIFT;
+        let phys = pfn.phys().0;
         let end = pfn
             .0
             .checked_add(nr)
@@ -506,7 +506,7 @@ impl<M: PhysMem> Kho<M> {
         if !phys.is_multiple_of(PAGE_SIZE) || !size.is_multiple_of(PAGE_SIZE) || size == 0 {
             return Err(KhoError::BadRange { phys, size });
         }
-        self.unpreserve_pages(Pfn(phys >> PAGE_SHIFT), size >> PAGE_SHIFT)
+        self.unpreserve_pages(PhysAddr(phys).pfn(), size >> PAGE_SHIFT)
     }
 
     /// Splits the preserved block `(pfn, order)` with `mm::split_page` and records it as
@@ -519,7 +519,7 @@ impl<M: PhysMem> Kho<M> {
         order: u32,
     ) -> Result<(), KhoError> {
         self.open()?;
-        let phys = pfn.0 << PAGE_SHIFT;
+        let phys = pfn.phys().0;
         match self.set.kind_of(&self.mem, phys, order)? {
             None => return Err(KhoError::NotPreserved { phys, order }),
             Some(BlockType::Split) => return Ok(()),
@@ -599,16 +599,16 @@ impl<M: PhysMem> Kho<M> {
             }
         };
         let out = Handover {
-            kho_fdt: Region::new(fdt_pfn.0 << PAGE_SHIFT, fdt.len() as u64),
-            scratch_array: Region::new(array_pfn.0 << PAGE_SHIFT, array.len() as u64),
+            kho_fdt: PhysRange::new(fdt_pfn.phys(), fdt.len() as u64),
+            scratch_array: PhysRange::new(array_pfn.phys(), array.len() as u64),
         };
-        if !write_bytes(&self.mem, out.kho_fdt.start, &fdt)
-            || !write_bytes(&self.mem, out.scratch_array.start, &array)
+        if !write_bytes(&self.mem, out.kho_fdt.start.0, &fdt)
+            || !write_bytes(&self.mem, out.scratch_array.start.0, &array)
         {
             let _ = src.fa.free_pages(fdt_pfn, fdt_order);
             let _ = src.fa.free_pages(array_pfn, array_order);
             return Err(KhoError::NotRam {
-                phys: out.kho_fdt.start,
+                phys: out.kho_fdt.start.0,
             });
         }
         self.finalized = Some(Finalized {

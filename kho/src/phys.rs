@@ -1,15 +1,10 @@
-//! Access to physical memory, and the plain address ranges kho reasons about.
+//! Access to physical memory: how kho turns a physical address into a pointer.
 //!
-//! Owns the `PhysMem` contract (how kho turns a physical address into a pointer) and `Arena`,
-//! the host stand-in for RAM. Never assumes an address is RAM: every access asks `PhysMem`.
+//! Owns the `PhysMem` contract and the safe accessors built on it (the only `unsafe` reads
+//! and writes of physical memory kho and its clients need). Never assumes an address is
+//! RAM: every access asks `PhysMem`.
 
-use alloc::alloc::{alloc_zeroed, dealloc, Layout};
-use core::fmt;
-
-/// Size of a page and of every radix-tree node.
-pub const PAGE_SIZE: u64 = 4096;
-/// log2 of [`PAGE_SIZE`].
-pub const PAGE_SHIFT: u32 = 12;
+use mm::PAGE_SIZE;
 
 /// How kho reaches physical memory: identity map on the target, an [`Arena`] on the host.
 ///
@@ -31,7 +26,7 @@ unsafe impl<T: PhysMem + ?Sized> PhysMem for &T {
 }
 
 /// Reads the little-endian u64 at `phys` (must be 8-byte aligned), or `None` if not RAM.
-pub(crate) fn read_u64<M: PhysMem + ?Sized>(mem: &M, phys: u64) -> Option<u64> {
+pub fn read_u64<M: PhysMem + ?Sized>(mem: &M, phys: u64) -> Option<u64> {
     if !phys.is_multiple_of(8) {
         return None;
     }
@@ -41,7 +36,7 @@ pub(crate) fn read_u64<M: PhysMem + ?Sized>(mem: &M, phys: u64) -> Option<u64> {
 }
 
 /// Writes `v` little-endian at `phys` (must be 8-byte aligned); false if not RAM.
-pub(crate) fn write_u64<M: PhysMem + ?Sized>(mem: &M, phys: u64, v: u64) -> bool {
+pub fn write_u64<M: PhysMem + ?Sized>(mem: &M, phys: u64, v: u64) -> bool {
     if !phys.is_multiple_of(8) {
         return false;
     }
@@ -100,7 +95,7 @@ pub(crate) fn next_nonzero_word(page: &PageBuf, from: usize) -> Option<(usize, u
 }
 
 /// Copies `len` bytes at `phys` into a new vector, or `None` if not RAM.
-pub(crate) fn read_bytes<M: PhysMem + ?Sized>(
+pub fn read_bytes<M: PhysMem + ?Sized>(
     mem: &M,
     phys: u64,
     len: usize,
@@ -112,8 +107,19 @@ pub(crate) fn read_bytes<M: PhysMem + ?Sized>(
     Some(v)
 }
 
+/// Copies the `out.len()` bytes at `phys` into `out`; false if not RAM.
+pub fn read_into<M: PhysMem + ?Sized>(mem: &M, phys: u64, out: &mut [u8]) -> bool {
+    let Some(p) = mem.ptr(phys, out.len()) else {
+        return false;
+    };
+    // SAFETY: PhysMem promises out.len() valid bytes at p that no reference aliases; out is
+    // a distinct buffer of the same length.
+    unsafe { core::ptr::copy_nonoverlapping(p, out.as_mut_ptr(), out.len()) };
+    true
+}
+
 /// Copies `data` to `phys`; false if not RAM.
-pub(crate) fn write_bytes<M: PhysMem + ?Sized>(mem: &M, phys: u64, data: &[u8]) -> bool {
+pub fn write_bytes<M: PhysMem + ?Sized>(mem: &M, phys: u64, data: &[u8]) -> bool {
     let Some(p) = mem.ptr(phys, data.len()) else {
         return false;
     };
@@ -121,104 +127,4 @@ pub(crate) fn write_bytes<M: PhysMem + ?Sized>(mem: &M, phys: u64, data: &[u8]) 
     // that cannot alias them.
     unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), p, data.len()) };
     true
-}
-
-/// A half-open physical range `[start, end)`.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Region {
-    /// First byte.
-    pub start: u64,
-    /// One past the last byte.
-    pub end: u64,
-}
-
-impl Region {
-    /// `[start, start + size)`, saturating at the top of the address space.
-    pub const fn new(start: u64, size: u64) -> Self {
-        Region {
-            start,
-            end: start.saturating_add(size),
-        }
-    }
-    /// Size in bytes.
-    pub const fn size(&self) -> u64 {
-        self.end - self.start
-    }
-    /// True if the two ranges share a byte.
-    pub const fn overlaps(&self, o: &Region) -> bool {
-        self.start < o.end && o.start < self.end
-    }
-    /// True if `o` lies entirely inside `self`.
-    pub const fn covers(&self, o: &Region) -> bool {
-        self.start <= o.start && o.end <= self.end && o.start <= o.end
-    }
-}
-
-impl fmt::Display for Region {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "[{:#x}, {:#x})", self.start, self.end)
-    }
-}
-
-/// Host stand-in for RAM: a zeroed, page-aligned buffer that answers for `[base, base + size)`.
-///
-/// Used by the tests, the benchmark and the fuzz target; harmless on the target.
-pub struct Arena {
-    base: u64,
-    size: usize,
-    buf: *mut u8,
-}
-
-// SAFETY: Arena owns its buffer exclusively; moving it to another thread moves that ownership.
-unsafe impl Send for Arena {}
-
-impl Arena {
-    /// A zeroed arena of `size` bytes (rounded up to pages) answering at physical `base`.
-    pub fn new(base: u64, size: u64) -> Self {
-        let size = (size.div_ceil(PAGE_SIZE) * PAGE_SIZE).max(PAGE_SIZE) as usize;
-        let layout = Self::layout(size);
-        // SAFETY: layout has non-zero size (at least one page).
-        let buf = unsafe { alloc_zeroed(layout) };
-        assert!(!buf.is_null(), "arena allocation of {size} bytes failed");
-        Arena { base, size, buf }
-    }
-
-    fn layout(size: usize) -> Layout {
-        Layout::from_size_align(size, PAGE_SIZE as usize).expect("arena layout")
-    }
-
-    /// The physical range this arena stands for.
-    pub fn region(&self) -> Region {
-        Region::new(self.base, self.size as u64)
-    }
-
-    /// Flips bit `bit` (0 = least significant) of the byte at `phys`. For corruption tests.
-    pub fn flip_bit(&self, phys: u64, bit: u32) {
-        if let Some(p) = self.ptr(phys, 1) {
-            // SAFETY: ptr returned one valid byte of our own buffer; no reference aliases it.
-            unsafe { *p ^= 1 << (bit % 8) };
-        }
-    }
-}
-
-impl Drop for Arena {
-    fn drop(&mut self) {
-        // SAFETY: buf was allocated in `new` with exactly this layout and is freed once.
-        unsafe { dealloc(self.buf, Self::layout(self.size)) };
-    }
-}
-
-// SAFETY: pointers stay inside the buffer (bounds checked), the buffer lives as long as the
-// arena, is page aligned (so offsets keep phys alignment modulo 4096 when base is page aligned),
-// and the arena hands out no references to it.
-unsafe impl PhysMem for Arena {
-    fn ptr(&self, phys: u64, len: usize) -> Option<*mut u8> {
-        let off = phys.checked_sub(self.base)?;
-        let end = off.checked_add(len as u64)?;
-        if end > self.size as u64 {
-            return None;
-        }
-        // SAFETY: off + len <= size, so the offset stays inside the allocation.
-        Some(unsafe { self.buf.add(off as usize) })
-    }
 }

@@ -6,8 +6,9 @@
 
 use crate::format::{ClientEntry, MetaCrc};
 use crate::key::{encode, BlockType, MAX_KEY_ORDER};
-use crate::phys::{PhysMem, PAGE_SHIFT, PAGE_SIZE};
+use crate::phys::PhysMem;
 use crate::tree::{PageSource, Tree, TreeError};
+use mm::{PAGE_SHIFT, PAGE_SIZE};
 
 /// Why a block cannot be added or removed.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -87,6 +88,7 @@ impl PreservedSet {
     }
 
     /// True if nothing is preserved.
+    #[cfg_attr(not(feature = "test-helpers"), allow(dead_code))]
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }

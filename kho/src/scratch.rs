@@ -5,8 +5,7 @@
 //! in `validate`, with the other checks on untrusted input.
 
 use alloc::vec::Vec;
-
-use crate::phys::Region;
+use mm::PhysRange;
 
 /// Command-line key for the scratch size (`kho_scratch=64M`).
 pub const BOOTARG_KEY: &str = "kho_scratch=";
@@ -42,17 +41,17 @@ pub fn scratch_size(bootargs: &str, ram_total: u64) -> u64 {
 
 /// Chooses one scratch area of `size` bytes (2 MiB aligned) and reserves it in `mb`, so
 /// nothing allocated before the buddy allocator exists, and nothing preserved, lands there.
-pub fn choose_scratch(mb: &mut mm::Memblock, size: u64) -> Result<Region, mm::MmError> {
+pub fn choose_scratch(mb: &mut mm::Memblock, size: u64) -> Result<PhysRange, mm::MmError> {
     let size = size.next_multiple_of(SCRATCH_ALIGN);
     let start = mb.alloc(size, SCRATCH_ALIGN, None)?;
-    Ok(Region::new(start.0, size))
+    Ok(PhysRange::new(start, size))
 }
 
 /// The scratch array's bytes: `(address, size)` pairs of little-endian u64.
-pub fn encode_scratch_array(areas: &[Region]) -> Vec<u8> {
+pub fn encode_scratch_array(areas: &[PhysRange]) -> Vec<u8> {
     let mut v = Vec::with_capacity(16 * areas.len());
     for a in areas {
-        v.extend_from_slice(&a.start.to_le_bytes());
+        v.extend_from_slice(&a.start.0.to_le_bytes());
         v.extend_from_slice(&a.size().to_le_bytes());
     }
     v

@@ -4,7 +4,8 @@
 //! clear, test, range queries and walks. Trusts its own nodes; input from a previous image is
 //! walked by `validate`, never by this module.
 
-use crate::phys::{next_nonzero_word, read_page, read_u64, write_u64, PageBuf, PhysMem, PAGE_SIZE};
+use crate::phys::{next_nonzero_word, read_page, read_u64, write_u64, PageBuf, PhysMem};
+use mm::PAGE_SIZE;
 
 /// Bits of a key indexed by a leaf bitmap (32,768 bits = one page).
 pub const LEAF_BITS: u32 = 15;
@@ -280,8 +281,9 @@ fn walk_node<M: PhysMem + ?Sized>(
     Ok(())
 }
 
-/// A page source handing out pages of an [`Arena`](crate::phys::Arena)-like range in order,
-/// with a free list. For host tests and benchmarks that need no `mm`.
+/// A page source handing out pages of an `Arena`-like range in order, with a free list. For
+/// host tests and benchmarks that need no `mm`.
+#[cfg(any(test, feature = "test-helpers"))]
 #[derive(Debug)]
 pub struct BumpPages {
     next: u64,
@@ -291,6 +293,7 @@ pub struct BumpPages {
     pub in_use: usize,
 }
 
+#[cfg(any(test, feature = "test-helpers"))]
 impl BumpPages {
     /// Hands out the pages of `[start, end)` (page aligned).
     pub fn new(start: u64, end: u64) -> Self {
@@ -303,6 +306,7 @@ impl BumpPages {
     }
 }
 
+#[cfg(any(test, feature = "test-helpers"))]
 impl PageSource for BumpPages {
     fn alloc_page(&mut self) -> Option<u64> {
         let p = if let Some(p) = self.free.pop() {
@@ -326,12 +330,12 @@ impl PageSource for BumpPages {
 mod tests {
     use super::*;
     use crate::key::encode;
-    use crate::phys::Arena;
+    use crate::Arena;
 
     fn setup() -> (Arena, BumpPages) {
         let a = Arena::new(0x4000_0000, 64 * PAGE_SIZE);
         let r = a.region();
-        (a, BumpPages::new(r.start, r.end))
+        (a, BumpPages::new(r.start.0, r.end.0))
     }
 
     #[test]

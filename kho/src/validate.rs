@@ -12,10 +12,9 @@ use core::fmt;
 use crate::fdt::{Fdt, FdtError};
 use crate::format::{read_kho_fdt, ClientEntry, FormatError, MetaCrc, MAX_KHO_FDT_SIZE};
 use crate::key::{decode, BlockType, KeyError};
-use crate::phys::{
-    next_nonzero_word, read_bytes, read_page, read_u64, PageBuf, PhysMem, Region, PAGE_SIZE,
-};
+use crate::phys::{next_nonzero_word, read_bytes, read_page, read_u64, PageBuf, PhysMem};
 use crate::tree::{LEAF_BITS, TABLE_BITS, TABLE_LEVELS};
+use mm::{PhysAddr, PhysRange, PAGE_SIZE};
 
 /// Most tree pages a handover may have (4 GiB of metadata): bounds the walk.
 pub const MAX_TREE_PAGES: usize = 1 << 20;
@@ -44,8 +43,8 @@ pub struct Block {
 
 impl Block {
     /// The bytes the block covers.
-    pub fn region(&self) -> Region {
-        Region::new(self.phys, PAGE_SIZE << self.order)
+    pub fn region(&self) -> PhysRange {
+        PhysRange::new(PhysAddr(self.phys), PAGE_SIZE << self.order)
     }
 }
 
@@ -57,7 +56,7 @@ pub enum RestoreError {
     /// The KHO FDT's range is empty, too large, or not RAM.
     KhoFdtRange { phys: u64, size: u64 },
     /// The KHO FDT overlaps scratch or a range that must not be touched.
-    KhoFdtOverlaps { phys: u64, with: Region },
+    KhoFdtOverlaps { phys: u64, with: PhysRange },
     /// The KHO FDT is not a well-formed FDT.
     KhoFdt { phys: u64, err: FdtError },
     /// The KHO FDT's content is not this format.
@@ -65,7 +64,7 @@ pub enum RestoreError {
     /// The scratch array is malformed, not RAM, or lists an unusable area.
     ScratchArray { phys: u64, size: u64 },
     /// A scratch area is empty, misaligned, not RAM, or overlaps another.
-    ScratchArea { area: Region },
+    ScratchArea { area: PhysRange },
     /// A tree node address is not page aligned.
     NodeMisaligned {
         tree: TreeName,
@@ -83,7 +82,7 @@ pub enum RestoreError {
         tree: TreeName,
         level: u32,
         phys: u64,
-        with: Region,
+        with: PhysRange,
     },
     /// A tree node is reachable twice (a shared node or a cycle).
     NodeReachableTwice {
@@ -100,7 +99,11 @@ pub enum RestoreError {
     /// A block is not inside one RAM range.
     BlockOutsideRam { phys: u64, order: u32 },
     /// A block overlaps scratch, a tree node, or a range that must not be touched.
-    BlockOverlaps { phys: u64, order: u32, with: Region },
+    BlockOverlaps {
+        phys: u64,
+        order: u32,
+        with: PhysRange,
+    },
     /// Two blocks overlap.
     BlocksOverlap {
         phys: u64,
@@ -238,13 +241,13 @@ impl fmt::Display for RestoreError {
 #[derive(Clone, Debug)]
 pub struct Inputs<'a> {
     /// Physical address and size of the KHO FDT (from `/chosen/linux,kho-fdt`).
-    pub kho_fdt: Region,
+    pub kho_fdt: PhysRange,
     /// RAM ranges.
-    pub ram: &'a [Region],
+    pub ram: &'a [PhysRange],
     /// Scratch areas (from the scratch array).
-    pub scratch: &'a [Region],
+    pub scratch: &'a [PhysRange],
     /// Ranges nothing may overlap: the running image, the boot FDT, the scratch array, initrd.
-    pub avoid: &'a [Region],
+    pub avoid: &'a [PhysRange],
 }
 
 /// A handover that passed every check.
@@ -254,16 +257,16 @@ pub struct Validated {
     pub blocks: Vec<Block>,
     /// Page-rounded ranges of the metadata (KHO FDT, tree nodes), sorted: reserved until
     /// restore is done, then returned to the allocator.
-    pub metadata: Vec<Region>,
+    pub metadata: Vec<PhysRange>,
     /// Client entries, in KHO FDT order.
     pub clients: Vec<ClientEntry>,
 }
 
-fn in_ram(ram: &[Region], r: &Region) -> bool {
-    r.start < r.end && ram.iter().any(|m| m.covers(r))
+fn in_ram(ram: &[PhysRange], r: &PhysRange) -> bool {
+    !r.is_empty() && ram.iter().any(|m| m.contains_range(r))
 }
 
-fn first_overlap(lists: &[&[Region]], r: &Region) -> Option<Region> {
+fn first_overlap(lists: &[&[PhysRange]], r: &PhysRange) -> Option<PhysRange> {
     lists
         .iter()
         .flat_map(|l| l.iter())
@@ -274,31 +277,31 @@ fn first_overlap(lists: &[&[Region]], r: &Region) -> Option<Region> {
 /// Parses and checks the scratch array (`docs/abi.md`, "Scratch array").
 pub fn parse_scratch_array<M: PhysMem + ?Sized>(
     mem: &M,
-    ram: &[Region],
-    array: Region,
-) -> Result<Vec<Region>, RestoreError> {
+    ram: &[PhysRange],
+    array: PhysRange,
+) -> Result<Vec<PhysRange>, RestoreError> {
     let bad = RestoreError::ScratchArray {
-        phys: array.start,
+        phys: array.start.0,
         size: array.size(),
     };
     let n = (array.size() / 16) as usize;
     if !array.size().is_multiple_of(16)
         || n == 0
         || n > MAX_SCRATCH_AREAS
-        || !array.start.is_multiple_of(8)
+        || !array.start.is_aligned(8)
     {
         return Err(bad);
     }
     if !in_ram(ram, &array) {
         return Err(bad);
     }
-    let mut areas: Vec<Region> = Vec::with_capacity(n);
+    let mut areas: Vec<PhysRange> = Vec::with_capacity(n);
     for i in 0..n as u64 {
-        let a = read_u64(mem, array.start + 16 * i).ok_or(bad.clone())?;
-        let s = read_u64(mem, array.start + 16 * i + 8).ok_or(bad.clone())?;
-        let area = Region {
-            start: a,
-            end: a.wrapping_add(s),
+        let a = read_u64(mem, array.start.0 + 16 * i).ok_or(bad.clone())?;
+        let s = read_u64(mem, array.start.0 + 16 * i + 8).ok_or(bad.clone())?;
+        let area = PhysRange {
+            start: PhysAddr(a),
+            end: PhysAddr(a.wrapping_add(s)),
         };
         if s == 0
             || a % PAGE_SIZE != 0
@@ -318,7 +321,7 @@ pub fn parse_scratch_array<M: PhysMem + ?Sized>(
 struct Walker<'m, 'i, M: PhysMem + ?Sized> {
     mem: &'m M,
     inp: &'i Inputs<'i>,
-    fdt_pages: Region,
+    fdt_pages: PhysRange,
     seen: BTreeSet<u64>,
     crc: MetaCrc,
 }
@@ -335,7 +338,7 @@ impl<M: PhysMem + ?Sized> Walker<'_, '_, M> {
         if !phys.is_multiple_of(PAGE_SIZE) {
             return Err(RestoreError::NodeMisaligned { tree, level, phys });
         }
-        let r = Region::new(phys, PAGE_SIZE);
+        let r = PhysRange::new(PhysAddr(phys), PAGE_SIZE);
         if !in_ram(self.inp.ram, &r) || self.mem.ptr(phys, PAGE_SIZE as usize).is_none() {
             return Err(RestoreError::NodeOutsideRam { tree, level, phys });
         }
@@ -404,26 +407,29 @@ pub fn validate<M: PhysMem + ?Sized>(mem: &M, inp: &Inputs<'_>) -> Result<Valida
     let f = inp.kho_fdt;
     if f.size() == 0 || f.size() > MAX_KHO_FDT_SIZE || !in_ram(inp.ram, &f) {
         return Err(RestoreError::KhoFdtRange {
-            phys: f.start,
+            phys: f.start.0,
             size: f.size(),
         });
     }
     if let Some(with) = first_overlap(&[inp.scratch, inp.avoid], &f) {
         return Err(RestoreError::KhoFdtOverlaps {
-            phys: f.start,
+            phys: f.start.0,
             with,
         });
     }
-    let bytes = read_bytes(mem, f.start, f.size() as usize).ok_or(RestoreError::KhoFdtRange {
-        phys: f.start,
+    let bytes = read_bytes(mem, f.start.0, f.size() as usize).ok_or(RestoreError::KhoFdtRange {
+        phys: f.start.0,
         size: f.size(),
     })?;
-    let fdt = Fdt::parse(&bytes).map_err(|err| RestoreError::KhoFdt { phys: f.start, err })?;
-    let view = read_kho_fdt(&fdt).map_err(|err| RestoreError::Format { phys: f.start, err })?;
-    let fdt_pages = Region {
-        start: f.start & !(PAGE_SIZE - 1),
-        end: f.end.next_multiple_of(PAGE_SIZE),
-    };
+    let fdt = Fdt::parse(&bytes).map_err(|err| RestoreError::KhoFdt {
+        phys: f.start.0,
+        err,
+    })?;
+    let view = read_kho_fdt(&fdt).map_err(|err| RestoreError::Format {
+        phys: f.start.0,
+        err,
+    })?;
+    let fdt_pages = f.outer_pages();
 
     let mut w = Walker {
         mem,
@@ -447,7 +453,10 @@ pub fn validate<M: PhysMem + ?Sized>(mem: &M, inp: &Inputs<'_>) -> Result<Valida
         });
     }
 
-    let nodes: Vec<Region> = seen.iter().map(|&p| Region::new(p, PAGE_SIZE)).collect();
+    let nodes: Vec<PhysRange> = seen
+        .iter()
+        .map(|&p| PhysRange::new(PhysAddr(p), PAGE_SIZE))
+        .collect();
     let mut blocks = Vec::with_capacity(main_keys.len());
     for &k in &main_keys {
         let (phys, order) = decode(k).map_err(|err| RestoreError::BadKey {
@@ -533,10 +542,10 @@ pub(crate) fn covered(sorted: &[Block], phys: u64, size: u64) -> bool {
         return false;
     };
     let mut at = phys;
-    let mut i = sorted.partition_point(|b| b.region().end <= phys);
+    let mut i = sorted.partition_point(|b| b.region().end <= PhysAddr(phys));
     while at < end {
         match sorted.get(i) {
-            Some(b) if b.phys <= at && at < b.region().end => at = b.region().end,
+            Some(b) if b.phys <= at && at < b.region().end.0 => at = b.region().end.0,
             _ => return false,
         }
         i += 1;

@@ -5,17 +5,17 @@ mod common;
 
 use common::fdt_tools::{check_fdt_with_tools, dtc_decompile, listing};
 use kho::bootfdt::{read_handover, rewrite, ChosenUpdate};
-use kho::fdt::Fdt;
-use kho::Region;
+use kho::Fdt;
+use mm::{PhysAddr, PhysRange};
 
 const VIRT: &[u8] = include_bytes!("data/virt.dtb");
 const RPI4: &[u8] = include_bytes!("../../../shared/fixtures/dtb/bcm2711-rpi-4-b.dtb");
 
 fn update() -> ChosenUpdate<'static> {
     ChosenUpdate {
-        kho_fdt: Some(Region::new(0x4800_0000, 0x1000)),
-        kho_scratch: Some(Region::new(0x4800_1000, 0x10)),
-        initrd: Some(Region::new(0x4400_0000, 0x20_0000)),
+        kho_fdt: Some(PhysRange::new(PhysAddr(0x4800_0000), 0x1000)),
+        kho_scratch: Some(PhysRange::new(PhysAddr(0x4800_1000), 0x10)),
+        initrd: Some(PhysRange::new(PhysAddr(0x4400_0000), 0x20_0000)),
         bootargs: Some("console=ttyAMA0 kho_scratch=32M"),
     }
 }
@@ -40,8 +40,8 @@ fn rewrite_keeps_everything_else(input: &[u8], tag: &str) -> Vec<u8> {
     assert_eq!(
         read_handover(&fout).unwrap(),
         Some((
-            Region::new(0x4800_0000, 0x1000),
-            Region::new(0x4800_1000, 0x10)
+            PhysRange::new(PhysAddr(0x4800_0000), 0x1000),
+            PhysRange::new(PhysAddr(0x4800_1000), 0x10)
         ))
     );
     let chosen = &fout.nodes[fout.find("/chosen").unwrap()];
@@ -99,7 +99,7 @@ fn rpi4_tree_rewrite_passes_dtc_and_libfdt() {
 
 #[test]
 fn one_cell_roots_encode_and_refuse_wide_values() {
-    let mut w = kho::fdt::FdtWriter::new();
+    let mut w = kho::FdtWriter::new();
     w.begin_node("").unwrap();
     w.prop("#address-cells", &1u32.to_be_bytes()).unwrap();
     w.prop("#size-cells", &1u32.to_be_bytes()).unwrap();
@@ -114,7 +114,7 @@ fn one_cell_roots_encode_and_refuse_wide_values() {
     );
     check_fdt_with_tools(&out, "onecell");
     let wide = ChosenUpdate {
-        kho_fdt: Some(Region::new(1 << 33, 0x1000)),
+        kho_fdt: Some(PhysRange::new(PhysAddr(1 << 33), 0x1000)),
         ..update()
     };
     assert!(matches!(

@@ -7,19 +7,19 @@ mod common;
 
 use common::sim::*;
 use kho::bootfdt::read_handover;
-use kho::fdt::Fdt;
-use kho::format::{read_kho_fdt, write_kho_fdt};
-use kho::key::encode;
-use kho::validate::TreeName;
-use kho::{Arena, HandoverRefs, PhysMem, Region, RestoreError, Validated};
-use mm::Memblock;
+use kho::testing::encode;
+use kho::testing::{read_kho_fdt, write_kho_fdt};
+use kho::Fdt;
+use kho::TreeName;
+use kho::{Arena, HandoverRefs, PhysMem, RestoreError, Validated};
+use mm::{Memblock, PhysAddr, PhysRange};
 
 struct Fixture {
     arena: &'static Arena,
     refs: HandoverRefs,
     clean: Validated,
-    image2: Region,
-    scratch: Vec<Region>,
+    image2: PhysRange,
+    scratch: Vec<PhysRange>,
 }
 
 /// A small handover: a folio, a CONTIG block, a SPLIT block, a split-after-preserve block
@@ -56,7 +56,7 @@ fn fixture_of(ops: &[Op]) -> Fixture {
         scratch_array,
     };
     let scratch = kho::read_scratch(arena, &[ram()], &refs).unwrap();
-    let image2 = Region::new(scratch[0].start, 1 << 20);
+    let image2 = PhysRange::new(scratch[0].start, 1 << 20);
     let mut f = Fixture {
         arena,
         refs,
@@ -85,10 +85,10 @@ impl Fixture {
         let ram = [ram()];
         let scratch = kho::read_scratch(self.arena, &ram, refs)?;
         let mut mb = Memblock::new();
-        mb.add_memory(pr(ram[0])).unwrap();
-        mb.reserve(pr(self.image2)).unwrap();
+        mb.add_memory(ram[0]).unwrap();
+        mb.reserve(self.image2).unwrap();
         for s in &scratch {
-            mb.reserve(pr(*s)).unwrap();
+            mb.reserve(*s).unwrap();
         }
         let r = kho::probe(self.arena, refs, &ram, &scratch, &[self.image2])?;
         let v = r.validated().clone();
@@ -103,12 +103,12 @@ impl Fixture {
     }
 
     fn tree_pages(&self) -> Vec<u64> {
-        let fdt_pages = Region::new(self.refs.kho_fdt.start & !4095, 4096);
+        let fdt_pages = PhysRange::new(self.refs.kho_fdt.start.align_down(4096), 4096);
         self.clean
             .metadata
             .iter()
             .filter(|m| **m != fdt_pages && m.size() == 4096)
-            .map(|m| m.start)
+            .map(|m| m.start.0)
             .collect()
     }
 
@@ -126,7 +126,7 @@ impl Fixture {
 
     fn kho_fdt_bytes(&self) -> Vec<u8> {
         let r = self.refs.kho_fdt;
-        let p = self.arena.ptr(r.start, r.size() as usize).unwrap();
+        let p = self.arena.ptr(r.start.0, r.size() as usize).unwrap();
         // SAFETY: as in read_u64.
         unsafe { std::slice::from_raw_parts(p, r.size() as usize) }.to_vec()
     }
@@ -143,7 +143,10 @@ impl Fixture {
         let v = read_kho_fdt(&Fdt::parse(&b).unwrap()).unwrap();
         let new = write_kho_fdt(v.main_root, v.split_root, crc, &v.clients).unwrap();
         assert_eq!(new.len(), b.len());
-        let p = self.arena.ptr(self.refs.kho_fdt.start, new.len()).unwrap();
+        let p = self
+            .arena
+            .ptr(self.refs.kho_fdt.start.0, new.len())
+            .unwrap();
         // SAFETY: as in read_u64.
         unsafe { std::ptr::copy_nonoverlapping(new.as_ptr(), p, new.len()) };
     }
@@ -166,11 +169,14 @@ impl Fixture {
     /// Runs `corrupt`, attempts a boot, restores the bytes it changed (snapshot of the pages).
     fn case(&self, corrupt: impl FnOnce(&Self), reseal: bool) -> Result<Validated, RestoreError> {
         let mut regions = self.clean.metadata.clone();
-        regions.push(Region::new(self.refs.scratch_array.start & !4095, 4096));
-        let snap: Vec<(Region, Vec<u8>)> = regions
+        regions.push(PhysRange::new(
+            PhysAddr(self.refs.scratch_array.start.0 & !4095),
+            4096,
+        ));
+        let snap: Vec<(PhysRange, Vec<u8>)> = regions
             .iter()
             .map(|r| {
-                let p = self.arena.ptr(r.start, r.size() as usize).unwrap();
+                let p = self.arena.ptr(r.start.0, r.size() as usize).unwrap();
                 // SAFETY: as in read_u64.
                 (
                     *r,
@@ -184,7 +190,7 @@ impl Fixture {
         }
         let res = self.attempt(&self.refs);
         for (r, bytes) in snap {
-            let p = self.arena.ptr(r.start, bytes.len()).unwrap();
+            let p = self.arena.ptr(r.start.0, bytes.len()).unwrap();
             // SAFETY: as in read_u64.
             unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len()) };
         }
@@ -192,12 +198,15 @@ impl Fixture {
     }
 }
 
-fn check_independently(v: &Validated, scratch: &[Region], image2: Region) {
+fn check_independently(v: &Validated, scratch: &[PhysRange], image2: PhysRange) {
     let mut last_end = 0;
     for b in &v.blocks {
         let r = b.region();
-        assert!(ram().covers(&r), "{b:?} outside RAM");
-        assert!(r.start >= last_end, "{b:?} overlaps its predecessor");
+        assert!(ram().contains_range(&r), "{b:?} outside RAM");
+        assert!(
+            r.start >= PhysAddr(last_end),
+            "{b:?} overlaps its predecessor"
+        );
         assert_eq!(b.phys % (4096 << b.order), 0);
         assert!(!scratch.iter().any(|s| s.overlaps(&r)), "{b:?} in scratch");
         assert!(!image2.overlaps(&r));
@@ -205,7 +214,7 @@ fn check_independently(v: &Validated, scratch: &[Region], image2: Region) {
             !v.metadata.iter().any(|m| m.overlaps(&r)),
             "{b:?} over metadata"
         );
-        last_end = r.end;
+        last_end = r.end.0;
     }
 }
 
@@ -245,7 +254,7 @@ fn every_bit_flip_and_truncation_is_caught_or_harmless() {
     let meta_stride = if cfg!(miri) { 53 } else { 1 };
     for region in [f.refs.kho_fdt, f.refs.scratch_array] {
         for bit in (0..region.size() * 8).step_by(meta_stride) {
-            let res = f.flip_case(region.start + bit / 8, (bit % 8) as u32);
+            let res = f.flip_case(region.start.0 + bit / 8, (bit % 8) as u32);
             t.record(&f, res);
         }
     }
@@ -269,14 +278,14 @@ fn every_bit_flip_and_truncation_is_caught_or_harmless() {
     // Every truncation of the KHO FDT and of the scratch array.
     for n in (0..f.refs.kho_fdt.size()).step_by(meta_stride) {
         let refs = HandoverRefs {
-            kho_fdt: Region::new(f.refs.kho_fdt.start, n),
+            kho_fdt: PhysRange::new(f.refs.kho_fdt.start, n),
             ..f.refs
         };
         t.record(&f, f.attempt(&refs));
     }
     for n in 0..f.refs.scratch_array.size() {
         let refs = HandoverRefs {
-            scratch_array: Region::new(f.refs.scratch_array.start, n),
+            scratch_array: PhysRange::new(f.refs.scratch_array.start, n),
             ..f.refs
         };
         t.record(&f, f.attempt(&refs));
@@ -314,15 +323,15 @@ fn set_key(f: &Fixture, root: u64, key: u64) {
     let mut spare = SPARE;
     let mut node = root;
     for level in (1..=5).rev() {
-        let slot = node + 8 * kho::tree::table_index(key, level) as u64;
+        let slot = node + 8 * kho::tamper::table_index(key, level) as u64;
         node = f.read_u64(slot);
         if node == 0 {
-            assert!(!f.clean.metadata.iter().any(|m| m.start == spare));
+            assert!(!f.clean.metadata.iter().any(|m| m.start == PhysAddr(spare)));
             assert!(!f
                 .clean
                 .blocks
                 .iter()
-                .any(|b| b.region().overlaps(&Region::new(spare, 4096))));
+                .any(|b| b.region().overlaps(&PhysRange::new(PhysAddr(spare), 4096))));
             for w in 0..512 {
                 f.write_u64(spare + 8 * w, 0);
             }
@@ -380,17 +389,17 @@ fn wild_pointers_cycles_and_shared_nodes_name_their_check() {
         ),
         (
             "in scratch",
-            f.scratch[0].start + f.scratch[0].size() / 2,
+            f.scratch[0].start.0 + f.scratch[0].size() / 2,
             Box::new(|e| matches!(e, RestoreError::NodeOverlaps { .. })),
         ),
         (
             "in the image",
-            f.image2.start,
+            f.image2.start.0,
             Box::new(|e| matches!(e, RestoreError::NodeOverlaps { .. })),
         ),
         (
             "the KHO FDT",
-            f.refs.kho_fdt.start,
+            f.refs.kho_fdt.start.0,
             Box::new(|e| matches!(e, RestoreError::NodeOverlaps { .. })),
         ),
         (
@@ -429,7 +438,7 @@ fn wild_pointers_cycles_and_shared_nodes_name_their_check() {
             let b = f.kho_fdt_bytes();
             let v = read_kho_fdt(&Fdt::parse(&b).unwrap()).unwrap();
             let new = write_kho_fdt(0x7000_0000, v.split_root, v.crc, &v.clients).unwrap();
-            let p = f.arena.ptr(f.refs.kho_fdt.start, new.len()).unwrap();
+            let p = f.arena.ptr(f.refs.kho_fdt.start.0, new.len()).unwrap();
             // SAFETY: the arena owns these bytes.
             unsafe { std::ptr::copy_nonoverlapping(new.as_ptr(), p, new.len()) };
         },
@@ -465,7 +474,7 @@ fn impossible_orders_overlaps_and_stray_split_keys_name_their_check() {
                 matches!(
                     e,
                     RestoreError::BadKey {
-                        err: kho::key::KeyError::OrderTooLarge { order: 31, .. },
+                        err: kho::KeyError::OrderTooLarge { order: 31, .. },
                         ..
                     }
                 )
@@ -479,7 +488,7 @@ fn impossible_orders_overlaps_and_stray_split_keys_name_their_check() {
                 matches!(
                     e,
                     RestoreError::BadKey {
-                        err: kho::key::KeyError::MarkerAboveOrder0 { .. },
+                        err: kho::KeyError::MarkerAboveOrder0 { .. },
                         ..
                     }
                 )
@@ -493,7 +502,7 @@ fn impossible_orders_overlaps_and_stray_split_keys_name_their_check() {
                 matches!(
                     e,
                     RestoreError::BadKey {
-                        err: kho::key::KeyError::NoMarker,
+                        err: kho::KeyError::NoMarker,
                         ..
                     }
                 )
@@ -522,7 +531,7 @@ fn impossible_orders_overlaps_and_stray_split_keys_name_their_check() {
         (
             "block in scratch",
             main,
-            encode(f.scratch[0].start + f.scratch[0].size() / 2, 0),
+            encode(f.scratch[0].start.0 + f.scratch[0].size() / 2, 0),
             Box::new(|e| matches!(e, RestoreError::BlockOverlaps { .. })),
         ),
         (
@@ -536,7 +545,7 @@ fn impossible_orders_overlaps_and_stray_split_keys_name_their_check() {
         (
             "block over the KHO FDT",
             main,
-            encode(f.refs.kho_fdt.start & !4095, 0),
+            encode(f.refs.kho_fdt.start.0 & !4095, 0),
             Box::new(|e| matches!(e, RestoreError::BlockOverlaps { .. })),
         ),
         (
@@ -564,7 +573,7 @@ fn impossible_orders_overlaps_and_stray_split_keys_name_their_check() {
             let mut v = read_kho_fdt(&Fdt::parse(&b).unwrap()).unwrap();
             v.clients[0].phys = free_page;
             let new = write_kho_fdt(v.main_root, v.split_root, v.crc, &v.clients).unwrap();
-            let p = f.arena.ptr(f.refs.kho_fdt.start, new.len()).unwrap();
+            let p = f.arena.ptr(f.refs.kho_fdt.start.0, new.len()).unwrap();
             // SAFETY: the arena owns these bytes.
             unsafe { std::ptr::copy_nonoverlapping(new.as_ptr(), p, new.len()) };
         },
@@ -601,7 +610,7 @@ fn fuzz_restore_path() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(if cfg!(miri) { 8 } else { 2_000 });
     let f = fixture();
-    let mut regions: Vec<Region> = f.clean.metadata.clone();
+    let mut regions: Vec<PhysRange> = f.clean.metadata.clone();
     regions.push(f.refs.kho_fdt);
     regions.push(f.refs.scratch_array);
     let nodes = f.tree_pages();
@@ -618,8 +627,8 @@ fn fuzz_restore_path() {
             let mut refs = f.refs;
             for (kind, a, b) in muts {
                 let r = regions[(a % regions.len() as u64) as usize];
-                let at = (r.start + (a >> 8) % r.size().max(1)) & !7;
-                let at = at.max(r.start & !7);
+                let at = (r.start.0 + (a >> 8) % r.size().max(1)) & !7;
+                let at = at.max(r.start.0 & !7);
                 undo.push((at, f.read_u64(at)));
                 match kind {
                     0 => f.write_u64(at, f.read_u64(at) ^ (1 << (b % 64))),
@@ -627,7 +636,7 @@ fn fuzz_restore_path() {
                     2 => f.write_u64(at, nodes[(b % nodes.len() as u64) as usize]),
                     3 => {
                         refs.kho_fdt =
-                            Region::new(refs.kho_fdt.start, b % (refs.kho_fdt.size() + 64))
+                            PhysRange::new(refs.kho_fdt.start, b % (refs.kho_fdt.size() + 64))
                     }
                     _ => f.write_u64(at, RAM_BASE + (b % RAM_SIZE)),
                 }

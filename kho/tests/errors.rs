@@ -47,12 +47,12 @@ fn scratch_memory_is_never_preserved() {
     let s = out.scratch;
     let err = out
         .kho
-        .preserve_phys(&mut out.fa, s.start, 4096)
+        .preserve_phys(&mut out.fa, s.start.0, 4096)
         .unwrap_err();
     assert_eq!(
         err,
         KhoError::InScratch {
-            phys: s.start,
+            phys: s.start.0,
             size: 4096,
             scratch: s
         }
@@ -60,7 +60,7 @@ fn scratch_memory_is_never_preserved() {
     // A range that only touches the start of scratch is refused too.
     let err = out
         .kho
-        .preserve_phys(&mut out.fa, s.start - 4096, 8192)
+        .preserve_phys(&mut out.fa, s.start.0 - 4096, 8192)
         .unwrap_err();
     assert!(matches!(err, KhoError::InScratch { .. }), "{err}");
     assert_eq!(out.kho.block_count(), 0);
@@ -160,7 +160,7 @@ fn kho_never_preserves_its_own_tree_pages() {
     let below = RAM_BASE + (1 << 20);
     let r = out
         .kho
-        .preserve_phys(&mut out.fa, below, out.scratch.start - below);
+        .preserve_phys(&mut out.fa, below, out.scratch.start.0 - below);
     assert!(
         matches!(r, Err(KhoError::Overlaps { .. }) | Err(KhoError::Mm(_))),
         "{r:?}"
@@ -196,13 +196,13 @@ fn cut_never_exceeds_max_order_nor_alignment() {
         .blocks()
         .unwrap()
         .into_iter()
-        .filter(|b| b.0 < FIRMWARE.end)
+        .filter(|b| b.0 < FIRMWARE.end.0)
         .collect();
     assert_eq!(
         fw,
         vec![
-            (FIRMWARE.start, 2, BlockType::Contig),
-            (FIRMWARE.start + 4 * 4096, 0, BlockType::Contig)
+            (FIRMWARE.start.0, 2, BlockType::Contig),
+            (FIRMWARE.start.0 + 4 * 4096, 0, BlockType::Contig)
         ]
     );
 }

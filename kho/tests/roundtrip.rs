@@ -68,7 +68,7 @@ fn run(ops: &[Op], max1: u32, max2: u32) -> (usize, u64) {
     let free_only: Vec<_> = expect
         .iter()
         .copied()
-        .filter(|e| e.phys < FIRMWARE.start || e.phys >= FIRMWARE.end)
+        .filter(|e| e.phys < FIRMWARE.start.0 || e.phys >= FIRMWARE.end.0)
         .collect();
     inc.free_all(&free_only);
     let IncomingImage {
@@ -204,11 +204,11 @@ fn client_blob_is_found_by_name_in_the_next_image() {
     ));
     let boot = out.handover(arena);
     let h = out.kho.handover().unwrap();
-    let fdt = kho::phys::Arena::region(arena);
-    assert!(fdt.covers(&h.kho_fdt));
+    let fdt = kho::Arena::region(arena);
+    assert!(fdt.contains_range(&h.kho_fdt));
     let bytes: Vec<u8> = {
         let ptr = arena
-            .ptr(h.kho_fdt.start, h.kho_fdt.size() as usize)
+            .ptr(h.kho_fdt.start.0, h.kho_fdt.size() as usize)
             .unwrap();
         // SAFETY: the arena owns these bytes and nothing writes them during the copy.
         unsafe { std::slice::from_raw_parts(ptr, h.kho_fdt.size() as usize) }.to_vec()

@@ -82,8 +82,9 @@ impl fmt::Display for Pfn {
     }
 }
 
-/// A half-open physical range `[start, end)`.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+/// A half-open physical range `[start, end)`: the one range type of baton (mm, kho and the
+/// board layer all use it). Ordered by start, then end.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PhysRange {
     /// First byte of the range.
     pub start: PhysAddr,
@@ -147,6 +148,19 @@ impl PhysRange {
             other.end
         };
         PhysRange { start, end }
+    }
+
+    /// The smallest range of whole frames covering this one (the start is rounded down and
+    /// the end up, saturating at the last frame boundary of the address space).
+    pub const fn outer_pages(&self) -> PhysRange {
+        let end = match self.end.align_up(PAGE_SIZE) {
+            Some(e) => e,
+            None => PhysAddr(!(PAGE_SIZE - 1)),
+        };
+        PhysRange {
+            start: self.start.align_down(PAGE_SIZE),
+            end,
+        }
     }
 
     /// The whole frames inside the range, as `[first, end)` frame numbers (the start is

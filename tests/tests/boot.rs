@@ -6,7 +6,7 @@ use tests::{
     boot, get_be32, put_be32, replace_bytes, virt_dtb, write_scratch, Board, Boot, Run, Shim,
 };
 
-/// Exit statuses, as defined in board/src/exit.rs.
+/// Exit statuses, as defined in board/src/status.rs.
 const EXIT_PANIC: i32 = 1;
 const EXIT_EXCEPTION: i32 = 2;
 const EXIT_BAD_FDT: i32 = 3;
@@ -171,7 +171,7 @@ fn a_panic_prints_its_location_and_exits_1() {
         },
     );
     run.expect_status(EXIT_PANIC)
-        .expect("PANIC at board/src/kernel/boot.rs:")
+        .expect("PANIC at board/kernel/src/boot.rs:")
         .expect("deliberate panic (baton.test=panic)");
 }
 

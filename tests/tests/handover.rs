@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tests::{boot_with_timeout, workspace_root, write_scratch, Board, Boot, Run};
 
-/// Exit statuses, as defined in board/src/exit.rs.
+/// Exit statuses, as defined in board/src/status.rs.
 const EXIT_NEXT_IMAGE: i32 = 6;
 
 /// One parsed `GEN` line.

@@ -7,7 +7,7 @@
 mod read;
 mod write;
 
-pub use read::{Fdt, FdtError, Node, Prop};
+pub use read::{Fdt, FdtError};
 pub use write::{FdtWriteError, FdtWriter};
 
 /// FDT header magic.

@@ -2,6 +2,12 @@
 //!
 //! Owns nothing but borrowed views into the input slice. Every length and offset is checked
 //! with checked arithmetic before use; malformed input gives an `FdtError`, never a panic.
+//!
+//! One of baton's two FDT readers, on purpose: this one builds node tables on the heap (the
+//! KHO FDT, client sub-trees, the boot-FDT rewrite); `board::fdt` walks the boot FDT with
+//! fdt-rs before any heap exists, into fixed-capacity lists. Their `FdtError`s are still two
+//! enums: the messages of each are pinned by different tests (the workload's record test,
+//! the QEMU boot tests), so merging them means choosing one wording (open in issue 12).
 
 use alloc::vec::Vec;
 use core::fmt;

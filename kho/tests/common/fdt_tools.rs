@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::process::Command;
 
-use kho::fdt::Fdt;
+use kho::Fdt;
 
 fn temp_file(bytes: &[u8], tag: &str) -> std::path::PathBuf {
     let p = std::env::temp_dir().join(format!("kho-test-{}-{tag}.dtb", std::process::id()));

@@ -7,10 +7,10 @@
 use std::mem::MaybeUninit;
 
 use kho::bootfdt::{read_handover, rewrite, ChosenUpdate};
-use kho::fdt::{Fdt, FdtWriter};
-use kho::scratch::choose_scratch;
-use kho::{Arena, BlockType, HandoverRefs, Incoming, Kho, Region};
-use mm::{BlockKind, FrameAllocator, Memblock, Page, Pfn, PhysRange};
+use kho::choose_scratch;
+use kho::{Arena, BlockType, HandoverRefs, Incoming, Kho};
+use kho::{Fdt, FdtWriter};
+use mm::{BlockKind, FrameAllocator, Memblock, Page, Pfn, PhysAddr, PhysRange};
 
 pub const RAM_BASE: u64 = 0x4000_0000;
 /// Under Miri (where every frame descriptor costs) just big enough for two order-10 blocks
@@ -18,14 +18,14 @@ pub const RAM_BASE: u64 = 0x4000_0000;
 pub const RAM_SIZE: u64 = if cfg!(miri) { 16 << 20 } else { 32 << 20 };
 pub const SCRATCH_SIZE: u64 = if cfg!(miri) { 2 << 20 } else { 4 << 20 };
 /// The outgoing image's own footprint.
-pub const IMAGE1: Region = Region {
-    start: RAM_BASE,
-    end: RAM_BASE + (1 << 20),
+pub const IMAGE1: PhysRange = PhysRange {
+    start: PhysAddr(RAM_BASE),
+    end: PhysAddr(RAM_BASE + (1 << 20)),
 };
 /// A firmware-reserved range (not allocator memory) preserved with `preserve_phys`: 5 pages.
-pub const FIRMWARE: Region = Region {
-    start: RAM_BASE + (1 << 20),
-    end: RAM_BASE + (1 << 20) + 5 * 4096,
+pub const FIRMWARE: PhysRange = PhysRange {
+    start: PhysAddr(RAM_BASE + (1 << 20)),
+    end: PhysAddr(RAM_BASE + (1 << 20) + 5 * 4096),
 };
 const VIRT_DTB: &[u8] = include_bytes!("../data/virt.dtb");
 
@@ -54,12 +54,8 @@ fn base_boot_fdt() -> Vec<u8> {
     w.finish().unwrap()
 }
 
-pub fn ram() -> Region {
-    Region::new(RAM_BASE, RAM_SIZE)
-}
-
-pub fn pr(r: Region) -> PhysRange {
-    PhysRange::from_bounds(r.start, r.end)
+pub fn ram() -> PhysRange {
+    PhysRange::new(PhysAddr(RAM_BASE), RAM_SIZE)
 }
 
 /// A frame allocator whose descriptor storage lives for the rest of the test process.
@@ -132,15 +128,15 @@ pub struct Outgoing {
     pub fa: FrameAllocator<'static>,
     pub kho: Kho<&'static Arena>,
     pub expect: Vec<Expect>,
-    pub scratch: Region,
+    pub scratch: PhysRange,
 }
 
 /// Boots the outgoing image on `arena` with `max_order`.
 pub fn outgoing(arena: &'static Arena, max_order: u32) -> Outgoing {
     let mut mb = Memblock::new();
-    mb.add_memory(pr(ram())).unwrap();
-    mb.reserve(pr(IMAGE1)).unwrap();
-    mb.reserve(pr(FIRMWARE)).unwrap();
+    mb.add_memory(ram()).unwrap();
+    mb.reserve(IMAGE1).unwrap();
+    mb.reserve(FIRMWARE).unwrap();
     let scratch = choose_scratch(&mut mb, SCRATCH_SIZE).unwrap();
     let mut fa = frame_allocator(&mb, max_order);
     let kho = Kho::new(arena, &mut fa, vec![scratch]).unwrap();
@@ -225,7 +221,7 @@ impl Outgoing {
             }
             Op::UnpreserveLast => {
                 let Some(e) = self.expect.pop() else { return };
-                if e.phys == FIRMWARE.start {
+                if e.phys == FIRMWARE.start.0 {
                     self.expect.push(e);
                     return;
                 }
@@ -243,11 +239,14 @@ impl Outgoing {
     /// Preserves the firmware range (raw memory, 4 + 1 pages).
     pub fn preserve_firmware(&mut self) {
         self.kho
-            .preserve_phys(&mut self.fa, FIRMWARE.start, FIRMWARE.size())
+            .preserve_phys(&mut self.fa, FIRMWARE.start.0, FIRMWARE.size())
             .unwrap();
-        for (phys, order) in [(FIRMWARE.start, 2), (FIRMWARE.start + 4 * 4096, 0)] {
+        for (phys, order) in [
+            (FIRMWARE.start, 2),
+            (PhysAddr(FIRMWARE.start.0 + 4 * 4096), 0),
+        ] {
             self.expect.push(Expect {
-                phys,
+                phys: phys.0,
                 order,
                 kind: BlockType::Contig,
                 restore: As::Pages,
@@ -268,7 +267,7 @@ impl Outgoing {
         got.sort();
         assert_eq!(got, want);
         for e in &self.expect {
-            if e.phys >= FIRMWARE.start && e.phys < FIRMWARE.end {
+            if e.phys >= FIRMWARE.start.0 && e.phys < FIRMWARE.end.0 {
                 continue;
             }
             let pfn = Pfn(e.phys >> 12);
@@ -324,17 +323,16 @@ pub fn incoming(
     let ram = [ram()];
     let scratch = kho::read_scratch(arena, &ram, &refs)?;
     let mut mb = Memblock::new();
-    mb.add_memory(pr(ram[0])).unwrap();
+    mb.add_memory(ram[0]).unwrap();
     // The next image runs from the start of scratch.
-    let image2 = Region::new(scratch[0].start, 1 << 20);
-    mb.reserve(pr(image2)).unwrap();
-    mb.set_alloc_only_in(&scratch.iter().map(|r| pr(*r)).collect::<Vec<_>>())
-        .unwrap();
+    let image2 = PhysRange::new(scratch[0].start, 1 << 20);
+    mb.reserve(image2).unwrap();
+    mb.set_alloc_only_in(&scratch).unwrap();
     let reserved = kho::probe(arena, &refs, &ram, &scratch, &[image2])?;
     mb.clear_alloc_only_in();
     // Scratch stays scratch: nothing of this image's own handover may land there.
     for s in &scratch {
-        mb.reserve(pr(*s)).unwrap();
+        mb.reserve(*s).unwrap();
     }
     let mut fa = deferred_frame_allocator(&mb, max_order, reserved.preserved());
     let inc = reserved.attach(&mut fa).unwrap();

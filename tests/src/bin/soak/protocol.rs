@@ -5,26 +5,28 @@
 //! applies a check that spans lines (that is `check`), and guest output never panics it.
 
 use std::fmt;
+use std::ops::Deref;
 use std::str::FromStr;
 
-/// One generation's report: `GEN n=.. cold=.. ... handover_us=..`.
+use workload::{GenReport, GenValue, GEN_FIELDS};
+
+/// One generation's report: `GEN n=.. cold=.. ... handover_us=..`. The known keys are the
+/// guest's own [`GenReport`] (defined once, in the workload, by [`GEN_FIELDS`]); reading
+/// `g.n` goes through to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GenRecord {
-    pub n: u32,
-    pub cold: bool,
-    pub restored: u64,
-    pub verified_bytes: u64,
-    pub freed: u64,
-    pub split: u64,
-    pub preserved: u64,
-    pub preserved_pages: u64,
-    pub free_pages: u64,
-    pub total_pages: u64,
-    pub leaked: u64,
-    pub bad_pages: u64,
-    pub handover_us: u64,
+    /// The fields the guest defines.
+    pub report: GenReport,
     /// Keys this runner does not know, in line order; kept, never checked.
     pub extra: Vec<(String, String)>,
+}
+
+impl Deref for GenRecord {
+    type Target = GenReport;
+
+    fn deref(&self) -> &GenReport {
+        &self.report
+    }
 }
 
 /// How the guest judged the whole chain.
@@ -199,18 +201,6 @@ impl<'a> Fields<'a> {
         })
     }
 
-    fn flag(&mut self, key: &'static str) -> Result<bool, ParseError> {
-        match self.raw(key)? {
-            "0" => Ok(false),
-            "1" => Ok(true),
-            other => Err(ParseError::BadValue {
-                record: self.record,
-                key,
-                value: other.to_string(),
-            }),
-        }
-    }
-
     fn rest(self) -> Vec<(String, String)> {
         self.pairs
             .into_iter()
@@ -221,20 +211,27 @@ impl<'a> Fields<'a> {
 
 fn parse_gen(body: &str) -> Result<GenRecord, ParseError> {
     let mut f = Fields::split("GEN", body)?;
+    let mut report = GenReport::default();
+    for field in &GEN_FIELDS {
+        let raw = f.raw(field.key)?;
+        let value = match field.value {
+            GenValue::Count => raw.parse().ok(),
+            GenValue::Flag => match raw {
+                "0" => Some(0),
+                "1" => Some(1),
+                _ => None,
+            },
+        };
+        if !value.is_some_and(|v| (field.set)(&mut report, v)) {
+            return Err(ParseError::BadValue {
+                record: "GEN",
+                key: field.key,
+                value: raw.to_string(),
+            });
+        }
+    }
     Ok(GenRecord {
-        n: f.take("n")?,
-        cold: f.flag("cold")?,
-        restored: f.take("restored")?,
-        verified_bytes: f.take("verified_bytes")?,
-        freed: f.take("freed")?,
-        split: f.take("split")?,
-        preserved: f.take("preserved")?,
-        preserved_pages: f.take("preserved_pages")?,
-        free_pages: f.take("free_pages")?,
-        total_pages: f.take("total_pages")?,
-        leaked: f.take("leaked")?,
-        bad_pages: f.take("bad_pages")?,
-        handover_us: f.take("handover_us")?,
+        report,
         extra: f.rest(),
     })
 }
@@ -296,10 +293,14 @@ pub(crate) mod tests {
         format!(
             "GEN n={n} cold={} restored=3 verified_bytes=4096 freed=1 split=1 preserved=2 \
              preserved_pages=9 free_pages=200000 total_pages=262144 leaked={leaked} \
-             bad_pages=0 handover_us={handover_us}",
+             bad_pages=0 handover_us={handover_us} {PHASES}",
             u8::from(cold)
         )
     }
+
+    /// The GEN line's blackout phases and after-blackout figures (all 0 in fixtures).
+    pub(crate) const PHASES: &str = "blocks=0 finalize_us=0 copyout_us=0 trampoline_us=0 \
+        early_us=0 reserve_us=0 ready_us=0 restore_us=0 verify_us=0 deferred_us=0";
 
     fn gen(line: &str) -> Result<GenRecord, ParseError> {
         match parse_line(line) {
@@ -331,10 +332,12 @@ pub(crate) mod tests {
 
     #[test]
     fn gen_keys_in_any_order_and_unknown_keys_are_kept() {
-        let line = "GEN handover_us=5 bad_pages=0 leaked=0 total_pages=10 free_pages=4 \
-                    preserved_pages=1 preserved=1 split=0 freed=0 verified_bytes=8 \
-                    restored=1 cold=0 n=2 future=yes";
-        let g = gen(line).expect("valid line");
+        let line = format!(
+            "GEN {PHASES} handover_us=5 bad_pages=0 leaked=0 total_pages=10 free_pages=4 \
+             preserved_pages=1 preserved=1 split=0 freed=0 verified_bytes=8 \
+             restored=1 cold=0 n=2 future=yes"
+        );
+        let g = gen(&line).expect("valid line");
         assert_eq!((g.n, g.handover_us, g.total_pages), (2, 5, 10));
         assert_eq!(g.extra, vec![("future".to_string(), "yes".to_string())]);
     }

@@ -120,7 +120,7 @@ fn bulk_spec(bootargs: &str) -> Result<Option<Spec>, ConfigError> {
     match value(bootargs, bulk::KEY_PRESERVE) {
         None | Some("0") => Ok(None),
         Some(v) => {
-            let bytes = kho::scratch::parse_size(v).ok_or_else(|| bad(bulk::KEY_PRESERVE, v))?;
+            let bytes = kho::parse_size(v).ok_or_else(|| bad(bulk::KEY_PRESERVE, v))?;
             Ok(Some(Spec {
                 bytes: bytes.next_multiple_of(mm::PAGE_SIZE),
                 shape,

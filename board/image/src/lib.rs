@@ -6,7 +6,10 @@
 //! `code0`, `code1`, `text_offset`, `image_size`, `flags`, `res2`..`res4`, `magic`, `res5`, all
 //! little-endian. baton's build stamps `res3` with a tag and the CRC-32 of the file (computed
 //! with `res3` zero); an Image without the tag (Linux, say) is accepted unstamped. Target
-//! free and host-tested: the kernel and the host `stamp-image` tool share it.
+//! free and host-tested: the kernel and the host `stamp-image` tool share it, so the stamp
+//! format is defined once. Its own crate so that the image build can run `stamp-image`
+//! without building the test harness or the board layer.
+#![cfg_attr(not(test), no_std)]
 
 use core::fmt;
 

@@ -7,7 +7,7 @@
 use std::string::{String, ToString};
 use std::vec::Vec;
 
-use kho::{Arena, Handover, HandoverRefs, Kho, Region, RestoreError};
+use kho::{Arena, Handover, HandoverRefs, Kho, RestoreError};
 use mm::{FrameAllocator, Memblock, Page, PhysRange};
 
 use super::*;
@@ -70,23 +70,21 @@ impl Chain {
     }
 
     fn ram(&self) -> PhysRange {
-        let r = self.arena.region();
-        PhysRange::from_bounds(r.start, r.end)
+        self.arena.region()
     }
 
     /// Memblock with the arena's RAM and `scratch` reserved (or a new scratch area chosen).
-    fn memblock(&self, scratch: Option<&[Region]>) -> (Memblock, Vec<Region>) {
+    fn memblock(&self, scratch: Option<&[PhysRange]>) -> (Memblock, Vec<PhysRange>) {
         let mut mb = Memblock::new();
         mb.add_memory(self.ram()).expect("add_memory");
         let areas = match scratch {
             Some(a) => {
                 for s in a {
-                    mb.reserve(PhysRange::from_bounds(s.start, s.end))
-                        .expect("reserve scratch");
+                    mb.reserve(*s).expect("reserve scratch");
                 }
                 a.to_vec()
             }
-            None => vec![kho::scratch::choose_scratch(&mut mb, SCRATCH).expect("scratch")],
+            None => vec![kho::choose_scratch(&mut mb, SCRATCH).expect("scratch")],
         };
         (mb, areas)
     }

@@ -1,155 +1,24 @@
-//! The handover at both ends of a generation.
+//! The end of a generation: choose and check the next image, place it, its device tree and
+//! its initrd in the parts of scratch this image never used, clean everything the next
+//! image reads with its MMU off to the point of coherency, drain the console and jump.
 //!
-//! At boot: find the previous image's handover in `/chosen`, keep every early allocation
-//! inside its scratch, validate and reserve what it preserved, or boot cold (kho logs the
-//! check that failed). At the end: check the next image, place it, its device tree and its
-//! initrd in the parts of scratch this image never used, clean everything the next image
-//! reads with its MMU off to the point of coherency, drain the console and jump.
+//! Never jumps into bytes it has not just re-checked; returns the reason instead.
 
 extern crate alloc;
 
-use alloc::vec::Vec;
 use core::fmt;
 
 use arch::entry::ImageLayout;
 use arch::ExceptionLevel;
-use board::bootinfo::{BootInfo, Region as BootRegion};
-use board::handover::{free_scratch, NoRoom, Placer};
-use board::image::{self, ImageError, ImageHeader};
+use baton_image::{self as image, ImageError, ImageHeader};
+use board::bootinfo::BootInfo;
+use board::placement::{NoRoom, Placer};
 use kho::bootfdt::{BootFdtError, ChosenUpdate};
-use kho::{Handover, HandoverRefs, Kho, PhysMem, Region, Reserved};
-use log::{error, info, warn};
-use mm::{MmError, PhysRange};
+use kho::{Handover, Kho, PhysMem};
+use log::{info, warn};
+use mm::{PhysAddr, PhysRange, PAGE_SIZE};
 
-use super::memory::MEMBLOCK;
 use super::physmem::IdentityMem;
-
-/// A boot-FDT range as kho sees it.
-pub fn region(r: BootRegion) -> Region {
-    Region {
-        start: r.base,
-        end: r.end(),
-    }
-}
-
-fn range(r: Region) -> PhysRange {
-    PhysRange::from_bounds(r.start, r.end)
-}
-
-/// A handover named by `/chosen` whose scratch areas passed kho's checks.
-pub struct Early {
-    refs: HandoverRefs,
-    scratch: Vec<Region>,
-}
-
-/// Step 1, before the first memblock allocation (the MMU may still be off): reads
-/// `/chosen`, checks the scratch array and restricts memblock to scratch. `None`: cold.
-pub fn discover(info: &BootInfo<'_>, mem: &IdentityMem) -> Option<Early> {
-    let arrays = info.kho_scratch.as_slice();
-    let refs = match (info.kho_fdt, arrays) {
-        (None, []) => {
-            info!("kho: no handover in /chosen: cold boot");
-            return None;
-        }
-        (Some(f), [a]) => HandoverRefs {
-            kho_fdt: region(f),
-            scratch_array: region(*a),
-        },
-        (f, a) => {
-            error!(
-                "kho: /chosen check: linux,kho-fdt {} with {} linux,kho-scratch ranges, expected one of each; booting cold",
-                if f.is_some() { "present" } else { "absent" },
-                a.len()
-            );
-            return None;
-        }
-    };
-    // kho logs the failed check itself.
-    let scratch = kho::read_scratch(mem, mem.ram(), &refs).ok()?;
-    let ranges: Vec<PhysRange> = scratch.iter().map(|r| range(*r)).collect();
-    if let Err(e) = MEMBLOCK.lock().set_alloc_only_in(&ranges) {
-        error!("kho: cannot restrict early allocations to scratch: {e}; booting cold");
-        return None;
-    }
-    info!(
-        "kho: handover from the previous image: KHO FDT [{:#x}-{:#x}), {} scratch areas; early allocations only in scratch",
-        refs.kho_fdt.start,
-        refs.kho_fdt.end,
-        scratch.len()
-    );
-    Some(Early { refs, scratch })
-}
-
-/// What kho set up at boot.
-pub struct KhoBoot {
-    /// Scratch areas of this generation (the same as the previous one's on a warm boot).
-    pub scratch: Vec<Region>,
-    /// The previous image's handover, validated; `None` on a cold boot.
-    pub reserved: Option<Reserved>,
-    /// The parts of scratch nothing used this boot: where the next image goes (final once
-    /// [`seal_scratch`] ran).
-    pub free_scratch: Vec<Region>,
-}
-
-/// Step 2, MMU on, before the frame allocator: validates the handover, or chooses new
-/// scratch (reserved at once, so early allocations stay out of it). On a warm boot memblock
-/// still allocates only in scratch afterwards: the preserved blocks are in no memblock
-/// table (no fixed table holds every handover); the frame allocator is built around them.
-/// `avoid`: what nothing preserved may overlap.
-pub fn probe(
-    mem: &IdentityMem,
-    early: Option<Early>,
-    avoid: &[Region],
-    bootargs: &str,
-) -> Result<KhoBoot, MmError> {
-    if let Some(e) = early {
-        if let Ok(r) = kho::probe(mem, &e.refs, mem.ram(), &e.scratch, avoid) {
-            return Ok(KhoBoot {
-                scratch: e.scratch,
-                reserved: Some(r),
-                free_scratch: Vec::new(),
-            });
-        }
-        // Rejected (kho logged the check): boot cold, allocate anywhere.
-        MEMBLOCK.lock().clear_alloc_only_in();
-    }
-    let mut mb = MEMBLOCK.lock();
-    let size = kho::scratch::scratch_size(bootargs, mem.total());
-    let s = alloc::vec![kho::scratch::choose_scratch(&mut mb, size)?];
-    Ok(KhoBoot {
-        scratch: s.clone(),
-        reserved: None,
-        free_scratch: s,
-    })
-}
-
-/// Step 3, after the last early allocation (the frame allocator's storage): on a warm boot
-/// what of scratch is still free becomes the room for the next image, and the scratch-only
-/// rule is lifted; either way scratch is reserved whole so the frame allocator never hands
-/// it out.
-pub fn seal_scratch(kb: &mut KhoBoot) -> Result<(), MmError> {
-    let mut mb = MEMBLOCK.lock();
-    if kb.reserved.is_some() {
-        kb.free_scratch = free_scratch(&kb.scratch, &mb);
-        mb.clear_alloc_only_in();
-    }
-    let (scratch, free) = (&kb.scratch, &kb.free_scratch);
-    for s in scratch {
-        mb.reserve(range(*s))?;
-        info!(
-            "kho: scratch [{:#x}-{:#x}) ({} MiB), {} KiB unused by this boot",
-            s.start,
-            s.end,
-            (s.end - s.start) >> 20,
-            free.iter()
-                .filter(|f| f.start >= s.start && f.end <= s.end)
-                .map(|f| f.end - f.start)
-                .sum::<u64>()
-                / 1024
-        );
-    }
-    Ok(())
-}
 
 /// Where the bytes of a candidate next image came from.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -179,7 +48,7 @@ pub struct ImageBytes {
 }
 
 /// Why there is no next image to enter.
-#[derive(Copy, Clone, Debug)]
+#[derive(Clone, Debug)]
 pub enum NextImageError {
     /// The bytes are not all RAM.
     NotRam { source: Source, at: u64, len: u64 },
@@ -267,9 +136,9 @@ pub fn plan(
     mem: &IdentityMem,
 ) -> Result<Plan, NextImageError> {
     let own = check(mem, Source::OwnCopy, layout.copy, layout.file_size, true)?;
-    match info.initrd.filter(|r| r.size > 0) {
+    match info.initrd.filter(|r| r.size() > 0) {
         Some(r) => Ok(Plan {
-            next: check(mem, Source::Initrd, r.base, r.size, false)?,
+            next: check(mem, Source::Initrd, r.start.0, r.size(), false)?,
             pass_on: Some(own),
         }),
         None => Ok(Plan {
@@ -319,7 +188,7 @@ pub struct Outgoing<'a> {
     pub bootargs: &'a str,
     /// Client blobs (address, size) to clean.
     pub blobs: &'a [(u64, u64)],
-    pub free_scratch: &'a [Region],
+    pub free_scratch: &'a [PhysRange],
     /// The workload's timing slot: stamped with the counter right before the trampoline.
     pub timing_slot: u64,
 }
@@ -338,13 +207,13 @@ pub fn jump<M: PhysMem>(
             drivers::console::flush();
             // The last moment the old image sees: where the trampoline phase starts. A
             // failed stamp only loses the phase split, never the handover.
-            let _ = board::workload::stamp(
+            let _ = workload::stamp(
                 mem,
                 out.timing_slot,
-                board::workload::Stamp::Jumped,
+                workload::Stamp::Jumped,
                 arch::timer::ticks(),
             );
-            clean(out.timing_slot, board::workload::engine::TIMING_BYTES);
+            clean(out.timing_slot, workload::TIMING_BYTES);
             // SAFETY: `prepare` placed a checked Image at `entry` (2 MiB boundary + its
             // text_offset, image_size bytes free in scratch) and the FDT at `fdt`, and
             // cleaned both and every byte of handover data to PoC. Single core, interrupts
@@ -388,16 +257,14 @@ fn prepare<M: PhysMem>(
         None => None,
     };
     // SAFETY: the boot FDT is reserved and never written.
-    let fdt_in = unsafe { mem.bytes(boot_fdt.base, boot_fdt.size) }.ok_or(NextImageError::NoFdt)?;
+    let fdt_in =
+        unsafe { mem.bytes(boot_fdt.start.0, boot_fdt.size()) }.ok_or(NextImageError::NoFdt)?;
     let fdt_out = kho::bootfdt::rewrite(
         fdt_in,
         &ChosenUpdate {
             kho_fdt: Some(out.handover.kho_fdt),
             kho_scratch: Some(out.handover.scratch_array),
-            initrd: initrd.map(|(p, at)| Region {
-                start: at,
-                end: at + p.len,
-            }),
+            initrd: initrd.map(|(p, at)| PhysRange::new(PhysAddr(at), p.len)),
             bootargs: Some(out.bootargs),
         },
     )
@@ -424,11 +291,11 @@ fn prepare<M: PhysMem>(
 
     // Everything else the next image reads before its caches are on: the handover data.
     let h = out.handover;
-    clean(h.kho_fdt.start, h.kho_fdt.size());
-    clean(h.scratch_array.start, h.scratch_array.size());
+    clean(h.kho_fdt.start.0, h.kho_fdt.size());
+    clean(h.scratch_array.start.0, h.scratch_array.size());
     let mut pages = 0u64;
     for p in kho.metadata_pages() {
-        clean(p, kho::PAGE_SIZE);
+        clean(p, PAGE_SIZE);
         pages += 1;
     }
     for &(at, len) in out.blobs {

@@ -1,9 +1,11 @@
-//! The handover workload (issue 4): one generation of a soak chain per boot.
+//! The handover workload (issue 4): one generation of a soak chain per boot, the guest half
+//! of the soak (the host half is `tests/src/bin/soak`).
 //!
 //! Restores and verifies what the previous generation kept, frees a random share, splits
 //! some, allocates and preserves new blocks of every kind, checks every page's accounting,
 //! and produces the `GEN`/`SOAK`/`FAIL` lines the soak runner parses. Target free: it works
-//! on `mm`, `kho` and a `kho::PhysMem`; the kernel prints, times and jumps.
+//! on `mm`, `kho` and a `kho::PhysMem`, nothing else (no board, no arch); the kernel
+//! (`board/kernel`) prints, times and jumps.
 //!
 //! Per boot, the kernel does (`tests::Chain::boot` is the host model of exactly this):
 //! 1. `boot_ticks` = generic counter at entry; `cfg = Config::from_bootargs(bootargs,
@@ -20,6 +22,7 @@
 //!    `cfg.damage_now()` is `Some(kind)`, `h = damage::inject(kind, &mem, &h, alloc_page)`;
 //!    `args = next_bootargs(bootargs, &outcome.carried())`; `kho::bootfdt::rewrite` the boot
 //!    FDT with `h.kho_fdt`, `h.scratch_array` and `args`; jump.
+#![cfg_attr(not(test), no_std)]
 
 extern crate alloc;
 
@@ -39,6 +42,6 @@ mod tests; // host chains over an arena: many generations, cross-version, every 
 
 pub use config::{next_bootargs, Carried, Config, ConfigError};
 pub use damage::{DamageError, DamageKind};
-pub use engine::{run_generation, stamp, Clock, GenOutcome, Stamp};
+pub use engine::{run_generation, stamp, Clock, GenOutcome, Stamp, TIMING_BYTES};
 pub use record::{Kind, Record, RecordError};
-pub use report::{Check, Failure, GenReport, Phases, SoakReport};
+pub use report::{Check, Failure, GenField, GenReport, GenValue, Phases, SoakReport, GEN_FIELDS};

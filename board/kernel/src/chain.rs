@@ -3,7 +3,7 @@
 //! the handover if a test asked for it, and enter the next image.
 //!
 //! Runs only when `baton.generations=` is on the command line; the sequence is the one
-//! `board::workload` documents (and its host chains model).
+//! `workload` documents (and its host chains model).
 
 extern crate alloc;
 
@@ -12,18 +12,17 @@ use alloc::vec::Vec;
 use arch::entry::ImageLayout;
 use arch::ExceptionLevel;
 use board::bootinfo::BootInfo;
-use board::workload::{
-    self, damage, next_bootargs, Check, Clock, Config, Failure, GenOutcome, Stamp,
-};
 use kho::{Incoming, Kho};
 use log::{error, info, warn};
-use mm::FrameAllocator;
+use mm::{FrameAllocator, PhysRange};
+use workload::{self, damage, next_bootargs, Check, Clock, Config, Failure, GenOutcome, Stamp};
 
 use super::exit;
-use super::handover::{self, KhoBoot, Outgoing, Plan};
 use super::heap;
 use super::memory::FRAMES;
+use super::next_image::{self, Outgoing, Plan};
 use super::physmem::IdentityMem;
+use super::warm_boot::KhoBoot;
 
 /// Heap the workload may use while it holds the frame allocator (the heap cannot grow
 /// then): records, kho's maps, the outgoing FDT.
@@ -77,13 +76,13 @@ pub fn run(
 ) -> ! {
     let cfg = match Config::from_bootargs(info.bootargs, mm::MAX_ORDER) {
         Ok(c) => c,
-        Err(e) => fail(&e.to_failure(), board::exit::WORKLOAD_FAILED),
+        Err(e) => fail(&e.to_failure(), board::status::WORKLOAD_FAILED),
     };
     // Check the next image before doing any work: a refused image stops the chain here.
     let plan = if cfg.is_last() {
         None
     } else {
-        match handover::plan(info, layout, mem) {
+        match next_image::plan(info, layout, mem) {
             Ok(p) => {
                 info!(
                     "chain: generation {} of {}, next image: {} at {:#x} ({} bytes, stamp {})",
@@ -103,7 +102,7 @@ pub fn run(
             }
             Err(e) => fail(
                 &handover_failure(cfg.generation, e),
-                board::exit::NEXT_IMAGE,
+                board::status::NEXT_IMAGE,
             ),
         }
     };
@@ -124,7 +123,7 @@ pub fn run(
     let Some(fa) = frames.as_mut() else {
         fail(
             &handover_failure(cfg.generation, "frame allocator not up"),
-            board::exit::NO_MEMORY,
+            board::status::NO_MEMORY,
         )
     };
     let incoming = attach(kb.reserved, fa);
@@ -133,7 +132,7 @@ pub fn run(
         Ok(k) => k,
         Err(e) => fail(
             &handover_failure(cfg.generation, alloc::format!("kho: {e}")),
-            board::exit::WORKLOAD_FAILED,
+            board::status::WORKLOAD_FAILED,
         ),
     };
     let clock = Clock {
@@ -146,16 +145,16 @@ pub fn run(
     };
     let mut outcome = match workload::run_generation(&cfg, fa, mem, incoming, &mut out, &clock) {
         Ok(o) => o,
-        Err(f) => fail(&f, board::exit::WORKLOAD_FAILED),
+        Err(f) => fail(&f, board::status::WORKLOAD_FAILED),
     };
     info!("{}", outcome.report);
     let Some(plan) = plan else {
         let soak = outcome.soak();
         info!("{soak}");
         exit::exit(if soak.ok {
-            board::exit::SUCCESS
+            board::status::SUCCESS
         } else {
-            board::exit::WORKLOAD_FAILED
+            board::status::WORKLOAD_FAILED
         })
     };
     hand_over(
@@ -195,22 +194,22 @@ fn hand_over(
     out: &mut Kho<&IdentityMem>,
     outcome: &mut GenOutcome,
     plan: &Plan,
-    free_scratch: &[kho::Region],
+    free_scratch: &[PhysRange],
 ) -> ! {
     let n = cfg.generation;
     if let Err(f) = outcome.seal(mem, arch::timer::ticks()) {
-        fail(&f, board::exit::WORKLOAD_FAILED);
+        fail(&f, board::status::WORKLOAD_FAILED);
     }
     let mut h = match out.finalize(fa) {
         Ok(h) => h,
         Err(e) => fail(
             &handover_failure(n, alloc::format!("kho finalize: {e}")),
-            board::exit::WORKLOAD_FAILED,
+            board::status::WORKLOAD_FAILED,
         ),
     };
     let slot = outcome.timing_slot();
     if let Err(f) = workload::stamp(mem, slot, Stamp::Finalized, arch::timer::ticks()) {
-        fail(&f, board::exit::WORKLOAD_FAILED);
+        fail(&f, board::status::WORKLOAD_FAILED);
     }
     if let Some(kind) = cfg.damage_now() {
         warn!("baton.damage={kind}: damaging the outgoing handover before the jump (test)");
@@ -219,13 +218,13 @@ fn hand_over(
             Ok(h) => h,
             Err(e) => fail(
                 &handover_failure(n, alloc::format!("damage {kind}: {e}")),
-                board::exit::WORKLOAD_FAILED,
+                board::status::WORKLOAD_FAILED,
             ),
         };
     }
     let args = next_bootargs(info.bootargs, &outcome.carried());
     let blobs: Vec<(u64, u64)> = alloc::vec![outcome.record_blob()];
-    let e = handover::jump(
+    let e = next_image::jump(
         mem,
         out,
         plan,
@@ -239,5 +238,5 @@ fn hand_over(
             timing_slot: slot,
         },
     );
-    fail(&handover_failure(n, e), board::exit::NEXT_IMAGE)
+    fail(&handover_failure(n, e), board::status::NEXT_IMAGE)
 }

@@ -7,7 +7,7 @@
 use super::alloc::vec::Vec;
 use core::fmt;
 
-use kho::fdt::{Fdt, FdtError, FdtWriteError, FdtWriter};
+use kho::{Fdt, FdtError, FdtWriteError, FdtWriter};
 
 use super::bulk::Totals;
 
@@ -496,7 +496,7 @@ mod tests {
         let mut x = 0x1234_5678_9abc_def0u64;
         for i in 0..bytes.len() {
             let mut b = bytes.clone();
-            x = crate::workload::rng::mix64(x);
+            x = crate::rng::mix64(x);
             b[i] ^= (x as u8) | 1;
             let _ = Record::decode(&b);
         }

@@ -7,7 +7,7 @@
 use super::alloc::format;
 use super::alloc::string::String;
 
-use mm::{BlockKind, FrameAllocator, MmError, PageFlags, Pfn, PAGE_SHIFT};
+use mm::{BlockKind, FrameAllocator, MmError, PageFlags, Pfn, PhysAddr};
 
 use super::record::{Entry, Kind};
 use super::report::Check;
@@ -26,7 +26,7 @@ pub fn mm_failure(check: Check, what: &str, e: MmError) -> Problem {
 }
 
 fn head_of(e: &Entry) -> Pfn {
-    Pfn(e.phys >> PAGE_SHIFT)
+    PhysAddr(e.phys).pfn()
 }
 
 /// Checks every page of the held block `e` against its kind.

@@ -4,14 +4,11 @@
 //! in `docs/abi.md` (KHO FDT, trees, scratch array). Runs after `Kho::finalize`, just before
 //! the jump; writes only handover metadata pages (and new pages it is given), never a block.
 
-use super::alloc::vec::Vec;
 use core::fmt;
 
-use kho::fdt::{Fdt, FdtError};
-use kho::format::{read_kho_fdt, FormatError, MetaCrc, PROP_CHECKSUM};
-use kho::outgoing::Handover;
-use kho::tree::{table_index, TABLE_LEVELS};
-use kho::{PhysMem, Region};
+use kho::tamper::{self, table_index, TamperError, TABLE_LEVELS};
+use kho::{FdtError, FormatError, Handover, PhysMem};
+use mm::PhysRange;
 
 use super::pattern;
 
@@ -100,77 +97,25 @@ impl fmt::Display for DamageError {
 }
 
 fn read_u64<M: PhysMem + ?Sized>(mem: &M, phys: u64) -> Result<u64, DamageError> {
-    let p = mem
-        .ptr(phys, 8)
-        .filter(|_| phys.is_multiple_of(8))
-        .ok_or(DamageError::NotRam { phys })?;
-    // SAFETY: PhysMem promises 8 readable bytes at p, 8-aligned like phys (checked); the
-    // handover metadata is frozen after finalize, nothing else writes it.
-    Ok(u64::from_le(unsafe { (p as *const u64).read_volatile() }))
+    kho::read_u64(mem, phys).ok_or(DamageError::NotRam { phys })
 }
 
 fn write_u64<M: PhysMem + ?Sized>(mem: &M, phys: u64, v: u64) -> Result<(), DamageError> {
-    let p = mem
-        .ptr(phys, 8)
-        .filter(|_| phys.is_multiple_of(8))
-        .ok_or(DamageError::NotRam { phys })?;
-    // SAFETY: as in read_u64; this image owns the metadata page and holds no reference to it.
-    unsafe { (p as *mut u64).write_volatile(v.to_le()) };
-    Ok(())
+    if kho::write_u64(mem, phys, v) {
+        Ok(())
+    } else {
+        Err(DamageError::NotRam { phys })
+    }
 }
 
-/// The KHO FDT's bytes as this image wrote them.
-fn fdt_bytes<M: PhysMem + ?Sized>(mem: &M, h: &Handover) -> Result<Vec<u8>, DamageError> {
-    pattern::read_bytes(mem, h.kho_fdt.start, h.kho_fdt.size()).map_err(|_| DamageError::NotRam {
-        phys: h.kho_fdt.start,
-    })
-}
-
-/// Node pages of the tree at `root` in the ABI's checksum order (pre-order, index order).
-fn tree_pages<M: PhysMem + ?Sized>(mem: &M, root: u64) -> Result<Vec<u64>, DamageError> {
-    let mut pages = Vec::new();
-    let mut stack = super::alloc::vec![(root, TABLE_LEVELS)];
-    while let Some((node, level)) = stack.pop() {
-        pages.push(node);
-        if level == 0 {
-            continue;
-        }
-        // Push children in reverse so that index 0 is visited first.
-        for i in (0..PAGE / 8).rev() {
-            let child = read_u64(mem, node + 8 * i)?;
-            if child != 0 {
-                stack.push((child, level - 1));
-            }
+impl From<TamperError> for DamageError {
+    fn from(e: TamperError) -> Self {
+        match e {
+            TamperError::NotRam { phys } => DamageError::NotRam { phys },
+            TamperError::Fdt(e) => DamageError::Fdt(e),
+            TamperError::Format(e) => DamageError::Format(e),
         }
     }
-    Ok(pages)
-}
-
-/// Recomputes the metadata checksum and stores it in the KHO FDT in place.
-fn fix_checksum<M: PhysMem + ?Sized>(mem: &M, h: &Handover) -> Result<(), DamageError> {
-    let bytes = fdt_bytes(mem, h)?;
-    let fdt = Fdt::parse(&bytes).map_err(DamageError::Fdt)?;
-    let view = read_kho_fdt(&fdt).map_err(DamageError::Format)?;
-    let mut crc = MetaCrc::new(view.main_root, view.split_root);
-    for root in [view.main_root, view.split_root] {
-        for p in tree_pages(mem, root)? {
-            if !crc.page(mem, p) {
-                return Err(DamageError::NotRam { phys: p });
-            }
-        }
-    }
-    for c in &view.clients {
-        crc.client(c);
-    }
-    let value = fdt
-        .root()
-        .prop(PROP_CHECKSUM)
-        .ok_or(DamageError::Format(FormatError::BadCompatible))?;
-    // The property value is a sub-slice of `bytes`: its offset is the distance between them.
-    let off = value.as_ptr() as u64 - bytes.as_ptr() as u64;
-    let at = h.kho_fdt.start + off;
-    pattern::write_bytes(mem, at, &u64::from(crc.finish()).to_le_bytes())
-        .map_err(|_| DamageError::NotRam { phys: at })
 }
 
 /// Damages the finalized handover `h` as `kind` says and returns what `/chosen` must name
@@ -182,10 +127,7 @@ pub fn inject<M: PhysMem + ?Sized>(
     h: &Handover,
     alloc_page: &mut dyn FnMut() -> Option<u64>,
 ) -> Result<Handover, DamageError> {
-    let bytes = fdt_bytes(mem, h)?;
-    let fdt = Fdt::parse(&bytes).map_err(DamageError::Fdt)?;
-    let view = read_kho_fdt(&fdt).map_err(DamageError::Format)?;
-    let root = view.main_root;
+    let root = tamper::roots(mem, h)?.main;
     match kind {
         DamageKind::LeafBitflip => {
             // Walk down the first populated entries to a leaf; flip a bit in its first word.
@@ -226,25 +168,25 @@ pub fn inject<M: PhysMem + ?Sized>(
             let bit = BAD_ORDER_KEY & 0x7fff;
             let word = node + 8 * (bit / 64);
             write_u64(mem, word, read_u64(mem, word)? | (1 << (bit % 64)))?;
-            fix_checksum(mem, h)?;
+            tamper::reseal(mem, h)?;
             Ok(*h)
         }
         DamageKind::TruncateFdt => {
             let half = (h.kho_fdt.size() / 2).max(1);
             Ok(Handover {
-                kho_fdt: Region::new(h.kho_fdt.start, half),
+                kho_fdt: PhysRange::new(h.kho_fdt.start, half),
                 ..*h
             })
         }
         DamageKind::ScratchOverlap => {
             let a = h.scratch_array;
-            if a.end.is_multiple_of(PAGE) {
+            if a.end.0.is_multiple_of(PAGE) {
                 return Err(DamageError::NoRoom);
             }
-            write_u64(mem, a.end, root)?;
-            write_u64(mem, a.end + 8, PAGE)?;
+            write_u64(mem, a.end.0, root)?;
+            write_u64(mem, a.end.0 + 8, PAGE)?;
             Ok(Handover {
-                scratch_array: Region::new(a.start, a.size() + 16),
+                scratch_array: PhysRange::new(a.start, a.size() + 16),
                 ..*h
             })
         }

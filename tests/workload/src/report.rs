@@ -82,38 +82,105 @@ impl Phases {
     }
 }
 
+/// How a `GEN` value is written: a count in decimal, or a flag as `0`/`1`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum GenValue {
+    /// A decimal number.
+    Count,
+    /// `0` or `1`.
+    Flag,
+}
+
+/// One key of the `GEN` line: its name, how it is written, and where it lives in a
+/// [`GenReport`].
+#[derive(Copy, Clone)]
+pub struct GenField {
+    /// The key, as written before `=`.
+    pub key: &'static str,
+    /// How its value is written.
+    pub value: GenValue,
+    /// Reads the value (a flag as 0 or 1).
+    pub get: fn(&GenReport) -> u64,
+    /// Stores a value read back; `false` if it does not fit the field.
+    pub set: fn(&mut GenReport, u64) -> bool,
+}
+
+macro_rules! count {
+    ($key:ident) => {
+        GenField {
+            key: stringify!($key),
+            value: GenValue::Count,
+            get: |r| r.$key,
+            set: |r, v| {
+                r.$key = v;
+                true
+            },
+        }
+    };
+}
+
+macro_rules! phase {
+    ($key:ident) => {
+        GenField {
+            key: stringify!($key),
+            value: GenValue::Count,
+            get: |r| r.phases.$key,
+            set: |r, v| {
+                r.phases.$key = v;
+                true
+            },
+        }
+    };
+}
+
+/// The `GEN` line's keys in line order: the one definition the guest writes (`Display`)
+/// and the host soak runner reads back (`tests/src/bin/soak/protocol.rs`).
+pub const GEN_FIELDS: [GenField; 23] = [
+    GenField {
+        key: "n",
+        value: GenValue::Count,
+        get: |r| u64::from(r.n),
+        set: |r, v| u32::try_from(v).map(|n| r.n = n).is_ok(),
+    },
+    GenField {
+        key: "cold",
+        value: GenValue::Flag,
+        get: |r| u64::from(r.cold),
+        set: |r, v| {
+            r.cold = v != 0;
+            v <= 1
+        },
+    },
+    count!(restored),
+    count!(verified_bytes),
+    count!(freed),
+    count!(split),
+    count!(preserved),
+    count!(preserved_pages),
+    count!(free_pages),
+    count!(total_pages),
+    count!(leaked),
+    count!(bad_pages),
+    count!(handover_us),
+    count!(blocks),
+    phase!(finalize_us),
+    phase!(copyout_us),
+    phase!(trampoline_us),
+    phase!(early_us),
+    phase!(reserve_us),
+    phase!(ready_us),
+    phase!(restore_us),
+    count!(verify_us),
+    count!(deferred_us),
+];
+
 impl fmt::Display for GenReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "GEN n={} cold={} restored={} verified_bytes={} freed={} split={} preserved={} \
-             preserved_pages={} free_pages={} total_pages={} leaked={} bad_pages={} handover_us={} \
-             blocks={} finalize_us={} copyout_us={} trampoline_us={} early_us={} reserve_us={} \
-             ready_us={} restore_us={} verify_us={} deferred_us={}",
-            self.n,
-            u8::from(self.cold),
-            self.restored,
-            self.verified_bytes,
-            self.freed,
-            self.split,
-            self.preserved,
-            self.preserved_pages,
-            self.free_pages,
-            self.total_pages,
-            self.leaked,
-            self.bad_pages,
-            self.handover_us,
-            self.blocks,
-            self.phases.finalize_us,
-            self.phases.copyout_us,
-            self.phases.trampoline_us,
-            self.phases.early_us,
-            self.phases.reserve_us,
-            self.phases.ready_us,
-            self.phases.restore_us,
-            self.verify_us,
-            self.deferred_us
-        )
+        f.write_str("GEN")?;
+        for field in &GEN_FIELDS {
+            write!(f, " {}={}", field.key, (field.get)(self))?;
+        }
+        Ok(())
     }
 }
 

@@ -22,15 +22,15 @@ fn main() -> ExitCode {
     };
     // Check the header first (a stale stamp is fine: it is about to be replaced).
     let mut unstamped = bytes.clone();
-    if unstamped.len() >= board::image::HEADER_SIZE {
-        let at = board::image::OFF_STAMP;
+    if unstamped.len() >= baton_image::HEADER_SIZE {
+        let at = baton_image::OFF_STAMP;
         unstamped[at..at + 8].fill(0);
     }
-    if let Err(e) = board::image::parse(&unstamped) {
+    if let Err(e) = baton_image::parse(&unstamped) {
         eprintln!("stamp-image: {path}: not a valid arm64 Image: {e}");
         return ExitCode::FAILURE;
     }
-    let crc = match board::image::stamp(&mut bytes) {
+    let crc = match baton_image::stamp(&mut bytes) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("stamp-image: {path}: {e}");

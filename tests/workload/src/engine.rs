@@ -14,9 +14,9 @@ use super::alloc::format;
 use super::alloc::string::String;
 use super::alloc::vec::Vec;
 
-use kho::incoming::Incoming;
+use kho::Incoming;
 use kho::{Kho, PhysMem};
-use mm::{FrameAllocator, MmError, PageFlags, Pfn, PAGE_SHIFT, PAGE_SIZE};
+use mm::{FrameAllocator, MmError, PageFlags, Pfn, PhysAddr, PAGE_SIZE};
 
 use super::bulk::{self, Totals};
 use super::config::{Carried, Config};
@@ -198,7 +198,7 @@ struct Gen<'c, 'f, 'a, M: PhysMem + ?Sized> {
 }
 
 fn pfn_of(phys: u64) -> Pfn {
-    Pfn(phys >> PAGE_SHIFT)
+    PhysAddr(phys).pfn()
 }
 
 fn order_for(pages: u64) -> u32 {

@@ -2,7 +2,8 @@
 //! identity map), for RAM named by the boot memory map only, never the stack guard page.
 
 use board::bootinfo::BootInfo;
-use kho::{PhysMem, Region};
+use kho::PhysMem;
+use mm::{PhysAddr, PhysRange};
 
 /// Most RAM ranges kept (the FDT parser keeps at most as many).
 const MAX_RAM: usize = board::bootinfo::MAX_MEMORY;
@@ -10,42 +11,39 @@ const MAX_RAM: usize = board::bootinfo::MAX_MEMORY;
 /// RAM as the identity map shows it.
 #[derive(Clone, Debug)]
 pub struct IdentityMem {
-    ram: [Region; MAX_RAM],
+    ram: [PhysRange; MAX_RAM],
     len: usize,
-    guard: Region,
+    guard: PhysRange,
 }
 
 impl IdentityMem {
     /// RAM of `info` (whole pages), minus the page at `guard`.
     pub fn new(info: &BootInfo<'_>, guard: u64) -> Self {
-        let mut ram = [Region { start: 0, end: 0 }; MAX_RAM];
+        let mut ram = [PhysRange::from_bounds(0, 0); MAX_RAM];
         let mut len = 0;
         for r in info.memory.iter().take(MAX_RAM) {
-            let start = r.base.next_multiple_of(mm::PAGE_SIZE);
-            let end = r.end() & !(mm::PAGE_SIZE - 1);
+            let start = r.start.0.next_multiple_of(mm::PAGE_SIZE);
+            let end = r.end.0 & !(mm::PAGE_SIZE - 1);
             if start < end {
-                ram[len] = Region { start, end };
+                ram[len] = PhysRange::from_bounds(start, end);
                 len += 1;
             }
         }
         IdentityMem {
             ram,
             len,
-            guard: Region {
-                start: guard,
-                end: guard + mm::PAGE_SIZE,
-            },
+            guard: PhysRange::new(PhysAddr(guard), mm::PAGE_SIZE),
         }
     }
 
     /// The RAM ranges.
-    pub fn ram(&self) -> &[Region] {
+    pub fn ram(&self) -> &[PhysRange] {
         &self.ram[..self.len]
     }
 
     /// Total RAM bytes.
     pub fn total(&self) -> u64 {
-        self.ram().iter().map(|r| r.end - r.start).sum()
+        self.ram().iter().map(|r| r.end.0 - r.start.0).sum()
     }
 
     /// `len` bytes at `phys` as a slice, if they are RAM.
@@ -67,8 +65,11 @@ impl IdentityMem {
 unsafe impl PhysMem for IdentityMem {
     fn ptr(&self, phys: u64, len: usize) -> Option<*mut u8> {
         let end = phys.checked_add(len as u64)?;
-        let inside = self.ram().iter().any(|r| r.start <= phys && end <= r.end);
-        let hits_guard = phys < self.guard.end && end > self.guard.start;
+        let inside = self
+            .ram()
+            .iter()
+            .any(|r| r.start <= PhysAddr(phys) && end <= r.end.0);
+        let hits_guard = phys < self.guard.end.0 && end > self.guard.start.0;
         (inside && !hits_guard).then_some(phys as usize as *mut u8)
     }
 }

@@ -1,8 +1,9 @@
-//! Fill patterns and raw block access: what the workload writes and checks byte for byte.
+//! Fill patterns and block access: what the workload writes and checks byte for byte.
 //!
 //! Owns the pattern function (a value per 8-byte word, derived from the chain seed, the
 //! generation that filled the block and the block's address) and the running checksum.
-//! Touches memory only through `kho::PhysMem`, only inside blocks the caller owns.
+//! Touches memory only through kho's safe accessors on `kho::PhysMem` (no `unsafe` here),
+//! only inside blocks the caller owns.
 
 use super::alloc::vec::Vec;
 use core::fmt;
@@ -73,35 +74,17 @@ impl fmt::Display for PatternError {
     }
 }
 
-/// Pointer to `len` bytes at `phys` (8-byte aligned) and the length as `usize`.
-fn span<M: PhysMem + ?Sized>(
-    mem: &M,
-    phys: u64,
-    len: u64,
-) -> Result<(*mut u8, usize), PatternError> {
+/// Bytes moved through the workload's buffer at a time (a multiple of 8).
+const CHUNK: usize = 4096;
+
+/// Checks that `len` bytes at `phys` (8-byte aligned) are RAM; the length as `usize`.
+fn span<M: PhysMem + ?Sized>(mem: &M, phys: u64, len: u64) -> Result<usize, PatternError> {
     let bad = PatternError::NotRam { phys, len };
     let n = usize::try_from(len).map_err(|_| bad)?;
-    if !phys.is_multiple_of(8) {
+    if !phys.is_multiple_of(8) || mem.ptr(phys, n).is_none() {
         return Err(bad);
     }
-    Ok((mem.ptr(phys, n).ok_or(bad)?, n))
-}
-
-/// The words and tail bytes of the `n` bytes at `p`.
-///
-/// # Safety
-/// `p` comes from `PhysMem::ptr` for an 8-aligned address and `n` bytes, and the caller owns
-/// those bytes exclusively (a block it allocated or claimed) while the slices live.
-unsafe fn words_and_tail<'m>(p: *mut u8, n: usize) -> (&'m mut [u64], &'m mut [u8]) {
-    let words = n / 8;
-    // SAFETY: per the contract, `n` valid bytes at the 8-aligned `p` that nothing else
-    // references; the two slices are disjoint.
-    unsafe {
-        (
-            core::slice::from_raw_parts_mut(p as *mut u64, words),
-            core::slice::from_raw_parts_mut(p.add(words * 8), n - words * 8),
-        )
-    }
+    Ok(n)
 }
 
 /// Copies `len` bytes at `phys` into a new vector (the record blob of the previous image).
@@ -113,12 +96,7 @@ pub fn read_bytes<M: PhysMem + ?Sized>(
     len: u64,
 ) -> Result<Vec<u8>, PatternError> {
     let n = usize::try_from(len).map_err(|_| PatternError::NotRam { phys, len })?;
-    let p = mem.ptr(phys, n).ok_or(PatternError::NotRam { phys, len })?;
-    let mut v = super::alloc::vec![0u8; n];
-    // SAFETY: PhysMem promises `n` readable bytes at `p`; the caller owns them, so nothing
-    // writes them meanwhile; `v` is a distinct heap buffer of `n` bytes.
-    unsafe { core::ptr::copy_nonoverlapping(p, v.as_mut_ptr(), n) };
-    Ok(v)
+    kho::read_bytes(mem, phys, n).ok_or(PatternError::NotRam { phys, len })
 }
 
 /// Copies `data` to `phys` (the record blob of this generation, in pages the caller owns).
@@ -128,43 +106,52 @@ pub fn write_bytes<M: PhysMem + ?Sized>(
     data: &[u8],
 ) -> Result<(), PatternError> {
     let len = data.len() as u64;
-    let p = mem
-        .ptr(phys, data.len())
-        .ok_or(PatternError::NotRam { phys, len })?;
-    // SAFETY: PhysMem promises `data.len()` writable bytes at `p`, owned by the caller and not
-    // aliased by any Rust reference; `data` is a slice elsewhere.
-    unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), p, data.len()) };
-    Ok(())
+    if kho::write_bytes(mem, phys, data) {
+        Ok(())
+    } else {
+        Err(PatternError::NotRam { phys, len })
+    }
 }
 
 /// Fills `[phys, phys + len)` with the pattern `pattern`; returns its checksum.
 ///
 /// `phys` must be page aligned and the range owned by the caller (a block it allocated).
+/// Writes through `kho::write_bytes`, a chunk at a time.
 pub fn fill<M: PhysMem + ?Sized>(
     mem: &M,
     phys: u64,
     len: u64,
     pattern: u64,
 ) -> Result<u64, PatternError> {
-    let (p, n) = span(mem, phys, len)?;
-    // SAFETY: `span` checked alignment and RAM; the caller owns the block (documented).
-    let (words, tail) = unsafe { words_and_tail(p, n) };
+    let n = span(mem, phys, len)?;
     let mut h = FNV_BASIS;
-    for (i, w) in words.iter_mut().enumerate() {
-        let v = word(pattern, i as u64);
-        *w = v.to_le();
-        h = fold(h, v);
-    }
-    let last = word(pattern, words.len() as u64).to_le_bytes();
-    for (b, v) in tail.iter_mut().zip(last) {
-        *b = v;
-        h = fold(h, u64::from(v));
+    let mut buf = [0u8; CHUNK];
+    let mut off = 0;
+    while off < n {
+        let chunk = &mut buf[..(n - off).min(CHUNK)];
+        let first = (off / 8) as u64;
+        let (words, tail) = chunk.as_chunks_mut::<8>();
+        for (j, w) in words.iter_mut().enumerate() {
+            let v = word(pattern, first + j as u64);
+            *w = v.to_le_bytes();
+            h = fold(h, v);
+        }
+        // The tail (last chunk only): the first bytes of the next word, folded one by one.
+        let last = word(pattern, first + words.len() as u64).to_le_bytes();
+        for (b, v) in tail.iter_mut().zip(last) {
+            *b = v;
+            h = fold(h, u64::from(v));
+        }
+        if !kho::write_bytes(mem, phys + off as u64, chunk) {
+            return Err(PatternError::NotRam { phys, len });
+        }
+        off += chunk.len();
     }
     Ok(h)
 }
 
 /// Checks every byte of `[phys, phys + len)` against the pattern and the checksum
-/// `recorded`; returns the checksum.
+/// `recorded`; returns the checksum. Reads through `kho::read_into`, a chunk at a time.
 pub fn verify<M: PhysMem + ?Sized>(
     mem: &M,
     phys: u64,
@@ -172,35 +159,46 @@ pub fn verify<M: PhysMem + ?Sized>(
     pattern: u64,
     recorded: u64,
 ) -> Result<u64, PatternError> {
-    let (p, n) = span(mem, phys, len)?;
-    // SAFETY: `span` checked alignment and RAM; the caller owns the block (it claimed it).
-    let (words, tail) = unsafe { words_and_tail(p, n) };
+    let n = span(mem, phys, len)?;
     let mut h = FNV_BASIS;
-    for (i, w) in words.iter().enumerate() {
-        let want = word(pattern, i as u64);
-        let got = u64::from_le(*w);
-        if got != want {
-            let byte = ((got ^ want).trailing_zeros() / 8) as u64;
-            return Err(PatternError::Mismatch {
-                phys,
-                offset: i as u64 * 8 + byte,
-                expected: want.to_le_bytes()[byte as usize],
-                got: got.to_le_bytes()[byte as usize],
-            });
+    let mut buf = [0u8; CHUNK];
+    let mut off = 0;
+    while off < n {
+        let chunk = &mut buf[..(n - off).min(CHUNK)];
+        if !kho::read_into(mem, phys + off as u64, chunk) {
+            return Err(PatternError::NotRam { phys, len });
         }
-        h = fold(h, got);
-    }
-    let last = word(pattern, words.len() as u64).to_le_bytes();
-    for (j, (&b, want)) in tail.iter().zip(last).enumerate() {
-        if b != want {
-            return Err(PatternError::Mismatch {
-                phys,
-                offset: words.len() as u64 * 8 + j as u64,
-                expected: want,
-                got: b,
-            });
+        let first = (off / 8) as u64;
+        let (words, tail) = chunk.as_chunks::<8>();
+        for (j, w) in words.iter().enumerate() {
+            let i = first + j as u64;
+            let want = word(pattern, i);
+            let got = u64::from_le_bytes(*w);
+            if got != want {
+                let byte = ((got ^ want).trailing_zeros() / 8) as usize;
+                return Err(PatternError::Mismatch {
+                    phys,
+                    offset: i * 8 + byte as u64,
+                    expected: want.to_le_bytes()[byte],
+                    got: w[byte],
+                });
+            }
+            h = fold(h, got);
         }
-        h = fold(h, u64::from(b));
+        let i = first + words.len() as u64;
+        let last = word(pattern, i).to_le_bytes();
+        for (k, (&b, want)) in tail.iter().zip(last).enumerate() {
+            if b != want {
+                return Err(PatternError::Mismatch {
+                    phys,
+                    offset: i * 8 + k as u64,
+                    expected: want,
+                    got: b,
+                });
+            }
+            h = fold(h, u64::from(b));
+        }
+        off += chunk.len();
     }
     if h != recorded {
         return Err(PatternError::Checksum {

@@ -7,7 +7,7 @@
 
 use arch::{ExceptionFrame, PsciMethod};
 use board::boards::PowerOff;
-use board::exit as code;
+use board::status as code;
 use drivers::console::write_fmt_emergency as emerg;
 
 /// How to power off, known once the board is.

@@ -1,7 +1,7 @@
 //! Where the next image, its device tree and its initrd go: first fit inside the parts of
 //! scratch this image never used.
 //!
-//! Target free and host-tested; the kernel (`kernel::handover`) copies the bytes. Scratch is
+//! Target free and host-tested; the kernel (`board/kernel`, `next_image`) copies the bytes. Scratch is
 //! the only memory the next image may touch before its kho has reserved what was preserved,
 //! so everything it reads at entry lives there: the Image on a 2 MiB boundary plus its
 //! `text_offset` with `image_size` bytes free behind it, the FDT and the initrd.
@@ -11,24 +11,26 @@ extern crate alloc;
 use alloc::vec::Vec;
 use core::fmt;
 
-use kho::Region;
-use mm::Memblock;
+use mm::{Memblock, PhysAddr, PhysRange};
 
-use crate::image::{ImageHeader, IMAGE_ALIGN};
+use baton_image::{ImageHeader, IMAGE_ALIGN};
 
 /// Alignment of the device tree and the initrd copies (a page: both get reserved whole).
 pub const BLOB_ALIGN: u64 = 4096;
 
 /// Scratch minus what memblock has reserved in it: the parts no one used this boot. Call it
 /// after the last early allocation inside scratch, before scratch is reserved whole.
-pub fn free_scratch(scratch: &[Region], mb: &Memblock) -> Vec<Region> {
+pub fn free_scratch(scratch: &[PhysRange], mb: &Memblock) -> Vec<PhysRange> {
     let mut out = Vec::new();
     for f in mb.free_ranges() {
         for s in scratch {
-            let start = f.start.0.max(s.start);
-            let end = f.end.0.min(s.end);
+            let start = f.start.0.max(s.start.0);
+            let end = f.end.0.min(s.end.0);
             if start < end {
-                out.push(Region { start, end });
+                out.push(PhysRange {
+                    start: PhysAddr(start),
+                    end: PhysAddr(end),
+                });
             }
         }
     }
@@ -61,45 +63,49 @@ impl fmt::Display for NoRoom {
 /// so nothing placed overlaps anything else placed or anything in use.
 #[derive(Clone, Debug)]
 pub struct Placer {
-    free: Vec<Region>,
+    free: Vec<PhysRange>,
 }
 
 impl Placer {
     /// Places inside `free` (any order, non-overlapping).
-    pub fn new(mut free: Vec<Region>) -> Self {
+    pub fn new(mut free: Vec<PhysRange>) -> Self {
         free.retain(|r| r.start < r.end);
         free.sort_unstable();
         Placer { free }
     }
 
     /// What is still free.
-    pub fn free(&self) -> &[Region] {
+    pub fn free(&self) -> &[PhysRange] {
         &self.free
     }
 
     fn largest(&self) -> u64 {
-        self.free.iter().map(|r| r.end - r.start).max().unwrap_or(0)
+        self.free
+            .iter()
+            .map(|r| r.end.0 - r.start.0)
+            .max()
+            .unwrap_or(0)
     }
 
     /// Takes `[at, at + size)` out of free piece `i` (it must lie inside).
     fn take(&mut self, i: usize, at: u64, size: u64) {
         let r = self.free[i];
         self.free.remove(i);
-        if at + size < r.end {
+        if at + size < r.end.0 {
             self.free.insert(
                 i,
-                Region {
-                    start: at + size,
+                PhysRange {
+                    start: PhysAddr(at + size),
                     end: r.end,
                 },
             );
         }
-        if r.start < at {
+        if r.start < PhysAddr(at) {
             self.free.insert(
                 i,
-                Region {
+                PhysRange {
                     start: r.start,
-                    end: at,
+                    end: PhysAddr(at),
                 },
             );
         }
@@ -125,16 +131,17 @@ impl Placer {
             let r = self.free[i];
             let Some(mut base) = r
                 .start
+                .0
                 .saturating_sub(offset)
                 .checked_next_multiple_of(align)
             else {
                 continue;
             };
-            if base + offset < r.start {
+            if base + offset < r.start.0 {
                 base += align;
             }
             let at = base + offset;
-            if at.checked_add(size).is_some_and(|e| e <= r.end) {
+            if at.checked_add(size).is_some_and(|e| e <= r.end.0) {
                 self.take(i, at, size);
                 return Ok(at);
             }
@@ -161,8 +168,11 @@ mod tests {
 
     const MIB: u64 = 1 << 20;
 
-    fn r(start: u64, end: u64) -> Region {
-        Region { start, end }
+    fn r(start: u64, end: u64) -> PhysRange {
+        PhysRange {
+            start: PhysAddr(start),
+            end: PhysAddr(end),
+        }
     }
 
     fn header(text_offset: u64, image_size: u64) -> ImageHeader {
@@ -210,7 +220,7 @@ mod tests {
         assert!(p
             .free()
             .iter()
-            .all(|f| f.end <= at || f.start >= at + 0x6_3000));
+            .all(|f| f.end <= PhysAddr(at) || f.start >= PhysAddr(at + 0x6_3000)));
     }
 
     #[test]

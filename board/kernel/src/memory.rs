@@ -11,7 +11,7 @@
 
 use arch::mmu::{self, MapError, MemAttr, PageTableBuilder, TableAlloc};
 use arch::EarlyMutex;
-use board::bootinfo::{BootInfo, Region};
+use board::bootinfo::BootInfo;
 use board::memmap;
 use mm::{
     DeferredStorage, FrameAllocator, Memblock, MmError, Page, Pfn, PhysAddr, PhysRange, Stats,
@@ -50,7 +50,7 @@ impl From<MapError> for MemError {
 }
 
 /// Fills Memblock from the boot memory map.
-pub fn init_memblock(info: &BootInfo<'_>, image: Region) -> Result<(), MemError> {
+pub fn init_memblock(info: &BootInfo<'_>, image: PhysRange) -> Result<(), MemError> {
     let mut mb = MEMBLOCK.lock();
     memmap::fill_memblock(&mut mb, info, image)?;
     Ok(())
@@ -99,7 +99,7 @@ pub struct MmuReport {
 /// the caches off) is invalidated first so no stale line from before entry shadows it.
 pub fn enable_mmu(
     info: &BootInfo<'_>,
-    image: Region,
+    image: PhysRange,
     guard_page: u64,
 ) -> Result<MmuReport, MemError> {
     // Held across the SCTLR write: taken with a plain store (MMU off), released with a
@@ -111,13 +111,13 @@ pub fn enable_mmu(
         used: 0,
     };
     let mut pt = PageTableBuilder::new(&mut alloc)?;
-    let normal = memmap::normal_ranges(info, Region::new(guard_page, PAGE_SIZE));
+    let normal = memmap::normal_ranges(info, PhysRange::new(PhysAddr(guard_page), PAGE_SIZE));
     for r in normal.iter() {
-        pt.map(&mut alloc, r.base, r.end(), MemAttr::Normal)?;
+        pt.map(&mut alloc, r.start.0, r.end.0, MemAttr::Normal)?;
     }
     let (devices, skipped) = memmap::device_ranges(info, mmu::VA_LIMIT);
     for d in devices.iter() {
-        pt.map(&mut alloc, d.base, d.end(), MemAttr::Device)?;
+        pt.map(&mut alloc, d.start.0, d.end.0, MemAttr::Device)?;
     }
     // The tables were written with the D-cache off; drop any stale line for them so the
     // walker (which looks up the cache once TCR says write-back) sees memory.
@@ -128,7 +128,7 @@ pub fn enable_mmu(
     // SAFETY: the D-cache has been off since entry, so no line of the image can be dirty
     // with anything of ours: every write since entry went to memory. Invalidating only
     // drops lines the loader may have left (it must clean the Image, need not invalidate).
-    unsafe { arch::cache::invalidate_to_poc(image.base, image.size) };
+    unsafe { arch::cache::invalidate_to_poc(image.start.0, image.size()) };
     // SAFETY: the map covers all RAM (code, stacks, data, FDT) and the console's device
     // range; the tables are in memory (cleaned above).
     unsafe { mmu::enable(pt.root()) };

@@ -14,14 +14,15 @@ use alloc::vec::Vec;
 use arch::ExceptionLevel;
 use board::boards::{self, BoardFacts, BoardKind};
 use board::bootargs::{self, TestAction};
-use board::bootinfo::{BootInfo, ConsoleInfo, Region};
+use board::bootinfo::{BootInfo, ConsoleInfo, LogRange};
 use board::fdt::{self, FdtError};
 use board::memmap;
 use log::{error, info, warn};
+use mm::{PhysAddr, PhysRange};
 
 use super::exit::{self, ExitPath};
 use super::physmem::IdentityMem;
-use super::{chain, handover, heap, logger, memory, reloc};
+use super::{chain, heap, logger, memory, reloc, warm_boot};
 
 /// Entered from `arch::entry` on the boot CPU at EL1, MMU off, on the kernel stack.
 #[no_mangle]
@@ -85,13 +86,13 @@ pub extern "C" fn kernel_main(fdt_addr: u64, image_base: u64, entry_el: u64, rel
     );
     print_boot_info(&info);
 
-    let image = Region::new(image_base, layout.size);
+    let image = PhysRange::new(PhysAddr(image_base), layout.size);
     if let Err(e) = memory::init_memblock(&info, image) {
         fail_memory(e);
     }
     // Before the first allocation: a handover restricts early allocations to its scratch.
     let mem = IdentityMem::new(&info, layout.stack_guard);
-    let early = handover::discover(&info, &mem);
+    let early = warm_boot::discover(&info, &mem);
     let mmu = match memory::enable_mmu(&info, image, layout.stack_guard) {
         Ok(r) => r,
         Err(e) => fail_memory(e),
@@ -100,7 +101,7 @@ pub extern "C" fn kernel_main(fdt_addr: u64, image_base: u64, entry_el: u64, rel
         "mmu on: identity map, {} RAM ranges normal WB, {} device ranges nGnRE ({} skipped), {} table pages, stack guard {:#x}",
         mmu.normal, mmu.devices, mmu.skipped_devices, mmu.tables, layout.stack_guard
     );
-    let avoid: Vec<kho::Region> = memmap::boot_reservations(&info, image)
+    let avoid: Vec<PhysRange> = memmap::boot_reservations(&info, image)
         .filter(|(why, _)| {
             matches!(
                 why,
@@ -109,15 +110,15 @@ pub extern "C" fn kernel_main(fdt_addr: u64, image_base: u64, entry_el: u64, rel
                     | memmap::ReserveReason::Initrd
             )
         })
-        .map(|(_, r)| handover::region(r))
+        .map(|(_, r)| r)
         .collect();
-    let mut kb = match handover::probe(&mem, early, &avoid, info.bootargs) {
+    let mut kb = match warm_boot::probe(&mem, early, &avoid, info.bootargs) {
         Ok(kb) => kb,
         Err(e) => fail_memory(e.into()),
     };
     let validated_ticks = arch::timer::ticks();
     let storage = memory::alloc_frame_storage().unwrap_or_else(|e| fail_memory(e));
-    if let Err(e) = handover::seal_scratch(&mut kb) {
+    if let Err(e) = warm_boot::seal_scratch(&mut kb) {
         fail_memory(e.into());
     }
     print_memblock();
@@ -176,7 +177,7 @@ pub extern "C" fn kernel_main(fdt_addr: u64, image_base: u64, entry_el: u64, rel
     if let Some(r) = kb.reserved {
         release_unclaimed(r);
     }
-    exit::exit(board::exit::SUCCESS)
+    exit::exit(board::status::SUCCESS)
 }
 
 /// Without a chain no one claims the previous image's preserved blocks: give them back.
@@ -207,7 +208,7 @@ fn read_boot_info(fdt_addr: u64, image_base: u64) -> Result<BootInfo<'static>, F
     }
     if !fdt::has_magic(first) {
         if image_base < DEFAULT_BOARD_LOAD_LIMIT {
-            return Ok(boards::default_board_info());
+            return Ok(board::bootinfo::default_board_info());
         }
         return Err(FdtError::BadMagic {
             found: u32::from_be_bytes(first),
@@ -239,35 +240,27 @@ const DEFAULT_BOARD_LOAD_LIMIT: u64 = 0x4000_0000;
 /// A malformed FDT: report it on the console of the board the load address suggests, exit.
 fn bad_fdt(fdt_addr: u64, image_base: u64, e: FdtError) -> ! {
     // virt loads at 0x4020_0000 (RAM starts at 1 GiB); a Pi loads at 0x20_0000.
-    let (facts, console) = if image_base >= DEFAULT_BOARD_LOAD_LIMIT {
-        (
-            &boards::QEMU_VIRT,
-            ConsoleInfo {
-                base: 0x0900_0000,
-                clock_hz: boards::QEMU_VIRT.uart_clock_hz,
-            },
-        )
+    let facts = if image_base >= DEFAULT_BOARD_LOAD_LIMIT {
+        &boards::QEMU_VIRT
     } else {
-        (
-            &boards::RPI4,
-            ConsoleInfo {
-                base: boards::RPI4_UART0,
-                clock_hz: boards::RPI4.uart_clock_hz,
-            },
-        )
+        &boards::RPI4
     };
+    let console = facts.fallback_uart.map(|base| ConsoleInfo {
+        base,
+        clock_hz: facts.uart_clock_hz,
+    });
     exit::set_path(ExitPath {
         power_off: facts.power_off,
         psci: None,
     });
-    start_console(facts, Some(console));
+    start_console(facts, console);
     logger::init(log::LevelFilter::Info);
     error!("FDT error: {e} (FDT at {fdt_addr:#x})");
     error!(
         "cannot continue without a valid device tree; stopping (board guessed from load address {image_base:#x}: {})",
         facts.name
     );
-    exit::exit(board::exit::BAD_FDT)
+    exit::exit(board::status::BAD_FDT)
 }
 
 fn start_console(facts: &BoardFacts, console: Option<ConsoleInfo>) {
@@ -283,7 +276,7 @@ fn start_console(facts: &BoardFacts, console: Option<ConsoleInfo>) {
 
 fn print_boot_info(info: &BootInfo<'_>) {
     if let Some(f) = info.fdt {
-        info!("fdt: {} ({} bytes)", f, f.size);
+        info!("fdt: {} ({} bytes)", LogRange(f), f.size());
     }
     info!(
         "bootargs: \"{}\", stdout-path: \"{}\"",
@@ -307,16 +300,10 @@ fn print_boot_info(info: &BootInfo<'_>) {
         }
     );
     for r in info.memory.iter() {
-        info!("memory: {} {:>6} MiB", r, r.size >> 20);
+        info!("memory: {} {:>6} MiB", LogRange(*r), r.size() >> 20);
     }
     if let Some(r) = info.initrd {
-        info!("initrd: {}", r);
-    }
-    if let Some(r) = info.kho_fdt {
-        info!("kho-fdt: {}", r);
-    }
-    for r in info.kho_scratch.iter() {
-        info!("kho-scratch: {}", r);
+        info!("initrd: {}", LogRange(r));
     }
     if info.board == BoardKind::Generic {
         warn!("unknown board: console and power-off come from the FDT only");
@@ -326,7 +313,7 @@ fn print_boot_info(info: &BootInfo<'_>) {
 fn print_memblock() {
     let mb = memory::MEMBLOCK.lock();
     for r in mb.reserved() {
-        info!("reserved: [{:#011x}-{:#011x}]", r.start.0, r.end.0 - 1);
+        info!("reserved: {}", LogRange(r));
     }
     let free: u64 = mb.free_ranges().map(|r| r.size()).sum();
     info!(
@@ -338,7 +325,7 @@ fn print_memblock() {
 
 fn fail_memory(e: memory::MemError) -> ! {
     error!("memory setup failed: {e}");
-    exit::exit(board::exit::NO_MEMORY)
+    exit::exit(board::status::NO_MEMORY)
 }
 
 #[inline(never)]
@@ -355,7 +342,7 @@ fn recurse(depth: u64) -> u64 {
 static mut REENTRY_MARK: u64 = REENTRY_FIRST;
 const REENTRY_FIRST: u64 = 0xba70_0001;
 
-fn run_test_action(action: TestAction, info: &BootInfo<'_>, image: Region, el: ExceptionLevel) {
+fn run_test_action(action: TestAction, info: &BootInfo<'_>, image: PhysRange, el: ExceptionLevel) {
     match action {
         TestAction::Fault => {
             warn!("baton.test=fault: reading unmapped address 0xdead0000000");
@@ -373,10 +360,10 @@ fn run_test_action(action: TestAction, info: &BootInfo<'_>, image: Region, el: E
             }
             // SAFETY: as above.
             unsafe { core::ptr::addr_of_mut!(REENTRY_MARK).write_volatile(REENTRY_FIRST + 1) };
-            let fdt = info.fdt.map_or(0, |f| f.base);
+            let fdt = info.fdt.map_or(0, |f| f.start.0);
             info!(
                 "baton.test=reenter: jumping to {:#x} with x0 = {fdt:#x} at {}",
-                image.base,
+                image.start.0,
                 el.handover_target()
             );
             drivers::console::flush();
@@ -384,11 +371,11 @@ fn run_test_action(action: TestAction, info: &BootInfo<'_>, image: Region, el: E
             // them visible with the MMU off; this is the image we are running (it is
             // re-entered from its first byte, as a loader would).
             unsafe {
-                arch::cache::clean_to_poc(image.base, image.size);
+                arch::cache::clean_to_poc(image.start.0, image.size());
                 if let Some(f) = info.fdt {
-                    arch::cache::clean_to_poc(f.base, f.size);
+                    arch::cache::clean_to_poc(f.start.0, f.size());
                 }
-                arch::handover::jump_to_image(image.base, fdt, el);
+                arch::handover::jump_to_image(image.start.0, fdt, el);
             }
         }
         TestAction::StackOverflow => {

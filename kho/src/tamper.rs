@@ -1,0 +1,116 @@
+//! The damage hook: what a test needs to corrupt a finalized handover on purpose (the soak's
+//! `baton.damage=`) so that one named check of the next image fails, and only that one.
+//!
+//! Owns nothing: it reads the KHO FDT this image wrote, tells where a key sits in the tree,
+//! and re-seals the metadata checksum after a deliberate edit (so the damage reaches the
+//! check it aims at instead of the checksum). Never used on a handover that should survive.
+
+use alloc::vec::Vec;
+use core::fmt;
+
+use mm::PAGE_SIZE;
+
+use crate::fdt::{Fdt, FdtError};
+use crate::format::{read_kho_fdt, FormatError, MetaCrc, PROP_CHECKSUM};
+use crate::outgoing::Handover;
+use crate::phys::{read_bytes, read_u64, write_bytes, PhysMem};
+
+pub use crate::tree::{table_index, TABLE_LEVELS};
+
+/// Why a handover could not be read or re-sealed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TamperError {
+    /// A metadata address is not RAM.
+    NotRam { phys: u64 },
+    /// The KHO FDT does not parse.
+    Fdt(FdtError),
+    /// The KHO FDT is not baton's format.
+    Format(FormatError),
+}
+
+impl fmt::Display for TamperError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TamperError::NotRam { phys } => write!(f, "{phys:#x} is not RAM"),
+            TamperError::Fdt(e) => write!(f, "KHO FDT: {e}"),
+            TamperError::Format(e) => write!(f, "KHO FDT format: {e:?}"),
+        }
+    }
+}
+
+/// Physical addresses of the two radix-tree roots of a handover.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct TreeRoots {
+    /// The main tree (folios and CONTIG blocks).
+    pub main: u64,
+    /// The SPLIT tree.
+    pub split: u64,
+}
+
+fn fdt_bytes<M: PhysMem + ?Sized>(mem: &M, h: &Handover) -> Result<Vec<u8>, TamperError> {
+    let at = h.kho_fdt.start.0;
+    read_bytes(mem, at, h.kho_fdt.size() as usize).ok_or(TamperError::NotRam { phys: at })
+}
+
+/// The tree roots named by the handover's KHO FDT.
+pub fn roots<M: PhysMem + ?Sized>(mem: &M, h: &Handover) -> Result<TreeRoots, TamperError> {
+    let bytes = fdt_bytes(mem, h)?;
+    let fdt = Fdt::parse(&bytes).map_err(TamperError::Fdt)?;
+    let view = read_kho_fdt(&fdt).map_err(TamperError::Format)?;
+    Ok(TreeRoots {
+        main: view.main_root,
+        split: view.split_root,
+    })
+}
+
+/// Node pages of the tree at `root` in the ABI's checksum order (pre-order, index order).
+fn tree_pages<M: PhysMem + ?Sized>(mem: &M, root: u64) -> Result<Vec<u64>, TamperError> {
+    let mut pages = Vec::new();
+    let mut stack = alloc::vec![(root, TABLE_LEVELS)];
+    while let Some((node, level)) = stack.pop() {
+        pages.push(node);
+        if level == 0 {
+            continue;
+        }
+        // Push children in reverse so that index 0 is visited first.
+        for i in (0..PAGE_SIZE / 8).rev() {
+            let at = node + 8 * i;
+            let child = read_u64(mem, at).ok_or(TamperError::NotRam { phys: at })?;
+            if child != 0 {
+                stack.push((child, level - 1));
+            }
+        }
+    }
+    Ok(pages)
+}
+
+/// Recomputes the metadata checksum over the trees as they are now and stores it in the
+/// KHO FDT in place (`docs/abi.md`, metadata checksum).
+pub fn reseal<M: PhysMem + ?Sized>(mem: &M, h: &Handover) -> Result<(), TamperError> {
+    let bytes = fdt_bytes(mem, h)?;
+    let fdt = Fdt::parse(&bytes).map_err(TamperError::Fdt)?;
+    let view = read_kho_fdt(&fdt).map_err(TamperError::Format)?;
+    let mut crc = MetaCrc::new(view.main_root, view.split_root);
+    for root in [view.main_root, view.split_root] {
+        for p in tree_pages(mem, root)? {
+            if !crc.page(mem, p) {
+                return Err(TamperError::NotRam { phys: p });
+            }
+        }
+    }
+    for c in &view.clients {
+        crc.client(c);
+    }
+    let value = fdt
+        .root()
+        .prop(PROP_CHECKSUM)
+        .ok_or(TamperError::Format(FormatError::BadCompatible))?;
+    // The property value is a sub-slice of `bytes`: its offset is the distance between them.
+    let off = value.as_ptr() as u64 - bytes.as_ptr() as u64;
+    let at = h.kho_fdt.start.0 + off;
+    if write_bytes(mem, at, &u64::from(crc.finish()).to_le_bytes()) {
+        Ok(())
+    } else {
+        Err(TamperError::NotRam { phys: at })
+    }
+}
