@@ -2,11 +2,13 @@
 //! memory something holds (reserved ranges, preserved blocks) and leaves the rest of RAM
 //! for later, as Linux defers struct-page init.
 //!
-//! Owns the chunk bitmap and the deferred -> free transition. A chunk is `2^CHUNK_ORDER`
+//! Owns the chunk bitmaps and the deferred -> free transition. A chunk is `2^CHUNK_ORDER`
 //! frames, pfn aligned and cut at section edges: the largest buddy block, so no buddy
-//! lookup ever leaves the chunk it starts in and a deferred chunk is never read. Every
-//! frame of a deferred chunk is free RAM; it reaches the free lists when an allocation
-//! finds them empty, or through `init_deferred`.
+//! lookup ever leaves the chunk it starts in and a deferred chunk is never read. A deferred
+//! chunk is either all free RAM (it reaches the free lists when an allocation finds them
+//! empty, or through `init_deferred`) or all inside one memblock reservation (scratch, the
+//! descriptor array itself: written as RESERVED only by `init_deferred`), so that neither
+//! the RAM size nor the reservations cost the build anything but their edges.
 
 use crate::addr::{Pfn, PhysRange};
 use crate::error::MmError;
@@ -34,7 +36,7 @@ pub(crate) const fn chunks_of(base: u64, end: u64) -> u64 {
 pub struct DeferredStorage {
     /// Descriptors (`Page`s): one per RAM frame.
     pub descriptors: usize,
-    /// Words (`u64`) of the chunk bitmap: one bit per chunk.
+    /// Words (`u64`) of the chunk bitmaps: two bits per chunk.
     pub chunk_words: usize,
 }
 
@@ -52,7 +54,7 @@ impl DeferredStorage {
         }
         DeferredStorage {
             descriptors: frames as usize,
-            chunk_words: chunks.div_ceil(64) as usize,
+            chunk_words: 2 * chunks.div_ceil(64) as usize,
         }
     }
 
@@ -101,13 +103,17 @@ impl<'a> FrameAllocator<'a> {
         let mut fa = Self::empty(mb, &mut pages[..need.descriptors], chunk_ready, max_order)?;
         fa.deferred = fa.total;
         fa.reserved = 0;
+        fa.uninit_chunks = fa.nchunks();
 
+        // Chunks wholly inside a reservation stay deferred (as reserved); its edges are
+        // written now.
         for r in mb.reserved() {
             let (s, e) = r.outer_pfns();
-            fa.ready_chunks(s.0, e.0);
+            fa.reserve_chunks(s.0, e.0);
         }
         for r in mb.reserved_noinit() {
             let (s, e) = r.outer_pfns();
+            fa.ready_chunks(s.0, e.0);
             fa.mark_noinit(s.0, e.0);
         }
         let preserved = preserved.into_iter();
@@ -168,9 +174,10 @@ impl<'a> FrameAllocator<'a> {
         before - self.deferred
     }
 
-    /// Initialises the lowest deferred chunk as free memory. False if there is none.
+    /// Initialises the lowest deferred chunk: free memory to the free lists, a reserved
+    /// chunk as RESERVED descriptors. False if there is none.
     pub(crate) fn init_next_deferred(&mut self) -> bool {
-        if self.deferred == 0 {
+        if self.uninit_chunks == 0 {
             return false;
         }
         let n = self.nchunks();
@@ -191,6 +198,14 @@ impl<'a> FrameAllocator<'a> {
         let sec = self.sections[si];
         let first = (u64::from(sec.first) + lo - sec.base) as usize;
         let count = (hi - lo) as usize;
+        if self.is_reserved_chunk(c) {
+            for p in &mut self.pages[first..first + count] {
+                *p = Page::new(si as u8, PageFlags::RESERVED);
+            }
+            self.clear_reserved_chunk(c);
+            self.set_ready(c);
+            return true;
+        }
         for p in &mut self.pages[first..first + count] {
             *p = Page::new(si as u8, PageFlags::empty());
         }
@@ -198,6 +213,47 @@ impl<'a> FrameAllocator<'a> {
         self.deferred -= count as u64;
         self.free_range(first, count as u64);
         true
+    }
+
+    /// Words of one of the two bitmaps.
+    fn bitmap_words(&self) -> usize {
+        self.chunk_ready.len() / 2
+    }
+
+    fn is_reserved_chunk(&self, c: u64) -> bool {
+        self.chunk_ready[self.bitmap_words() + (c / 64) as usize] & (1u64 << (c % 64)) != 0
+    }
+
+    fn clear_reserved_chunk(&mut self, c: u64) {
+        let w = self.bitmap_words();
+        self.chunk_ready[w + (c / 64) as usize] &= !(1u64 << (c % 64));
+    }
+
+    /// Counts the frames of `[start, end)` reserved: chunks wholly inside stay deferred
+    /// (marked reserved), the others are initialised as RESERVED frames.
+    fn reserve_chunks(&mut self, start: u64, end: u64) {
+        for si in 0..self.nsections {
+            let sec = self.sections[si];
+            let lo = start.max(sec.base);
+            let hi = end.min(sec.end);
+            if lo >= hi {
+                continue;
+            }
+            let (c0, c1) = (Self::chunk_of(&sec, lo), Self::chunk_of(&sec, hi - 1));
+            for c in c0..=c1 {
+                let (_, clo, chi) = self.chunk_span(c);
+                let untouched = self.chunk_ready[(c / 64) as usize] & (1u64 << (c % 64)) == 0
+                    && !self.is_reserved_chunk(c);
+                if untouched && lo <= clo && chi <= hi {
+                    let w = self.bitmap_words();
+                    self.chunk_ready[w + (c / 64) as usize] |= 1u64 << (c % 64);
+                    self.deferred -= chi - clo;
+                    self.reserved += chi - clo;
+                } else {
+                    self.ready_chunks(clo.max(lo), chi.min(hi));
+                }
+            }
+        }
     }
 
     /// Number of chunks over all sections.
@@ -223,6 +279,7 @@ impl<'a> FrameAllocator<'a> {
 
     fn set_ready(&mut self, c: u64) {
         self.chunk_ready[(c / 64) as usize] |= 1u64 << (c % 64);
+        self.uninit_chunks -= 1;
     }
 
     /// The section and frames `[lo, hi)` of chunk `c`.
@@ -280,9 +337,14 @@ impl<'a> FrameAllocator<'a> {
                 for p in &mut self.pages[first..first + n] {
                     *p = Page::new(si as u8, PageFlags::RESERVED);
                 }
+                if self.is_reserved_chunk(c) {
+                    // Counted reserved already.
+                    self.clear_reserved_chunk(c);
+                } else {
+                    self.deferred -= n as u64;
+                    self.reserved += n as u64;
+                }
                 self.set_ready(c);
-                self.deferred -= n as u64;
-                self.reserved += n as u64;
             }
         }
     }

@@ -103,8 +103,9 @@ pub enum MmError {
     TooManyFrames { frames: u64 },
     /// A memblock table is full.
     MemblockFull,
-    /// The frame is free RAM whose descriptor is not initialised yet (deferred init):
-    /// nothing can hold it, so it cannot be freed, claimed or queried.
+    /// The frame's descriptor is not initialised yet (deferred init): it is free RAM, or
+    /// reserved memory nothing manages; nothing holds it, so it cannot be freed, claimed or
+    /// queried.
     Deferred { pfn: Pfn },
     /// Ranges handed to `FrameAllocator::new_deferred` as preserved are not sorted and
     /// disjoint, or are not RAM: the first offending range starts at `pfn`.
@@ -152,7 +153,7 @@ impl fmt::Display for MmError {
             MmError::MemblockFull => f.write_str("memblock table full"),
             MmError::Deferred { pfn } => write!(
                 f,
-                "pfn {pfn} is free and its descriptor not yet initialised (deferred init)"
+                "pfn {pfn} has no initialised descriptor yet (deferred init: free or reserved)"
             ),
             MmError::BadPreservedRange { pfn } => write!(
                 f,

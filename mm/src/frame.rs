@@ -98,9 +98,12 @@ pub struct FrameAllocator<'a> {
     pub(crate) free: u64,
     /// Frames in chunks whose descriptors are not written yet (all of them free RAM).
     pub(crate) deferred: u64,
-    /// One bit per chunk, set once its descriptors are initialised. Empty (and never
-    /// read) when the allocator was built eagerly.
+    /// Two bitmaps of one bit per chunk, each half of the slice: "initialised" (the
+    /// descriptors are written), then "reserved" (not initialised, and every frame is
+    /// reserved memory nothing manages). Empty (never read) when built eagerly.
     pub(crate) chunk_ready: &'a mut [u64],
+    /// Chunks not initialised yet (deferred free or deferred reserved).
+    pub(crate) uninit_chunks: u64,
     /// Every chunk below this index is initialised (where on-demand init looks first).
     pub(crate) chunk_cursor: u32,
     pub(crate) reserved: u64,
@@ -272,6 +275,7 @@ impl<'a> FrameAllocator<'a> {
             free: 0,
             deferred: 0,
             chunk_ready,
+            uninit_chunks: 0,
             chunk_cursor: 0,
             reserved: total,
             allocated: 0,
@@ -367,7 +371,7 @@ impl<'a> FrameAllocator<'a> {
         };
         match secs.get(s) {
             Some(sec) if sec.base <= pfn.0 && pfn.0 < sec.end => {
-                if self.deferred != 0 && !self.chunk_is_ready(sec, pfn.0) {
+                if self.uninit_chunks != 0 && !self.chunk_is_ready(sec, pfn.0) {
                     return Err(MmError::Deferred { pfn });
                 }
                 Ok((sec.first as u64 + pfn.0 - sec.base) as usize)
@@ -396,7 +400,7 @@ impl<'a> FrameAllocator<'a> {
         }
         // A block larger than a chunk spans several: each must be initialised (the first
         // one is, `index` checked it).
-        if self.deferred != 0 && order > crate::deferred::CHUNK_ORDER {
+        if self.uninit_chunks != 0 && order > crate::deferred::CHUNK_ORDER {
             if let Some(c) = self.first_deferred_in(sec, pfn.0, end) {
                 return Err(MmError::Deferred { pfn: Pfn(c) });
             }

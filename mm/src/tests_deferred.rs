@@ -343,5 +343,54 @@ proptest! {
         prop_assert_eq!(fa.stats().deferred, 0);
         assert_consistent(&fa);
         prop_assert_eq!(free_set(&fa), want);
+        prop_assert_eq!(fa.stats().reserved, fa.stats().total - fa.stats().free);
+    }
+}
+
+#[test]
+fn chunks_wholly_inside_a_reservation_are_not_written_until_init() {
+    // Scratch-like: 16 MiB reserved from chunk 2 on (4 whole chunks), plus a partial edge.
+    let reserved = &[(BASE + 8 * MIB, BASE + 24 * MIB + 0x3000)];
+    let mb = memblock(RAM, reserved);
+    let (mut pages, mut bits) = storage(&mb, 0x01);
+    let mut fa =
+        FrameAllocator::new_deferred(&mb, &mut pages, &mut bits, MAX_ORDER, ranges(&[])).unwrap();
+    let s = fa.stats();
+    assert_eq!(s.reserved, 4 * CHUNK + 3);
+    assert_eq!(s.deferred, 11 * CHUNK, "16 chunks - 4 reserved - 1 edge");
+    assert_eq!(s.free, CHUNK - 3, "the edge chunk's free part");
+    assert_consistent(&fa);
+    let inside = Pfn(BASE_PFN + 3 * CHUNK + 9);
+    assert_eq!(
+        fa.page_flags(inside),
+        Err(MmError::Deferred { pfn: inside })
+    );
+    assert_eq!(
+        fa.free_pages(inside, 0),
+        Err(MmError::Deferred { pfn: inside })
+    );
+    // Allocating everything never hands out a reserved frame.
+    let mut got = 0u64;
+    while let Ok(p) = fa.alloc_pages(0) {
+        assert!(
+            !(BASE_PFN + 2 * CHUNK..BASE_PFN + 6 * CHUNK + 3).contains(&p.0),
+            "{p:?}"
+        );
+        got += 1;
+    }
+    assert_eq!(got, 12 * CHUNK - 3);
+    // init_deferred writes the reserved chunks as RESERVED, changing no count.
+    fa.init_deferred(usize::MAX);
+    assert_eq!(fa.page_flags(inside), Ok(PageFlags::RESERVED));
+    assert_eq!(fa.stats().reserved, 4 * CHUNK + 3);
+    assert_eq!(fa.stats().deferred, 0);
+    assert_consistent(&fa);
+    let _ = fa;
+    // Before init_deferred ran, nothing wrote those chunks: check on a fresh build.
+    let (mut pages2, mut bits2) = storage(&mb, 0x01);
+    let _fa2 =
+        FrameAllocator::new_deferred(&mb, &mut pages2, &mut bits2, MAX_ORDER, ranges(&[])).unwrap();
+    for p in &pages2[(2 * CHUNK) as usize..(6 * CHUNK) as usize] {
+        assert_eq!(raw(p), [0x01; 32]);
     }
 }
