@@ -506,12 +506,22 @@ pub fn validate<M: PhysMem + ?Sized>(mem: &M, inp: &Inputs<'_>) -> Result<Valida
             });
         }
     }
+    // Every SPLIT key must name a MAIN block: a merge join of the two sorted lists, O(n)
+    // (the walk yields each order's keys in address order, so the sort finds runs).
+    let mut split = Vec::with_capacity(split_keys.len());
     for &k in &split_keys {
-        let (phys, order) = decode(k).map_err(|err| RestoreError::BadKey {
+        split.push(decode(k).map_err(|err| RestoreError::BadKey {
             tree: TreeName::Split,
             err,
-        })?;
-        let i = blocks.partition_point(|b| b.phys < phys);
+        })?);
+    }
+    drop(split_keys);
+    split.sort_unstable();
+    let mut i = 0;
+    for (phys, order) in split {
+        while blocks.get(i).is_some_and(|b| b.phys < phys) {
+            i += 1;
+        }
         match blocks.get_mut(i) {
             Some(b) if b.phys == phys && b.order == order => b.kind = BlockType::Split,
             _ => return Err(RestoreError::SplitKeyNotPreserved { phys, order }),
