@@ -245,6 +245,45 @@ impl Memblock {
         self.bottom_up = bottom_up;
     }
 
+    /// Allocates `size` bytes (rounded up to whole pages, page aligned) from free RAM that
+    /// no range of `avoid` (sorted by start, as a validated handover's preserved ranges are)
+    /// overlaps, ignoring the alloc-only regions; the lowest such piece. The range becomes
+    /// reserved. For the one case where a next image must allocate before its allocator
+    /// knows what the previous image preserved, and scratch has no room.
+    pub fn alloc_avoiding(
+        &mut self,
+        size: u64,
+        avoid: impl Iterator<Item = PhysRange>,
+    ) -> Result<PhysAddr, MmError> {
+        let size = size.next_multiple_of(PAGE_SIZE).max(PAGE_SIZE);
+        let mut avoid = avoid.peekable();
+        let mut found = None;
+        'ranges: for free in self.free_ranges() {
+            let mut at = free.start.0.next_multiple_of(PAGE_SIZE);
+            while at < free.end.0 {
+                while avoid.peek().is_some_and(|p| p.end.0 <= at) {
+                    avoid.next();
+                }
+                let next = avoid.peek().copied();
+                let limit = next.map_or(free.end.0, |p| p.start.0.clamp(at, free.end.0));
+                if limit - at >= size {
+                    found = Some(at);
+                    break 'ranges;
+                }
+                match next {
+                    Some(p) if p.start.0 < free.end.0 => at = p.end.0.next_multiple_of(PAGE_SIZE),
+                    _ => break,
+                }
+            }
+        }
+        let at = found.ok_or(MmError::NoRange {
+            size,
+            align: PAGE_SIZE,
+        })?;
+        self.reserve(PhysRange::new(PhysAddr(at), size))?;
+        Ok(PhysAddr(at))
+    }
+
     /// Allocates `size` bytes (rounded up to whole pages) aligned to `align` (a power of
     /// two; values under `PAGE_SIZE`, including 0, mean `PAGE_SIZE`), ending at or below
     /// `below` when given, inside the alloc-only regions when set. The range becomes

@@ -1101,3 +1101,36 @@ fn full_scan_frees_clean_blocks() {
         assert_eq!(fa.stats().free_per_order[10], 1);
     });
 }
+
+#[test]
+fn alloc_avoiding_finds_the_first_gap_between_sorted_ranges() {
+    let mut mb = memblock(&Layout {
+        ram: &[(BASE, BASE + 64 * MIB)],
+        reserved: &[(BASE, BASE + MIB)],
+    });
+    mb.set_alloc_only_in(&[PhysRange::new(PhysAddr(BASE), MIB)])
+        .unwrap();
+    // Preserved: [1M, 1M+8K) and [1M+12K, 3M): the first 12 KiB gap is at 1M+8K (one page
+    // is too small), so 16 KiB goes right after the second range.
+    let avoid = [
+        PhysRange::new(PhysAddr(BASE + MIB), 0x2000),
+        PhysRange::new(PhysAddr(BASE + MIB + 0x3000), 2 * MIB - 0x3000),
+    ];
+    assert_eq!(
+        mb.alloc_avoiding(0x4000, avoid.iter().copied()),
+        Ok(PhysAddr(BASE + 3 * MIB))
+    );
+    assert_eq!(
+        mb.alloc_avoiding(0x1000, avoid.iter().copied()),
+        Ok(PhysAddr(BASE + MIB + 0x2000)),
+        "a one-page gap fits one page"
+    );
+    assert!(mb.reserved().any(|r| r.contains(PhysAddr(BASE + 3 * MIB))));
+    assert_eq!(
+        mb.alloc_avoiding(64 * MIB, avoid.iter().copied()),
+        Err(MmError::NoRange {
+            size: 64 * MIB,
+            align: PAGE_SIZE
+        })
+    );
+}

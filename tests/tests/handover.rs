@@ -196,6 +196,13 @@ fn scattered(board: Board, generations: u32, size: &str, pages: u64, memory: Opt
 }
 
 #[test]
+fn a_scratch_too_small_for_the_next_image_is_raised_on_a_cold_boot() {
+    // 256 MiB of RAM: the next image's frame allocator alone needs 2 MiB of scratch.
+    let run = chain(Board::Virt, 3, "kho_scratch=2M", Boot::default(), &[]);
+    run.expect("kho: scratch raised from 2 to ");
+}
+
+#[test]
 fn sixty_four_mib_in_16384_scattered_pages_survive_on_virt() {
     scattered(Board::Virt, 3, "64M", 16_384, Some("1G"));
 }

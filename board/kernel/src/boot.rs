@@ -112,12 +112,17 @@ pub extern "C" fn kernel_main(fdt_addr: u64, image_base: u64, entry_el: u64, rel
         })
         .map(|(_, r)| r)
         .collect();
-    let mut kb = match warm_boot::probe(&mem, early, &avoid, info.bootargs) {
+    // What the next image's own early boot must find in scratch: its frame allocator
+    // storage (RAM is the same), the next image and the initrd it passes on, and room for
+    // page tables, the early heap and the FDT.
+    let next_needs = memory::frame_storage_bytes() + 2 * layout.size + NEXT_IMAGE_EARLY_BYTES;
+    let mut kb = match warm_boot::probe(&mem, early, &avoid, info.bootargs, next_needs) {
         Ok(kb) => kb,
         Err(e) => fail_memory(e.into()),
     };
     let validated_ticks = arch::timer::ticks();
-    let storage = memory::alloc_frame_storage().unwrap_or_else(|e| fail_memory(e));
+    let storage = memory::alloc_frame_storage(kb.reserved.as_ref().map(|r| r.preserved()))
+        .unwrap_or_else(|e| fail_memory(e));
     if let Err(e) = warm_boot::seal_scratch(&mut kb) {
         fail_memory(e.into());
     }
@@ -231,6 +236,11 @@ fn read_boot_info(fdt_addr: u64, image_base: u64) -> Result<BootInfo<'static>, F
     fdt::check_usable(&info)?;
     Ok(info)
 }
+
+/// Scratch the next image's early boot needs besides its frame allocator storage and the
+/// images: identity-map page tables, the early heap (validating a handover of a million
+/// blocks takes tens of MiB; more is found by growing into scratch), the FDT.
+const NEXT_IMAGE_EARLY_BYTES: u64 = 16 << 20;
 
 /// Without an FDT, only an image loaded below this address (the Pi firmware and QEMU
 /// raspi4b load at 0x20_0000) falls back to the default board; above it (QEMU virt's RAM

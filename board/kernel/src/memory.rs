@@ -146,13 +146,35 @@ pub struct FrameStorage {
     need: DeferredStorage,
 }
 
+/// Bytes the frame allocator's storage takes for this boot's RAM (page rounded).
+pub fn frame_storage_bytes() -> u64 {
+    DeferredStorage::for_memblock(&MEMBLOCK.lock())
+        .bytes()
+        .next_multiple_of(PAGE_SIZE)
+}
+
 /// Takes the frame allocator's storage from Memblock (still scratch-only on a warm boot).
-pub fn alloc_frame_storage() -> Result<FrameStorage, MemError> {
+/// If an inherited scratch is too small for it, takes it from free RAM between the
+/// `preserved` ranges instead (sorted, as kho validated them): a valid handover is never
+/// dropped for want of scratch.
+pub fn alloc_frame_storage(
+    preserved: Option<impl Iterator<Item = PhysRange>>,
+) -> Result<FrameStorage, MemError> {
     let mut mb = MEMBLOCK.lock();
     let need = DeferredStorage::for_memblock(&mb);
     let bytes = need.bytes().next_multiple_of(PAGE_SIZE);
-    let PhysAddr(base) = mb.alloc(bytes, PAGE_SIZE, None)?;
-    Ok(FrameStorage { base, need })
+    match (mb.alloc(bytes, PAGE_SIZE, None), preserved) {
+        (Ok(PhysAddr(base)), _) => Ok(FrameStorage { base, need }),
+        (Err(e), None) => Err(e.into()),
+        (Err(_), Some(preserved)) => {
+            let PhysAddr(base) = mb.alloc_avoiding(bytes, preserved)?;
+            log::warn!(
+                "memory: scratch too small for the frame allocator's {} KiB; took [{base:#x}, +{bytes:#x}) between the preserved blocks",
+                bytes / 1024
+            );
+            Ok(FrameStorage { base, need })
+        }
+    }
 }
 
 /// Builds the frame allocator over `storage`, keeping `preserved` (a previous image's

@@ -14,7 +14,7 @@ use board::bootinfo::{BootInfo, LogRange};
 use board::placement::free_scratch;
 use kho::bootfdt::ChosenHandover;
 use kho::{HandoverRefs, Reserved};
-use log::{error, info};
+use log::{error, info, warn};
 use mm::{MmError, PhysRange};
 
 use super::memory::MEMBLOCK;
@@ -85,6 +85,7 @@ pub fn probe(
     early: Option<Early>,
     avoid: &[PhysRange],
     bootargs: &str,
+    next_needs: u64,
 ) -> Result<KhoBoot, MmError> {
     if let Some(e) = early {
         if let Ok(r) = kho::probe(mem, &e.refs, mem.ram(), &e.scratch, avoid) {
@@ -98,7 +99,16 @@ pub fn probe(
         MEMBLOCK.lock().clear_alloc_only_in();
     }
     let mut mb = MEMBLOCK.lock();
-    let size = kho::scratch_size(bootargs, mem.total());
+    let asked = kho::scratch_size(bootargs, mem.total());
+    let size = asked.max(next_needs.next_multiple_of(kho::SCRATCH_ALIGN));
+    if size > asked {
+        warn!(
+            "kho: scratch raised from {} to {} MiB: the next image needs {} KiB in it (frame allocator storage, images, early allocations)",
+            asked >> 20,
+            size >> 20,
+            next_needs / 1024
+        );
+    }
     let s = alloc::vec![kho::choose_scratch(&mut mb, size)?];
     Ok(KhoBoot {
         scratch: s.clone(),
