@@ -84,8 +84,7 @@ fn main() {
         let fdt_at = ar.end.0 - (1 << 20);
         let (t_ser, fdt_len) = best_of(reps, || {
             let crc = set.checksum(&arena, &[]).unwrap();
-            let (m, s) = set.roots();
-            let fdt = write_kho_fdt(m, s, crc, &[]).unwrap();
+            let fdt = write_kho_fdt(set.root(), crc, &[]).unwrap();
             let p = arena.ptr(fdt_at, fdt.len()).unwrap();
             // SAFETY: the arena owns these bytes (the last MiB, never a tree page).
             unsafe { std::ptr::copy_nonoverlapping(fdt.as_ptr(), p, fdt.len()) };

@@ -1,8 +1,8 @@
 //! The KHO FDT: names, property encoding and the metadata checksum (`docs/abi.md`).
 //!
-//! Owns writing the KHO FDT from this image's trees and clients, and reading the properties of
-//! a previous image's KHO FDT into plain values. Never follows an address it reads: that is
-//! `validate`'s job.
+//! Owns writing the KHO FDT (`baton,kho-typed-v2`) from this image's tree and clients, and
+//! reading the properties of a previous image's KHO FDT, v2 or the previous release's v1, into
+//! plain values. Never follows an address it reads: that is `validate`'s job.
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -11,11 +11,13 @@ use crate::fdt::{Fdt, FdtWriteError, FdtWriter};
 use crate::phys::{read_page, PageBuf, PhysMem};
 use mm::PAGE_SIZE;
 
-/// Root `compatible` of the KHO FDT. Not `kho-v3`: the split tree is our extension.
-pub const COMPATIBLE: &str = "baton,kho-typed-v1";
+/// Root `compatible` of the KHO FDT this image writes: one tree of typed keys.
+pub const COMPATIBLE: &str = "baton,kho-typed-v2";
+/// Root `compatible` of the previous release's format (two trees), still read.
+pub const COMPATIBLE_V1: &str = "baton,kho-typed-v1";
 /// Root property: u64 physical address of the root table of the tree of every block.
 pub const PROP_MEMORY_MAP: &str = "preserved-memory-map";
-/// Root property: u64 physical address of the root table of the tree of SPLIT blocks.
+/// v1 root property: u64 physical address of the root table of the tree of SPLIT blocks.
 pub const PROP_SPLIT_MAP: &str = "baton,split-memory-map";
 /// Root property: u64 whose low 32 bits are the CRC-32 of the metadata (high 32 bits zero).
 pub const PROP_CHECKSUM: &str = "baton,metadata-crc32";
@@ -31,6 +33,31 @@ pub const CHOSEN_KHO_SCRATCH: &str = "linux,kho-scratch";
 pub const MAX_KHO_FDT_SIZE: u64 = 1 << 20;
 /// Longest client name (a node name without unit address).
 pub const MAX_CLIENT_NAME: usize = 31;
+
+/// Which handover format a KHO FDT is in (its root `compatible`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AbiVersion {
+    /// `baton,kho-typed-v1`: untyped keys in a main tree, SPLIT keys again in a split tree.
+    V1,
+    /// `baton,kho-typed-v2`: one tree, the type in key bit 59.
+    V2,
+}
+
+impl AbiVersion {
+    /// The root `compatible` string of this format.
+    pub const fn compatible(self) -> &'static str {
+        match self {
+            AbiVersion::V1 => COMPATIBLE_V1,
+            AbiVersion::V2 => COMPATIBLE,
+        }
+    }
+}
+
+impl core::fmt::Display for AbiVersion {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.compatible())
+    }
+}
 
 /// One client sub-tree entry: a named, preserved blob.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -58,12 +85,25 @@ pub fn client_name_ok(name: &str) -> bool {
 pub struct MetaCrc(crc32fast::Hasher);
 
 impl MetaCrc {
-    /// Starts with the two root addresses.
-    pub fn new(main_root: u64, split_root: u64) -> Self {
+    /// v2: starts with the root address.
+    pub fn new(root: u64) -> Self {
+        let mut h = crc32fast::Hasher::new();
+        h.update(&root.to_le_bytes());
+        MetaCrc(h)
+    }
+    /// v1: starts with the two root addresses (main, then split).
+    pub fn new_v1(main_root: u64, split_root: u64) -> Self {
         let mut h = crc32fast::Hasher::new();
         h.update(&main_root.to_le_bytes());
         h.update(&split_root.to_le_bytes());
         MetaCrc(h)
+    }
+    /// Starts as the KHO FDT `view` says: v2 with its root, v1 with both roots.
+    pub fn for_view(view: &KhoFdtView) -> Self {
+        match view.split_root {
+            Some(split) => Self::new_v1(view.main_root, split),
+            None => Self::new(view.main_root),
+        }
     }
     /// Adds one tree page (4096 bytes, page aligned) read through `mem`; false if it is not RAM.
     pub fn page<M: PhysMem + ?Sized>(&mut self, mem: &M, phys: u64) -> bool {
@@ -91,18 +131,53 @@ impl MetaCrc {
     }
 }
 
-/// Builds the KHO FDT bytes.
+/// Builds the KHO FDT bytes (v2).
 pub fn write_kho_fdt(
+    root: u64,
+    crc: u32,
+    clients: &[ClientEntry],
+) -> Result<Vec<u8>, FdtWriteError> {
+    write_any(COMPATIBLE, root, None, crc, clients)
+}
+
+/// Builds the KHO FDT bytes of the previous release's format (v1: two trees), for tests of
+/// the upgrade path. This image never hands over in v1.
+#[cfg(any(test, feature = "test-helpers"))]
+pub fn write_kho_fdt_v1(
     main_root: u64,
     split_root: u64,
     crc: u32,
     clients: &[ClientEntry],
 ) -> Result<Vec<u8>, FdtWriteError> {
+    write_any(COMPATIBLE_V1, main_root, Some(split_root), crc, clients)
+}
+
+/// Rewrites a view as it was read (same format, same properties): tests edit a handover so.
+#[cfg(any(test, feature = "test-helpers"))]
+pub fn write_view(v: &KhoFdtView) -> Result<Vec<u8>, FdtWriteError> {
+    write_any(
+        v.version.compatible(),
+        v.main_root,
+        v.split_root,
+        v.crc,
+        &v.clients,
+    )
+}
+
+fn write_any(
+    compatible: &str,
+    main_root: u64,
+    split_root: Option<u64>,
+    crc: u32,
+    clients: &[ClientEntry],
+) -> Result<Vec<u8>, FdtWriteError> {
     let mut w = FdtWriter::new();
     w.begin_node("")?;
-    w.prop_str("compatible", COMPATIBLE)?;
+    w.prop_str("compatible", compatible)?;
     w.prop_u64_le(PROP_MEMORY_MAP, main_root)?;
-    w.prop_u64_le(PROP_SPLIT_MAP, split_root)?;
+    if let Some(split_root) = split_root {
+        w.prop_u64_le(PROP_SPLIT_MAP, split_root)?;
+    }
     w.prop_u64_le(PROP_CHECKSUM, u64::from(crc))?;
     for c in clients {
         w.begin_node(&c.name)?;
@@ -117,10 +192,12 @@ pub fn write_kho_fdt(
 /// What the KHO FDT says, before any address in it is trusted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KhoFdtView {
+    /// The format its `compatible` names.
+    pub version: AbiVersion,
     /// Root of the tree of every block.
     pub main_root: u64,
-    /// Root of the tree of SPLIT blocks.
-    pub split_root: u64,
+    /// v1 only: root of the tree of SPLIT blocks.
+    pub split_root: Option<u64>,
     /// Stored CRC-32.
     pub crc: u32,
     /// Client entries in FDT order.
@@ -130,7 +207,7 @@ pub struct KhoFdtView {
 /// Why the KHO FDT's properties are unusable (the FDT itself parsed).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FormatError {
-    /// Root `compatible` is not [`COMPATIBLE`].
+    /// Root `compatible` names no format this image reads ([`COMPATIBLE`], [`COMPATIBLE_V1`]).
     BadCompatible,
     /// A required property is missing; `node` is "/" or the client name.
     MissingProperty { node: String, prop: &'static str },
@@ -173,11 +250,19 @@ pub fn read_kho_fdt(fdt: &Fdt<'_>) -> Result<KhoFdtView, FormatError> {
         .prop("compatible")
         .ok_or(FormatError::BadCompatible)?;
     let first = compat.split(|&c| c == 0).next().unwrap_or(&[]);
-    if first != COMPATIBLE.as_bytes() || compat.last() != Some(&0) {
+    if compat.last() != Some(&0) {
         return Err(FormatError::BadCompatible);
     }
+    let version = [AbiVersion::V2, AbiVersion::V1]
+        .into_iter()
+        .find(|v| first == v.compatible().as_bytes())
+        .ok_or(FormatError::BadCompatible)?;
     let main_root = u64_prop(fdt, 0, PROP_MEMORY_MAP)?;
-    let split_root = u64_prop(fdt, 0, PROP_SPLIT_MAP)?;
+    // In v2 a `baton,split-memory-map` is an unknown property: ignored, never walked.
+    let split_root = match version {
+        AbiVersion::V1 => Some(u64_prop(fdt, 0, PROP_SPLIT_MAP)?),
+        AbiVersion::V2 => None,
+    };
     let crc64 = u64_prop(fdt, 0, PROP_CHECKSUM)?;
     let crc =
         u32::try_from(crc64).map_err(|_| FormatError::BadChecksumProperty { value: crc64 })?;
@@ -199,6 +284,7 @@ pub fn read_kho_fdt(fdt: &Fdt<'_>) -> Result<KhoFdtView, FormatError> {
         });
     }
     Ok(KhoFdtView {
+        version,
         main_root,
         split_root,
         crc,

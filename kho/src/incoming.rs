@@ -13,10 +13,12 @@ use core::iter::Peekable;
 
 use mm::{BlockKind, FrameAllocator, MmError, PageFlags, Pfn, PhysRange, PAGE_SHIFT, PAGE_SIZE};
 
-use crate::format::ClientEntry;
+use crate::format::{AbiVersion, ClientEntry};
 use crate::key::BlockType;
 use crate::phys::PhysMem;
-use crate::validate::{parse_scratch_array, validate, Block, Inputs, RestoreError, Validated};
+use crate::validate::{
+    parse_scratch_array, validate_versioned, Block, Inputs, RestoreError, Validated,
+};
 
 /// Magic in bits 48..63 of a preserved block's first-page `private` ("KH").
 pub const PRIVATE_MAGIC: u64 = 0x4b48;
@@ -119,6 +121,7 @@ fn coalesce(mut v: Vec<PhysRange>) -> Vec<PhysRange> {
 #[derive(Debug)]
 pub struct Reserved {
     v: Validated,
+    format: AbiVersion,
     scratch: Vec<PhysRange>,
     /// Page-rounded metadata ranges (tree nodes, KHO FDT, scratch array), sorted, merged.
     metadata: Vec<PhysRange>,
@@ -201,17 +204,27 @@ pub fn probe<M: PhysMem + ?Sized>(
         scratch,
         avoid: &avoid_all,
     };
-    let v = validate(mem, &inp).inspect_err(note_rejection)?;
+    let (v, format) = validate_versioned(mem, &inp).inspect_err(note_rejection)?;
     let mut metadata = v.metadata.clone();
     metadata.push(refs.scratch_array.outer_pages());
     let metadata = coalesce(metadata);
+    let split = v
+        .blocks
+        .iter()
+        .filter(|b| b.kind == BlockType::Split)
+        .count();
     log::info!(
-        "kho: validated {} preserved blocks, {} metadata ranges",
+        "kho: validated {} preserved blocks ({split} SPLIT), {} metadata ranges, format {format}{}",
         v.blocks.len(),
-        metadata.len()
+        metadata.len(),
+        match format {
+            AbiVersion::V1 => " (v1, the previous release's two trees)",
+            AbiVersion::V2 => "",
+        }
     );
     Ok(Reserved {
         v,
+        format,
         scratch: scratch.to_vec(),
         metadata,
     })
@@ -221,6 +234,11 @@ impl Reserved {
     /// The validated handover.
     pub fn validated(&self) -> &Validated {
         &self.v
+    }
+
+    /// The format the previous image wrote it in.
+    pub fn format(&self) -> AbiVersion {
+        self.format
     }
 
     /// Every block and metadata range, sorted and merged: the frame allocator keeps them

@@ -1,6 +1,7 @@
 //! Kexec-handover state for baton: what memory survives into the next image, and how.
 //!
-//! Owns the type-tagged radix trees of preserved blocks, the KHO FDT, scratch areas, the
+//! Owns the radix tree of type-tagged keys of preserved blocks (and the reading of the
+//! previous release's two-tree format), the KHO FDT, scratch areas, the
 //! outgoing boot-FDT rewrite and the validation and restore of a previous image's handover.
 //! Never touches the CPU or devices: all memory access goes through [`PhysMem`], all page
 //! state through `mm`. The exact format is in `docs/abi.md`.
@@ -26,32 +27,39 @@ pub mod bootfdt; // the boot FDT's /chosen handover properties: rewrite and deco
 mod fdt; // strict FDT reader and small writer
 mod format; // KHO FDT names, encoding, metadata checksum
 mod incoming; // reserve, stash, restore, release, finish
-mod key; // radix keys: (phys, order) <-> u64
+mod key; // radix keys: (phys, order, type) <-> u64
 mod outgoing; // the Kho state machine: preserve, split, clients, finalize
 mod phys; // PhysMem and the safe accessors on it
-mod preserved; // the two trees of this image, kept consistent
+mod preserved; // the typed-key tree of this image, kept consistent
 mod scratch; // choose, record and parse scratch areas
 pub mod tamper; // the damage hook: deliberate corruption of a finalized handover (tests)
 mod tree; // the radix tree this image builds
+#[cfg(any(test, feature = "test-helpers"))]
+mod v1; // the previous release's writer, for upgrade tests (feature `test-helpers`)
 mod validate; // checks on a previous image's handover
 
 #[cfg(any(test, feature = "test-helpers"))]
 pub use arena::Arena;
 pub use fdt::{Fdt, FdtError, FdtWriteError, FdtWriter};
-pub use format::{ClientEntry, FormatError};
+pub use format::{AbiVersion, ClientEntry, FormatError};
 pub use incoming::{probe, read_scratch, HandoverRefs, Incoming, IncomingError, Reserved};
 pub use key::{BlockType, KeyError};
 pub use outgoing::{Handover, Kho, KhoError};
 pub use phys::{read_bytes, read_into, read_u64, write_bytes, write_u64, PhysMem};
 pub use scratch::{choose_scratch, parse_size, scratch_size, SCRATCH_ALIGN};
-pub use validate::{validate, Block, Inputs, RestoreError, TreeName, Validated};
+pub use validate::{
+    validate, validate_versioned, Block, Inputs, RestoreError, TreeName, Validated,
+};
 
 /// Internals that kho's own integration tests and benchmark build handovers with (wrong
 /// ones on purpose, too). Not an API: only with feature `test-helpers`.
 #[cfg(feature = "test-helpers")]
 pub mod testing {
-    pub use crate::format::{read_kho_fdt, write_kho_fdt};
-    pub use crate::key::encode;
+    pub use crate::format::{
+        read_kho_fdt, write_kho_fdt, write_kho_fdt_v1, write_view, KhoFdtView,
+    };
+    pub use crate::key::{encode, encode_typed};
     pub use crate::preserved::PreservedSet;
-    pub use crate::tree::BumpPages;
+    pub use crate::tree::{BumpPages, PageSource};
+    pub use crate::v1::{write_v1_handover, V1Error};
 }

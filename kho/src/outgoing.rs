@@ -510,8 +510,8 @@ impl<M: PhysMem> Kho<M> {
     }
 
     /// Splits the preserved block `(pfn, order)` with `mm::split_page` and records it as
-    /// SPLIT. The split tree's path is allocated first, so once the pages are split the
-    /// record cannot fail; if anything fails the block stays preserved as it was.
+    /// SPLIT. The tree path of its SPLIT key is allocated first, so once the pages are split
+    /// the record cannot fail; if anything fails the block stays preserved as it was.
     pub fn split_preserved_pages(
         &mut self,
         fa: &mut FrameAllocator<'_>,
@@ -579,9 +579,8 @@ impl<M: PhysMem> Kho<M> {
     /// their own, and returns where they are. Preserves fail as `Busy` until `abort`.
     pub fn finalize(&mut self, fa: &mut FrameAllocator<'_>) -> Result<Handover, KhoError> {
         self.open()?;
-        let (main, split) = self.set.roots();
         let crc = self.set.checksum(&self.mem, &self.clients)?;
-        let fdt = write_kho_fdt(main, split, crc, &self.clients).map_err(KhoError::Fdt)?;
+        let fdt = write_kho_fdt(self.set.root(), crc, &self.clients).map_err(KhoError::Fdt)?;
         let array = encode_scratch_array(&self.scratch);
         let fdt_order = order_for_pages((fdt.len() as u64).div_ceil(PAGE_SIZE));
         let array_order = order_for_pages((array.len() as u64).div_ceil(PAGE_SIZE));

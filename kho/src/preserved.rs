@@ -1,11 +1,11 @@
-//! The set of preserved blocks this image will hand over: two radix trees, no `mm`.
+//! The set of preserved blocks this image will hand over: one radix tree of typed keys, no `mm`.
 //!
-//! Owns the main tree (every block, untyped, Linux's layout) and the split tree (SPLIT blocks
-//! only) and keeps them consistent: a block is in the split tree only if it is in the main
-//! tree, and no two blocks overlap. Knows nothing of page state; `outgoing` decides types.
+//! Owns the tree (`docs/abi.md` §3: every block once, its type in key bit 59) and keeps it
+//! consistent: no two blocks overlap, whatever their types, so a block is never recorded as
+//! both CONTIG and SPLIT. Knows nothing of page state; `outgoing` decides types.
 
 use crate::format::{ClientEntry, MetaCrc};
-use crate::key::{encode, BlockType, MAX_KEY_ORDER};
+use crate::key::{decode_typed, encode_typed, BlockType, MAX_KEY_ORDER};
 use crate::phys::PhysMem;
 use crate::tree::{PageSource, Tree, TreeError};
 use mm::{PAGE_SHIFT, PAGE_SIZE};
@@ -53,30 +53,20 @@ impl core::fmt::Display for SetError {
 /// The preserved blocks of this image.
 #[derive(Debug)]
 pub struct PreservedSet {
-    main: Tree,
-    split: Tree,
+    tree: Tree,
     /// Smallest and largest order ever inserted (bounds overlap searches).
     orders: Option<(u32, u32)>,
     count: u64,
 }
 
 impl PreservedSet {
-    /// An empty set (two root tables).
+    /// An empty set (one root table).
     pub fn new<M: PhysMem + ?Sized, S: PageSource + ?Sized>(
         mem: &M,
         src: &mut S,
     ) -> Result<Self, TreeError> {
-        let main = Tree::new(mem, src)?;
-        let split = match Tree::new(mem, src) {
-            Ok(t) => t,
-            Err(e) => {
-                main.destroy(mem, src);
-                return Err(e);
-            }
-        };
         Ok(PreservedSet {
-            main,
-            split,
+            tree: Tree::new(mem, src)?,
             orders: None,
             count: 0,
         })
@@ -93,14 +83,19 @@ impl PreservedSet {
         self.count == 0
     }
 
-    /// Root tables `(main, split)`.
-    pub fn roots(&self) -> (u64, u64) {
-        (self.main.root(), self.split.root())
+    /// The root table.
+    pub fn root(&self) -> u64 {
+        self.tree.root()
     }
 
     /// Tree pages in use.
     pub fn page_count(&self) -> usize {
-        self.main.page_count() + self.split.page_count()
+        self.tree.page_count()
+    }
+
+    /// True if the block is recorded with either type.
+    fn has<M: PhysMem + ?Sized>(&self, mem: &M, phys: u64, order: u32) -> Result<bool, TreeError> {
+        Ok(self.kind_of(mem, phys, order)?.is_some())
     }
 
     /// Address of a preserved block overlapping `[phys, phys + 2^order pages)`, if any.
@@ -115,18 +110,22 @@ impl PreservedSet {
         };
         for o in (order + 1).max(lo)..=hi {
             let base = phys & !((PAGE_SIZE << o) - 1);
-            if self.main.test(mem, encode(base, o))? {
+            if self.has(mem, base, o)? {
                 return Ok(Some(base));
             }
         }
-        for o in lo..=order.min(hi) {
-            let start = encode(phys, o);
-            let n = 1u64 << (order - o);
-            if self.main.any_in_range(mem, start, n)? {
-                // Report the first page-granular overlapping block of that order.
-                for i in 0..n {
-                    if self.main.test(mem, start + i)? {
-                        return Ok(Some(phys + (i << (PAGE_SHIFT + o))));
+        // Keys of one type and order are consecutive for consecutive blocks: one range
+        // query per (type, order).
+        for kind in [BlockType::Contig, BlockType::Split] {
+            for o in lo..=order.min(hi) {
+                let start = encode_typed(phys, o, kind);
+                let n = 1u64 << (order - o);
+                if self.tree.any_in_range(mem, start, n)? {
+                    // Report the first page-granular overlapping block of that order.
+                    for i in 0..n {
+                        if self.tree.test(mem, start + i)? {
+                            return Ok(Some(phys + (i << (PAGE_SHIFT + o))));
+                        }
                     }
                 }
             }
@@ -145,7 +144,7 @@ impl PreservedSet {
         };
         for o in lo..=hi {
             let base = phys & !((PAGE_SIZE << o) - 1);
-            if self.main.test(mem, encode(base, o))? {
+            if self.has(mem, base, o)? {
                 return Ok(Some((base, o)));
             }
         }
@@ -159,14 +158,15 @@ impl PreservedSet {
         phys: u64,
         order: u32,
     ) -> Result<Option<BlockType>, TreeError> {
-        if order > MAX_KEY_ORDER || !self.main.test(mem, encode(phys, order))? {
+        if order > MAX_KEY_ORDER {
             return Ok(None);
         }
-        Ok(Some(if self.split.test(mem, encode(phys, order))? {
-            BlockType::Split
-        } else {
-            BlockType::Contig
-        }))
+        for kind in [BlockType::Contig, BlockType::Split] {
+            if self.tree.test(mem, encode_typed(phys, order, kind))? {
+                return Ok(Some(kind));
+            }
+        }
+        Ok(None)
     }
 
     /// Adds a block. Refuses misaligned blocks and blocks overlapping a preserved one.
@@ -184,14 +184,7 @@ impl PreservedSet {
         if let Some(other) = self.find_overlap(mem, phys, order)? {
             return Err(SetError::Overlaps { phys, order, other });
         }
-        let key = encode(phys, order);
-        self.main.set(mem, src, key)?;
-        if kind == BlockType::Split {
-            if let Err(e) = self.split.set(mem, src, key) {
-                self.main.clear(mem, key)?;
-                return Err(e.into());
-            }
-        }
+        self.tree.set(mem, src, encode_typed(phys, order, kind))?;
         self.orders = Some(match self.orders {
             None => (order, order),
             Some((lo, hi)) => (lo.min(order), hi.max(order)),
@@ -200,8 +193,8 @@ impl PreservedSet {
         Ok(())
     }
 
-    /// Makes sure the split tree has every node `key(phys, order)` needs, so that a later
-    /// `mark_split` cannot fail for lack of memory. The key itself is left as it was.
+    /// Makes sure the tree has every node the SPLIT key of `(phys, order)` needs, so that a
+    /// later `mark_split` cannot fail for lack of memory. The key itself is left as it was.
     pub fn reserve_split_path<M: PhysMem + ?Sized, S: PageSource + ?Sized>(
         &mut self,
         mem: &M,
@@ -209,27 +202,35 @@ impl PreservedSet {
         phys: u64,
         order: u32,
     ) -> Result<(), SetError> {
-        let key = encode(phys, order);
-        if !self.split.set(mem, src, key)? {
-            self.split.clear(mem, key)?;
+        let key = encode_typed(phys, order, BlockType::Split);
+        if !self.tree.set(mem, src, key)? {
+            self.tree.clear(mem, key)?;
         }
         Ok(())
     }
 
-    /// Records a preserved CONTIG block as SPLIT.
+    /// Records a preserved CONTIG block as SPLIT: its CONTIG key goes, its SPLIT key comes.
     pub fn mark_split<M: PhysMem + ?Sized>(
         &mut self,
         mem: &M,
         phys: u64,
         order: u32,
     ) -> Result<(), SetError> {
-        let key = encode(phys, order);
-        if order > MAX_KEY_ORDER || !self.main.test(mem, key)? {
+        if order > MAX_KEY_ORDER {
             return Err(SetError::NotPreserved { phys, order });
         }
-        // The path exists (reserve_split_path), so this allocates nothing.
+        match self.kind_of(mem, phys, order)? {
+            None => return Err(SetError::NotPreserved { phys, order }),
+            Some(BlockType::Split) => return Ok(()),
+            Some(BlockType::Contig) => {}
+        }
+        // The path exists (reserve_split_path), so this allocates nothing; set before clear
+        // so that a failure leaves the block preserved as CONTIG.
         let mut none = NoPages;
-        self.split.set(mem, &mut none, key)?;
+        self.tree
+            .set(mem, &mut none, encode_typed(phys, order, BlockType::Split))?;
+        self.tree
+            .clear(mem, encode_typed(phys, order, BlockType::Contig))?;
         Ok(())
     }
 
@@ -243,67 +244,54 @@ impl PreservedSet {
         if order > MAX_KEY_ORDER || !phys.is_multiple_of(PAGE_SIZE << order) {
             return Err(SetError::NotPreserved { phys, order });
         }
-        let key = encode(phys, order);
-        if !self.main.clear(mem, key)? {
-            return Err(SetError::NotPreserved { phys, order });
+        for kind in [BlockType::Contig, BlockType::Split] {
+            if self.tree.clear(mem, encode_typed(phys, order, kind))? {
+                self.count -= 1;
+                return Ok(kind);
+            }
         }
-        self.count -= 1;
-        Ok(if self.split.clear(mem, key)? {
-            BlockType::Split
-        } else {
-            BlockType::Contig
-        })
+        Err(SetError::NotPreserved { phys, order })
     }
 
-    /// Pages of every block (the main tree holds every block once).
+    /// Pages of every block (the tree holds every block once).
     pub fn pages<M: PhysMem + ?Sized>(&self, mem: &M) -> Result<u64, TreeError> {
         let mut pages = 0u64;
-        self.main.for_each_key(mem, &mut |k| {
-            if let Ok((_, order)) = crate::key::decode(k) {
+        self.tree.for_each_key(mem, &mut |k| {
+            if let Ok((_, order, _)) = decode_typed(k) {
                 pages += 1u64 << order;
             }
         })?;
         Ok(pages)
     }
 
-    /// Calls `f(phys, order, type)` for every block, in key order.
+    /// Calls `f(phys, order, type)` for every block, in key order (every CONTIG block, then
+    /// every SPLIT block; by order, then address, within a type).
     pub fn for_each<M: PhysMem + ?Sized>(
         &self,
         mem: &M,
         f: &mut dyn FnMut(u64, u32, BlockType),
     ) -> Result<(), TreeError> {
-        let mut split = alloc::collections::BTreeSet::new();
-        self.split.for_each_key(mem, &mut |k| {
-            split.insert(k);
-        })?;
-        self.main.for_each_key(mem, &mut |k| {
-            if let Ok((phys, order)) = crate::key::decode(k) {
-                let t = if split.contains(&k) {
-                    BlockType::Split
-                } else {
-                    BlockType::Contig
-                };
+        self.tree.for_each_key(mem, &mut |k| {
+            if let Ok((phys, order, t)) = decode_typed(k) {
                 f(phys, order, t);
             }
         })
     }
 
-    /// CRC-32 of the metadata in `docs/abi.md` order (both trees, then the clients).
+    /// CRC-32 of the metadata in `docs/abi.md` order (the tree, then the clients).
     pub fn checksum<M: PhysMem + ?Sized>(
         &self,
         mem: &M,
         clients: &[ClientEntry],
     ) -> Result<u32, TreeError> {
-        let (m, s) = self.roots();
-        let mut crc = MetaCrc::new(m, s);
+        let mut crc = MetaCrc::new(self.root());
         let mut bad = None;
         let mut page = |p: u64| {
             if !crc.page(mem, p) {
                 bad = Some(p);
             }
         };
-        self.main.walk(mem, &mut page, &mut |_| {})?;
-        self.split.walk(mem, &mut page, &mut |_| {})?;
+        self.tree.walk(mem, &mut page, &mut |_| {})?;
         if let Some(phys) = bad {
             return Err(TreeError::NodeNotRam { phys });
         }
@@ -315,8 +303,7 @@ impl PreservedSet {
 
     /// Returns every tree page to `src`.
     pub fn destroy<M: PhysMem + ?Sized, S: PageSource + ?Sized>(self, mem: &M, src: &mut S) {
-        self.main.destroy(mem, src);
-        self.split.destroy(mem, src);
+        self.tree.destroy(mem, src);
     }
 }
 

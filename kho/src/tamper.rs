@@ -1,9 +1,10 @@
 //! The damage hook: what a test needs to corrupt a finalized handover on purpose (the soak's
 //! `baton.damage=`) so that one named check of the next image fails, and only that one.
 //!
-//! Owns nothing: it reads the KHO FDT this image wrote, tells where a key sits in the tree,
-//! and re-seals the metadata checksum after a deliberate edit (so the damage reaches the
-//! check it aims at instead of the checksum). Never used on a handover that should survive.
+//! Owns nothing: it reads the KHO FDT this image wrote (v2, or a v1 one in tests), tells
+//! where a key sits in the tree, and re-seals the metadata checksum after a deliberate edit
+//! (so the damage reaches the check it aims at instead of the checksum). Never used on a
+//! handover that should survive.
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -12,6 +13,7 @@ use mm::PAGE_SIZE;
 
 use crate::fdt::{Fdt, FdtError};
 use crate::format::{read_kho_fdt, FormatError, MetaCrc, PROP_CHECKSUM};
+pub use crate::key::{encode_typed, RESERVED_KEY_BITS, TYPE_BIT};
 use crate::outgoing::Handover;
 use crate::phys::{read_bytes, read_u64, write_bytes, PhysMem};
 
@@ -38,13 +40,13 @@ impl fmt::Display for TamperError {
     }
 }
 
-/// Physical addresses of the two radix-tree roots of a handover.
+/// Physical addresses of the radix-tree roots of a handover.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct TreeRoots {
-    /// The main tree (folios and CONTIG blocks).
+    /// The tree of every block (v2: the only one, typed keys).
     pub main: u64,
-    /// The SPLIT tree.
-    pub split: u64,
+    /// v1 only: the SPLIT tree.
+    pub split: Option<u64>,
 }
 
 fn fdt_bytes<M: PhysMem + ?Sized>(mem: &M, h: &Handover) -> Result<Vec<u8>, TamperError> {
@@ -90,8 +92,8 @@ pub fn reseal<M: PhysMem + ?Sized>(mem: &M, h: &Handover) -> Result<(), TamperEr
     let bytes = fdt_bytes(mem, h)?;
     let fdt = Fdt::parse(&bytes).map_err(TamperError::Fdt)?;
     let view = read_kho_fdt(&fdt).map_err(TamperError::Format)?;
-    let mut crc = MetaCrc::new(view.main_root, view.split_root);
-    for root in [view.main_root, view.split_root] {
+    let mut crc = MetaCrc::for_view(&view);
+    for root in core::iter::once(view.main_root).chain(view.split_root) {
         for p in tree_pages(mem, root)? {
             if !crc.page(mem, p) {
                 return Err(TamperError::NotRam { phys: p });

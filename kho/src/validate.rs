@@ -1,8 +1,9 @@
 //! Validation of a previous image's handover data, before anything of it is used.
 //!
 //! Owns the checks of `docs/abi.md` "Validation" and nothing else: it reads the KHO FDT, the
-//! scratch array and the trees through `PhysMem`, writes nothing and reserves nothing, and
-//! returns either the exact block set or one error naming the failed check and the address.
+//! scratch array and the tree (or v1's two trees) through `PhysMem`, writes nothing and
+//! reserves nothing, and returns either the exact block set or one error naming the failed
+//! check and the address.
 
 use alloc::collections::BTreeSet;
 use alloc::string::String;
@@ -10,8 +11,10 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use crate::fdt::{Fdt, FdtError};
-use crate::format::{read_kho_fdt, ClientEntry, FormatError, MetaCrc, MAX_KHO_FDT_SIZE};
-use crate::key::{decode, BlockType, KeyError};
+use crate::format::{
+    read_kho_fdt, AbiVersion, ClientEntry, FormatError, MetaCrc, COMPATIBLE_V1, MAX_KHO_FDT_SIZE,
+};
+use crate::key::{decode, decode_typed, BlockType, KeyError};
 use crate::phys::{next_nonzero_word, read_bytes, read_page, read_u64, PageBuf, PhysMem};
 use crate::tree::{LEAF_BITS, TABLE_BITS, TABLE_LEVELS};
 use mm::{PhysAddr, PhysRange, PAGE_SIZE};
@@ -24,9 +27,9 @@ pub const MAX_SCRATCH_AREAS: usize = 64;
 /// Which tree a node belongs to.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum TreeName {
-    /// `preserved-memory-map`: every block.
+    /// `preserved-memory-map`: every block (v2: the only tree, typed keys).
     Main,
-    /// `baton,split-memory-map`: SPLIT blocks.
+    /// v1's `baton,split-memory-map`: SPLIT blocks.
     Split,
 }
 
@@ -111,7 +114,7 @@ pub enum RestoreError {
         other: u64,
         other_order: u32,
     },
-    /// A key of the split tree is not in the main tree.
+    /// v1: a key of the split tree is not in the main tree.
     SplitKeyNotPreserved { phys: u64, order: u32 },
     /// A client's blob is empty or not covered by preserved blocks.
     ClientNotPreserved { name: String, phys: u64, size: u64 },
@@ -132,7 +135,7 @@ impl fmt::Display for FormatError {
             FormatError::BadCompatible => {
                 write!(
                     f,
-                    "root compatible is not \"{}\"",
+                    "root compatible is neither \"{}\" nor \"{COMPATIBLE_V1}\": unknown handover format",
                     crate::format::COMPATIBLE
                 )
             }
@@ -402,8 +405,18 @@ impl<M: PhysMem + ?Sized> Walker<'_, '_, M> {
 }
 
 /// Checks the whole handover described by `inp` and returns its blocks, or the first failed
-/// check. Reads memory only through `mem`; writes nothing.
+/// check. Reads memory only through `mem`; writes nothing. Reads both formats
+/// ([`validate_versioned`] says which one it was).
 pub fn validate<M: PhysMem + ?Sized>(mem: &M, inp: &Inputs<'_>) -> Result<Validated, RestoreError> {
+    validate_versioned(mem, inp).map(|(v, _)| v)
+}
+
+/// [`validate`], and the format the handover was in: `baton,kho-typed-v2` (one tree of typed
+/// keys) or the previous release's `baton,kho-typed-v1` (two trees).
+pub fn validate_versioned<M: PhysMem + ?Sized>(
+    mem: &M,
+    inp: &Inputs<'_>,
+) -> Result<(Validated, AbiVersion), RestoreError> {
     let f = inp.kho_fdt;
     if f.size() == 0 || f.size() > MAX_KHO_FDT_SIZE || !in_ram(inp.ram, &f) {
         return Err(RestoreError::KhoFdtRange {
@@ -436,11 +449,13 @@ pub fn validate<M: PhysMem + ?Sized>(mem: &M, inp: &Inputs<'_>) -> Result<Valida
         inp,
         fdt_pages,
         seen: BTreeSet::new(),
-        crc: MetaCrc::new(view.main_root, view.split_root),
+        crc: MetaCrc::for_view(&view),
     };
     let (mut main_keys, mut split_keys) = (Vec::new(), Vec::new());
     w.walk(TreeName::Main, view.main_root, &mut main_keys)?;
-    w.walk(TreeName::Split, view.split_root, &mut split_keys)?;
+    if let Some(split_root) = view.split_root {
+        w.walk(TreeName::Split, split_root, &mut split_keys)?;
+    }
     let Walker { seen, mut crc, .. } = w;
     for c in &view.clients {
         crc.client(c);
@@ -457,18 +472,23 @@ pub fn validate<M: PhysMem + ?Sized>(mem: &M, inp: &Inputs<'_>) -> Result<Valida
         .iter()
         .map(|&p| PhysRange::new(PhysAddr(p), PAGE_SIZE))
         .collect();
+    let bad_main = |err| RestoreError::BadKey {
+        tree: TreeName::Main,
+        err,
+    };
     let mut blocks = Vec::with_capacity(main_keys.len());
     for &k in &main_keys {
-        let (phys, order) = decode(k).map_err(|err| RestoreError::BadKey {
-            tree: TreeName::Main,
-            err,
-        })?;
-        blocks.push(Block {
-            phys,
-            order,
-            kind: BlockType::Contig,
-        });
+        let (phys, order, kind) = match view.version {
+            AbiVersion::V2 => decode_typed(k).map_err(bad_main)?,
+            AbiVersion::V1 => {
+                let (phys, order) = decode(k).map_err(bad_main)?;
+                (phys, order, BlockType::Contig)
+            }
+        };
+        blocks.push(Block { phys, order, kind });
     }
+    drop(main_keys);
+    // The walk yields each (type, order)'s keys in address order: the sort finds runs.
     blocks.sort_unstable();
     for b in &blocks {
         let r = b.region();
@@ -496,6 +516,8 @@ pub fn validate<M: PhysMem + ?Sized>(mem: &M, inp: &Inputs<'_>) -> Result<Valida
             });
         }
     }
+    // Sorted by address: one pass over neighbours finds any overlap, including one block
+    // recorded with both types (v2) — the same region twice.
     for pair in blocks.windows(2) {
         if pair[0].region().overlaps(&pair[1].region()) {
             return Err(RestoreError::BlocksOverlap {
@@ -506,8 +528,34 @@ pub fn validate<M: PhysMem + ?Sized>(mem: &M, inp: &Inputs<'_>) -> Result<Valida
             });
         }
     }
-    // Every SPLIT key must name a MAIN block: a merge join of the two sorted lists, O(n)
-    // (the walk yields each order's keys in address order, so the sort finds runs).
+    if view.version == AbiVersion::V1 {
+        mark_v1_split(&mut blocks, split_keys)?;
+    }
+    for c in &view.clients {
+        if !covered(&blocks, c.phys, c.size) {
+            return Err(RestoreError::ClientNotPreserved {
+                name: c.name.clone(),
+                phys: c.phys,
+                size: c.size,
+            });
+        }
+    }
+    let mut metadata = nodes;
+    metadata.push(fdt_pages);
+    metadata.sort_unstable();
+    Ok((
+        Validated {
+            blocks,
+            metadata,
+            clients: view.clients,
+        },
+        view.version,
+    ))
+}
+
+/// v1: every SPLIT key must name a MAIN block, which becomes SPLIT. A merge join of the two
+/// sorted lists, O(n).
+fn mark_v1_split(blocks: &mut [Block], split_keys: Vec<u64>) -> Result<(), RestoreError> {
     let mut split = Vec::with_capacity(split_keys.len());
     for &k in &split_keys {
         split.push(decode(k).map_err(|err| RestoreError::BadKey {
@@ -527,23 +575,7 @@ pub fn validate<M: PhysMem + ?Sized>(mem: &M, inp: &Inputs<'_>) -> Result<Valida
             _ => return Err(RestoreError::SplitKeyNotPreserved { phys, order }),
         }
     }
-    for c in &view.clients {
-        if !covered(&blocks, c.phys, c.size) {
-            return Err(RestoreError::ClientNotPreserved {
-                name: c.name.clone(),
-                phys: c.phys,
-                size: c.size,
-            });
-        }
-    }
-    let mut metadata = nodes;
-    metadata.push(fdt_pages);
-    metadata.sort_unstable();
-    Ok(Validated {
-        blocks,
-        metadata,
-        clients: view.clients,
-    })
+    Ok(())
 }
 
 /// True if `[phys, phys + size)` is non-empty and covered by consecutive blocks of `sorted`.

@@ -1,20 +1,22 @@
 //! Corrupted handovers: every single-bit flip and truncation of a small serialized handover,
 //! plus wild pointers, cycles, shared nodes, impossible orders and overlapping blocks. Each
 //! gives an error naming the check, or the original block set intact; never a panic, never a
-//! reservation left behind.
+//! reservation left behind. Every case runs on this release's format (v2, one tree of typed
+//! keys) and on the previous release's (v1, two trees), which the next image still reads.
 
 mod common;
 
 use common::sim::*;
 use kho::bootfdt::read_handover;
-use kho::testing::encode;
-use kho::testing::{read_kho_fdt, write_kho_fdt};
+use kho::testing::{encode, encode_typed};
+use kho::testing::{read_kho_fdt, write_view};
 use kho::Fdt;
 use kho::TreeName;
-use kho::{Arena, HandoverRefs, PhysMem, RestoreError, Validated};
+use kho::{Arena, BlockType, HandoverRefs, PhysMem, RestoreError, Validated};
 use mm::{Memblock, PhysAddr, PhysRange};
 
 struct Fixture {
+    format: Format,
     arena: &'static Arena,
     refs: HandoverRefs,
     clean: Validated,
@@ -24,23 +26,28 @@ struct Fixture {
 
 /// A small handover: a folio, a CONTIG block, a SPLIT block, a split-after-preserve block
 /// and a client.
-fn fixture() -> Fixture {
-    fixture_of(&[
-        Op::Folio(2),
-        Op::Contig(3),
-        Op::Split(1),
-        Op::SplitAfterPreserve(2),
-        Op::Contig(0),
-    ])
+fn fixture(format: Format) -> Fixture {
+    fixture_of(
+        format,
+        &[
+            Op::Folio(2),
+            Op::Contig(3),
+            Op::Split(1),
+            Op::SplitAfterPreserve(2),
+            Op::Contig(0),
+        ],
+    )
 }
 
 /// The smallest handover with every kind of record: order-0 CONTIG and SPLIT blocks, a folio
-/// and a client (one leaf per tree: 12 tree pages).
-fn tiny_fixture() -> Fixture {
-    fixture_of(&[Op::Folio(0), Op::Split(0), Op::Contig(0)])
+/// and a client (one leaf per type: v2 11 tree pages, v1 12).
+fn tiny_fixture(format: Format) -> Fixture {
+    fixture_of(format, &[Op::Folio(0), Op::Split(0), Op::Contig(0)])
 }
 
-fn fixture_of(ops: &[Op]) -> Fixture {
+const FORMATS: [Format; 2] = [Format::V2, Format::V1];
+
+fn fixture_of(format: Format, ops: &[Op]) -> Fixture {
     let arena: &'static Arena = crate::common::keep(Box::new(Arena::new(RAM_BASE, RAM_SIZE)));
     let mut out = outgoing(arena, 10);
     for &op in ops {
@@ -48,7 +55,7 @@ fn fixture_of(ops: &[Op]) -> Fixture {
     }
     let e = *out.expect.last().unwrap();
     out.kho.add_client("blob", e.phys, 4096).unwrap();
-    let boot = out.handover(arena);
+    let boot = out.handover_as(arena, format);
     let fdt = Fdt::parse(&boot).unwrap();
     let (kho_fdt, scratch_array) = read_handover(&fdt).unwrap().unwrap();
     let refs = HandoverRefs {
@@ -58,6 +65,7 @@ fn fixture_of(ops: &[Op]) -> Fixture {
     let scratch = kho::read_scratch(arena, &[ram()], &refs).unwrap();
     let image2 = PhysRange::new(scratch[0].start, 1 << 20);
     let mut f = Fixture {
+        format,
         arena,
         refs,
         clean: empty(),
@@ -131,17 +139,19 @@ impl Fixture {
         unsafe { std::slice::from_raw_parts(p, r.size() as usize) }.to_vec()
     }
 
-    fn roots(&self) -> (u64, u64) {
+    /// The tree's root and, in v1, the split tree's.
+    fn roots(&self) -> (u64, Option<u64>) {
         let b = self.kho_fdt_bytes();
         let v = read_kho_fdt(&Fdt::parse(&b).unwrap()).unwrap();
         (v.main_root, v.split_root)
     }
 
-    /// Rewrites the KHO FDT with `crc`, keeping everything else (same size).
-    fn reseal_with(&self, crc: u32) {
+    /// Rewrites the KHO FDT as `edit` changes its view, in its own format (same size).
+    fn edit_kho_fdt(&self, edit: impl FnOnce(&mut kho::testing::KhoFdtView)) {
         let b = self.kho_fdt_bytes();
-        let v = read_kho_fdt(&Fdt::parse(&b).unwrap()).unwrap();
-        let new = write_kho_fdt(v.main_root, v.split_root, crc, &v.clients).unwrap();
+        let mut v = read_kho_fdt(&Fdt::parse(&b).unwrap()).unwrap();
+        edit(&mut v);
+        let new = write_view(&v).unwrap();
         assert_eq!(new.len(), b.len());
         let p = self
             .arena
@@ -149,6 +159,11 @@ impl Fixture {
             .unwrap();
         // SAFETY: as in read_u64.
         unsafe { std::ptr::copy_nonoverlapping(new.as_ptr(), p, new.len()) };
+    }
+
+    /// Rewrites the KHO FDT with `crc`, keeping everything else (same size).
+    fn reseal_with(&self, crc: u32) {
+        self.edit_kho_fdt(|v| v.crc = crc);
     }
 
     /// Makes the checksum match the (corrupted) trees, so the structural check is what fires.
@@ -248,7 +263,13 @@ impl Tally {
 
 #[test]
 fn every_bit_flip_and_truncation_is_caught_or_harmless() {
-    let f = tiny_fixture();
+    for format in FORMATS {
+        every_bit_flip_and_truncation(format);
+    }
+}
+
+fn every_bit_flip_and_truncation(format: Format) {
+    let f = tiny_fixture(format);
     let mut t = Tally::default();
     // Every bit of the KHO FDT and of the scratch array.
     let meta_stride = if cfg!(miri) { 53 } else { 1 };
@@ -296,7 +317,7 @@ fn every_bit_flip_and_truncation_is_caught_or_harmless() {
         "flips were not undone"
     );
     println!(
-        "corruption: {} tree pages, {} cases tried, {} caught with a named error, {} harmless (same block set)",
+        "corruption {format:?}: {} tree pages, {} cases tried, {} caught with a named error, {} harmless (same block set)",
         f.tree_pages().len(),
         t.tried,
         t.caught,
@@ -307,12 +328,61 @@ fn every_bit_flip_and_truncation_is_caught_or_harmless() {
 
 #[test]
 fn a_flipped_leaf_bit_is_caught_by_the_checksum() {
-    let f = fixture();
-    // One more leaf bit = one more well-formed block next to an existing one.
-    let b = f.clean.blocks[0];
-    let key = encode(b.phys + (4096 << b.order), b.order);
-    let res = f.case(|f| set_key(f, f.roots().0, key), false);
-    assert!(matches!(res, Err(RestoreError::Checksum { .. })), "{res:?}");
+    for format in FORMATS {
+        let f = fixture(format);
+        // One more leaf bit = one more well-formed block next to an existing one.
+        let b = f.clean.blocks[0];
+        let key = f.key(b.phys + (4096 << b.order), b.order, BlockType::Contig);
+        let res = f.case(|f| set_key(f, f.roots().0, key), false);
+        assert!(matches!(res, Err(RestoreError::Checksum { .. })), "{res:?}");
+        // v2: flipping a block's type is one leaf bit off and one on: the checksum again.
+        if format == Format::V2 {
+            let s = *f
+                .clean
+                .blocks
+                .iter()
+                .find(|b| b.kind == BlockType::Split)
+                .unwrap();
+            let res = f.case(
+                |f| {
+                    clear_key(
+                        f,
+                        f.roots().0,
+                        encode_typed(s.phys, s.order, BlockType::Split),
+                    );
+                    set_key(
+                        f,
+                        f.roots().0,
+                        encode_typed(s.phys, s.order, BlockType::Contig),
+                    );
+                },
+                false,
+            );
+            assert!(matches!(res, Err(RestoreError::Checksum { .. })), "{res:?}");
+        }
+    }
+}
+
+impl Fixture {
+    /// The key of a block as this fixture's format writes it in the tree of every block.
+    fn key(&self, phys: u64, order: u32, kind: BlockType) -> u64 {
+        match self.format {
+            Format::V2 => encode_typed(phys, order, kind),
+            Format::V1 => encode(phys, order),
+        }
+    }
+}
+
+/// Clears `key` in the tree at `root` (its path must exist).
+fn clear_key(f: &Fixture, root: u64, key: u64) {
+    let mut node = root;
+    for level in (1..=5).rev() {
+        node = f.read_u64(node + 8 * kho::tamper::table_index(key, level) as u64);
+        assert_ne!(node, 0, "no path for {key:#x}");
+    }
+    let w = node + 8 * ((key & 0x7fff) / 64);
+    assert_ne!(f.read_u64(w) & 1 << (key % 64), 0, "{key:#x} not set");
+    f.write_u64(w, f.read_u64(w) & !(1 << (key % 64)));
 }
 
 /// Free pages of the arena (no block, no metadata, not scratch) for building extra paths.
@@ -352,11 +422,37 @@ fn first_entry(f: &Fixture, table: u64) -> (u64, u64) {
         .unwrap()
 }
 
+/// The last non-zero entry of a table and its address.
+fn last_entry(f: &Fixture, table: u64) -> (u64, u64) {
+    (0..512)
+        .rev()
+        .map(|i| (table + 8 * i, f.read_u64(table + 8 * i)))
+        .find(|e| e.1 != 0)
+        .unwrap()
+}
+
 #[test]
 fn wild_pointers_cycles_and_shared_nodes_name_their_check() {
-    let f = fixture();
+    for format in FORMATS {
+        wild_pointers_cycles_and_shared_nodes(format);
+    }
+}
+
+fn wild_pointers_cycles_and_shared_nodes(format: Format) {
+    let f = fixture(format);
     let (main, split) = f.roots();
     let (slot, _) = first_entry(&f, main);
+    // A node reachable from elsewhere: v1 the split tree's root; v2 the level-4 table of the
+    // SPLIT keys (root entries 256..), shared into the CONTIG keys' first entry.
+    let (split_slot, other) = match split {
+        Some(root) => (None, root),
+        None => {
+            let (s, n) = last_entry(&f, main);
+            assert!(s >= main + 8 * 256, "no SPLIT subtree in the root");
+            (Some(s), n)
+        }
+    };
+    let _ = split_slot;
     type Check = Box<dyn Fn(&RestoreError) -> bool>;
     let cases: Vec<(&str, u64, Check)> = vec![
         (
@@ -414,16 +510,16 @@ fn wild_pointers_cycles_and_shared_nodes_name_their_check() {
             }),
         ),
         (
-            "shared with the split tree",
-            split,
+            "shared between the CONTIG and SPLIT records",
+            other,
             Box::new(move |e| matches!(e, RestoreError::NodeReachableTwice { .. })),
         ),
     ];
     for (what, value, ok) in cases {
         let res = f.case(|f| f.write_u64(slot, value), false);
         let e = res.expect_err(what);
-        assert!(ok(&e), "{what}: {e}");
-        println!("{what}: {e}");
+        assert!(ok(&e), "{format:?} {what}: {e}");
+        println!("{format:?} {what}: {e}");
     }
     // Two entries of one table pointing at the same child.
     let (slot, child) = first_entry(&f, main);
@@ -433,17 +529,7 @@ fn wild_pointers_cycles_and_shared_nodes_name_their_check() {
         "{res:?}"
     );
     // The root itself outside RAM.
-    let res = f.case(
-        |f| {
-            let b = f.kho_fdt_bytes();
-            let v = read_kho_fdt(&Fdt::parse(&b).unwrap()).unwrap();
-            let new = write_kho_fdt(0x7000_0000, v.split_root, v.crc, &v.clients).unwrap();
-            let p = f.arena.ptr(f.refs.kho_fdt.start.0, new.len()).unwrap();
-            // SAFETY: the arena owns these bytes.
-            unsafe { std::ptr::copy_nonoverlapping(new.as_ptr(), p, new.len()) };
-        },
-        false,
-    );
+    let res = f.case(|f| f.edit_kho_fdt(|v| v.main_root = 0x7000_0000), false);
     assert!(
         matches!(
             res,
@@ -459,13 +545,20 @@ fn wild_pointers_cycles_and_shared_nodes_name_their_check() {
 
 #[test]
 fn impossible_orders_overlaps_and_stray_split_keys_name_their_check() {
-    let f = fixture();
+    for format in FORMATS {
+        impossible_orders_overlaps_and_stray_keys(format);
+    }
+}
+
+fn impossible_orders_overlaps_and_stray_keys(format: Format) {
+    let f = fixture(format);
     let (main, split) = f.roots();
     let b = *f.clean.blocks.iter().find(|b| b.order >= 1).unwrap();
-    let inside = encode(b.phys + 4096, 0);
+    let inside = f.key(b.phys + 4096, 0, BlockType::Split);
     let free_page = SPARE + (1 << 20);
+    let contig = |p| f.key(p, 0, BlockType::Contig);
     type Check = Box<dyn Fn(&RestoreError) -> bool>;
-    let cases: Vec<(&str, u64, u64, Check)> = vec![
+    let mut cases: Vec<(&str, u64, u64, Check)> = vec![
         (
             "order 31",
             main,
@@ -484,14 +577,23 @@ fn impossible_orders_overlaps_and_stray_split_keys_name_their_check() {
             "bit above the order-0 marker",
             main,
             1 << 55 | 7,
-            Box::new(|e| {
-                matches!(
+            Box::new(move |e| match format {
+                Format::V1 => matches!(
                     e,
                     RestoreError::BadKey {
                         err: kho::KeyError::MarkerAboveOrder0 { .. },
                         ..
                     }
-                )
+                ),
+                Format::V2 => matches!(
+                    e,
+                    RestoreError::BadKey {
+                        err: kho::KeyError::UnknownTypeBits {
+                            key: 0x0080_0000_0000_0007
+                        },
+                        ..
+                    }
+                ),
             }),
         ),
         (
@@ -517,7 +619,7 @@ fn impossible_orders_overlaps_and_stray_split_keys_name_their_check() {
         (
             "block outside RAM",
             main,
-            encode(0x9000_0000, 0),
+            contig(0x9000_0000),
             Box::new(|e| {
                 matches!(
                     e,
@@ -531,13 +633,13 @@ fn impossible_orders_overlaps_and_stray_split_keys_name_their_check() {
         (
             "block in scratch",
             main,
-            encode(f.scratch[0].start.0 + f.scratch[0].size() / 2, 0),
+            contig(f.scratch[0].start.0 + f.scratch[0].size() / 2),
             Box::new(|e| matches!(e, RestoreError::BlockOverlaps { .. })),
         ),
         (
             "block over a tree node",
             main,
-            encode(main, 0),
+            contig(main),
             Box::new(
                 move |e| matches!(e, RestoreError::BlockOverlaps { phys, .. } if *phys == main),
             ),
@@ -545,10 +647,12 @@ fn impossible_orders_overlaps_and_stray_split_keys_name_their_check() {
         (
             "block over the KHO FDT",
             main,
-            encode(f.refs.kho_fdt.start.0 & !4095, 0),
+            contig(f.refs.kho_fdt.start.0 & !4095),
             Box::new(|e| matches!(e, RestoreError::BlockOverlaps { .. })),
         ),
-        (
+    ];
+    match split {
+        Some(split) => cases.push((
             "split key not in main",
             split,
             encode(free_page, 0),
@@ -558,27 +662,50 @@ fn impossible_orders_overlaps_and_stray_split_keys_name_their_check() {
                     order: 0,
                 }
             }),
-        ),
-    ];
+        )),
+        None => {
+            let (p, o) = (b.phys, b.order);
+            let other = match b.kind {
+                BlockType::Contig => BlockType::Split,
+                BlockType::Split => BlockType::Contig,
+            };
+            cases.push((
+                "one block recorded as both CONTIG and SPLIT",
+                main,
+                encode_typed(p, o, other),
+                Box::new(move |e| {
+                    *e == RestoreError::BlocksOverlap {
+                        phys: p,
+                        order: o,
+                        other: p,
+                        other_order: o,
+                    }
+                }),
+            ));
+            for bit in [53u64, 56, 58] {
+                let key = encode_typed(free_page, 0, BlockType::Split) | 1 << bit;
+                cases.push((
+                    "a key with an unknown type bit",
+                    main,
+                    key,
+                    Box::new(move |e| {
+                        *e == RestoreError::BadKey {
+                            tree: TreeName::Main,
+                            err: kho::KeyError::UnknownTypeBits { key },
+                        }
+                    }),
+                ));
+            }
+        }
+    }
     for (what, root, key, ok) in cases {
         let res = f.case(|f| set_key(f, root, key), true);
         let e = res.expect_err(what);
-        assert!(ok(&e), "{what}: {e}");
-        println!("{what}: {e}");
+        assert!(ok(&e), "{format:?} {what}: {e}");
+        println!("{format:?} {what}: {e}");
     }
     // A client blob that is not preserved (same name length keeps the FDT size).
-    let res = f.case(
-        |f| {
-            let b = f.kho_fdt_bytes();
-            let mut v = read_kho_fdt(&Fdt::parse(&b).unwrap()).unwrap();
-            v.clients[0].phys = free_page;
-            let new = write_kho_fdt(v.main_root, v.split_root, v.crc, &v.clients).unwrap();
-            let p = f.arena.ptr(f.refs.kho_fdt.start.0, new.len()).unwrap();
-            // SAFETY: the arena owns these bytes.
-            unsafe { std::ptr::copy_nonoverlapping(new.as_ptr(), p, new.len()) };
-        },
-        true,
-    );
+    let res = f.case(|f| f.edit_kho_fdt(|v| v.clients[0].phys = free_page), true);
     assert!(
         matches!(res, Err(RestoreError::ClientNotPreserved { phys, .. }) if phys == free_page),
         "{res:?}"
@@ -603,13 +730,19 @@ fn impossible_orders_overlaps_and_stray_split_keys_name_their_check() {
 /// `KHO_FUZZ_CASES=10000000 cargo test --release -p kho --test corruption fuzz -- --nocapture`.
 #[test]
 fn fuzz_restore_path() {
-    use proptest::prelude::*;
-    use proptest::test_runner::{Config, TestRunner};
     let cases: u32 = std::env::var("KHO_FUZZ_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(if cfg!(miri) { 8 } else { 2_000 });
-    let f = fixture();
+    for format in FORMATS {
+        fuzz_restore(format, cases);
+    }
+}
+
+fn fuzz_restore(format: Format, cases: u32) {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    let f = fixture(format);
     let mut regions: Vec<PhysRange> = f.clean.metadata.clone();
     regions.push(f.refs.kho_fdt);
     regions.push(f.refs.scratch_array);
@@ -661,7 +794,7 @@ fn fuzz_restore_path() {
     assert_eq!(f.attempt(&f.refs).unwrap(), f.clean);
     let t = tally.into_inner();
     println!(
-        "fuzz: {} cases, {} rejected with a named error, {} harmless",
+        "fuzz {format:?}: {} cases, {} rejected with a named error, {} harmless",
         t.tried, t.caught, t.benign
     );
 }

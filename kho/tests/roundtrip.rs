@@ -36,6 +36,10 @@ fn fixed_mix() -> Vec<Op> {
 }
 
 fn run(ops: &[Op], max1: u32, max2: u32) -> (usize, u64) {
+    run_as(ops, max1, max2, Format::V2)
+}
+
+fn run_as(ops: &[Op], max1: u32, max2: u32, format: Format) -> (usize, u64) {
     let arena = leak_arena();
     let mut out = outgoing(arena, max1);
     out.preserve_firmware();
@@ -43,9 +47,16 @@ fn run(ops: &[Op], max1: u32, max2: u32) -> (usize, u64) {
         out.apply(op);
     }
     out.check_recorded();
-    let boot = out.handover(arena);
+    let boot = out.handover_as(arena, format);
     let expect = out.expect.clone();
     let mut inc = incoming(arena, &boot, max2).unwrap();
+    assert_eq!(
+        inc.format,
+        match format {
+            Format::V1 => kho::AbiVersion::V1,
+            Format::V2 => kho::AbiVersion::V2,
+        }
+    );
     let mut got: Vec<_> = inc
         .inc
         .unclaimed_blocks()
@@ -74,11 +85,20 @@ fn run(ops: &[Op], max1: u32, max2: u32) -> (usize, u64) {
     let IncomingImage {
         mut fa,
         inc: handle,
+        ..
     } = inc;
     let meta = handle.finish(&mut fa).unwrap();
+    // KHO FDT + scratch array + the root(s) + a root-to-leaf path per type present (v2: the
+    // CONTIG and SPLIT keys part at the root; v1: the main tree and, with SPLIT, the split).
+    let split = expect.iter().any(|e| e.kind == BlockType::Split);
+    let contig = expect.iter().any(|e| e.kind == BlockType::Contig);
+    let least = match format {
+        Format::V2 => 2 + 1 + 5 * (u64::from(split) + u64::from(contig)),
+        Format::V1 => 2 + 2 + 5 * (1 + u64::from(split)),
+    };
     assert!(
-        meta >= 2 + 2 * 5,
-        "tree pages + KHO FDT + scratch array returned, got {meta}"
+        meta >= least,
+        "tree pages + KHO FDT + scratch array returned, got {meta} < {least}"
     );
     (expect.len(), meta)
 }
@@ -92,6 +112,50 @@ fn mixed_set_round_trips_with_types_and_refcounts() {
 #[test]
 fn next_image_with_smaller_max_order_restores_and_frees_big_blocks() {
     run(&fixed_mix(), 10, 8);
+}
+
+#[test]
+fn previous_release_v1_handover_restores_with_types_and_refcounts() {
+    let (n, _) = run_as(&fixed_mix(), 10, 10, Format::V1);
+    assert!(n >= 15, "{n}");
+    run_as(&fixed_mix(), 10, 8, Format::V1);
+}
+
+#[test]
+fn one_tree_holds_each_block_once_and_fewer_pages_than_two() {
+    // The blocks of the fixed mix, recorded afresh (no empty nodes left by unpreserve or
+    // split-after-preserve) in this release's one tree and in the previous release's two.
+    let arena = leak_arena();
+    let mut out = outgoing(arena, 10);
+    for op in fixed_mix() {
+        out.apply(op);
+    }
+    let blocks: Vec<kho::Block> = out
+        .kho
+        .blocks()
+        .unwrap()
+        .into_iter()
+        .map(|(phys, order, kind)| kho::Block { phys, order, kind })
+        .collect();
+    assert!(blocks.iter().any(|b| b.kind == BlockType::Split));
+    let meta = Arena::new(RAM_BASE, 4 << 20);
+    let r = meta.region();
+    let mut src = kho::testing::BumpPages::new(r.start.0, r.end.0);
+    let mut set = kho::testing::PreservedSet::new(&meta, &mut src).unwrap();
+    for b in &blocks {
+        set.insert(&meta, &mut src, b.phys, b.order, b.kind)
+            .unwrap();
+    }
+    let (_, v1) = kho::testing::write_v1_handover(&meta, &mut src, &blocks, &[]).unwrap();
+    // Each (type, order) has its own path in v2; v1 adds a root and, for every order that
+    // has SPLIT blocks, a path in each tree.
+    assert!(
+        set.page_count() < v1.len(),
+        "v2 {} tree pages, v1 {}",
+        set.page_count(),
+        v1.len()
+    );
+    println!("tree pages: v2 {}, v1 {}", set.page_count(), v1.len());
 }
 
 #[test]
@@ -239,7 +303,7 @@ proptest! {
     })]
 
     #[test]
-    fn random_mixes_round_trip(ops in proptest::collection::vec(op_strategy(), 1..40), small in any::<bool>()) {
-        run(&ops, 10, if small { 8 } else { 10 });
+    fn random_mixes_round_trip(ops in proptest::collection::vec(op_strategy(), 1..40), small in any::<bool>(), v1 in any::<bool>()) {
+        run_as(&ops, 10, if small { 8 } else { 10 }, if v1 { Format::V1 } else { Format::V2 });
     }
 }

@@ -8,7 +8,7 @@ use std::mem::MaybeUninit;
 
 use kho::bootfdt::{read_handover, rewrite, ChosenUpdate};
 use kho::choose_scratch;
-use kho::{Arena, BlockType, HandoverRefs, Incoming, Kho};
+use kho::{Arena, BlockType, HandoverRefs, Incoming, Kho, PhysMem};
 use kho::{Fdt, FdtWriter};
 use mm::{BlockKind, FrameAllocator, Memblock, Page, Pfn, PhysAddr, PhysRange};
 
@@ -287,10 +287,20 @@ impl Outgoing {
 
     /// Finalizes and writes the next image's boot FDT; returns it.
     pub fn handover(&mut self, arena: &Arena) -> Vec<u8> {
+        self.handover_as(arena, Format::V2)
+    }
+
+    /// Finalizes and writes the boot FDT for the next image, the handover in `format`: v1 is
+    /// what the previous release wrote (its two trees built from this image's blocks, in
+    /// pages of this image's allocator; the v1 KHO FDT in the KHO FDT's own pages).
+    pub fn handover_as(&mut self, arena: &Arena, format: Format) -> Vec<u8> {
         for e in &self.expect {
             stamp(arena, e.phys);
         }
-        let h = self.kho.finalize(&mut self.fa).unwrap();
+        let mut h = self.kho.finalize(&mut self.fa).unwrap();
+        if format == Format::V1 {
+            h.kho_fdt = self.rewrite_as_v1(arena, h.kho_fdt);
+        }
         rewrite(
             &base_boot_fdt(),
             &ChosenUpdate {
@@ -303,9 +313,62 @@ impl Outgoing {
     }
 }
 
+/// Which release's handover format the outgoing image writes.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// `baton,kho-typed-v1`: the previous release (two trees).
+    V1,
+    /// `baton,kho-typed-v2`: this one (one tree, typed keys).
+    V2,
+}
+
+/// Tree pages for the v1 writer, from the outgoing image's allocator (never scratch: it is
+/// reserved there).
+struct FaSource<'f>(&'f mut FrameAllocator<'static>);
+
+impl kho::testing::PageSource for FaSource<'_> {
+    fn alloc_page(&mut self) -> Option<u64> {
+        self.0.alloc_pages(0).ok().map(|p| p.0 << 12)
+    }
+    fn free_page(&mut self, phys: u64) {
+        self.0.free_pages(Pfn(phys >> 12), 0).unwrap();
+    }
+}
+
+impl Outgoing {
+    fn rewrite_as_v1(&mut self, arena: &Arena, kho_fdt: PhysRange) -> PhysRange {
+        let p = arena.ptr(kho_fdt.start.0, kho_fdt.size() as usize).unwrap();
+        // SAFETY: the arena owns the KHO FDT's bytes; nothing else references them now.
+        let v2 = unsafe { std::slice::from_raw_parts(p, kho_fdt.size() as usize) }.to_vec();
+        let view = kho::testing::read_kho_fdt(&Fdt::parse(&v2).unwrap()).unwrap();
+        let blocks: Vec<kho::Block> = self
+            .kho
+            .blocks()
+            .unwrap()
+            .into_iter()
+            .map(|(phys, order, kind)| kho::Block { phys, order, kind })
+            .collect();
+        let (fdt, _) = kho::testing::write_v1_handover(
+            arena,
+            &mut FaSource(&mut self.fa),
+            &blocks,
+            &view.clients,
+        )
+        .unwrap();
+        // The KHO FDT got whole pages; v1's is a property longer and still fits.
+        assert!(fdt.len() as u64 <= kho_fdt.size().next_multiple_of(4096));
+        let p = arena.ptr(kho_fdt.start.0, fdt.len()).unwrap();
+        // SAFETY: as above; the pages are the KHO FDT's own.
+        unsafe { std::ptr::copy_nonoverlapping(fdt.as_ptr(), p, fdt.len()) };
+        PhysRange::new(kho_fdt.start, fdt.len() as u64)
+    }
+}
+
 pub struct IncomingImage {
     pub fa: FrameAllocator<'static>,
     pub inc: Incoming,
+    /// The format the handover was read in.
+    pub format: kho::AbiVersion,
 }
 
 /// Boots the next image from `boot_fdt` on the same arena; `Err` = boots cold.
@@ -335,8 +398,9 @@ pub fn incoming(
         mb.reserve(*s).unwrap();
     }
     let mut fa = deferred_frame_allocator(&mb, max_order, reserved.preserved());
+    let format = reserved.format();
     let inc = reserved.attach(&mut fa).unwrap();
-    Ok(IncomingImage { fa, inc })
+    Ok(IncomingImage { fa, inc, format })
 }
 
 impl IncomingImage {
