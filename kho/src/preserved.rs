@@ -55,7 +55,9 @@ impl core::fmt::Display for SetError {
 pub struct PreservedSet {
     tree: Tree,
     /// Smallest and largest order ever inserted (bounds overlap searches).
-    orders: Option<(u32, u32)>,
+    /// Per type (CONTIG, SPLIT): smallest and largest order ever recorded with it, so that
+    /// a type never used costs no lookup.
+    orders: [Option<(u32, u32)>; 2],
     count: u64,
 }
 
@@ -67,7 +69,7 @@ impl PreservedSet {
     ) -> Result<Self, TreeError> {
         Ok(PreservedSet {
             tree: Tree::new(mem, src)?,
-            orders: None,
+            orders: [None; 2],
             count: 0,
         })
     }
@@ -98,6 +100,27 @@ impl PreservedSet {
         Ok(self.kind_of(mem, phys, order)?.is_some())
     }
 
+    /// Order bounds of `kind` (see `orders`).
+    fn bounds(&self, kind: BlockType) -> Option<(u32, u32)> {
+        self.orders[kind as usize]
+    }
+
+    /// Order bounds of both types together.
+    fn all_bounds(&self) -> Option<(u32, u32)> {
+        match self.orders {
+            [Some((a, b)), Some((c, d))] => Some((a.min(c), b.max(d))),
+            [x, y] => x.or(y),
+        }
+    }
+
+    fn widen(&mut self, kind: BlockType, order: u32) {
+        let b = &mut self.orders[kind as usize];
+        *b = Some(match *b {
+            None => (order, order),
+            Some((lo, hi)) => (lo.min(order), hi.max(order)),
+        });
+    }
+
     /// Address of a preserved block overlapping `[phys, phys + 2^order pages)`, if any.
     pub fn find_overlap<M: PhysMem + ?Sized>(
         &self,
@@ -105,7 +128,7 @@ impl PreservedSet {
         phys: u64,
         order: u32,
     ) -> Result<Option<u64>, TreeError> {
-        let Some((lo, hi)) = self.orders else {
+        let Some((lo, hi)) = self.all_bounds() else {
             return Ok(None);
         };
         for o in (order + 1).max(lo)..=hi {
@@ -115,8 +138,11 @@ impl PreservedSet {
             }
         }
         // Keys of one type and order are consecutive for consecutive blocks: one range
-        // query per (type, order).
+        // query per (type, order) the set has.
         for kind in [BlockType::Contig, BlockType::Split] {
+            let Some((lo, hi)) = self.bounds(kind) else {
+                continue;
+            };
             for o in lo..=order.min(hi) {
                 let start = encode_typed(phys, o, kind);
                 let n = 1u64 << (order - o);
@@ -139,7 +165,7 @@ impl PreservedSet {
         mem: &M,
         phys: u64,
     ) -> Result<Option<(u64, u32)>, TreeError> {
-        let Some((lo, hi)) = self.orders else {
+        let Some((lo, hi)) = self.all_bounds() else {
             return Ok(None);
         };
         for o in lo..=hi {
@@ -162,7 +188,10 @@ impl PreservedSet {
             return Ok(None);
         }
         for kind in [BlockType::Contig, BlockType::Split] {
-            if self.tree.test(mem, encode_typed(phys, order, kind))? {
+            let used = self
+                .bounds(kind)
+                .is_some_and(|(lo, hi)| (lo..=hi).contains(&order));
+            if used && self.tree.test(mem, encode_typed(phys, order, kind))? {
                 return Ok(Some(kind));
             }
         }
@@ -185,10 +214,7 @@ impl PreservedSet {
             return Err(SetError::Overlaps { phys, order, other });
         }
         self.tree.set(mem, src, encode_typed(phys, order, kind))?;
-        self.orders = Some(match self.orders {
-            None => (order, order),
-            Some((lo, hi)) => (lo.min(order), hi.max(order)),
-        });
+        self.widen(kind, order);
         self.count += 1;
         Ok(())
     }
@@ -229,6 +255,7 @@ impl PreservedSet {
         let mut none = NoPages;
         self.tree
             .set(mem, &mut none, encode_typed(phys, order, BlockType::Split))?;
+        self.widen(BlockType::Split, order);
         self.tree
             .clear(mem, encode_typed(phys, order, BlockType::Contig))?;
         Ok(())
