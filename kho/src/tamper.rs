@@ -15,7 +15,7 @@ use crate::fdt::{Fdt, FdtError};
 use crate::format::{read_kho_fdt, FormatError, MetaCrc, PROP_CHECKSUM};
 pub use crate::key::{encode_typed, RESERVED_KEY_BITS, TYPE_BIT};
 use crate::outgoing::Handover;
-use crate::phys::{read_bytes, read_u64, write_bytes, PhysMem};
+use crate::phys::{read_bytes, read_u64, write_bytes, write_u64, PhysMem};
 
 pub use crate::tree::{table_index, TABLE_LEVELS};
 
@@ -28,6 +28,8 @@ pub enum TamperError {
     Fdt(FdtError),
     /// The KHO FDT is not baton's format.
     Format(FormatError),
+    /// No page for a new tree node.
+    NoPage,
 }
 
 impl fmt::Display for TamperError {
@@ -36,6 +38,7 @@ impl fmt::Display for TamperError {
             TamperError::NotRam { phys } => write!(f, "{phys:#x} is not RAM"),
             TamperError::Fdt(e) => write!(f, "KHO FDT: {e}"),
             TamperError::Format(e) => write!(f, "KHO FDT format: {e:?}"),
+            TamperError::NoPage => write!(f, "no page for a tree node"),
         }
     }
 }
@@ -115,4 +118,35 @@ pub fn reseal<M: PhysMem + ?Sized>(mem: &M, h: &Handover) -> Result<(), TamperEr
     } else {
         Err(TamperError::NotRam { phys: at })
     }
+}
+
+/// Sets `key` in the handover's tree (v2's only tree; v1's main tree) as a leaf bit, whatever
+/// the key means, building missing nodes from `alloc_page` (zeroed here; page aligned,
+/// outside scratch and the handover), then re-seals the checksum so that the key reaches
+/// the key and block checks.
+pub fn plant_key<M: PhysMem + ?Sized>(
+    mem: &M,
+    h: &Handover,
+    key: u64,
+    alloc_page: &mut dyn FnMut() -> Option<u64>,
+) -> Result<(), TamperError> {
+    let mut node = roots(mem, h)?.main;
+    for level in (1..=TABLE_LEVELS).rev() {
+        let slot = node + 8 * table_index(key, level) as u64;
+        let mut next = read_u64(mem, slot).ok_or(TamperError::NotRam { phys: slot })?;
+        if next == 0 {
+            next = alloc_page().ok_or(TamperError::NoPage)?;
+            if !write_bytes(mem, next, &[0u8; PAGE_SIZE as usize]) || !write_u64(mem, slot, next) {
+                return Err(TamperError::NotRam { phys: next });
+            }
+        }
+        node = next;
+    }
+    let bit = key & 0x7fff;
+    let word = node + 8 * (bit / 64);
+    let w = read_u64(mem, word).ok_or(TamperError::NotRam { phys: word })?;
+    if !write_u64(mem, word, w | (1 << (bit % 64))) {
+        return Err(TamperError::NotRam { phys: word });
+    }
+    reseal(mem, h)
 }

@@ -251,6 +251,14 @@ fn impossible_order_is_caught() {
 }
 
 #[test]
+fn unknown_type_bit_is_caught() {
+    damaged(
+        "bad-type",
+        "sets a bit in 53..=63 other than the type bit 59",
+    );
+}
+
+#[test]
 fn truncated_kho_fdt_is_caught() {
     damaged("truncate-fdt", "does not fit the");
 }

@@ -58,7 +58,7 @@ impl fmt::Display for ConfigError {
             ConfigError::UnknownDamage { value } => write!(
                 f,
                 "bootarg {KEY_DAMAGE}{value}: kinds are leaf-bitflip, wild-pointer, bad-order, \
-                 truncate-fdt, scratch-overlap"
+                 bad-type, truncate-fdt, scratch-overlap"
             ),
             ConfigError::OutOfRange { key, value } => {
                 write!(f, "bootarg {key}{value} is out of range")

@@ -1,22 +1,23 @@
 //! Test-only damage to a finalized handover, so the next image must reject it and boot cold.
 //!
-//! Owns the five damage kinds of `baton.damage=` and how each one corrupts the data described
-//! in `docs/abi.md` (KHO FDT, trees, scratch array). Runs after `Kho::finalize`, just before
+//! Owns the six damage kinds of `baton.damage=` and how each one corrupts the data described
+//! in `docs/abi.md` (KHO FDT, the tree, scratch array), through `kho::tamper`. Runs after `Kho::finalize`, just before
 //! the jump; writes only handover metadata pages (and new pages it is given), never a block.
 
 use core::fmt;
 
-use kho::tamper::{self, table_index, TamperError, TABLE_LEVELS};
+use kho::tamper::{self, TamperError, TABLE_LEVELS};
 use kho::{FdtError, FormatError, Handover, PhysMem};
 use mm::PhysRange;
-
-use super::pattern;
 
 const PAGE: u64 = 4096;
 /// A page-aligned address no supported board has RAM at (below the 48-bit limit).
 pub const WILD_ADDRESS: u64 = 0x0000_7fff_dead_0000;
 /// The key `bad-order` plants: its order marker sits at bit 21, i.e. order 31 (> 30).
 pub const BAD_ORDER_KEY: u64 = 1 << 21;
+/// The key `bad-type` plants: SPLIT, order 0 at 0, plus bit 55, a type bit no format has
+/// (docs/abi.md §3.1: bits 53..58 are never set).
+pub const BAD_TYPE_KEY: u64 = (1 << tamper::TYPE_BIT) | (1 << 55) | (1 << 52);
 
 /// How to damage the handover (`baton.damage=<name>`).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -25,8 +26,10 @@ pub enum DamageKind {
     LeafBitflip,
     /// Point an unused root-table entry at an address that is not RAM.
     WildPointer,
-    /// Add a key of order 31 to the main tree (with a correct checksum).
+    /// Add a key of order 31 to the tree (with a correct checksum).
     BadOrder,
+    /// Add a key with an unknown type bit (55) to the tree (with a correct checksum).
+    BadType,
     /// Advertise only half of the KHO FDT in `/chosen`.
     TruncateFdt,
     /// Add a scratch area that covers the main tree's root table.
@@ -35,10 +38,11 @@ pub enum DamageKind {
 
 impl DamageKind {
     /// Every kind.
-    pub const ALL: [DamageKind; 5] = [
+    pub const ALL: [DamageKind; 6] = [
         DamageKind::LeafBitflip,
         DamageKind::WildPointer,
         DamageKind::BadOrder,
+        DamageKind::BadType,
         DamageKind::TruncateFdt,
         DamageKind::ScratchOverlap,
     ];
@@ -49,6 +53,7 @@ impl DamageKind {
             DamageKind::LeafBitflip => "leaf-bitflip",
             DamageKind::WildPointer => "wild-pointer",
             DamageKind::BadOrder => "bad-order",
+            DamageKind::BadType => "bad-type",
             DamageKind::TruncateFdt => "truncate-fdt",
             DamageKind::ScratchOverlap => "scratch-overlap",
         }
@@ -114,13 +119,14 @@ impl From<TamperError> for DamageError {
             TamperError::NotRam { phys } => DamageError::NotRam { phys },
             TamperError::Fdt(e) => DamageError::Fdt(e),
             TamperError::Format(e) => DamageError::Format(e),
+            TamperError::NoPage => DamageError::NoPage,
         }
     }
 }
 
 /// Damages the finalized handover `h` as `kind` says and returns what `/chosen` must name
 /// (changed for `truncate-fdt` and `scratch-overlap`). `alloc_page` gives a page-aligned
-/// page outside scratch (needed by `bad-order` for the new tree path).
+/// page outside scratch (needed by `bad-order` and `bad-type` for the new tree path).
 pub fn inject<M: PhysMem + ?Sized>(
     kind: DamageKind,
     mem: &M,
@@ -153,22 +159,11 @@ pub fn inject<M: PhysMem + ?Sized>(
             Ok(*h)
         }
         DamageKind::BadOrder => {
-            let mut node = root;
-            for level in (1..=TABLE_LEVELS).rev() {
-                let slot = node + 8 * table_index(BAD_ORDER_KEY, level) as u64;
-                let mut next = read_u64(mem, slot)?;
-                if next == 0 {
-                    next = alloc_page().ok_or(DamageError::NoPage)?;
-                    pattern::write_bytes(mem, next, &[0u8; PAGE as usize])
-                        .map_err(|_| DamageError::NotRam { phys: next })?;
-                    write_u64(mem, slot, next)?;
-                }
-                node = next;
-            }
-            let bit = BAD_ORDER_KEY & 0x7fff;
-            let word = node + 8 * (bit / 64);
-            write_u64(mem, word, read_u64(mem, word)? | (1 << (bit % 64)))?;
-            tamper::reseal(mem, h)?;
+            tamper::plant_key(mem, h, BAD_ORDER_KEY, alloc_page)?;
+            Ok(*h)
+        }
+        DamageKind::BadType => {
+            tamper::plant_key(mem, h, BAD_TYPE_KEY, alloc_page)?;
             Ok(*h)
         }
         DamageKind::TruncateFdt => {

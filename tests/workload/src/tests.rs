@@ -368,7 +368,20 @@ fn every_damage_kind_makes_the_next_generation_cold_and_the_chain_goes_on() {
                             DamageKind::WildPointer,
                             Some(RestoreError::NodeOutsideRam { phys, .. }),
                         ) => *phys == damage::WILD_ADDRESS,
-                        (DamageKind::BadOrder, Some(RestoreError::BadKey { .. })) => true,
+                        (
+                            DamageKind::BadOrder,
+                            Some(RestoreError::BadKey {
+                                err: kho::KeyError::OrderTooLarge { order: 31, .. },
+                                ..
+                            }),
+                        ) => true,
+                        (
+                            DamageKind::BadType,
+                            Some(RestoreError::BadKey {
+                                err: kho::KeyError::UnknownTypeBits { key },
+                                ..
+                            }),
+                        ) => *key == damage::BAD_TYPE_KEY,
                         (DamageKind::TruncateFdt, Some(RestoreError::KhoFdt { .. })) => true,
                         (
                             DamageKind::ScratchOverlap,
