@@ -13,6 +13,12 @@ ELF      := target/$(TARGET)/$(PROFILE)/baton
 ELF_B    := target/image-b/$(TARGET)/$(PROFILE)/baton
 IMAGE    := build/Image
 IMAGE_B  := build/Image-max-order-8
+# The previous release, whose handover format (`baton,kho-typed-v1`, docs/abi.md §9) this one
+# must still read: the last commit before the format became v2, built from git (sources by
+# `git archive`, its own target directory; built once per commit, then reused).
+V1_COMMIT := 04e7d99c9f82a794407b456447b55a25b58437d0
+V1_DIR   := target/image-v1
+IMAGE_V1 := build/Image-v1-$(shell echo $(V1_COMMIT) | cut -c1-12)
 # The build stamp: a small host tool that shares the stamp format with the kernel's check.
 STAMP    := $(CARGO) run -q -p baton-image --bin stamp-image --
 RPI4_DTB ?= ../shared/fixtures/dtb/bcm2711-rpi-4-b.dtb
@@ -43,7 +49,7 @@ RUN_TIMEOUT ?= 60
 CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
 APPEND_ARG := $(if $(APPEND),-append "$(APPEND)",)
 
-.PHONY: all image image-b run run-boot soak rpi4-sdcard check-exclusives run-el2 run-rpi4 run-rpi4-nodtb test test-host test-qemu gdb clippy fmt \
+.PHONY: all image image-b image-v1 run run-boot soak rpi4-sdcard check-exclusives run-el2 run-rpi4 run-rpi4-nodtb test test-host test-qemu gdb clippy fmt \
         fmt-check deps boot-time bench-handover clean help
 
 all: image
@@ -54,6 +60,7 @@ help:
 	@echo "make run-boot   boot on QEMU virt, print the banner, exit 0 (no chain)"
 	@echo "make soak       GENERATIONS=1000 SEED= BOARD=virt|rpi4 MEM=1G PRESERVE=1G SHAPE=scatter|dense|mixed: long chain, report in target/soak/"
 	@echo "make image-b    build $(IMAGE_B) (MAX_ORDER 8, the cross-version image)"
+	@echo "make image-v1   build $(IMAGE_V1) (the previous release, from git: writes kho-typed-v1)"
 	@echo "make rpi4-sdcard  build/rpi4-sdcard: kernel8.img + config.txt for a real Pi 4"
 	@echo "make run-el2    boot on QEMU virt with virtualization=on (EL2 entry)"
 	@echo "make run-rpi4   boot on QEMU raspi4b with the Pi 4 device tree"
@@ -72,6 +79,8 @@ image: $(IMAGE)
 
 image-b: $(IMAGE_B)
 
+image-v1: $(IMAGE_V1)
+
 # Always ask cargo (it knows what changed); objcopy only when the ELF did.
 # objcopy, then the build stamp (CRC-32 in the header) that lets a running image prove its
 # copy of an Image unchanged.
@@ -88,6 +97,17 @@ $(IMAGE_B): FORCE
 	@mkdir -p $(dir $(IMAGE_B))
 	@if [ ! -f $@ ] || [ $(ELF_B) -nt $@ ]; then \
 		"$(OBJCOPY)" -O binary $(ELF_B) $@ && $(STAMP) $@ && echo "  IMAGE  $@ ($$(stat -c %s $@) bytes, MAX_ORDER 8)"; fi
+
+# No FORCE: the file name carries the commit, so it is built once and reused. The old tree's
+# own Makefile builds and stamps it (same toolchain file, same Cargo.lock, crates from the
+# local cargo cache when present).
+$(IMAGE_V1):
+	rm -rf $(V1_DIR)/src && mkdir -p $(V1_DIR)/src $(dir $@)
+	git archive $(V1_COMMIT) | tar -x -C $(V1_DIR)/src
+	CARGO_TARGET_DIR=$(CURDIR)/$(V1_DIR)/target $(MAKE) -C $(V1_DIR)/src image \
+		ELF=$(CURDIR)/$(V1_DIR)/target/$(TARGET)/$(PROFILE)/baton
+	cp $(V1_DIR)/src/build/Image $@.tmp && mv $@.tmp $@
+	@echo "  IMAGE  $@ (previous release $(V1_COMMIT))"
 
 FORCE:
 
@@ -137,8 +157,8 @@ test-host:
 
 # QEMU tests against build/Image (and image B for the cross-version chain): boots on every
 # board and EL, then the handover chains, damaged handovers and refused next images.
-test-qemu: image $(IMAGE_B)
-	BATON_IMAGE=$(CURDIR)/$(IMAGE) BATON_IMAGE_B=$(CURDIR)/$(IMAGE_B) \
+test-qemu: image $(IMAGE_B) $(IMAGE_V1)
+	BATON_IMAGE=$(CURDIR)/$(IMAGE) BATON_IMAGE_B=$(CURDIR)/$(IMAGE_B) BATON_IMAGE_V1=$(CURDIR)/$(IMAGE_V1) \
 		BATON_RPI4_DTB=$(abspath $(RPI4_DTB)) QEMU=$(QEMU) \
 		$(CARGO) test -p tests --test boot --test handover
 

@@ -2,7 +2,8 @@
 //!
 //! Self-handover chains on virt at EL1 and EL2 and on raspi4b, the A/B cross-version chain
 //! (image A with MAX_ORDER 10 and image B with 8, each passing itself on as the other's
-//! initrd), one chain per kind of damaged handover (the next image must name the failed
+//! initrd), the upgrade chain (the previous release, built from git, which writes
+//! `baton,kho-typed-v1`, alternating with this one), one chain per kind of damaged handover (the next image must name the failed
 //! check, boot cold and go on), and hand-written bad Images that must be refused before
 //! any jump. Every `GEN` line is checked the way the soak runner checks it.
 
@@ -163,6 +164,66 @@ fn image_a_and_b_alternate_across_max_orders() {
     for (i, o) in orders.iter().enumerate() {
         let want = if i % 2 == 0 { "10)" } else { "8)" };
         assert_eq!(*o, want, "generation {i} ran the wrong image");
+    }
+}
+
+/// The previous release's Image (`make image-v1`: built from git at the last commit that
+/// wrote `baton,kho-typed-v1`).
+fn image_v1() -> PathBuf {
+    let p = std::env::var_os("BATON_IMAGE_V1")
+        .map(PathBuf::from)
+        .expect("BATON_IMAGE_V1 (make test sets it; `make image-v1` builds it)");
+    assert!(p.is_file(), "no previous-release Image at {}", p.display());
+    p
+}
+
+/// A live update from the previous release and back: the old image boots first and passes
+/// this one on as its initrd, each handing over to the other. Every new generation (odd)
+/// reads the old one's v1 handover, restores and verifies everything, and says "v1"; every
+/// old generation after the first (even) refuses this one's v2 handover by its compatible,
+/// boots cold and hands over again, so the chain goes on.
+#[test]
+fn previous_release_v1_handover_is_restored_and_v2_is_refused_by_it() {
+    let generations = 12;
+    let opts = Boot {
+        image: Some(image_v1()),
+        extra: vec!["-initrd".into(), tests::image_path().display().to_string()],
+        ..Boot::default()
+    };
+    // A third of the scaled set SPLIT, so the v1 split tree carries blocks across.
+    let cold: Vec<u32> = (2..generations).step_by(2).collect();
+    let run = chain(
+        Board::Virt,
+        generations,
+        "baton.preserve=4M baton.shape=mixed",
+        opts,
+        &cold,
+    );
+    let read_v1: Vec<&str> = run
+        .output
+        .lines()
+        .filter(|l| l.contains("kho: validated"))
+        .collect();
+    assert_eq!(read_v1.len(), generations as usize / 2, "{}", run.output);
+    for l in &read_v1 {
+        assert!(
+            l.contains("format baton,kho-typed-v1 (v1, the previous release's two trees)"),
+            "{l}"
+        );
+        assert!(!l.contains("(0 SPLIT)"), "no SPLIT block crossed: {l}");
+    }
+    let refused: Vec<&str> = run
+        .output
+        .lines()
+        .filter(|l| l.contains("handover ignored"))
+        .collect();
+    assert_eq!(refused.len(), cold.len(), "{}", run.output);
+    for l in refused {
+        assert!(
+            l.contains("root compatible is not \"baton,kho-typed-v1\"")
+                && l.ends_with("booting cold"),
+            "{l}"
+        );
     }
 }
 
