@@ -93,6 +93,7 @@ pub const fn encode_typed(phys: u64, order: u32, kind: BlockType) -> u64 {
 
 /// `(phys, order, type)` of a v2 key, or why it is not well formed: bits 53..=58 and
 /// 60..=63 must be zero, the rest is an untyped key ([`decode`]).
+#[inline]
 pub const fn decode_typed(key: u64) -> Result<(u64, u32, BlockType), KeyError> {
     if key & (RESERVED_KEY_BITS | !((1u64 << (TYPE_BIT + 1)) - 1)) != 0 {
         return Err(KeyError::UnknownTypeBits { key });
@@ -112,6 +113,7 @@ pub const fn decode_typed(key: u64) -> Result<(u64, u32, BlockType), KeyError> {
 }
 
 /// `(phys, order)` of an untyped (v1) key, or why it is not well formed.
+#[inline]
 pub const fn decode(key: u64) -> Result<(u64, u32), KeyError> {
     if key == 0 {
         return Err(KeyError::NoMarker);

@@ -477,15 +477,20 @@ pub fn validate_versioned<M: PhysMem + ?Sized>(
         err,
     };
     let mut blocks = Vec::with_capacity(main_keys.len());
-    for &k in &main_keys {
-        let (phys, order, kind) = match view.version {
-            AbiVersion::V2 => decode_typed(k).map_err(bad_main)?,
-            AbiVersion::V1 => {
-                let (phys, order) = decode(k).map_err(bad_main)?;
-                (phys, order, BlockType::Contig)
+    match view.version {
+        AbiVersion::V2 => {
+            for &k in &main_keys {
+                let (phys, order, kind) = decode_typed(k).map_err(bad_main)?;
+                blocks.push(Block { phys, order, kind });
             }
-        };
-        blocks.push(Block { phys, order, kind });
+        }
+        AbiVersion::V1 => {
+            for &k in &main_keys {
+                let (phys, order) = decode(k).map_err(bad_main)?;
+                let kind = BlockType::Contig;
+                blocks.push(Block { phys, order, kind });
+            }
+        }
     }
     drop(main_keys);
     // The walk yields each (type, order)'s keys in address order: the sort finds runs.
