@@ -444,15 +444,14 @@ fn wild_pointers_cycles_and_shared_nodes(format: Format) {
     let (slot, _) = first_entry(&f, main);
     // A node reachable from elsewhere: v1 the split tree's root; v2 the level-4 table of the
     // SPLIT keys (root entries 256..), shared into the CONTIG keys' first entry.
-    let (split_slot, other) = match split {
-        Some(root) => (None, root),
+    let other = match split {
+        Some(root) => root,
         None => {
             let (s, n) = last_entry(&f, main);
             assert!(s >= main + 8 * 256, "no SPLIT subtree in the root");
-            (Some(s), n)
+            n
         }
     };
-    let _ = split_slot;
     type Check = Box<dyn Fn(&RestoreError) -> bool>;
     let cases: Vec<(&str, u64, Check)> = vec![
         (
