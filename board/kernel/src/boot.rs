@@ -12,10 +12,11 @@ extern crate alloc;
 
 use alloc::vec::Vec;
 use arch::ExceptionLevel;
+use baton_fdt::FdtError;
 use board::boards::{self, BoardFacts, BoardKind};
 use board::bootargs::{self, TestAction};
 use board::bootinfo::{BootInfo, ConsoleInfo, LogRange};
-use board::fdt::{self, FdtError};
+use board::fdt::{self, BootInfoError};
 use board::memmap;
 use log::{error, info, warn};
 use mm::{PhysAddr, PhysRange};
@@ -204,7 +205,7 @@ fn release_unclaimed(r: kho::Reserved) {
 
 /// Reads x0: the parsed tree if it has the FDT magic, the default board (rpi4) if it has
 /// not and the image sits where a Pi loader puts it (below 1 GiB), or the check it failed.
-fn read_boot_info(fdt_addr: u64, image_base: u64) -> Result<BootInfo<'static>, FdtError> {
+fn read_boot_info(fdt_addr: u64, image_base: u64) -> Result<BootInfo<'static>, BootInfoError> {
     let mut first = [0u8; 4];
     for (i, b) in first.iter_mut().enumerate() {
         // SAFETY: x0 came from the loader; with the MMU off any RAM or ROM address reads
@@ -215,12 +216,12 @@ fn read_boot_info(fdt_addr: u64, image_base: u64) -> Result<BootInfo<'static>, F
         if image_base < DEFAULT_BOARD_LOAD_LIMIT {
             return Ok(board::bootinfo::default_board_info());
         }
-        return Err(FdtError::BadMagic {
-            found: u32::from_be_bytes(first),
-        });
+        return Err(BootInfoError::Fdt(FdtError::BadMagic {
+            magic: u32::from_be_bytes(first),
+        }));
     }
     if !fdt_addr.is_multiple_of(4) {
-        return Err(FdtError::Misaligned { addr: fdt_addr });
+        return Err(BootInfoError::Misaligned { addr: fdt_addr });
     }
     // SAFETY: the magic is there, so the loader put an FDT header at x0; 40 bytes of it
     // are readable.
@@ -248,7 +249,7 @@ const NEXT_IMAGE_EARLY_BYTES: u64 = 16 << 20;
 const DEFAULT_BOARD_LOAD_LIMIT: u64 = 0x4000_0000;
 
 /// A malformed FDT: report it on the console of the board the load address suggests, exit.
-fn bad_fdt(fdt_addr: u64, image_base: u64, e: FdtError) -> ! {
+fn bad_fdt(fdt_addr: u64, image_base: u64, e: BootInfoError) -> ! {
     // virt loads at 0x4020_0000 (RAM starts at 1 GiB); a Pi loads at 0x20_0000.
     let facts = if image_base >= DEFAULT_BOARD_LOAD_LIMIT {
         &boards::QEMU_VIRT
