@@ -506,19 +506,18 @@ pub fn validate<M: PhysMem + ?Sized>(mem: &M, inp: &Inputs<'_>) -> Result<Valida
             });
         }
     }
-    // Every SPLIT key must name a MAIN block: a merge join of the two sorted lists, O(n)
-    // (the walk yields each order's keys in address order, so the sort finds runs).
-    let mut split = Vec::with_capacity(split_keys.len());
+    // Every SPLIT key must name a MAIN block. The walk yields each order's keys in address
+    // order, so a cursor into the sorted blocks only moves forward within a run of keys
+    // (O(n) in all); a key below the last one starts a run and is found by binary search.
+    let mut i = 0;
     for &k in &split_keys {
-        split.push(decode(k).map_err(|err| RestoreError::BadKey {
+        let (phys, order) = decode(k).map_err(|err| RestoreError::BadKey {
             tree: TreeName::Split,
             err,
-        })?);
-    }
-    drop(split_keys);
-    split.sort_unstable();
-    let mut i = 0;
-    for (phys, order) in split {
+        })?;
+        if i > 0 && blocks[i - 1].phys >= phys {
+            i = blocks.partition_point(|b| b.phys < phys);
+        }
         while blocks.get(i).is_some_and(|b| b.phys < phys) {
             i += 1;
         }
@@ -526,6 +525,7 @@ pub fn validate<M: PhysMem + ?Sized>(mem: &M, inp: &Inputs<'_>) -> Result<Valida
             Some(b) if b.phys == phys && b.order == order => b.kind = BlockType::Split,
             _ => return Err(RestoreError::SplitKeyNotPreserved { phys, order }),
         }
+        i += 1;
     }
     for c in &view.clients {
         if !covered(&blocks, c.phys, c.size) {
