@@ -118,14 +118,33 @@ impl<'a> FrameAllocator<'a> {
         }
         let preserved = preserved.into_iter();
         let mut prev_end = 0u64;
+        let mut si = 0;
         for r in preserved.clone() {
             let (s, e) = r.outer_pfns();
-            if s.0 < prev_end || s.0 >= e.0 || fa.ram_frames_in(s.0, e.0) != e.0 - s.0 {
-                return Err(MmError::BadPreservedRange { pfn: s });
+            let (s, e) = (s.0, e.0);
+            // One RAM section must hold the whole range (sections are apart: a range over
+            // two would cover a hole). Sorted input keeps the section cursor moving forward.
+            while si < fa.nsections && fa.sections[si].end <= s {
+                si += 1;
             }
-            prev_end = e.0;
-            fa.ready_chunks(s.0, e.0);
-            fa.mark_noinit(s.0, e.0);
+            let in_ram = fa
+                .sections
+                .get(si)
+                .filter(|_| si < fa.nsections)
+                .is_some_and(|sec| sec.base <= s && e <= sec.end);
+            if s < prev_end || s >= e || !in_ram {
+                return Err(MmError::BadPreservedRange { pfn: Pfn(s) });
+            }
+            prev_end = e;
+            let sec = fa.sections[si];
+            let (c0, c1) = (Self::chunk_of(&sec, s), Self::chunk_of(&sec, e - 1));
+            if (c0..=c1).any(|c| fa.chunk_ready[(c / 64) as usize] & (1u64 << (c % 64)) == 0) {
+                fa.ready_chunks(s, e);
+            }
+            let first = (u64::from(sec.first) + s - sec.base) as usize;
+            for p in &mut fa.pages[first..first + (e - s) as usize] {
+                p.set(PageFlags::NOINIT);
+            }
         }
 
         // Free RAM = memblock's free ranges minus the preserved ranges; only its parts in
@@ -308,14 +327,6 @@ impl<'a> FrameAllocator<'a> {
         None
     }
 
-    /// Frames of `[start, end)` that are RAM.
-    fn ram_frames_in(&self, start: u64, end: u64) -> u64 {
-        self.sections[..self.nsections]
-            .iter()
-            .map(|s| end.min(s.end).saturating_sub(start.max(s.base)))
-            .sum()
-    }
-
     /// Initialises every deferred chunk that holds a frame of `[start, end)` as RESERVED
     /// frames (the caller frees what is free).
     fn ready_chunks(&mut self, start: u64, end: u64) {
@@ -361,6 +372,25 @@ impl<'a> FrameAllocator<'a> {
     /// Frees the frames of `[start, end)` (free RAM, RESERVED so far) that lie in
     /// initialised chunks; frames in deferred chunks stay deferred.
     fn free_in_ready_chunks(&mut self, start: u64, end: u64) {
+        // The common case between preserved blocks: one gap inside one initialised chunk.
+        if self.nsections == 1 {
+            let sec = self.sections[0];
+            if sec.base <= start
+                && end <= sec.end
+                && start < end
+                && start >> CHUNK_ORDER == (end - 1) >> CHUNK_ORDER
+                && self.chunk_is_ready(&sec, start)
+            {
+                let first = (u64::from(sec.first) + start - sec.base) as usize;
+                let n = (end - start) as usize;
+                for p in &mut self.pages[first..first + n] {
+                    p.clear(PageFlags::RESERVED);
+                }
+                self.reserved -= n as u64;
+                self.free_range(first, n as u64);
+                return;
+            }
+        }
         for si in 0..self.nsections {
             let sec = self.sections[si];
             let mut f = start.max(sec.base);
