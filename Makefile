@@ -28,6 +28,12 @@ MEM      ?= 1G
 PRESERVE ?=
 SHAPE    ?=
 SOAK_BOOTARGS = $(strip $(if $(PRESERVE),baton.preserve=$(PRESERVE)) $(if $(SHAPE),baton.shape=$(SHAPE)) $(APPEND))
+# `make inspect DUMP=path [FDT=addr] [BASE=addr] [JSON=1]`: kho-inspect on a memory dump; FDT
+# defaults to the address `make dump-handover` wrote next to the dump (<dump>.fdt).
+DUMP     ?=
+FDT      ?= $(if $(DUMP),$(shell cat $(DUMP).fdt 2>/dev/null))
+BASE     ?=
+JSON     ?=
 # `make bench-handover`: runner options, e.g. BENCH_ARGS='--ram 1G --sets default'.
 BENCH_ARGS ?=
 HOST      = $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
@@ -43,7 +49,7 @@ RUN_TIMEOUT ?= 60
 CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
 APPEND_ARG := $(if $(APPEND),-append "$(APPEND)",)
 
-.PHONY: all image image-b run run-boot soak rpi4-sdcard check-exclusives run-el2 run-rpi4 run-rpi4-nodtb test test-host test-qemu gdb clippy fmt \
+.PHONY: inspect all image image-b run run-boot soak rpi4-sdcard check-exclusives run-el2 run-rpi4 run-rpi4-nodtb test test-host test-qemu gdb clippy fmt \
         fmt-check deps boot-time bench-handover clean help
 
 all: image
@@ -65,6 +71,7 @@ help:
 	@echo "make fmt        cargo fmt"
 	@echo "make boot-time  median time from QEMU start to the banner (5 runs)"
 	@echo "make bench-handover  handover blackout under -icount shift=0, RAM x preserved set (BENCH_ARGS=...)"
+	@echo "make inspect    DUMP=path [FDT=addr] [BASE=addr] [JSON=1]: what the next image makes of a dumped handover"
 	@echo "make deps       install (root on Debian) or name what is missing"
 	@echo "variables: APPEND='loglevel=debug' PROFILE=release|debug QEMU=... RPI4_DTB=..."
 
@@ -147,6 +154,12 @@ gdb: image
 	@echo "  $(GDB) -ex 'add-symbol-file $(ELF) -o 0x40200000' -ex 'target remote localhost:1234'"
 	@echo "(the ELF is linked at 0; QEMU virt loads the Image at 0x40200000)"
 	$(QEMU_VIRT) $(QEMU_IO) -kernel $(IMAGE) $(APPEND_ARG) -s -S
+
+# kho-inspect: kho's own validation over a QEMU dump-guest-memory core or a raw pmemsave file.
+inspect:
+	@test -n "$(DUMP)" || { echo "usage: make inspect DUMP=path [FDT=addr] [BASE=addr] [JSON=1]"; exit 1; }
+	$(CARGO) run --release -q -p kho-inspect -- $(DUMP) $(if $(FDT),--fdt $(FDT),) \
+		$(if $(BASE),--base $(BASE),) $(if $(JSON),--json,)
 
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
