@@ -624,13 +624,14 @@ impl<M: PhysMem> Kho<M> {
             self.set.page_count(),
             out.kho_fdt
         );
-        self.log_preserved();
+        self.log_preserved(crc);
         Ok(out)
     }
 
-    /// At `loglevel=debug`, one line per preserved block (and the client blob it holds);
+    /// At `loglevel=debug`, the metadata CRC and one line per preserved block (and the
+    /// client blob it holds);
     /// at `trace`, one per tree node. Costs nothing at `info`: the walk runs only when asked.
-    fn log_preserved(&self) {
+    fn log_preserved(&self, crc: u32) {
         if log::log_enabled!(log::Level::Trace) {
             let (m, s) = self.set.roots();
             log::trace!("kho: finalize: main tree root {m:#x}, split tree root {s:#x}");
@@ -641,6 +642,7 @@ impl<M: PhysMem> Kho<M> {
         if !log::log_enabled!(log::Level::Debug) {
             return;
         }
+        log::debug!("kho: finalize: metadata CRC-32 {crc:#010x}");
         let clients = &self.clients;
         let r = self.set.for_each(&self.mem, &mut |phys, order, kind| {
             let end = phys + (PAGE_SIZE << order);

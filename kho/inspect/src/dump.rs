@@ -210,6 +210,29 @@ unsafe impl PhysMem for Dump {
     }
 }
 
+/// `(file offset, physical address, size)` of every PT_LOAD segment of the ELF core at
+/// `path`: where a physical address lives in the file (to damage a copy on purpose).
+pub fn elf_segments(path: &Path) -> Result<Vec<(u64, u64, u64)>, InspectError> {
+    let io = |e: std::io::Error| InspectError::Io {
+        path: path.display().to_string(),
+        err: e.to_string(),
+    };
+    let mut f = File::open(path).map_err(io)?;
+    let file_len = f.metadata().map_err(io)?.len();
+    let mut head = vec![0u8; file_len.min(64) as usize];
+    f.read_exact(&mut head).map_err(io)?;
+    if !head.starts_with(b"\x7fELF") {
+        return Err(InspectError::BadElf {
+            what: "no ELF magic",
+            value: 0,
+        });
+    }
+    elf_loads(&head, &mut f, file_len).map_err(|e| match e {
+        ElfRead::Bad(e) => e,
+        ElfRead::Io(e) => io(e),
+    })
+}
+
 enum ElfRead {
     Bad(InspectError),
     Io(std::io::Error),

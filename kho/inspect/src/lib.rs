@@ -13,7 +13,7 @@ pub mod report; // run the checks, then text or JSON
 
 use std::fmt;
 
-pub use dump::{Dump, DumpKind};
+pub use dump::{elf_segments, Dump, DumpKind};
 pub use find::{find_boot_fdt, BootFdt, FoundBy};
 pub use report::{inspect, run, Report};
 
