@@ -361,6 +361,9 @@ impl<M: PhysMem + ?Sized> Walker<'_, '_, M> {
             return Err(RestoreError::NodeOutsideRam { tree, level, phys });
         }
         self.crc.page_bytes(page);
+        // kho-inspect reads these records to list the nodes per tree and level: keep the
+        // wording in step with `kho-inspect`'s `NODE_RECORD` parser.
+        log::trace!("kho: {tree} tree level-{level} node {phys:#x}");
         Ok(())
     }
 
