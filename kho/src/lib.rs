@@ -46,7 +46,7 @@ pub use incoming::{probe, read_scratch, HandoverRefs, Incoming, IncomingError, R
 pub use key::{BlockType, KeyError};
 pub use outgoing::{Handover, Kho, KhoError};
 pub use phys::{read_bytes, read_into, read_u64, write_bytes, write_u64, PhysMem};
-pub use scratch::{choose_scratch, parse_size, scratch_size, SCRATCH_ALIGN};
+pub use scratch::{choose_scratch, parse_size, scratch_asked, scratch_size, SCRATCH_ALIGN};
 pub use validate::{validate, Block, Inputs, RestoreError, TreeName, Validated};
 
 /// Internals that kho's own integration tests and benchmark build handovers with (wrong
