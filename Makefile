@@ -16,7 +16,7 @@ IMAGE_B  := build/Image-max-order-8
 # The previous release, whose handover format (`baton,kho-typed-v1`, docs/abi.md §9) this one
 # must still read: the last commit before the format became v2, built from git (sources by
 # `git archive`, its own target directory; built once per commit, then reused).
-V1_COMMIT := 04e7d99c9f82a794407b456447b55a25b58437d0
+V1_COMMIT := c53e50319ea612fedb14a08474459d6028b52b95
 V1_DIR   := target/image-v1
 IMAGE_V1 := build/Image-v1-$(shell echo $(V1_COMMIT) | cut -c1-12)
 # The build stamp: a small host tool that shares the stamp format with the kernel's check.
@@ -34,6 +34,14 @@ MEM      ?= 1G
 PRESERVE ?=
 SHAPE    ?=
 SOAK_BOOTARGS = $(strip $(if $(PRESERVE),baton.preserve=$(PRESERVE)) $(if $(SHAPE),baton.shape=$(SHAPE)) $(APPEND))
+# `make dump-handover GEN=1`: generation GEN's handover dumped as it jumps, in target/dump/.
+GEN      ?= 1
+# `make inspect DUMP=path [FDT=addr] [BASE=addr] [JSON=1]`: kho-inspect on a memory dump; FDT
+# defaults to the address `make dump-handover` wrote next to the dump (<dump>.fdt).
+DUMP     ?=
+FDT      ?= $(if $(DUMP),$(shell cat $(DUMP).fdt 2>/dev/null))
+BASE     ?=
+JSON     ?=
 # `make bench-handover`: runner options, e.g. BENCH_ARGS='--ram 1G --sets default'.
 BENCH_ARGS ?=
 HOST      = $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
@@ -49,7 +57,7 @@ RUN_TIMEOUT ?= 60
 CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
 APPEND_ARG := $(if $(APPEND),-append "$(APPEND)",)
 
-.PHONY: all image image-b image-v1 run run-boot soak rpi4-sdcard check-exclusives run-el2 run-rpi4 run-rpi4-nodtb test test-host test-qemu gdb clippy fmt \
+.PHONY: inspect dump-handover all image image-b image-v1 run run-boot soak rpi4-sdcard check-exclusives run-el2 run-rpi4 run-rpi4-nodtb test test-host test-qemu gdb clippy fmt \
         fmt-check deps boot-time bench-handover clean help
 
 all: image
@@ -72,6 +80,8 @@ help:
 	@echo "make fmt        cargo fmt"
 	@echo "make boot-time  median time from QEMU start to the banner (5 runs)"
 	@echo "make bench-handover  handover blackout under -icount shift=0, RAM x preserved set (BENCH_ARGS=...)"
+	@echo "make inspect    DUMP=path [FDT=addr] [BASE=addr] [JSON=1]: what the next image makes of a dumped handover"
+	@echo "make dump-handover  GEN=1: generation GEN's handover dumped as it jumps (target/dump/, virt)"
 	@echo "make deps       install (root on Debian) or name what is missing"
 	@echo "variables: APPEND='loglevel=debug' PROFILE=release|debug QEMU=... RPI4_DTB=..."
 
@@ -156,17 +166,30 @@ test-host:
 	$(CARGO) test -p tests --lib --bins
 
 # QEMU tests against build/Image (and image B for the cross-version chain): boots on every
-# board and EL, then the handover chains, damaged handovers and refused next images.
+# board and EL, then the handover chains (the upgrade chain from the previous release
+# too), damaged handovers and refused next images, and kho-inspect on a real dumped
+# handover (tests/dump.rs, through scripts/dump-handover.sh).
 test-qemu: image $(IMAGE_B) $(IMAGE_V1)
 	BATON_IMAGE=$(CURDIR)/$(IMAGE) BATON_IMAGE_B=$(CURDIR)/$(IMAGE_B) BATON_IMAGE_V1=$(CURDIR)/$(IMAGE_V1) \
-		BATON_RPI4_DTB=$(abspath $(RPI4_DTB)) QEMU=$(QEMU) \
-		$(CARGO) test -p tests --test boot --test handover
+		BATON_ELF=$(CURDIR)/$(ELF) BATON_RPI4_DTB=$(abspath $(RPI4_DTB)) QEMU=$(QEMU) GDB=$(GDB) \
+		$(CARGO) test -p tests --test boot --test handover --test dump
 
 gdb: image
 	@echo "QEMU is waiting for gdb on localhost:1234. In another shell:"
 	@echo "  $(GDB) -ex 'add-symbol-file $(ELF) -o 0x40200000' -ex 'target remote localhost:1234'"
 	@echo "(the ELF is linked at 0; QEMU virt loads the Image at 0x40200000)"
 	$(QEMU_VIRT) $(QEMU_IO) -kernel $(IMAGE) $(APPEND_ARG) -s -S
+
+# kho-inspect: kho's own validation over a QEMU dump-guest-memory core or a raw pmemsave file.
+inspect:
+	@test -n "$(DUMP)" || { echo "usage: make inspect DUMP=path [FDT=addr] [BASE=addr] [JSON=1]"; exit 1; }
+	$(CARGO) run --release -q -p kho-inspect -- $(DUMP) $(if $(FDT),--fdt $(FDT),) \
+		$(if $(BASE),--base $(BASE),) $(if $(JSON),--json,)
+
+# QEMU virt halted on its gdbstub (loopback); gdb-multiarch breaks on the trampoline of
+# generation GEN and has QEMU's monitor write dump-guest-memory (scripts/dump-handover.sh).
+dump-handover: deps image
+	GDB=$(GDB) QEMU=$(QEMU) scripts/dump-handover.sh $(IMAGE) $(ELF) $(GEN) target/dump $(APPEND)
 
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings

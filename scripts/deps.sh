@@ -14,6 +14,8 @@ else
     need_qemu=1
 fi
 command -v dtc >/dev/null 2>&1 || missing="$missing device-tree-compiler"
+# make dump-handover and its QEMU test drive QEMU's gdbstub with it.
+command -v gdb-multiarch >/dev/null 2>&1 || missing="$missing gdb-multiarch"
 [ $need_qemu = 1 ] && missing="$missing qemu-system-arm(>=9.0)"
 
 is_debian=0
@@ -49,14 +51,14 @@ SRC
                 apt-get install -y -q qemu-system-arm || exit 1
             fi
         fi
-        apt-get install -y -q device-tree-compiler python3-libfdt || exit 1
+        apt-get install -y -q device-tree-compiler python3-libfdt gdb-multiarch || exit 1
     else
         echo "deps: missing:$missing"
         echo "  On Debian bookworm (as root):"
         echo "    printf 'Types: deb\\nURIs: http://deb.debian.org/debian\\nSuites: bookworm-backports\\nComponents: main\\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\\n' > /etc/apt/sources.list.d/bookworm-backports.sources"
         echo "    apt-get update && apt-get install -y -t bookworm-backports qemu-system-arm"
-        echo "    apt-get install -y device-tree-compiler python3-libfdt"
-        echo "  Elsewhere: QEMU >= 9.0 with qemu-system-aarch64 (machine raspi4b), and dtc."
+        echo "    apt-get install -y device-tree-compiler python3-libfdt gdb-multiarch"
+        echo "  Elsewhere: QEMU >= 9.0 with qemu-system-aarch64 (machine raspi4b), dtc and gdb-multiarch."
         exit 1
     fi
 fi

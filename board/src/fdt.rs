@@ -1,17 +1,20 @@
 //! The one FDT walk: header checks, then fdt-rs's token stream, into a [`BootInfo`].
 //!
 //! Owns no memory: it borrows the FDT bytes and fills fixed-capacity lists. Every check on
-//! untrusted input returns an [`FdtError`] naming the check and the offset or value; nothing
-//! here panics or indexes past the buffer (fdt-rs is given only a header-checked slice, and
-//! every token read is bounds-checked against the structure block first).
+//! untrusted input returns a [`BootInfoError`] naming the check and the offset or value: a
+//! malformed tree is a `baton_fdt::FdtError` (the one vocabulary, shared with kho's reader),
+//! content baton cannot use is one of the other variants. Nothing here panics or indexes
+//! past the buffer (fdt-rs is given only a header-checked slice, and every token read is
+//! bounds-checked against the structure block first).
 //!
-//! Why not kho's reader (`kho::Fdt`): this walk runs before the heap exists (it finds the RAM
-//! the heap will come from), so it allocates nothing; kho's strict reader builds node
-//! tables on the heap. The `/chosen` handover properties are only recorded here, raw, and
-//! decoded by kho (`kho::bootfdt::decode_handover`). The two readers' `FdtError`s are still
-//! two enums (see `kho/src/fdt/read.rs` for why).
+//! Why not kho's reader (`baton_fdt::Fdt`): this walk runs before the heap exists (it finds
+//! the RAM the heap will come from), so it allocates nothing; that reader builds node
+//! tables on the heap. Both check the header with `baton_fdt::check_header`. The `/chosen`
+//! handover properties are only recorded here, raw, and decoded by kho
+//! (`kho::bootfdt::decode_handover`).
 
 use arch::PsciMethod;
+use baton_fdt::{FdtError, Header};
 use fdt_rs::base::parse::ParsedTok;
 use fdt_rs::base::DevTree;
 use fdt_rs::error::DevTreeError;
@@ -21,10 +24,7 @@ use mm::{PhysAddr, PhysRange};
 use crate::boards::{BoardKind, BoardSource};
 use crate::bootinfo::{BootInfo, ConsoleInfo, RangeList, TimerInfo};
 
-/// FDT header magic.
-pub const FDT_MAGIC: u32 = 0xd00d_feed;
-/// Bytes in an FDT v17 header.
-pub const HEADER_SIZE: usize = 40;
+pub use baton_fdt::{FDT_HEADER_SIZE as HEADER_SIZE, FDT_MAGIC};
 /// Largest FDT baton accepts (the Pi 4 tree is ~55 KiB).
 pub const MAX_FDT_SIZE: u32 = 2 << 20;
 /// Deepest node nesting baton accepts.
@@ -32,46 +32,15 @@ pub const MAX_DEPTH: usize = 16;
 /// Most `/memreserve/` entries read before declaring the map unterminated.
 pub const MAX_MEMRESERVE: usize = 64;
 
-/// A check the FDT failed.
+/// Why the boot FDT gives no usable [`BootInfo`]: a malformed tree (the shared
+/// [`FdtError`] vocabulary of `baton_fdt`, the same names and messages kho's reader uses),
+/// or a well-formed tree whose content baton cannot use.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum FdtError {
-    /// The first word is not 0xd00dfeed.
-    BadMagic { found: u32 },
+pub enum BootInfoError {
+    /// The tree itself is malformed.
+    Fdt(FdtError),
     /// The FDT is not 4-byte aligned in memory.
     Misaligned { addr: u64 },
-    /// `totalsize` is below the header size or above [`MAX_FDT_SIZE`].
-    TotalSize { totalsize: u32 },
-    /// Fewer bytes are available than `totalsize` claims.
-    Truncated { totalsize: u32, available: usize },
-    /// Not a v16/v17-compatible tree.
-    Version { version: u32, last_comp: u32 },
-    /// A block (struct, strings, memreserve) lies outside `totalsize`.
-    BlockOutside {
-        block: &'static str,
-        offset: u32,
-        size: u32,
-        totalsize: u32,
-    },
-    /// A block offset breaks the alignment the format requires.
-    BlockMisaligned { block: &'static str, offset: u32 },
-    /// The `/memreserve/` list has no terminating zero entry inside the tree.
-    MemreserveUnterminated { offset: usize },
-    /// The structure block ends (or runs into `totalsize`) before FDT_END.
-    StructTruncated { offset: usize },
-    /// fdt-rs refused a token.
-    BadToken { offset: usize, reason: &'static str },
-    /// A node name or string property is not valid UTF-8 / NUL-terminated.
-    BadString { offset: usize },
-    /// A property's name offset points outside the strings block.
-    BadPropName { offset: usize, nameoff: usize },
-    /// A property appears outside any node or after a subnode.
-    MisplacedProperty { offset: usize },
-    /// More than one root node, or END_NODE without a node.
-    Unbalanced { offset: usize },
-    /// Nodes nest deeper than [`MAX_DEPTH`].
-    TooDeep { offset: usize },
-    /// The tree has no root node.
-    NoRootNode,
     /// `#address-cells`/`#size-cells` is above 4 or has the wrong length.
     BadCells { offset: usize, value: u32 },
     /// A property has a length its format does not allow.
@@ -82,68 +51,29 @@ pub enum FdtError {
     NoMemory,
 }
 
-impl core::fmt::Display for FdtError {
+impl From<FdtError> for BootInfoError {
+    fn from(e: FdtError) -> Self {
+        BootInfoError::Fdt(e)
+    }
+}
+
+impl core::fmt::Display for BootInfoError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        use FdtError::*;
+        use BootInfoError::*;
         match *self {
-            BadMagic { found } => write!(f, "header magic is {found:#010x}, not 0xd00dfeed"),
+            Fdt(e) => write!(f, "{e}"),
             Misaligned { addr } => write!(f, "FDT at {addr:#x} is not 4-byte aligned"),
-            TotalSize { totalsize } => write!(
-                f,
-                "header totalsize {totalsize:#x} is outside {HEADER_SIZE:#x}..={MAX_FDT_SIZE:#x}"
-            ),
-            Truncated { totalsize, available } => {
-                write!(f, "header totalsize {totalsize:#x} but only {available:#x} bytes present")
-            }
-            Version { version, last_comp } => write!(
-                f,
-                "version {version} (last compatible {last_comp}) is not a v16/v17 tree"
-            ),
-            BlockOutside { block, offset, size, totalsize } => write!(
-                f,
-                "{block} block at offset {offset:#x} size {size:#x} is outside totalsize {totalsize:#x}"
-            ),
-            BlockMisaligned { block, offset } => {
-                write!(f, "{block} block offset {offset:#x} is misaligned")
-            }
-            MemreserveUnterminated { offset } => {
-                write!(f, "/memreserve/ list at {offset:#x} has no terminating entry")
-            }
-            StructTruncated { offset } => {
-                write!(f, "structure block ends at {offset:#x} before FDT_END")
-            }
-            BadToken { offset, reason } => write!(f, "bad token at {offset:#x}: {reason}"),
-            BadString { offset } => write!(f, "bad string at struct offset {offset:#x}"),
-            BadPropName { offset, nameoff } => write!(
-                f,
-                "property at {offset:#x} names string {nameoff:#x}, outside the strings block"
-            ),
-            MisplacedProperty { offset } => {
-                write!(f, "property at {offset:#x} is outside a node or after a subnode")
-            }
-            Unbalanced { offset } => write!(f, "unbalanced BEGIN/END_NODE at {offset:#x}"),
-            TooDeep { offset } => write!(f, "node at {offset:#x} nests deeper than {MAX_DEPTH}"),
-            NoRootNode => write!(f, "the tree has no root node"),
             BadCells { offset, value } => {
-                write!(f, "#address-cells/#size-cells {value} at {offset:#x} is invalid")
+                write!(
+                    f,
+                    "#address-cells/#size-cells {value} at {offset:#x} is invalid"
+                )
             }
             BadPropLength { prop, len } => write!(f, "property {prop} has bad length {len}"),
             TooMany { what } => write!(f, "too many {what} for baton's fixed tables"),
             NoMemory => write!(f, "no /memory node describes any RAM"),
         }
     }
-}
-
-/// The header fields baton uses, after the checks.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub struct Header {
-    pub totalsize: u32,
-    pub off_dt_struct: u32,
-    pub off_dt_strings: u32,
-    pub off_mem_rsvmap: u32,
-    pub version: u32,
-    pub size_dt_strings: u32,
-    pub size_dt_struct: u32,
 }
 
 fn be32(b: &[u8], off: usize) -> u32 {
@@ -157,68 +87,10 @@ pub fn has_magic(first_word: [u8; 4]) -> bool {
     u32::from_be_bytes(first_word) == FDT_MAGIC
 }
 
-/// Checks the 40-byte header. `hdr` must hold at least [`HEADER_SIZE`] bytes.
-pub fn check_header(hdr: &[u8]) -> Result<Header, FdtError> {
-    if hdr.len() < HEADER_SIZE {
-        return Err(FdtError::Truncated {
-            totalsize: HEADER_SIZE as u32,
-            available: hdr.len(),
-        });
-    }
-    let magic = be32(hdr, 0);
-    if magic != FDT_MAGIC {
-        return Err(FdtError::BadMagic { found: magic });
-    }
-    let h = Header {
-        totalsize: be32(hdr, 4),
-        off_dt_struct: be32(hdr, 8),
-        off_dt_strings: be32(hdr, 12),
-        off_mem_rsvmap: be32(hdr, 16),
-        version: be32(hdr, 20),
-        size_dt_strings: be32(hdr, 32),
-        size_dt_struct: be32(hdr, 36),
-    };
-    let last_comp = be32(hdr, 24);
-    if h.totalsize < HEADER_SIZE as u32 || h.totalsize > MAX_FDT_SIZE {
-        return Err(FdtError::TotalSize {
-            totalsize: h.totalsize,
-        });
-    }
-    if h.version < 16 || last_comp > 17 {
-        return Err(FdtError::Version {
-            version: h.version,
-            last_comp,
-        });
-    }
-    let inside = |block, offset: u32, size: u32| {
-        let end = offset as u64 + size as u64;
-        if (offset as usize) < HEADER_SIZE || end > h.totalsize as u64 {
-            Err(FdtError::BlockOutside {
-                block,
-                offset,
-                size,
-                totalsize: h.totalsize,
-            })
-        } else {
-            Ok(())
-        }
-    };
-    inside("structure", h.off_dt_struct, h.size_dt_struct)?;
-    inside("strings", h.off_dt_strings, h.size_dt_strings)?;
-    inside("memreserve", h.off_mem_rsvmap, 16)?;
-    if !h.off_dt_struct.is_multiple_of(4) || !h.size_dt_struct.is_multiple_of(4) {
-        return Err(FdtError::BlockMisaligned {
-            block: "structure",
-            offset: h.off_dt_struct,
-        });
-    }
-    if !h.off_mem_rsvmap.is_multiple_of(8) {
-        return Err(FdtError::BlockMisaligned {
-            block: "memreserve",
-            offset: h.off_mem_rsvmap,
-        });
-    }
-    Ok(h)
+/// Checks the 40-byte header (`hdr` holds at least [`HEADER_SIZE`] bytes) for a tree of at
+/// most [`MAX_FDT_SIZE`] bytes: `baton_fdt::check_header`, the one header check.
+pub fn check_header(hdr: &[u8]) -> Result<Header, BootInfoError> {
+    Ok(baton_fdt::check_header(hdr, MAX_FDT_SIZE as usize)?)
 }
 
 /// One open node during the walk.
@@ -268,13 +140,13 @@ fn strings(list: &[u8]) -> impl Iterator<Item = &str> {
 }
 
 /// A single NUL-terminated string property.
-fn prop_str(v: &[u8], offset: usize) -> Result<&str, FdtError> {
+fn prop_str(v: &[u8], offset: usize) -> Result<&str, BootInfoError> {
     let s = v.strip_suffix(&[0]).unwrap_or(v);
     let s = match s.iter().position(|&b| b == 0) {
         Some(i) => &s[..i],
         None => s,
     };
-    core::str::from_utf8(s).map_err(|_| FdtError::BadString { offset })
+    core::str::from_utf8(s).map_err(|_| BootInfoError::Fdt(FdtError::BadName { offset }))
 }
 
 /// Reads `cells` big-endian cells as one number; `None` if it needs more than 64 bits.
@@ -296,10 +168,10 @@ fn pairs<'v>(
     ac: u32,
     sc: u32,
     prop: &'static str,
-) -> Result<impl Iterator<Item = Option<(u64, u64)>> + 'v, FdtError> {
+) -> Result<impl Iterator<Item = Option<(u64, u64)>> + 'v, BootInfoError> {
     let stride = ((ac + sc) * 4) as usize;
     if stride == 0 || !v.len().is_multiple_of(stride) {
-        return Err(FdtError::BadPropLength { prop, len: v.len() });
+        return Err(BootInfoError::BadPropLength { prop, len: v.len() });
     }
     Ok(v.chunks_exact(stride).map(move |c| {
         let a = read_cells(c, ac)?;
@@ -308,11 +180,11 @@ fn pairs<'v>(
     }))
 }
 
-fn u32_or_u64(v: &[u8], prop: &'static str) -> Result<u64, FdtError> {
+fn u32_or_u64(v: &[u8], prop: &'static str) -> Result<u64, BootInfoError> {
     match v.len() {
         4 => Ok(be32(v, 0) as u64),
         8 => Ok(((be32(v, 0) as u64) << 32) | be32(v, 4) as u64),
-        len => Err(FdtError::BadPropLength { prop, len }),
+        len => Err(BootInfoError::BadPropLength { prop, len }),
     }
 }
 
@@ -363,29 +235,31 @@ fn push<const N: usize>(
     l: &mut RangeList<N>,
     r: PhysRange,
     what: &'static str,
-) -> Result<(), FdtError> {
-    l.push(r).map_err(|_| FdtError::TooMany { what })
+) -> Result<(), BootInfoError> {
+    l.push(r).map_err(|_| BootInfoError::TooMany { what })
 }
 
 /// Parses the FDT in `buf` (which may be longer than the tree) located at physical address
 /// `phys`, into a [`BootInfo`].
-pub fn parse(buf: &[u8], phys: u64) -> Result<BootInfo<'_>, FdtError> {
+pub fn parse(buf: &[u8], phys: u64) -> Result<BootInfo<'_>, BootInfoError> {
     let h = check_header(buf)?;
     if (buf.len() as u64) < h.totalsize as u64 {
-        return Err(FdtError::Truncated {
+        return Err(BootInfoError::Fdt(FdtError::BadTotalSize {
             totalsize: h.totalsize,
-            available: buf.len(),
-        });
+            len: buf.len(),
+        }));
     }
     let buf = &buf[..h.totalsize as usize];
     if !(buf.as_ptr() as usize).is_multiple_of(4) {
-        return Err(FdtError::Misaligned { addr: phys });
+        return Err(BootInfoError::Misaligned { addr: phys });
     }
     // SAFETY: `buf` is 4-byte aligned and exactly `totalsize` long (fdt-rs's contract); the
     // header checks above keep every block inside it.
-    let dt = unsafe { DevTree::new(buf) }.map_err(|e| FdtError::BadToken {
-        offset: 0,
-        reason: devtree_reason(e),
+    let dt = unsafe { DevTree::new(buf) }.map_err(|e| {
+        BootInfoError::Fdt(FdtError::Unreadable {
+            offset: 0,
+            reason: devtree_reason(e),
+        })
     })?;
 
     let mut w = Walk {
@@ -414,7 +288,7 @@ fn devtree_reason(e: DevTreeError) -> &'static str {
     }
 }
 
-fn parse_memreserve(buf: &[u8], h: &Header, info: &mut BootInfo<'_>) -> Result<(), FdtError> {
+fn parse_memreserve(buf: &[u8], h: &Header, info: &mut BootInfo<'_>) -> Result<(), BootInfoError> {
     let mut off = h.off_mem_rsvmap as usize;
     for _ in 0..MAX_MEMRESERVE {
         if off + 16 > buf.len() {
@@ -432,9 +306,7 @@ fn parse_memreserve(buf: &[u8], h: &Header, info: &mut BootInfo<'_>) -> Result<(
         )?;
         off += 16;
     }
-    Err(FdtError::MemreserveUnterminated {
-        offset: h.off_mem_rsvmap as usize,
-    })
+    Err(FdtError::UnterminatedMemReserve.into())
 }
 
 fn walk_struct<'a>(
@@ -442,7 +314,7 @@ fn walk_struct<'a>(
     buf: &'a [u8],
     h: &Header,
     w: &mut Walk<'a>,
-) -> Result<(), FdtError> {
+) -> Result<(), BootInfoError> {
     let struct_end = (h.off_dt_struct + h.size_dt_struct) as usize;
     let strings = &buf[h.off_dt_strings as usize..(h.off_dt_strings + h.size_dt_strings) as usize];
     let mut stack = [Frame::new("", false); MAX_DEPTH];
@@ -454,26 +326,28 @@ fn walk_struct<'a>(
         // fdt-rs reads the token word unchecked; keep it inside the structure block (and
         // strictly inside the buffer, as its debug assertion requires).
         if at + 4 > struct_end || at + 4 >= buf.len() {
-            return Err(FdtError::StructTruncated { offset: at });
+            return Err(FdtError::Truncated { offset: at }.into());
         }
-        let tok = it.next().map_err(|e| FdtError::BadToken {
-            offset: at,
-            reason: devtree_reason(e),
+        let tok = it.next().map_err(|e| {
+            BootInfoError::Fdt(FdtError::Unreadable {
+                offset: at,
+                reason: devtree_reason(e),
+            })
         })?;
         match tok {
             None => break,
             Some(ParsedTok::BeginNode(n)) => {
                 if depth == 0 && seen_root {
-                    return Err(FdtError::Unbalanced { offset: at });
+                    return Err(FdtError::BadStructure { offset: at }.into());
                 }
                 if depth == MAX_DEPTH {
-                    return Err(FdtError::TooDeep { offset: at });
+                    return Err(FdtError::TooDeep { offset: at }.into());
                 }
                 if depth > 0 && !stack[depth - 1].props_done {
                     finish_node(&mut stack, depth - 1, w, at)?;
                 }
-                let name =
-                    core::str::from_utf8(n.name).map_err(|_| FdtError::BadString { offset: at })?;
+                let name = core::str::from_utf8(n.name)
+                    .map_err(|_| BootInfoError::Fdt(FdtError::BadName { offset: at }))?;
                 let in_cpus = depth > 0
                     && (stack[depth - 1].in_cpus || (depth == 2 && stack[1].name == "cpus"));
                 stack[depth] = Frame::new(name, in_cpus);
@@ -482,14 +356,14 @@ fn walk_struct<'a>(
             }
             Some(ParsedTok::Prop(p)) => {
                 if depth == 0 || stack[depth - 1].props_done {
-                    return Err(FdtError::MisplacedProperty { offset: at });
+                    return Err(FdtError::BadStructure { offset: at }.into());
                 }
                 let name = prop_name(strings, p.name_offset, at)?;
                 handle_prop(&mut stack, depth - 1, name, p.prop_buf, w, at)?;
             }
             Some(ParsedTok::EndNode) => {
                 if depth == 0 {
-                    return Err(FdtError::Unbalanced { offset: at });
+                    return Err(FdtError::BadStructure { offset: at }.into());
                 }
                 if !stack[depth - 1].props_done {
                     finish_node(&mut stack, depth - 1, w, at)?;
@@ -500,39 +374,42 @@ fn walk_struct<'a>(
         }
     }
     if depth != 0 {
-        return Err(FdtError::Unbalanced { offset: it.offset });
+        return Err(FdtError::BadStructure { offset: it.offset }.into());
     }
     if !seen_root {
-        return Err(FdtError::NoRootNode);
+        return Err(FdtError::NoRootNode.into());
     }
     Ok(())
 }
 
-fn prop_name(strings: &[u8], nameoff: usize, at: usize) -> Result<&str, FdtError> {
-    let tail = strings.get(nameoff..).ok_or(FdtError::BadPropName {
-        offset: at,
-        nameoff,
-    })?;
-    let end = tail
-        .iter()
-        .position(|&b| b == 0)
-        .ok_or(FdtError::BadPropName {
+fn prop_name(strings: &[u8], nameoff: usize, at: usize) -> Result<&str, BootInfoError> {
+    let tail = strings
+        .get(nameoff..)
+        .ok_or(BootInfoError::Fdt(FdtError::BadNameOffset {
             offset: at,
-            nameoff,
-        })?;
-    core::str::from_utf8(&tail[..end]).map_err(|_| FdtError::BadString { offset: at })
+            nameoff: nameoff as u32,
+        }))?;
+    let end =
+        tail.iter()
+            .position(|&b| b == 0)
+            .ok_or(BootInfoError::Fdt(FdtError::BadNameOffset {
+                offset: at,
+                nameoff: nameoff as u32,
+            }))?;
+    core::str::from_utf8(&tail[..end])
+        .map_err(|_| BootInfoError::Fdt(FdtError::BadName { offset: at }))
 }
 
-fn cells(v: &[u8], at: usize) -> Result<u32, FdtError> {
+fn cells(v: &[u8], at: usize) -> Result<u32, BootInfoError> {
     if v.len() != 4 {
-        return Err(FdtError::BadCells {
+        return Err(BootInfoError::BadCells {
             offset: at,
             value: v.len() as u32,
         });
     }
     match be32(v, 0) {
         n @ 0..=4 => Ok(n),
-        value => Err(FdtError::BadCells { offset: at, value }),
+        value => Err(BootInfoError::BadCells { offset: at, value }),
     }
 }
 
@@ -543,7 +420,7 @@ fn handle_prop<'a>(
     v: &'a [u8],
     w: &mut Walk<'a>,
     at: usize,
-) -> Result<(), FdtError> {
+) -> Result<(), BootInfoError> {
     let node_name = stack[idx].name;
     if idx == 1 && node_name == "chosen" {
         let (ac, sc) = (stack[0].addr_cells, stack[0].size_cells);
@@ -601,7 +478,7 @@ fn finish_node<'a>(
     idx: usize,
     w: &mut Walk<'a>,
     at: usize,
-) -> Result<(), FdtError> {
+) -> Result<(), BootInfoError> {
     stack[idx].props_done = true;
     let f = stack[idx];
     if idx == 0 {
@@ -705,9 +582,9 @@ fn pick_console(w: &mut Walk<'_>) {
 }
 
 /// The checks a BootInfo must pass before the kernel relies on it.
-pub fn check_usable(info: &BootInfo<'_>) -> Result<(), FdtError> {
+pub fn check_usable(info: &BootInfo<'_>) -> Result<(), BootInfoError> {
     if info.memory.total() == 0 {
-        return Err(FdtError::NoMemory);
+        return Err(BootInfoError::NoMemory);
     }
     Ok(())
 }

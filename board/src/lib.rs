@@ -17,4 +17,4 @@ pub mod status; // exit status codes shared with the QEMU tests
 
 pub use boards::{BoardKind, BoardSource};
 pub use bootinfo::{BootInfo, ConsoleInfo, LogRange, RangeList};
-pub use fdt::FdtError;
+pub use fdt::BootInfoError;

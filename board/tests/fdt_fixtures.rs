@@ -2,8 +2,9 @@
 //! QEMU virt tree (board/testdata, from `-M virt,dumpdtb= -m 128M`, padding removed by dtc),
 //! plus header corruptions that must give a typed error, never a panic.
 
+use baton_fdt::FdtError;
 use board::boards::BoardKind;
-use board::fdt::{self, FdtError};
+use board::fdt::{self, BootInfoError};
 use mm::{PhysAddr, PhysRange};
 use std::path::Path;
 
@@ -56,7 +57,7 @@ fn rpi4_tree_gives_the_translated_pl011_and_the_spin_table_reservation() {
     assert!(info.timer.is_some());
     // memory@0 has a zero-length reg until firmware fills it: no RAM, and the image says so.
     assert!(info.memory.is_empty());
-    assert_eq!(fdt::check_usable(&info), Err(FdtError::NoMemory));
+    assert_eq!(fdt::check_usable(&info), Err(BootInfoError::NoMemory));
     // Every device lands in the BCM2711's CPU-side peripheral windows.
     assert!(info
         .devices
@@ -90,23 +91,35 @@ fn virt_tree_gives_ram_pl011_psci_and_devices() {
 
 #[test]
 fn header_corruptions_are_typed_errors() {
-    type Check = fn(&FdtError) -> bool;
+    type Check = fn(&BootInfoError) -> bool;
     let cases: [(usize, u32, Check); 5] = [
         (0, 0x1234_5678, |e| {
-            matches!(e, FdtError::BadMagic { found: 0x1234_5678 })
+            matches!(
+                e,
+                BootInfoError::Fdt(FdtError::BadMagic { magic: 0x1234_5678 })
+            )
         }),
-        (4, 0x7fff_0000, |e| matches!(e, FdtError::TotalSize { .. })),
+        (4, 0x7fff_0000, |e| {
+            matches!(e, BootInfoError::Fdt(FdtError::BadTotalSize { .. }))
+        }),
         (8, 0x00ff_fff0, |e| {
             matches!(
                 e,
-                FdtError::BlockOutside {
+                BootInfoError::Fdt(FdtError::BlockOutOfBounds {
                     block: "structure",
                     ..
-                }
+                })
             )
         }),
-        (20, 1, |e| matches!(e, FdtError::Version { version: 1, .. })),
-        (36, 0x40, |e| matches!(e, FdtError::StructTruncated { .. })),
+        (20, 1, |e| {
+            matches!(
+                e,
+                BootInfoError::Fdt(FdtError::UnsupportedVersion { version: 1, .. })
+            )
+        }),
+        (36, 0x40, |e| {
+            matches!(e, BootInfoError::Fdt(FdtError::Truncated { .. }))
+        }),
     ];
     for (off, value, ok) in cases {
         let mut w = virt();

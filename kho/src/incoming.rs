@@ -380,6 +380,7 @@ impl Incoming {
         }
         let pfn = Pfn(phys >> PAGE_SHIFT);
         fa.claim_reserved(pfn, order, BlockKind::Folio)?;
+        log::debug!("kho: restored {phys:#x} order {order} {kind} as a folio");
         self.claim(i);
         self.restored += 1;
         Ok(pfn)
@@ -417,6 +418,7 @@ impl Incoming {
                 BlockKind::Contig
             };
             fa.claim_reserved(Pfn(at >> PAGE_SHIFT), order, k)?;
+            log::debug!("kho: restored {at:#x} order {order} {kind}");
             self.claim(i);
             self.restored += 1;
             at += PAGE_SIZE << order;
@@ -445,6 +447,7 @@ impl Incoming {
                 BlockType::Contig => BlockKind::Contig,
             };
             fa.claim_reserved(Pfn(b.phys >> PAGE_SHIFT), b.order, k)?;
+            log::debug!("kho: restored {:#x} order {} {}", b.phys, b.order, b.kind);
             self.claim(i);
             self.restored += 1;
             pages += 1u64 << b.order;
@@ -465,6 +468,7 @@ impl Incoming {
             let pfn = Pfn(b.phys >> PAGE_SHIFT);
             fa.set_page_private(pfn, 0)?;
             fa.release_reserved(pfn, 1 << b.order)?;
+            log::debug!("kho: released {:#x} order {} {}", b.phys, b.order, b.kind);
             self.claim(i);
             self.released += 1;
             n += 1;

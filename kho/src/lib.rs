@@ -21,10 +21,13 @@
 
 extern crate alloc;
 
+/// The FDT format (header checks, reader, writer, `FdtError`): its own crate, shared with
+/// the board's boot parse.
+use baton_fdt as fdt;
+
 #[cfg(any(test, feature = "test-helpers"))]
 mod arena; // Arena: host RAM for tests (feature `test-helpers`)
 pub mod bootfdt; // the boot FDT's /chosen handover properties: rewrite and decode
-mod fdt; // strict FDT reader and small writer
 mod format; // KHO FDT names, encoding, metadata checksum
 mod incoming; // reserve, stash, restore, release, finish
 mod key; // radix keys: (phys, order, type) <-> u64
@@ -40,13 +43,13 @@ mod validate; // checks on a previous image's handover
 
 #[cfg(any(test, feature = "test-helpers"))]
 pub use arena::Arena;
-pub use fdt::{Fdt, FdtError, FdtWriteError, FdtWriter};
+pub use baton_fdt::{Fdt, FdtError, FdtWriteError, FdtWriter};
 pub use format::{AbiVersion, ClientEntry, FormatError};
 pub use incoming::{probe, read_scratch, HandoverRefs, Incoming, IncomingError, Reserved};
 pub use key::{BlockType, KeyError};
 pub use outgoing::{Handover, Kho, KhoError};
 pub use phys::{read_bytes, read_into, read_u64, write_bytes, write_u64, PhysMem};
-pub use scratch::{choose_scratch, parse_size, scratch_size, SCRATCH_ALIGN};
+pub use scratch::{choose_scratch, parse_size, scratch_asked, scratch_size, SCRATCH_ALIGN};
 pub use validate::{
     validate, validate_versioned, Block, Inputs, RestoreError, TreeName, Validated,
 };

@@ -623,7 +623,42 @@ impl<M: PhysMem> Kho<M> {
             self.set.page_count(),
             out.kho_fdt
         );
+        self.log_preserved(crc);
         Ok(out)
+    }
+
+    /// At `loglevel=debug`, the metadata CRC and one line per preserved block (and the
+    /// client blob it holds);
+    /// at `trace`, one per tree node. Costs nothing at `info`: the walk runs only when asked.
+    fn log_preserved(&self, crc: u32) {
+        if log::log_enabled!(log::Level::Trace) {
+            let root = self.set.root();
+            log::trace!("kho: finalize: tree root {root:#x} (typed keys, one tree)");
+            for phys in self.metadata_pages() {
+                log::trace!("kho: finalize: tree node {phys:#x}");
+            }
+        }
+        if !log::log_enabled!(log::Level::Debug) {
+            return;
+        }
+        log::debug!("kho: finalize: metadata CRC-32 {crc:#010x}");
+        let clients = &self.clients;
+        let r = self.set.for_each(&self.mem, &mut |phys, order, kind| {
+            let end = phys + (PAGE_SIZE << order);
+            let holds = clients
+                .iter()
+                .find(|c| c.phys < end && phys < c.phys.saturating_add(c.size));
+            match holds {
+                Some(c) => log::debug!(
+                    "kho: preserved {phys:#x} order {order} {kind} client {}",
+                    c.name
+                ),
+                None => log::debug!("kho: preserved {phys:#x} order {order} {kind}"),
+            }
+        });
+        if let Err(e) = r {
+            log::debug!("kho: listing preserved blocks: {e}");
+        }
     }
 
     /// Undoes `finalize`: frees the KHO FDT and scratch array pages, allows changes again.

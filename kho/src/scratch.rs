@@ -26,13 +26,18 @@ pub fn parse_size(s: &str) -> Option<u64> {
     n.checked_mul(1 << shift).filter(|&v| v > 0)
 }
 
+/// The size `kho_scratch=` asks for in `bootargs`, if it is there and valid.
+pub fn scratch_asked(bootargs: &str) -> Option<u64> {
+    bootargs
+        .split_ascii_whitespace()
+        .find_map(|w| w.strip_prefix(BOOTARG_KEY))
+        .and_then(parse_size)
+}
+
 /// Scratch size for this boot: `kho_scratch=` from `bootargs` if valid, else
 /// `max(32 MiB, ram / 32)`; always rounded up to 2 MiB and at most a quarter of RAM.
 pub fn scratch_size(bootargs: &str, ram_total: u64) -> u64 {
-    let asked = bootargs
-        .split_ascii_whitespace()
-        .find_map(|w| w.strip_prefix(BOOTARG_KEY))
-        .and_then(parse_size);
+    let asked = scratch_asked(bootargs);
     let size = asked.unwrap_or((ram_total / 32).max(MIN_DEFAULT_SCRATCH));
     let cap = (ram_total / 4) & !(SCRATCH_ALIGN - 1);
     size.next_multiple_of(SCRATCH_ALIGN)

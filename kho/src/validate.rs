@@ -364,6 +364,9 @@ impl<M: PhysMem + ?Sized> Walker<'_, '_, M> {
             return Err(RestoreError::NodeOutsideRam { tree, level, phys });
         }
         self.crc.page_bytes(page);
+        // kho-inspect reads these records to list the nodes per tree and level: keep the
+        // wording in step with `kho-inspect`'s `NODE_RECORD` parser.
+        log::trace!("kho: {tree} tree level-{level} node {phys:#x}");
         Ok(())
     }
 
@@ -558,20 +561,20 @@ pub fn validate_versioned<M: PhysMem + ?Sized>(
     ))
 }
 
-/// v1: every SPLIT key must name a MAIN block, which becomes SPLIT. A merge join of the two
-/// sorted lists, O(n).
+/// v1: every SPLIT key must name a MAIN block, which becomes SPLIT.
 fn mark_v1_split(blocks: &mut [Block], split_keys: Vec<u64>) -> Result<(), RestoreError> {
-    let mut split = Vec::with_capacity(split_keys.len());
+    // Every SPLIT key must name a MAIN block. The walk yields each order's keys in address
+    // order, so a cursor into the sorted blocks only moves forward within a run of keys
+    // (O(n) in all); a key below the last one starts a run and is found by binary search.
+    let mut i = 0;
     for &k in &split_keys {
-        split.push(decode(k).map_err(|err| RestoreError::BadKey {
+        let (phys, order) = decode(k).map_err(|err| RestoreError::BadKey {
             tree: TreeName::Split,
             err,
-        })?);
-    }
-    drop(split_keys);
-    split.sort_unstable();
-    let mut i = 0;
-    for (phys, order) in split {
+        })?;
+        if i > 0 && blocks[i - 1].phys >= phys {
+            i = blocks.partition_point(|b| b.phys < phys);
+        }
         while blocks.get(i).is_some_and(|b| b.phys < phys) {
             i += 1;
         }
@@ -579,6 +582,7 @@ fn mark_v1_split(blocks: &mut [Block], split_keys: Vec<u64>) -> Result<(), Resto
             Some(b) if b.phys == phys && b.order == order => b.kind = BlockType::Split,
             _ => return Err(RestoreError::SplitKeyNotPreserved { phys, order }),
         }
+        i += 1;
     }
     Ok(())
 }

@@ -118,14 +118,33 @@ impl<'a> FrameAllocator<'a> {
         }
         let preserved = preserved.into_iter();
         let mut prev_end = 0u64;
+        let mut si = 0;
         for r in preserved.clone() {
             let (s, e) = r.outer_pfns();
-            if s.0 < prev_end || s.0 >= e.0 || fa.ram_frames_in(s.0, e.0) != e.0 - s.0 {
-                return Err(MmError::BadPreservedRange { pfn: s });
+            let (s, e) = (s.0, e.0);
+            // One RAM section must hold the whole range (sections are apart: a range over
+            // two would cover a hole). Sorted input keeps the section cursor moving forward.
+            while si < fa.nsections && fa.sections[si].end <= s {
+                si += 1;
             }
-            prev_end = e.0;
-            fa.ready_chunks(s.0, e.0);
-            fa.mark_noinit(s.0, e.0);
+            let in_ram = fa
+                .sections
+                .get(si)
+                .filter(|_| si < fa.nsections)
+                .is_some_and(|sec| sec.base <= s && e <= sec.end);
+            if s < prev_end || s >= e || !in_ram {
+                return Err(MmError::BadPreservedRange { pfn: Pfn(s) });
+            }
+            prev_end = e;
+            let sec = fa.sections[si];
+            let (c0, c1) = (Self::chunk_of(&sec, s), Self::chunk_of(&sec, e - 1));
+            if (c0..=c1).any(|c| !fa.is_ready(c)) {
+                fa.ready_chunks(s, e);
+            }
+            let first = (u64::from(sec.first) + s - sec.base) as usize;
+            for p in &mut fa.pages[first..first + (e - s) as usize] {
+                p.set(PageFlags::NOINIT);
+            }
         }
 
         // Free RAM = memblock's free ranges minus the preserved ranges; only its parts in
@@ -232,27 +251,20 @@ impl<'a> FrameAllocator<'a> {
     /// Counts the frames of `[start, end)` reserved: chunks wholly inside stay deferred
     /// (marked reserved), the others are initialised as RESERVED frames.
     fn reserve_chunks(&mut self, start: u64, end: u64) {
-        for si in 0..self.nsections {
-            let sec = self.sections[si];
-            let lo = start.max(sec.base);
-            let hi = end.min(sec.end);
-            if lo >= hi {
-                continue;
+        // One chunk at a time: the loop body changes the bitmaps the walk reads.
+        let mut c = self.chunks_in(start, end).map(|(_, c)| c).next();
+        while let Some(cur) = c {
+            let (_, clo, chi) = self.chunk_span(cur);
+            let untouched = !self.is_ready(cur) && !self.is_reserved_chunk(cur);
+            if untouched && start <= clo && chi <= end {
+                let w = self.bitmap_words();
+                self.chunk_ready[w + (cur / 64) as usize] |= 1u64 << (cur % 64);
+                self.deferred -= chi - clo;
+                self.reserved += chi - clo;
+            } else {
+                self.ready_chunks(clo.max(start), chi.min(end));
             }
-            let (c0, c1) = (Self::chunk_of(&sec, lo), Self::chunk_of(&sec, hi - 1));
-            for c in c0..=c1 {
-                let (_, clo, chi) = self.chunk_span(c);
-                let untouched = self.chunk_ready[(c / 64) as usize] & (1u64 << (c % 64)) == 0
-                    && !self.is_reserved_chunk(c);
-                if untouched && lo <= clo && chi <= hi {
-                    let w = self.bitmap_words();
-                    self.chunk_ready[w + (c / 64) as usize] |= 1u64 << (c % 64);
-                    self.deferred -= chi - clo;
-                    self.reserved += chi - clo;
-                } else {
-                    self.ready_chunks(clo.max(lo), chi.min(hi));
-                }
-            }
+            c = self.chunks_in(chi, end).map(|(_, c)| c).next();
         }
     }
 
@@ -273,8 +285,25 @@ impl<'a> FrameAllocator<'a> {
     /// Whether the chunk holding `pfn` (a frame of `sec`) has its descriptors written.
     #[inline(always)]
     pub(crate) fn chunk_is_ready(&self, sec: &Section, pfn: u64) -> bool {
-        let c = Self::chunk_of(sec, pfn);
+        self.is_ready(Self::chunk_of(sec, pfn))
+    }
+
+    /// Whether chunk `c` has its descriptors written.
+    #[inline(always)]
+    fn is_ready(&self, c: u64) -> bool {
         self.chunk_ready[(c / 64) as usize] & (1u64 << (c % 64)) != 0
+    }
+
+    /// Every chunk holding a RAM frame of `[start, end)`, as (section index, chunk).
+    fn chunks_in(&self, start: u64, end: u64) -> impl Iterator<Item = (usize, u64)> + '_ {
+        self.sections[..self.nsections]
+            .iter()
+            .enumerate()
+            .filter_map(move |(si, sec)| {
+                let (lo, hi) = (start.max(sec.base), end.min(sec.end));
+                (lo < hi).then(|| (si, Self::chunk_of(sec, lo)..=Self::chunk_of(sec, hi - 1)))
+            })
+            .flat_map(|(si, cs)| cs.map(move |c| (si, c)))
     }
 
     fn set_ready(&mut self, c: u64) {
@@ -308,44 +337,29 @@ impl<'a> FrameAllocator<'a> {
         None
     }
 
-    /// Frames of `[start, end)` that are RAM.
-    fn ram_frames_in(&self, start: u64, end: u64) -> u64 {
-        self.sections[..self.nsections]
-            .iter()
-            .map(|s| end.min(s.end).saturating_sub(start.max(s.base)))
-            .sum()
-    }
-
     /// Initialises every deferred chunk that holds a frame of `[start, end)` as RESERVED
     /// frames (the caller frees what is free).
     fn ready_chunks(&mut self, start: u64, end: u64) {
-        for si in 0..self.nsections {
-            let sec = self.sections[si];
-            let lo = start.max(sec.base);
-            let hi = end.min(sec.end);
-            if lo >= hi {
-                continue;
-            }
-            let (c0, c1) = (Self::chunk_of(&sec, lo), Self::chunk_of(&sec, hi - 1));
-            for c in c0..=c1 {
-                if self.chunk_ready[(c / 64) as usize] & (1u64 << (c % 64)) != 0 {
-                    continue;
-                }
-                let (_, clo, chi) = self.chunk_span(c);
-                let first = (u64::from(sec.first) + clo - sec.base) as usize;
+        let mut c = self.chunks_in(start, end).next();
+        while let Some((si, cur)) = c {
+            let (_, clo, chi) = self.chunk_span(cur);
+            if !self.is_ready(cur) {
+                let first =
+                    (u64::from(self.sections[si].first) + clo - self.sections[si].base) as usize;
                 let n = (chi - clo) as usize;
                 for p in &mut self.pages[first..first + n] {
                     *p = Page::new(si as u8, PageFlags::RESERVED);
                 }
-                if self.is_reserved_chunk(c) {
+                if self.is_reserved_chunk(cur) {
                     // Counted reserved already.
-                    self.clear_reserved_chunk(c);
+                    self.clear_reserved_chunk(cur);
                 } else {
                     self.deferred -= n as u64;
                     self.reserved += n as u64;
                 }
-                self.set_ready(c);
+                self.set_ready(cur);
             }
+            c = self.chunks_in(chi, end).next();
         }
     }
 
@@ -361,6 +375,25 @@ impl<'a> FrameAllocator<'a> {
     /// Frees the frames of `[start, end)` (free RAM, RESERVED so far) that lie in
     /// initialised chunks; frames in deferred chunks stay deferred.
     fn free_in_ready_chunks(&mut self, start: u64, end: u64) {
+        // The common case between preserved blocks: one gap inside one initialised chunk.
+        if self.nsections == 1 {
+            let sec = self.sections[0];
+            if sec.base <= start
+                && end <= sec.end
+                && start < end
+                && start >> CHUNK_ORDER == (end - 1) >> CHUNK_ORDER
+                && self.chunk_is_ready(&sec, start)
+            {
+                let first = (u64::from(sec.first) + start - sec.base) as usize;
+                let n = (end - start) as usize;
+                for p in &mut self.pages[first..first + n] {
+                    p.clear(PageFlags::RESERVED);
+                }
+                self.reserved -= n as u64;
+                self.free_range(first, n as u64);
+                return;
+            }
+        }
         for si in 0..self.nsections {
             let sec = self.sections[si];
             let mut f = start.max(sec.base);

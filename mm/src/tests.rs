@@ -46,7 +46,7 @@ const ONE_BLOCK: Layout = Layout {
     reserved: &[],
 };
 
-fn assert_stats_consistent(fa: &FrameAllocator) {
+pub(crate) fn assert_stats_consistent(fa: &FrameAllocator) {
     let s = fa.stats();
     assert_eq!(
         s.free + s.deferred + s.reserved + s.allocated + s.bad,

@@ -10,6 +10,7 @@ use std::mem::MaybeUninit;
 
 use proptest::prelude::*;
 
+use crate::tests::assert_stats_consistent as assert_consistent;
 use crate::*;
 
 const MIB: u64 = 1 << 20;
@@ -58,22 +59,6 @@ fn free_set(fa: &FrameAllocator) -> Vec<(u64, u32)> {
     let mut v: Vec<(u64, u32)> = fa.free_blocks().map(|(p, o)| (p.0, o)).collect();
     v.sort_unstable();
     v
-}
-
-fn assert_consistent(fa: &FrameAllocator) {
-    let s = fa.stats();
-    assert_eq!(
-        s.free + s.deferred + s.reserved + s.allocated + s.bad,
-        s.total,
-        "{s:?}"
-    );
-    let by_order: u64 = s
-        .free_per_order
-        .iter()
-        .enumerate()
-        .map(|(o, n)| n << o)
-        .sum();
-    assert_eq!(by_order, s.free, "{s:?}");
 }
 
 /// The eager build of the same memory, preserved ranges as `reserve_noinit`.

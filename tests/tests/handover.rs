@@ -257,10 +257,35 @@ fn scattered(board: Board, generations: u32, size: &str, pages: u64, memory: Opt
 }
 
 #[test]
-fn a_scratch_too_small_for_the_next_image_is_raised_on_a_cold_boot() {
-    // 256 MiB of RAM: the next image's frame allocator alone needs 2 MiB of scratch.
-    let run = chain(Board::Virt, 3, "kho_scratch=2M", Boot::default(), &[]);
-    run.expect("kho: scratch raised from 2 to ");
+fn a_hand_set_scratch_too_small_for_the_next_image_is_refused_before_any_work() {
+    let opts = Boot {
+        append: Some("baton.generations=3 kho_scratch=2M".into()),
+        ..Boot::default()
+    };
+    let run = boot_with_timeout(Board::Virt, &opts, Duration::from_secs(60));
+    run.expect_status(EXIT_NEXT_IMAGE)
+        .expect("kho: kho_scratch= gives 2 MiB; the next generation needs ")
+        .expect("FAIL gen=0 check=handover detail=")
+        .expect("no room in scratch for the ")
+        .expect("largest free piece");
+    assert!(!run.output.contains("GEN n="), "{}", run.output);
+}
+
+#[test]
+fn a_47_mib_next_image_fits_the_scratch_sized_for_it_on_1_gib() {
+    // A stamped copy of baton's Image that asks for 47 MiB once running, as a
+    // distribution's arm64 Linux Image does: A -> B -> A -> B, no kho_scratch=.
+    let mut b = image_a();
+    set_u64(&mut b, baton_image::OFF_IMAGE_SIZE, 47 << 20);
+    baton_image::stamp(&mut b).expect("stamp");
+    let f = write_scratch("image-47m", &b);
+    let opts = Boot {
+        memory: Some("1G"),
+        extra: vec!["-initrd".into(), f.display().to_string()],
+        ..Boot::default()
+    };
+    let run = chain(Board::Virt, 4, "", opts, &[]);
+    run.expect("image_size 0x2f00000");
 }
 
 #[test]

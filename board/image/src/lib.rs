@@ -173,6 +173,18 @@ pub fn parse(file: &[u8]) -> Result<ImageHeader, ImageError> {
     })
 }
 
+/// `image_size` and `text_offset` of the arm64 Image whose header is `header` (at least 64
+/// bytes), if it has the magic: how much room a loader must give it, before any other check
+/// (sizing scratch at boot, where reading the whole file would cost its CRC).
+pub fn room_needed(header: &[u8]) -> Option<(u64, u64)> {
+    if header.len() < HEADER_SIZE
+        || u32::from_le_bytes(header[OFF_MAGIC..OFF_MAGIC + 4].try_into().ok()?) != MAGIC
+    {
+        return None;
+    }
+    Some((le64(header, OFF_IMAGE_SIZE), le64(header, OFF_TEXT_OFFSET)))
+}
+
 /// CRC-32 of `file` with the stamp word read as zero.
 pub fn crc(file: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();

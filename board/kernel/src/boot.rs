@@ -12,10 +12,11 @@ extern crate alloc;
 
 use alloc::vec::Vec;
 use arch::ExceptionLevel;
+use baton_fdt::FdtError;
 use board::boards::{self, BoardFacts, BoardKind};
 use board::bootargs::{self, TestAction};
 use board::bootinfo::{BootInfo, ConsoleInfo, LogRange};
-use board::fdt::{self, FdtError};
+use board::fdt::{self, BootInfoError};
 use board::memmap;
 use log::{error, info, warn};
 use mm::{PhysAddr, PhysRange};
@@ -112,10 +113,13 @@ pub extern "C" fn kernel_main(fdt_addr: u64, image_base: u64, entry_el: u64, rel
         })
         .map(|(_, r)| r)
         .collect();
-    // What the next image's own early boot must find in scratch: its frame allocator
-    // storage (RAM is the same), the next image and the initrd it passes on, and room for
-    // page tables, the early heap and the FDT.
-    let next_needs = memory::frame_storage_bytes() + 2 * layout.size + NEXT_IMAGE_EARLY_BYTES;
+    // What scratch must hold for the next generation: the next image at a 2 MiB boundary
+    // (its own header's image_size: the initrd's if there is one, else this image's), the
+    // image it passes on as its initrd, and the next image's early boot (frame allocator
+    // storage for this RAM, page tables, early heap, FDT).
+    let next_needs = next_image_room(&info, &layout, &mem)
+        + memory::frame_storage_bytes()
+        + NEXT_IMAGE_EARLY_BYTES;
     let mut kb = match warm_boot::probe(&mem, early, &avoid, info.bootargs, next_needs) {
         Ok(kb) => kb,
         Err(e) => fail_memory(e.into()),
@@ -204,7 +208,7 @@ fn release_unclaimed(r: kho::Reserved) {
 
 /// Reads x0: the parsed tree if it has the FDT magic, the default board (rpi4) if it has
 /// not and the image sits where a Pi loader puts it (below 1 GiB), or the check it failed.
-fn read_boot_info(fdt_addr: u64, image_base: u64) -> Result<BootInfo<'static>, FdtError> {
+fn read_boot_info(fdt_addr: u64, image_base: u64) -> Result<BootInfo<'static>, BootInfoError> {
     let mut first = [0u8; 4];
     for (i, b) in first.iter_mut().enumerate() {
         // SAFETY: x0 came from the loader; with the MMU off any RAM or ROM address reads
@@ -215,12 +219,12 @@ fn read_boot_info(fdt_addr: u64, image_base: u64) -> Result<BootInfo<'static>, F
         if image_base < DEFAULT_BOARD_LOAD_LIMIT {
             return Ok(board::bootinfo::default_board_info());
         }
-        return Err(FdtError::BadMagic {
-            found: u32::from_be_bytes(first),
-        });
+        return Err(BootInfoError::Fdt(FdtError::BadMagic {
+            magic: u32::from_be_bytes(first),
+        }));
     }
     if !fdt_addr.is_multiple_of(4) {
-        return Err(FdtError::Misaligned { addr: fdt_addr });
+        return Err(BootInfoError::Misaligned { addr: fdt_addr });
     }
     // SAFETY: the magic is there, so the loader put an FDT header at x0; 40 bytes of it
     // are readable.
@@ -242,13 +246,37 @@ fn read_boot_info(fdt_addr: u64, image_base: u64) -> Result<BootInfo<'static>, F
 /// blocks takes tens of MiB; more is found by growing into scratch), the FDT.
 const NEXT_IMAGE_EARLY_BYTES: u64 = 16 << 20;
 
+/// Room the next image and the image it passes on take in scratch: the next image's
+/// `image_size` from a 2 MiB boundary plus its `text_offset` (read from the initrd's
+/// header when the initrd is an Image, else this image's own), plus this image's file
+/// when it is passed on as the next initrd.
+fn next_image_room(
+    info: &BootInfo<'_>,
+    layout: &arch::entry::ImageLayout,
+    mem: &IdentityMem,
+) -> u64 {
+    let own = layout.size;
+    let initrd = info
+        .initrd
+        .filter(|r| r.size() >= baton_image::HEADER_SIZE as u64);
+    let next = initrd.and_then(|r| {
+        // SAFETY: the initrd is reserved RAM the loader wrote and nothing writes.
+        let hdr = unsafe { mem.bytes(r.start.0, baton_image::HEADER_SIZE as u64) }?;
+        baton_image::room_needed(hdr).map(|(size, text)| size + text)
+    });
+    match next {
+        Some(n) => n.next_multiple_of(2 << 20) + (2 << 20) + layout.file_size,
+        None => own.next_multiple_of(2 << 20) + (2 << 20),
+    }
+}
+
 /// Without an FDT, only an image loaded below this address (the Pi firmware and QEMU
 /// raspi4b load at 0x20_0000) falls back to the default board; above it (QEMU virt's RAM
 /// starts at 1 GiB) a missing magic is reported as a bad FDT.
 const DEFAULT_BOARD_LOAD_LIMIT: u64 = 0x4000_0000;
 
 /// A malformed FDT: report it on the console of the board the load address suggests, exit.
-fn bad_fdt(fdt_addr: u64, image_base: u64, e: FdtError) -> ! {
+fn bad_fdt(fdt_addr: u64, image_base: u64, e: BootInfoError) -> ! {
     // virt loads at 0x4020_0000 (RAM starts at 1 GiB); a Pi loads at 0x20_0000.
     let facts = if image_base >= DEFAULT_BOARD_LOAD_LIMIT {
         &boards::QEMU_VIRT

@@ -32,6 +32,10 @@ const WORKLOAD_HEAP: usize = 4 << 20;
 /// list and kho's outgoing block list, with room to spare.
 const BULK_HEAP_PER_BLOCK: usize = 96;
 
+/// Bytes the boot FDT may grow by when the handover rewrites `/chosen` (the KHO FDT and
+/// scratch properties, the bootargs with the chain's counters).
+const FDT_GROWTH: u64 = 4096;
+
 /// The bootarg that turns the chain on.
 const CHAIN_KEY: &str = "baton.generations=";
 
@@ -84,6 +88,24 @@ pub fn run(
     } else {
         match next_image::plan(info, layout, mem) {
             Ok(p) => {
+                // Refuse now, before the generation's work, if scratch cannot hold what
+                // the handover will place there (the next image at a 2 MiB boundary, the
+                // image it passes on); the FDT is placed at the jump.
+                let mut placer = board::placement::Placer::new(kb.free_scratch.clone());
+                let fdt = info.fdt.map_or(0, |f| f.size()) + FDT_GROWTH;
+                let room = placer
+                    .place_image(&p.next.header)
+                    .and_then(|_| match p.pass_on {
+                        Some(po) => placer.place_blob("initrd", po.len).map(|_| ()),
+                        None => Ok(()),
+                    })
+                    .and_then(|_| placer.place_blob("device tree", fdt).map(|_| ()));
+                if let Err(e) = room {
+                    fail(
+                        &handover_failure(cfg.generation, next_image::NextImageError::Place(e)),
+                        board::status::NEXT_IMAGE,
+                    );
+                }
                 info!(
                     "chain: generation {} of {}, next image: {} at {:#x} ({} bytes, stamp {})",
                     cfg.generation,

@@ -99,16 +99,22 @@ pub fn probe(
         MEMBLOCK.lock().clear_alloc_only_in();
     }
     let mut mb = MEMBLOCK.lock();
-    let asked = kho::scratch_size(bootargs, mem.total());
-    let size = asked.max(next_needs.next_multiple_of(kho::SCRATCH_ALIGN));
-    if size > asked {
-        warn!(
-            "kho: scratch raised from {} to {} MiB: the next image needs {} KiB in it (frame allocator storage, images, early allocations)",
-            asked >> 20,
-            size >> 20,
-            next_needs / 1024
-        );
-    }
+    let needs = next_needs.next_multiple_of(kho::SCRATCH_ALIGN);
+    let size = if kho::scratch_asked(bootargs).is_some() {
+        // kho_scratch= overrides; a next image that cannot fit is refused before the
+        // generation's work (chain::run), with both sizes.
+        let asked = kho::scratch_size(bootargs, mem.total());
+        if asked < needs {
+            warn!(
+                "kho: kho_scratch= gives {} MiB; the next generation needs {} MiB (images, frame allocator storage, early allocations)",
+                asked >> 20,
+                needs >> 20
+            );
+        }
+        asked
+    } else {
+        kho::scratch_size(bootargs, mem.total()).max(needs)
+    };
     let s = alloc::vec![kho::choose_scratch(&mut mb, size)?];
     Ok(KhoBoot {
         scratch: s.clone(),

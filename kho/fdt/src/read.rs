@@ -5,9 +5,8 @@
 //!
 //! One of baton's two FDT readers, on purpose: this one builds node tables on the heap (the
 //! KHO FDT, client sub-trees, the boot-FDT rewrite); `board::fdt` walks the boot FDT with
-//! fdt-rs before any heap exists, into fixed-capacity lists. Their `FdtError`s are still two
-//! enums: the messages of each are pinned by different tests (the workload's record test,
-//! the QEMU boot tests), so merging them means choosing one wording (open in issue 12).
+//! fdt-rs before any heap exists, into fixed-capacity lists. Both use [`check_header`] and
+//! this module's [`FdtError`].
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -45,6 +44,11 @@ pub enum FdtError {
     BadStructure { offset: usize },
     /// The memory reservation block has no (0, 0) terminator before the structure block.
     UnterminatedMemReserve,
+    /// A token the reader could not take (`reason` says why; the boot parse's fdt-rs
+    /// refusals).
+    Unreadable { offset: usize, reason: &'static str },
+    /// The structure block holds no root node.
+    NoRootNode,
 }
 
 impl fmt::Display for FdtError {
@@ -90,6 +94,10 @@ impl fmt::Display for FdtError {
                 write!(f, "FDT structure tokens out of order at {offset:#x}")
             }
             FdtError::UnterminatedMemReserve => write!(f, "FDT memory reservations unterminated"),
+            FdtError::Unreadable { offset, reason } => {
+                write!(f, "FDT token at {offset:#x} unreadable: {reason}")
+            }
+            FdtError::NoRootNode => write!(f, "FDT has no root node"),
         }
     }
 }
@@ -151,54 +159,96 @@ fn cstr(b: &[u8], off: usize) -> Option<&str> {
     core::str::from_utf8(&rest[..n]).ok()
 }
 
+/// The header fields, after [`check_header`].
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// `totalsize`: bytes of the whole tree.
+    pub totalsize: u32,
+    /// Offset of the structure block.
+    pub off_dt_struct: u32,
+    /// Offset of the strings block.
+    pub off_dt_strings: u32,
+    /// Offset of the memory reservation block.
+    pub off_mem_rsvmap: u32,
+    /// Format version (16 or 17).
+    pub version: u32,
+    /// `boot_cpuid_phys`.
+    pub boot_cpuid_phys: u32,
+    /// Bytes of the strings block.
+    pub size_dt_strings: u32,
+    /// Bytes of the structure block.
+    pub size_dt_struct: u32,
+}
+
+/// Checks the 40-byte header at the start of `b` for a tree of at most `available` bytes
+/// (the blob's length, or the most a caller will map): magic, `totalsize` within
+/// `[header, available]`, version 16/17, and every block inside `totalsize` (structure
+/// 4-aligned, memory reservations 8-aligned, none inside the header).
+pub fn check_header(b: &[u8], available: usize) -> Result<Header, FdtError> {
+    if b.len() < FDT_HEADER_SIZE {
+        return Err(FdtError::TooShortForHeader { len: b.len() });
+    }
+    let hdr = |i: usize| be32(b, 4 * i).ok_or(FdtError::TooShortForHeader { len: b.len() });
+    let magic = hdr(0)?;
+    if magic != FDT_MAGIC {
+        return Err(FdtError::BadMagic { magic });
+    }
+    let totalsize = hdr(1)?;
+    if (totalsize as usize) > available || (totalsize as usize) < FDT_HEADER_SIZE {
+        return Err(FdtError::BadTotalSize {
+            totalsize,
+            len: available,
+        });
+    }
+    let (version, last_comp) = (hdr(5)?, hdr(6)?);
+    if version < 16 || last_comp > 17 {
+        return Err(FdtError::UnsupportedVersion { version, last_comp });
+    }
+    let h = Header {
+        totalsize,
+        off_dt_struct: hdr(2)?,
+        off_dt_strings: hdr(3)?,
+        off_mem_rsvmap: hdr(4)?,
+        version,
+        boot_cpuid_phys: hdr(7)?,
+        size_dt_strings: hdr(8)?,
+        size_dt_struct: hdr(9)?,
+    };
+    let block = |name: &'static str, off: u32, size: u32, align: u32| {
+        let end = u64::from(off) + u64::from(size);
+        if end > u64::from(totalsize)
+            || (off as usize) < FDT_HEADER_SIZE
+            || !off.is_multiple_of(align)
+            || !size.is_multiple_of(align)
+        {
+            Err(FdtError::BlockOutOfBounds {
+                block: name,
+                offset: off,
+                size,
+            })
+        } else {
+            Ok(())
+        }
+    };
+    block("structure", h.off_dt_struct, h.size_dt_struct, 4)?;
+    block("strings", h.off_dt_strings, h.size_dt_strings, 1)?;
+    block("memory reservation", h.off_mem_rsvmap, 0, 8)?;
+    Ok(h)
+}
+
 impl<'a> Fdt<'a> {
     /// Parses and checks the whole blob.
     pub fn parse(b: &'a [u8]) -> Result<Self, FdtError> {
-        let hdr = |i: usize| be32(b, 4 * i).ok_or(FdtError::TooShortForHeader { len: b.len() });
-        if b.len() < FDT_HEADER_SIZE {
-            return Err(FdtError::TooShortForHeader { len: b.len() });
-        }
-        let magic = hdr(0)?;
-        if magic != FDT_MAGIC {
-            return Err(FdtError::BadMagic { magic });
-        }
-        let totalsize = hdr(1)?;
-        if (totalsize as usize) > b.len() || (totalsize as usize) < FDT_HEADER_SIZE {
-            return Err(FdtError::BadTotalSize {
-                totalsize,
-                len: b.len(),
-            });
-        }
-        let b = &b[..totalsize as usize];
-        let (off_struct, off_strings, off_rsv) = (hdr(2)?, hdr(3)?, hdr(4)?);
-        let (version, last_comp) = (hdr(5)?, hdr(6)?);
-        if version < 16 || last_comp > 17 {
-            return Err(FdtError::UnsupportedVersion { version, last_comp });
-        }
-        let boot_cpuid_phys = hdr(7)?;
-        let size_strings = hdr(8)?;
-        let size_struct = hdr(9)?;
-        let block = |name: &'static str, off: u32, size: u32, align: u32| {
-            let end = u64::from(off) + u64::from(size);
-            if end > u64::from(totalsize)
-                || (off as usize) < FDT_HEADER_SIZE
-                || !off.is_multiple_of(align)
-                || !size.is_multiple_of(align)
-            {
-                Err(FdtError::BlockOutOfBounds {
-                    block: name,
-                    offset: off,
-                    size,
-                })
-            } else {
-                Ok(&b[off as usize..end as usize])
-            }
-        };
-        let st = block("structure", off_struct, size_struct, 4)?;
-        let strings = block("strings", off_strings, size_strings, 1)?;
+        let h = check_header(b, b.len())?;
+        let b = &b[..h.totalsize as usize];
+        let (off_struct, off_strings, off_rsv) =
+            (h.off_dt_struct, h.off_dt_strings, h.off_mem_rsvmap);
+        let (totalsize, boot_cpuid_phys) = (h.totalsize, h.boot_cpuid_phys);
+        let (size_strings, size_struct) = (h.size_dt_strings, h.size_dt_struct);
+        let block = |off: u32, size: u32| &b[off as usize..(off + size) as usize];
+        let st = block(off_struct, size_struct);
+        let strings = block(off_strings, size_strings);
         // Reservation entries: pairs of big-endian u64 up to a (0, 0) pair, before the end.
-        let rsv_block = block("memory reservation", off_rsv, 0, 8)?;
-        let _ = rsv_block;
         let mut mem_reserve = Vec::new();
         let mut o = off_rsv as usize;
         loop {
