@@ -130,13 +130,7 @@ fn one_tree_holds_each_block_once_and_fewer_pages_than_two() {
     for op in fixed_mix() {
         out.apply(op);
     }
-    let blocks: Vec<kho::Block> = out
-        .kho
-        .blocks()
-        .unwrap()
-        .into_iter()
-        .map(|(phys, order, kind)| kho::Block { phys, order, kind })
-        .collect();
+    let blocks = out.blocks();
     assert!(blocks.iter().any(|b| b.kind == BlockType::Split));
     let meta = Arena::new(RAM_BASE, 4 << 20);
     let r = meta.region();

@@ -372,6 +372,18 @@ impl<'a> FrameAllocator<'a> {
         });
     }
 
+    /// Frees `[start, end)`, free RAM of `sec` whose (initialised) descriptors say
+    /// RESERVED so far.
+    fn free_reserved_piece(&mut self, sec: &Section, start: u64, end: u64) {
+        let first = (u64::from(sec.first) + start - sec.base) as usize;
+        let n = (end - start) as usize;
+        for p in &mut self.pages[first..first + n] {
+            p.clear(PageFlags::RESERVED);
+        }
+        self.reserved -= n as u64;
+        self.free_range(first, n as u64);
+    }
+
     /// Frees the frames of `[start, end)` (free RAM, RESERVED so far) that lie in
     /// initialised chunks; frames in deferred chunks stay deferred.
     fn free_in_ready_chunks(&mut self, start: u64, end: u64) {
@@ -384,13 +396,7 @@ impl<'a> FrameAllocator<'a> {
                 && start >> CHUNK_ORDER == (end - 1) >> CHUNK_ORDER
                 && self.chunk_is_ready(&sec, start)
             {
-                let first = (u64::from(sec.first) + start - sec.base) as usize;
-                let n = (end - start) as usize;
-                for p in &mut self.pages[first..first + n] {
-                    p.clear(PageFlags::RESERVED);
-                }
-                self.reserved -= n as u64;
-                self.free_range(first, n as u64);
+                self.free_reserved_piece(&sec, start, end);
                 return;
             }
         }
@@ -401,13 +407,7 @@ impl<'a> FrameAllocator<'a> {
             while f < hi {
                 let chunk_end = (((f >> CHUNK_ORDER) + 1) << CHUNK_ORDER).min(hi);
                 if self.chunk_is_ready(&sec, f) {
-                    let first = (u64::from(sec.first) + f - sec.base) as usize;
-                    let n = (chunk_end - f) as usize;
-                    for p in &mut self.pages[first..first + n] {
-                        p.clear(PageFlags::RESERVED);
-                    }
-                    self.reserved -= n as u64;
-                    self.free_range(first, n as u64);
+                    self.free_reserved_piece(&sec, f, chunk_end);
                     f = chunk_end;
                 } else {
                     // Skip whole words of deferred chunks at once.

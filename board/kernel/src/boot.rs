@@ -262,10 +262,15 @@ fn next_image_room(
     let next = initrd.and_then(|r| {
         // SAFETY: the initrd is reserved RAM the loader wrote and nothing writes.
         let hdr = unsafe { mem.bytes(r.start.0, baton_image::HEADER_SIZE as u64) }?;
-        baton_image::room_needed(hdr).map(|(size, text)| size + text)
+        // Unchecked header values (the image checks come later, in the chain): a size no
+        // RAM could hold is left to those checks to refuse, not used to size scratch.
+        let (size, text) = baton_image::room_needed(hdr)?;
+        size.checked_add(text)
+            .filter(|&n| n <= mem.total())?
+            .checked_next_multiple_of(2 << 20)
     });
     match next {
-        Some(n) => n.next_multiple_of(2 << 20) + (2 << 20) + layout.file_size,
+        Some(n) => n + (2 << 20) + layout.file_size,
         None => own.next_multiple_of(2 << 20) + (2 << 20),
     }
 }

@@ -336,18 +336,22 @@ impl kho::testing::PageSource for FaSource<'_> {
 }
 
 impl Outgoing {
+    /// Every block this image preserved, as validation would list them.
+    pub fn blocks(&self) -> Vec<kho::Block> {
+        self.kho
+            .blocks()
+            .unwrap()
+            .into_iter()
+            .map(|(phys, order, kind)| kho::Block { phys, order, kind })
+            .collect()
+    }
+
     fn rewrite_as_v1(&mut self, arena: &Arena, kho_fdt: PhysRange) -> PhysRange {
         let p = arena.ptr(kho_fdt.start.0, kho_fdt.size() as usize).unwrap();
         // SAFETY: the arena owns the KHO FDT's bytes; nothing else references them now.
         let v2 = unsafe { std::slice::from_raw_parts(p, kho_fdt.size() as usize) }.to_vec();
         let view = kho::testing::read_kho_fdt(&Fdt::parse(&v2).unwrap()).unwrap();
-        let blocks: Vec<kho::Block> = self
-            .kho
-            .blocks()
-            .unwrap()
-            .into_iter()
-            .map(|(phys, order, kind)| kho::Block { phys, order, kind })
-            .collect();
+        let blocks = self.blocks();
         let (fdt, _) = kho::testing::write_v1_handover(
             arena,
             &mut FaSource(&mut self.fa),
