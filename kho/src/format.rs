@@ -8,8 +8,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use crate::fdt::{Fdt, FdtWriteError, FdtWriter};
-use crate::phys::{read_page, PageBuf, PhysMem};
-use mm::PAGE_SIZE;
+use crate::phys::{crc32_soft, page_bytes, read_page, PageBuf, PhysMem, ZERO_PAGE};
 
 /// Root `compatible` of the KHO FDT this image writes: one tree of typed keys.
 pub const COMPATIBLE: &str = "baton,kho-typed-v2";
@@ -81,22 +80,20 @@ pub fn client_name_ok(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || ",._+-".contains(c))
 }
 
-/// Running CRC-32 over the handover metadata, in the order `docs/abi.md` fixes.
-pub struct MetaCrc(crc32fast::Hasher);
+/// Running CRC-32 over the handover metadata, in the order `docs/abi.md` fixes. Tree pages
+/// go through [`PhysMem::crc32_update`] (the CPU's CRC instructions on the target); the few
+/// other bytes through crc32fast: both compute the same CRC-32.
+pub struct MetaCrc(u32);
 
 impl MetaCrc {
     /// v2: starts with the root address.
     pub fn new(root: u64) -> Self {
-        let mut h = crc32fast::Hasher::new();
-        h.update(&root.to_le_bytes());
-        MetaCrc(h)
+        MetaCrc(crc32_soft(0, &root.to_le_bytes()))
     }
     /// v1: starts with the two root addresses (main, then split).
     pub fn new_v1(main_root: u64, split_root: u64) -> Self {
-        let mut h = crc32fast::Hasher::new();
-        h.update(&main_root.to_le_bytes());
-        h.update(&split_root.to_le_bytes());
-        MetaCrc(h)
+        let c = crc32_soft(0, &main_root.to_le_bytes());
+        MetaCrc(crc32_soft(c, &split_root.to_le_bytes()))
     }
     /// Starts as the KHO FDT `view` says: v2 with its root, v1 with both roots.
     pub fn for_view(view: &KhoFdtView) -> Self {
@@ -107,27 +104,28 @@ impl MetaCrc {
     }
     /// Adds one tree page (4096 bytes, page aligned) read through `mem`; false if it is not RAM.
     pub fn page<M: PhysMem + ?Sized>(&mut self, mem: &M, phys: u64) -> bool {
-        let mut page = [0; PAGE_SIZE as usize];
+        let mut page = ZERO_PAGE;
         if !read_page(mem, phys, &mut page) {
             return false;
         }
-        self.page_bytes(&page);
+        self.page_bytes(mem, &page);
         true
     }
-    /// Adds one tree page already copied out of memory.
-    pub fn page_bytes(&mut self, page: &PageBuf) {
-        self.0.update(page);
+    /// Adds one tree page already copied out of memory, hashed by `mem`'s CRC.
+    pub fn page_bytes<M: PhysMem + ?Sized>(&mut self, mem: &M, page: &PageBuf) {
+        self.0 = mem.crc32_update(self.0, page_bytes(page));
     }
     /// Adds one client entry.
     pub fn client(&mut self, c: &ClientEntry) {
-        self.0.update(c.name.as_bytes());
-        self.0.update(&[0]);
-        self.0.update(&c.phys.to_le_bytes());
-        self.0.update(&c.size.to_le_bytes());
+        let mut h = self.0;
+        h = crc32_soft(h, c.name.as_bytes());
+        h = crc32_soft(h, &[0]);
+        h = crc32_soft(h, &c.phys.to_le_bytes());
+        self.0 = crc32_soft(h, &c.size.to_le_bytes());
     }
     /// The CRC-32.
     pub fn finish(self) -> u32 {
-        self.0.finalize()
+        self.0
     }
 }
 

@@ -16,12 +16,30 @@ use mm::PAGE_SIZE;
 pub unsafe trait PhysMem {
     /// Pointer to `len` bytes at `phys`, or `None` if any of them is not RAM.
     fn ptr(&self, phys: u64, len: usize) -> Option<*mut u8>;
+
+    /// Continues the CRC-32 (IEEE, zlib's) `crc` of the bytes before over `bytes`, with
+    /// crc32fast's convention (`0` for nothing before). The metadata checksum goes through
+    /// here so that an image can pass in the CPU's CRC instructions (kho stays target-free);
+    /// an override must give exactly this default's result.
+    fn crc32_update(&self, crc: u32, bytes: &[u8]) -> u32 {
+        crc32_soft(crc, bytes)
+    }
+}
+
+/// [`PhysMem::crc32_update`] in portable code (crc32fast).
+pub fn crc32_soft(crc: u32, bytes: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new_with_initial(crc);
+    h.update(bytes);
+    h.finalize()
 }
 
 // SAFETY: forwarding to an implementation that upholds the contract itself.
 unsafe impl<T: PhysMem + ?Sized> PhysMem for &T {
     fn ptr(&self, phys: u64, len: usize) -> Option<*mut u8> {
         (**self).ptr(phys, len)
+    }
+    fn crc32_update(&self, crc: u32, bytes: &[u8]) -> u32 {
+        (**self).crc32_update(crc, bytes)
     }
 }
 
@@ -51,8 +69,20 @@ pub fn write_u64<M: PhysMem + ?Sized>(mem: &M, phys: u64, v: u64) -> bool {
 /// 64-bit words in one page (one radix-tree table or leaf).
 pub(crate) const PAGE_WORDS: usize = (PAGE_SIZE / 8) as usize;
 
-/// One page copied out of memory, bytes as stored.
-pub type PageBuf = [u8; PAGE_SIZE as usize];
+/// One page copied out of memory, bytes as stored, held as words so that it is 8-aligned:
+/// the target builds with strict alignment, where a word read from a byte array of unknown
+/// alignment becomes eight byte loads. Entries are little-endian (`u64::from_le`).
+pub type PageBuf = [u64; PAGE_WORDS];
+
+/// An all-zero [`PageBuf`].
+pub const ZERO_PAGE: PageBuf = [0; PAGE_WORDS];
+
+/// The bytes of `page` as stored in memory.
+pub fn page_bytes(page: &PageBuf) -> &[u8] {
+    // SAFETY: a `[u64; N]` is `8 * N` initialised bytes; `u8` has no alignment or validity
+    // requirement, and the borrow keeps `page` alive and unmodified.
+    unsafe { core::slice::from_raw_parts(page.as_ptr() as *const u8, 8 * page.len()) }
+}
 
 /// Copies the page at `phys` (must be page aligned) into `out`; false if not RAM. The tree
 /// walks and the metadata checksum read each node once this way rather than word by word:
@@ -61,12 +91,13 @@ pub(crate) fn read_page<M: PhysMem + ?Sized>(mem: &M, phys: u64, out: &mut PageB
     if !phys.is_multiple_of(PAGE_SIZE) {
         return false;
     }
-    let Some(p) = mem.ptr(phys, out.len()) else {
+    let Some(p) = mem.ptr(phys, PAGE_SIZE as usize) else {
         return false;
     };
-    // SAFETY: PhysMem promises out.len() valid bytes at p that no reference aliases; out is
-    // a distinct buffer of the same length.
-    unsafe { core::ptr::copy_nonoverlapping(p, out.as_mut_ptr(), out.len()) };
+    // SAFETY: PhysMem promises a page of valid bytes at p that no reference aliases, aligned
+    // like phys (page aligned, checked above), so p is valid for reading PAGE_WORDS u64s;
+    // out is a distinct buffer of the same size.
+    unsafe { core::ptr::copy_nonoverlapping(p as *const u64, out.as_mut_ptr(), PAGE_WORDS) };
     true
 }
 
@@ -78,14 +109,12 @@ pub(crate) fn next_nonzero_word(page: &PageBuf, from: usize) -> Option<(usize, u
     const RUN: usize = 64;
     let mut i = from;
     while i < PAGE_WORDS {
-        let at = 8 * i;
-        if i.is_multiple_of(RUN) && page[at..at + 8 * RUN] == [0u8; 8 * RUN] {
+        // An OR over the run (vectorised), not a slice comparison (a byte-wise memcmp call).
+        if i.is_multiple_of(RUN) && page[i..i + RUN].iter().fold(0, |a, &w| a | w) == 0 {
             i += RUN;
             continue;
         }
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&page[at..at + 8]);
-        let w = u64::from_le_bytes(w);
+        let w = u64::from_le(page[i]);
         if w != 0 {
             return Some((i, w));
         }

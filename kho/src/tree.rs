@@ -4,7 +4,7 @@
 //! clear, test, range queries and walks. Trusts its own nodes; input from a previous image is
 //! walked by `validate`, never by this module.
 
-use crate::phys::{next_nonzero_word, read_page, read_u64, write_u64, PageBuf, PhysMem};
+use crate::phys::{next_nonzero_word, read_page, read_u64, write_u64, PageBuf, PhysMem, ZERO_PAGE};
 use mm::PAGE_SIZE;
 
 /// Bits of a key indexed by a leaf bitmap (32,768 bits = one page).
@@ -217,8 +217,7 @@ impl Tree {
         key: &mut dyn FnMut(u64),
     ) -> Result<(), TreeError> {
         // One page buffer per level, reused down the tree.
-        let mut bufs: alloc::vec::Vec<PageBuf> =
-            alloc::vec![[0; PAGE_SIZE as usize]; TABLE_LEVELS as usize + 1];
+        let mut bufs: alloc::vec::Vec<PageBuf> = alloc::vec![ZERO_PAGE; TABLE_LEVELS as usize + 1];
         walk_node(mem, self.root, TABLE_LEVELS, 0, &mut bufs, page, key)
     }
 

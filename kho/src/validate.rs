@@ -15,7 +15,9 @@ use crate::format::{
     read_kho_fdt, AbiVersion, ClientEntry, FormatError, MetaCrc, COMPATIBLE_V1, MAX_KHO_FDT_SIZE,
 };
 use crate::key::{decode, decode_typed, BlockType, KeyError};
-use crate::phys::{next_nonzero_word, read_bytes, read_page, read_u64, PageBuf, PhysMem};
+use crate::phys::{
+    next_nonzero_word, read_bytes, read_page, read_u64, PageBuf, PhysMem, ZERO_PAGE,
+};
 use crate::tree::{LEAF_BITS, TABLE_BITS, TABLE_LEVELS};
 use mm::{PhysAddr, PhysRange, PAGE_SIZE};
 
@@ -363,7 +365,7 @@ impl<M: PhysMem + ?Sized> Walker<'_, '_, M> {
         if !read_page(self.mem, phys, page) {
             return Err(RestoreError::NodeOutsideRam { tree, level, phys });
         }
-        self.crc.page_bytes(page);
+        self.crc.page_bytes(self.mem, page);
         // kho-inspect reads these records to list the nodes per tree and level: keep the
         // wording in step with `kho-inspect`'s `NODE_RECORD` parser.
         log::trace!("kho: {tree} tree level-{level} node {phys:#x}");
@@ -373,8 +375,7 @@ impl<M: PhysMem + ?Sized> Walker<'_, '_, M> {
     /// Walks one tree iteratively (depth-first, index order), collecting raw keys.
     fn walk(&mut self, tree: TreeName, root: u64, keys: &mut Vec<u64>) -> Result<(), RestoreError> {
         // The node being walked at each level (leaves are level 0).
-        let mut bufs: Vec<PageBuf> =
-            alloc::vec![[0; PAGE_SIZE as usize]; TABLE_LEVELS as usize + 1];
+        let mut bufs: Vec<PageBuf> = alloc::vec![ZERO_PAGE; TABLE_LEVELS as usize + 1];
         self.check_node(tree, TABLE_LEVELS, root, &mut bufs[TABLE_LEVELS as usize])?;
         // Stack of (level, next index, key prefix); bufs[level] holds the node.
         let mut stack: Vec<(u32, usize, u64)> = Vec::with_capacity(TABLE_LEVELS as usize);

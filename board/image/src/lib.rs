@@ -129,6 +129,22 @@ fn le64(b: &[u8], off: usize) -> u64 {
 /// Reads and checks the header of `file` (the whole Image file) and, if it carries a baton
 /// stamp, checks the stamp against the bytes.
 pub fn parse(file: &[u8]) -> Result<ImageHeader, ImageError> {
+    parse_with(file, soft_crc)
+}
+
+/// A CRC-32 continuation with crc32fast's convention: `update(crc of the bytes before,
+/// bytes)`, `0` for nothing before. The kernel passes the CPU's CRC instructions.
+pub type CrcUpdate = fn(u32, &[u8]) -> u32;
+
+/// [`CrcUpdate`] in portable code (crc32fast).
+pub fn soft_crc(crc: u32, bytes: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new_with_initial(crc);
+    h.update(bytes);
+    h.finalize()
+}
+
+/// [`parse`] with the stamp's CRC computed by `update` (the same CRC-32, faster on the target).
+pub fn parse_with(file: &[u8], update: CrcUpdate) -> Result<ImageHeader, ImageError> {
     let len = file.len() as u64;
     if file.len() < HEADER_SIZE {
         return Err(ImageError::TooShort { len });
@@ -164,7 +180,7 @@ pub fn parse(file: &[u8]) -> Result<ImageHeader, ImageError> {
             file: len,
         });
     }
-    let stamp = stamp_of(file)?;
+    let stamp = stamp_of_with(file, update)?;
     Ok(ImageHeader {
         text_offset,
         image_size,
@@ -187,18 +203,27 @@ pub fn room_needed(header: &[u8]) -> Option<(u64, u64)> {
 
 /// CRC-32 of `file` with the stamp word read as zero.
 pub fn crc(file: &[u8]) -> u32 {
-    let mut h = crc32fast::Hasher::new();
+    crc_with(file, soft_crc)
+}
+
+/// [`crc`] computed by `update`.
+pub fn crc_with(file: &[u8], update: CrcUpdate) -> u32 {
     let cut = OFF_STAMP.min(file.len());
-    h.update(&file[..cut]);
+    let mut c = update(0, &file[..cut]);
     if file.len() >= OFF_STAMP + 8 {
-        h.update(&[0u8; 8]);
-        h.update(&file[OFF_STAMP + 8..]);
+        c = update(c, &[0u8; 8]);
+        c = update(c, &file[OFF_STAMP + 8..]);
     }
-    h.finalize()
+    c
 }
 
 /// The stamp `file` carries, checked against its bytes: `Ok(None)` if it carries none.
 pub fn stamp_of(file: &[u8]) -> Result<Option<u32>, ImageError> {
+    stamp_of_with(file, soft_crc)
+}
+
+/// [`stamp_of`] with the CRC computed by `update`.
+pub fn stamp_of_with(file: &[u8], update: CrcUpdate) -> Result<Option<u32>, ImageError> {
     if file.len() < HEADER_SIZE {
         return Err(ImageError::TooShort {
             len: file.len() as u64,
@@ -209,7 +234,7 @@ pub fn stamp_of(file: &[u8]) -> Result<Option<u32>, ImageError> {
         return Ok(None);
     }
     let stored = word as u32;
-    let computed = crc(file);
+    let computed = crc_with(file, update);
     if stored != computed {
         return Err(ImageError::StampMismatch { stored, computed });
     }
@@ -249,6 +274,26 @@ mod tests {
 
     fn set(v: &mut [u8], off: usize, x: u64) {
         v[off..off + 8].copy_from_slice(&x.to_le_bytes());
+    }
+
+    /// A CRC continuation that feeds crc32fast in 3-byte pieces: any correct continuation
+    /// (the kernel's on the CRC instructions) must give what crc32fast gives in one call.
+    fn piecewise_crc(crc: u32, bytes: &[u8]) -> u32 {
+        bytes.chunks(3).fold(crc, soft_crc)
+    }
+
+    #[test]
+    fn stamp_checks_agree_for_any_correct_crc_continuation() {
+        let mut v = image(1000);
+        let c = stamp(&mut v).expect("stamp");
+        assert_eq!(crc_with(&v, piecewise_crc), c);
+        assert_eq!(stamp_of_with(&v, piecewise_crc), Ok(Some(c)));
+        assert_eq!(parse_with(&v, piecewise_crc), parse(&v));
+        v[HEADER_SIZE + 7] ^= 1;
+        assert!(matches!(
+            stamp_of_with(&v, piecewise_crc),
+            Err(ImageError::StampMismatch { stored, .. }) if stored == c
+        ));
     }
 
     #[test]

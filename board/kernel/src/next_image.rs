@@ -59,6 +59,8 @@ pub enum NextImageError {
         len: u64,
         err: ImageError,
     },
+    /// The copy's header is not the one checked at the start of the generation.
+    HeaderChanged { source: Source, at: u64, len: u64 },
     /// No room in scratch.
     Place(NoRoom),
     /// The outgoing device tree could not be written.
@@ -83,6 +85,10 @@ impl fmt::Display for NextImageError {
                 f,
                 "next image refused: {source} at {at:#x} ({len} bytes): {err}"
             ),
+            Self::HeaderChanged { source, at, len } => write!(
+                f,
+                "next image refused: {source} copied to {at:#x} ({len} bytes) has another header than the one checked at the start of the generation"
+            ),
             Self::Place(e) => write!(f, "{e}"),
             Self::Fdt(e) => write!(f, "outgoing device tree: {e}"),
             Self::NoFdt => write!(f, "no boot device tree to pass on (board defaults)"),
@@ -99,7 +105,8 @@ fn check(
     need_stamp: bool,
 ) -> Result<ImageBytes, NextImageError> {
     // SAFETY: the bytes are this image's pristine copy or the initrd, both reserved at boot
-    // and never written after the entry code.
+    // and never written after the entry code, or their copy in scratch, which nothing writes
+    // between the copy and the jump.
     let bytes = unsafe { mem.bytes(at, len) }.ok_or(NextImageError::NotRam { source, at, len })?;
     let invalid = |err| NextImageError::Invalid {
         source,
@@ -107,7 +114,7 @@ fn check(
         len,
         err,
     };
-    let header = image::parse(bytes).map_err(invalid)?;
+    let header = image::parse_with(bytes, arch::crc::crc32_update).map_err(invalid)?;
     if need_stamp && header.stamp.is_none() {
         return Err(invalid(ImageError::NotStamped));
     }
@@ -172,6 +179,25 @@ fn copy_out(
     Ok(())
 }
 
+/// Copies the checked image `img` to `to` (cleaned to PoC), then checks the copy as `plan`
+/// checked the original: the same header, and the stamp if the original had one.
+fn copy_checked(
+    mem: &IdentityMem,
+    img: &ImageBytes,
+    to: u64,
+) -> Result<ImageBytes, NextImageError> {
+    copy_out(mem, img.source, img.at, to, img.len)?;
+    let copy = check(mem, img.source, to, img.len, img.header.stamp.is_some())?;
+    if copy.header != img.header {
+        return Err(NextImageError::HeaderChanged {
+            source: img.source,
+            at: to,
+            len: img.len,
+        });
+    }
+    Ok(copy)
+}
+
 fn clean(at: u64, len: u64) {
     if len > 0 {
         // SAFETY: callers pass RAM this image owns, identity mapped.
@@ -230,24 +256,14 @@ fn prepare<M: PhysMem>(
     plan: &Plan,
     out: &Outgoing<'_>,
 ) -> Result<(u64, u64), NextImageError> {
-    // Re-check what we are about to enter: the bytes must not have changed since boot.
-    let next = check(
-        mem,
-        plan.next.source,
-        plan.next.at,
-        plan.next.len,
-        plan.next.header.stamp.is_some(),
-    )?;
-    let pass_on = match plan.pass_on {
-        Some(p) => Some(check(mem, p.source, p.at, p.len, true)?),
-        None => None,
-    };
+    // Place by the headers `plan` checked at the start of the generation; the bytes are
+    // re-checked after the copy, where they will run (below).
     let boot_fdt = out.info.fdt.ok_or(NextImageError::NoFdt)?;
     let mut placer = Placer::new(out.free_scratch.to_vec());
     let entry = placer
-        .place_image(&next.header)
+        .place_image(&plan.next.header)
         .map_err(NextImageError::Place)?;
-    let initrd = match pass_on {
+    let initrd = match plan.pass_on {
         Some(p) => {
             let at = placer
                 .place_blob("initrd", p.len)
@@ -274,9 +290,12 @@ fn prepare<M: PhysMem>(
         .place_blob("device tree", fdt_len)
         .map_err(NextImageError::Place)?;
 
-    copy_out(mem, next.source, next.at, entry, next.len)?;
+    // Copy, then check the copies: what is entered is exactly what was checked (the same
+    // header as at the start of the generation, the stamp over every byte), in one read of
+    // the image instead of a check of the source and a second pass to copy it.
+    let next = copy_checked(mem, &plan.next, entry)?;
     if let Some((p, at)) = initrd {
-        copy_out(mem, p.source, p.at, at, p.len)?;
+        copy_checked(mem, &p, at)?;
     }
     let dst = mem
         .ptr(fdt_at, fdt_out.len())

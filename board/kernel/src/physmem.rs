@@ -72,4 +72,9 @@ unsafe impl PhysMem for IdentityMem {
         let hits_guard = phys < self.guard.end.0 && end > self.guard.start.0;
         (inside && !hits_guard).then_some(phys as usize as *mut u8)
     }
+
+    /// The CPU's CRC32 instructions (the metadata checksum of every tree page).
+    fn crc32_update(&self, crc: u32, bytes: &[u8]) -> u32 {
+        arch::crc::crc32_update(crc, bytes)
+    }
 }
