@@ -113,17 +113,14 @@ baton_primary:
     isb
     // Keep a pristine copy of the Image file before anything (relocation, .data writes)
     // changes the loaded bytes: a self-handover enters this copy. Both ends are 8-aligned.
-    mov     x2, x20                 // x2 = source: the loaded file
-    adrp    x1, __file_end
-    add     x1, x1, :lo12:__file_end
+    // memcpy and memset (arch::mem) are leaf functions that need no stack and keep x19-x22.
     adrp    x0, __copy_start
     add     x0, x0, :lo12:__copy_start
-10:
-    cmp     x2, x1
-    b.hs    11f
-    ldr     x3, [x2], #8
-    str     x3, [x0], #8
-    b       10b
+    mov     x1, x20                 // source: the loaded file
+    adrp    x2, __file_end
+    add     x2, x2, :lo12:__file_end
+    sub     x2, x2, x20             // length: the file
+    bl      memcpy
 11:
     // Apply R_AARCH64_RELATIVE relocations: *(base + offset) = base + addend. The link
     // address is 0, so the displacement is the run address itself.
@@ -151,13 +148,11 @@ baton_primary:
 6:
     adrp    x0, __bss_start
     add     x0, x0, :lo12:__bss_start
-    adrp    x1, __bss_end
-    add     x1, x1, :lo12:__bss_end
-7:
-    cmp     x0, x1
-    b.hs    8f
-    str     xzr, [x0], #8
-    b       7b
+    mov     x1, #0
+    adrp    x2, __bss_end
+    add     x2, x2, :lo12:__bss_end
+    sub     x2, x2, x0
+    bl      memset
 8:
     // SP_EL1 is the exception stack; the kernel runs on SP_EL0 so that an overflow into
     // the guard page can still be reported from a good stack.

@@ -13,6 +13,7 @@ pub mod el; // exception levels: the entry EL recorded at boot, the EL2 stub pro
 pub mod entry; // Image header, entry code, EL drop, relocation, BSS, stacks
 pub mod exceptions; // vector table, register dump, semihosting probe
 pub mod handover; // jump_to_image: the identity-mapped trampoline into the next image
+pub mod mem; // memcpy, memset, memcmp, bcmp: aligned 64-byte loops (strict-align target)
 pub mod mmu; // identity-map page tables and MMU enable
 pub mod psci; // PSCI SYSTEM_OFF / SYSTEM_RESET through hvc or smc
 pub mod semihosting; // SYS_EXIT and SYS_WRITE0 through `hlt #0xf000`
