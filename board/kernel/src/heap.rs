@@ -23,9 +23,12 @@ const GROW_ORDER: u32 = 4;
 const BOOT_ARENA: usize = 512 * 1024;
 
 #[repr(C, align(4096))]
-struct Arena([u8; BOOT_ARENA]);
+struct Arena(core::mem::MaybeUninit<[u8; BOOT_ARENA]>);
 
-static mut BOOT: Arena = Arena([0; BOOT_ARENA]);
+/// In `.noinit` (link.ld), not BSS: talc needs no zeroed memory, and the entry code's BSS
+/// clearing would otherwise write these 512 KiB at every boot, inside the handover blackout.
+#[link_section = ".noinit.boot_heap"]
+static mut BOOT: Arena = Arena(core::mem::MaybeUninit::uninit());
 
 /// Grows the heap: the boot arena first, then `memory::FRAMES`.
 pub struct FrameOom {
