@@ -147,6 +147,26 @@ pub fn read_into<M: PhysMem + ?Sized>(mem: &M, phys: u64, out: &mut [u8]) -> boo
     true
 }
 
+/// Calls `f` with the `words` little-endian words at `phys` (8-byte aligned) read in place,
+/// without a copy; `None` if the range is not RAM or `phys` is not aligned. For reading a
+/// block the caller owns (the workload's check of every restored byte): nothing may write
+/// the range while `f` runs.
+pub fn with_words<M: PhysMem + ?Sized, R>(
+    mem: &M,
+    phys: u64,
+    words: usize,
+    f: impl FnOnce(&[u64]) -> R,
+) -> Option<R> {
+    if !phys.is_multiple_of(8) {
+        return None;
+    }
+    let p = mem.ptr(phys, words.checked_mul(8)?)? as *const u64;
+    // SAFETY: PhysMem promises 8 * words valid bytes at p, aligned like phys (8-aligned,
+    // checked above), that no Rust reference aliases; the caller owns the range and nothing
+    // writes it while the shared slice lives (it does not outlive `f`).
+    Some(f(unsafe { core::slice::from_raw_parts(p, words) }))
+}
+
 /// Copies `data` to `phys`; false if not RAM.
 pub fn write_bytes<M: PhysMem + ?Sized>(mem: &M, phys: u64, data: &[u8]) -> bool {
     let Some(p) = mem.ptr(phys, data.len()) else {

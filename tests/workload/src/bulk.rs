@@ -241,10 +241,22 @@ pub fn verify<M: PhysMem + ?Sized>(
             ));
         }
     }
-    let hdr = pattern::read_bytes(mem, b.phys, HEADER)
-        .map_err(|e| (Check::Verify, format!("bulk block header: {e}")))?;
-    let word = |i: usize| u64::from_le_bytes(hdr[8 * i..8 * i + 8].try_into().unwrap_or([0; 8]));
-    let (tag, sum) = (word(0), word(1));
+    // The two header words, read in place (no buffer per block).
+    let header_word = |i: u64| {
+        kho::read_u64(mem, b.phys + 8 * i).ok_or_else(|| {
+            (
+                Check::Verify,
+                format!(
+                    "bulk block header: {}",
+                    pattern::PatternError::NotRam {
+                        phys: b.phys,
+                        len: HEADER
+                    }
+                ),
+            )
+        })
+    };
+    let (tag, sum) = (header_word(0)?, header_word(1)?);
     let fill_gen = (tag & 0xffff_ffff) as u32;
     if tag & !0xffff_ffff != TAG || fill_gen >= generation {
         return Err((
