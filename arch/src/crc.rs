@@ -42,3 +42,56 @@ pub fn crc32_update(crc: u32, bytes: &[u8]) -> u32 {
     }
     !c
 }
+
+/// Copies `len` bytes from `src` to `dst` and continues the CRC-32 `crc` over them (as
+/// [`crc32_update`] would over the copied bytes): one read of the source instead of a copy
+/// and a second pass to hash. Words when both pointers are 8-aligned, else a plain copy and
+/// then [`crc32_update`] over the destination.
+///
+/// # Safety
+/// `src` must be valid for reads and `dst` for writes of `len` bytes, the two ranges must
+/// not overlap, and nothing else may access `dst` during the call.
+#[cfg(target_arch = "aarch64")]
+pub unsafe fn copy_crc32(crc: u32, dst: *mut u8, src: *const u8, len: usize) -> u32 {
+    use core::arch::aarch64::__crc32d;
+    if !(dst as usize).is_multiple_of(8) || !(src as usize).is_multiple_of(8) {
+        // SAFETY: the caller's contract, as stated above.
+        unsafe { core::ptr::copy_nonoverlapping(src, dst, len) };
+        // SAFETY: dst now holds len initialised bytes that nothing else accesses.
+        return crc32_update(crc, unsafe { core::slice::from_raw_parts(dst, len) });
+    }
+    let mut c = !crc;
+    let words = len / 8;
+    let (s, d) = (src as *const u64, dst as *mut u64);
+    let mut i = 0;
+    while i + 8 <= words {
+        // Eight words loaded before any is stored (the pointers may alias as far as the
+        // compiler knows): the loads and the stores then pair up (`ldp`/`stp`).
+        // SAFETY: both pointers are 8-aligned and words i..i + 8 lie inside both ranges
+        // (the caller's contract); `[u64; 8]` needs only 8-byte alignment.
+        let w = unsafe { (s.add(i) as *const [u64; 8]).read() };
+        // SAFETY: as above; the ranges do not overlap.
+        unsafe { (d.add(i) as *mut [u64; 8]).write(w) };
+        for x in w {
+            // SAFETY: CRC32 instructions: see `crc32_update`.
+            c = unsafe { __crc32d(c, u64::from_le(x)) };
+        }
+        i += 8;
+    }
+    while i < words {
+        // SAFETY: as in the unrolled loop.
+        unsafe {
+            let w = s.add(i).read();
+            d.add(i).write(w);
+            c = __crc32d(c, u64::from_le(w));
+        }
+        i += 1;
+    }
+    let done = 8 * words;
+    // SAFETY: the tail lies inside both ranges; then dst holds it, initialised and unshared.
+    let tail = unsafe {
+        core::ptr::copy_nonoverlapping(src.add(done), dst.add(done), len - done);
+        core::slice::from_raw_parts(dst.add(done), len - done)
+    };
+    crc32_update(!c, tail)
+}

@@ -145,6 +145,20 @@ pub fn soft_crc(crc: u32, bytes: &[u8]) -> u32 {
 
 /// [`parse`] with the stamp's CRC computed by `update` (the same CRC-32, faster on the target).
 pub fn parse_with(file: &[u8], update: CrcUpdate) -> Result<ImageHeader, ImageError> {
+    parse_checked(file, StampCrc::Compute(update))
+}
+
+/// Where the stamp check gets the [`crc`] of the file.
+#[derive(Copy, Clone, Debug)]
+pub enum StampCrc {
+    /// Compute it with this continuation.
+    Compute(CrcUpdate),
+    /// The caller computed it already (while copying the file, say: [`crc_head`]).
+    Known(u32),
+}
+
+/// [`parse`] with the stamp's CRC from `crc`.
+pub fn parse_checked(file: &[u8], crc: StampCrc) -> Result<ImageHeader, ImageError> {
     let len = file.len() as u64;
     if file.len() < HEADER_SIZE {
         return Err(ImageError::TooShort { len });
@@ -180,7 +194,7 @@ pub fn parse_with(file: &[u8], update: CrcUpdate) -> Result<ImageHeader, ImageEr
             file: len,
         });
     }
-    let stamp = stamp_of_with(file, update)?;
+    let stamp = stamp_checked(file, crc)?;
     Ok(ImageHeader {
         text_offset,
         image_size,
@@ -206,6 +220,18 @@ pub fn crc(file: &[u8]) -> u32 {
     crc_with(file, soft_crc)
 }
 
+/// Offset from which [`crc`] reads the file as it is (everything before, the stamp word
+/// read as zero included, is [`crc_head`]).
+pub const CRC_PLAIN_FROM: usize = OFF_STAMP + 8;
+
+/// The [`crc`] of the first [`CRC_PLAIN_FROM`] bytes of `file` (at least that long), the
+/// stamp word read as zero: `crc_with(file, u) == u(crc_head(file, u), &file[CRC_PLAIN_FROM..])`.
+/// Lets a copy loop compute the stamp's CRC over the rest as it copies.
+pub fn crc_head(file: &[u8], update: CrcUpdate) -> u32 {
+    let c = update(0, &file[..OFF_STAMP.min(file.len())]);
+    update(c, &[0u8; 8])
+}
+
 /// [`crc`] computed by `update`.
 pub fn crc_with(file: &[u8], update: CrcUpdate) -> u32 {
     let cut = OFF_STAMP.min(file.len());
@@ -224,6 +250,11 @@ pub fn stamp_of(file: &[u8]) -> Result<Option<u32>, ImageError> {
 
 /// [`stamp_of`] with the CRC computed by `update`.
 pub fn stamp_of_with(file: &[u8], update: CrcUpdate) -> Result<Option<u32>, ImageError> {
+    stamp_checked(file, StampCrc::Compute(update))
+}
+
+/// [`stamp_of`] with the CRC from `crc`.
+pub fn stamp_checked(file: &[u8], crc: StampCrc) -> Result<Option<u32>, ImageError> {
     if file.len() < HEADER_SIZE {
         return Err(ImageError::TooShort {
             len: file.len() as u64,
@@ -234,7 +265,10 @@ pub fn stamp_of_with(file: &[u8], update: CrcUpdate) -> Result<Option<u32>, Imag
         return Ok(None);
     }
     let stored = word as u32;
-    let computed = crc_with(file, update);
+    let computed = match crc {
+        StampCrc::Compute(update) => crc_with(file, update),
+        StampCrc::Known(c) => c,
+    };
     if stored != computed {
         return Err(ImageError::StampMismatch { stored, computed });
     }
@@ -289,6 +323,13 @@ mod tests {
         assert_eq!(crc_with(&v, piecewise_crc), c);
         assert_eq!(stamp_of_with(&v, piecewise_crc), Ok(Some(c)));
         assert_eq!(parse_with(&v, piecewise_crc), parse(&v));
+        let head = crc_head(&v, piecewise_crc);
+        assert_eq!(soft_crc(head, &v[CRC_PLAIN_FROM..]), c);
+        assert_eq!(parse_checked(&v, StampCrc::Known(c)), parse(&v));
+        assert!(matches!(
+            parse_checked(&v, StampCrc::Known(c ^ 1)),
+            Err(ImageError::StampMismatch { .. })
+        ));
         v[HEADER_SIZE + 7] ^= 1;
         assert!(matches!(
             stamp_of_with(&v, piecewise_crc),

@@ -155,47 +155,63 @@ pub fn plan(
     }
 }
 
-/// Copies `len` bytes from `from` to `to` (disjoint RAM ranges) and cleans the destination
-/// to the point of coherency.
-fn copy_out(
-    mem: &IdentityMem,
-    source: Source,
-    from: u64,
-    to: u64,
-    len: u64,
-) -> Result<(), NextImageError> {
-    let n = len as usize;
-    let (Some(src), Some(dst)) = (mem.ptr(from, n), mem.ptr(to, n)) else {
-        return Err(NextImageError::NotRam {
-            source,
-            at: to,
-            len,
-        });
-    };
-    // SAFETY: both ranges are RAM (checked); `to` lies in free scratch, which nothing in
-    // this image uses, so the ranges are disjoint and nothing aliases the destination.
-    unsafe { core::ptr::copy_nonoverlapping(src, dst, n) };
-    clean(to, len);
-    Ok(())
-}
-
 /// Copies the checked image `img` to `to` (cleaned to PoC), then checks the copy as `plan`
-/// checked the original: the same header, and the stamp if the original had one.
+/// checked the original: the same header, and the stamp if the original had one. The stamp's
+/// CRC is computed over the bytes as they are copied (one read of the image), from the
+/// destination's header.
 fn copy_checked(
     mem: &IdentityMem,
     img: &ImageBytes,
     to: u64,
 ) -> Result<ImageBytes, NextImageError> {
-    copy_out(mem, img.source, img.at, to, img.len)?;
-    let copy = check(mem, img.source, to, img.len, img.header.stamp.is_some())?;
-    if copy.header != img.header {
+    let n = img.len as usize;
+    let not_ram = NextImageError::NotRam {
+        source: img.source,
+        at: to,
+        len: img.len,
+    };
+    let (Some(src), Some(dst)) = (mem.ptr(img.at, n), mem.ptr(to, n)) else {
+        return Err(not_ram);
+    };
+    // `plan` parsed the image, so it holds at least its header.
+    let head = image::CRC_PLAIN_FROM.min(n);
+    // SAFETY: both ranges are RAM (checked); `to` lies in free scratch, which nothing in this
+    // image uses, so the ranges are disjoint and nothing aliases the destination until the
+    // jump.
+    let crc = unsafe {
+        core::ptr::copy_nonoverlapping(src, dst, head);
+        let c = image::crc_head(
+            core::slice::from_raw_parts(dst, head),
+            arch::crc::crc32_update,
+        );
+        arch::crc::copy_crc32(c, dst.add(head), src.add(head), n - head)
+    };
+    clean(to, img.len);
+    // SAFETY: the copy in scratch, which nothing writes between here and the jump.
+    let bytes = unsafe { mem.bytes(to, img.len) }.ok_or(not_ram)?;
+    let invalid = |err| NextImageError::Invalid {
+        source: img.source,
+        at: to,
+        len: img.len,
+        err,
+    };
+    let header = image::parse_checked(bytes, image::StampCrc::Known(crc)).map_err(invalid)?;
+    if img.header.stamp.is_some() && header.stamp.is_none() {
+        return Err(invalid(ImageError::NotStamped));
+    }
+    if header != img.header {
         return Err(NextImageError::HeaderChanged {
             source: img.source,
             at: to,
             len: img.len,
         });
     }
-    Ok(copy)
+    Ok(ImageBytes {
+        source: img.source,
+        at: to,
+        len: img.len,
+        header,
+    })
 }
 
 fn clean(at: u64, len: u64) {
