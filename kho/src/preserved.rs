@@ -6,7 +6,7 @@
 
 use crate::format::{ClientEntry, MetaCrc};
 use crate::key::{decode_typed, encode_typed, BlockType, MAX_KEY_ORDER};
-use crate::phys::PhysMem;
+use crate::phys::{PageBuf, PhysMem};
 use crate::tree::{PageSource, Tree, TreeError};
 use mm::{PAGE_SHIFT, PAGE_SIZE};
 
@@ -313,12 +313,11 @@ impl PreservedSet {
     ) -> Result<u32, TreeError> {
         let mut crc = MetaCrc::new(self.root());
         let mut bad = None;
-        let mut page = |p: u64| {
-            if !crc.page(mem, p) {
-                bad = Some(p);
-            }
+        let mut page = |p: u64, bytes: Option<&PageBuf>| match bytes {
+            Some(b) => crc.page_bytes(mem, b),
+            None => bad = Some(p),
         };
-        self.tree.walk(mem, &mut page, &mut |_| {})?;
+        self.tree.walk_read(mem, &mut page, &mut |_| {})?;
         if let Some(phys) = bad {
             return Err(TreeError::NodeNotRam { phys });
         }

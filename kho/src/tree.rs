@@ -216,6 +216,18 @@ impl Tree {
         page: &mut dyn FnMut(u64),
         key: &mut dyn FnMut(u64),
     ) -> Result<(), TreeError> {
+        self.walk_read(mem, &mut |p, _| page(p), key)
+    }
+
+    /// [`walk`](Self::walk), handing `page` each node's bytes as the walk read them (`None`
+    /// for a node that is not RAM, after which the walk fails): one read per node for a
+    /// caller that hashes them (the metadata checksum).
+    pub fn walk_read<M: PhysMem + ?Sized>(
+        &self,
+        mem: &M,
+        page: &mut dyn FnMut(u64, Option<&PageBuf>),
+        key: &mut dyn FnMut(u64),
+    ) -> Result<(), TreeError> {
         // One page buffer per level, reused down the tree.
         let mut bufs: alloc::vec::Vec<PageBuf> = alloc::vec![ZERO_PAGE; TABLE_LEVELS as usize + 1];
         walk_node(mem, self.root, TABLE_LEVELS, 0, &mut bufs, page, key)
@@ -252,16 +264,17 @@ fn walk_node<M: PhysMem + ?Sized>(
     level: u32,
     prefix: u64,
     bufs: &mut [PageBuf],
-    page: &mut dyn FnMut(u64),
+    page: &mut dyn FnMut(u64, Option<&PageBuf>),
     key: &mut dyn FnMut(u64),
 ) -> Result<(), TreeError> {
-    page(node);
     // bufs[level] holds this node; the levels below are free for its children.
     let (below, this) = bufs.split_at_mut(level as usize);
     let words = &mut this[0];
     if !read_page(mem, node, words) {
+        page(node, None);
         return Err(TreeError::NodeNotRam { phys: node });
     }
+    page(node, Some(words));
     let mut from = 0;
     while let Some((i, w)) = next_nonzero_word(words, from) {
         from = i + 1;
