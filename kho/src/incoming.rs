@@ -9,7 +9,6 @@
 
 use alloc::vec::Vec;
 use core::fmt;
-use core::iter::Peekable;
 
 use mm::{BlockKind, FrameAllocator, MmError, PageFlags, Pfn, PhysRange, PAGE_SHIFT, PAGE_SIZE};
 
@@ -128,31 +127,42 @@ pub struct Reserved {
 }
 
 /// Every range a validated handover keeps, in address order: its blocks and its metadata
-/// merged, touching neighbours joined. What `FrameAllocator::new_deferred` takes.
+/// merged, touching neighbours joined. What `FrameAllocator::new_deferred` takes. A merge of
+/// two sorted slices by index (it runs once per preserved block, twice per boot).
 #[derive(Clone)]
 pub struct PreservedRanges<'a> {
-    blocks: Peekable<core::slice::Iter<'a, Block>>,
-    metadata: Peekable<core::slice::Iter<'a, PhysRange>>,
+    blocks: &'a [Block],
+    metadata: &'a [PhysRange],
 }
 
 impl PreservedRanges<'_> {
+    /// The next range of either list, the lower start first (metadata on a tie never
+    /// happens: validation refuses a block over metadata).
+    #[inline]
     fn next_piece(&mut self) -> Option<PhysRange> {
-        let b = self.blocks.peek().map(|b| b.phys);
-        let m = self.metadata.peek().map(|m| m.start.0);
-        match (b, m) {
-            (Some(b), Some(m)) if m < b => self.metadata.next().copied(),
-            (Some(_), _) => self.blocks.next().map(Block::region),
-            (None, Some(_)) => self.metadata.next().copied(),
+        match (self.blocks.first(), self.metadata.first()) {
+            (Some(b), Some(m)) if m.start.0 < b.phys => {
+                self.metadata = &self.metadata[1..];
+                Some(*m)
+            }
+            (Some(b), _) => {
+                self.blocks = &self.blocks[1..];
+                Some(b.region())
+            }
+            (None, Some(m)) => {
+                self.metadata = &self.metadata[1..];
+                Some(*m)
+            }
             (None, None) => None,
         }
     }
 
-    fn peek_start(&mut self) -> Option<u64> {
-        let b = self.blocks.peek().map(|b| b.phys);
-        let m = self.metadata.peek().map(|m| m.start.0);
-        match (b, m) {
-            (Some(b), Some(m)) => Some(b.min(m)),
-            (b, m) => b.or(m),
+    #[inline]
+    fn peek_start(&self) -> Option<u64> {
+        match (self.blocks.first(), self.metadata.first()) {
+            (Some(b), Some(m)) => Some(b.phys.min(m.start.0)),
+            (Some(b), None) => Some(b.phys),
+            (None, m) => m.map(|m| m.start.0),
         }
     }
 }
@@ -245,8 +255,8 @@ impl Reserved {
     /// RESERVED (`FrameAllocator::new_deferred`).
     pub fn preserved(&self) -> PreservedRanges<'_> {
         PreservedRanges {
-            blocks: self.v.blocks.iter().peekable(),
-            metadata: self.metadata.iter().peekable(),
+            blocks: &self.v.blocks,
+            metadata: &self.metadata,
         }
     }
 
@@ -255,10 +265,9 @@ impl Reserved {
     pub fn attach(self, fa: &mut FrameAllocator<'_>) -> Result<Incoming, IncomingError> {
         for (i, b) in self.v.blocks.iter().enumerate() {
             let pfn = Pfn(b.phys >> PAGE_SHIFT);
-            if !fa.page_flags(pfn)?.contains(PageFlags::RESERVED) {
+            if !fa.stash_reserved(pfn, private_word(i as u64, b.order, b.kind))? {
                 return Err(IncomingError::NotPreserved { phys: b.phys });
             }
-            fa.set_page_private(pfn, private_word(i as u64, b.order, b.kind))?;
         }
         let n = self.v.blocks.len();
         Ok(Incoming {

@@ -10,6 +10,18 @@ use crate::frame::{BlockKind, FrameAllocator};
 use crate::page::{PageFlags, NONE};
 
 impl FrameAllocator<'_> {
+    /// Writes `v` to the `private` word of `pfn` if the frame is RESERVED (kho's stash on
+    /// each preserved block's first frame), with one descriptor lookup: `Ok(false)`, nothing
+    /// written, if it is not RESERVED. The same as `page_flags` then `set_page_private`.
+    pub fn stash_reserved(&mut self, pfn: Pfn, v: u64) -> Result<bool, MmError> {
+        let idx = self.index(pfn)?;
+        if !self.pages[idx].has(PageFlags::RESERVED) {
+            return Ok(false);
+        }
+        self.write_private(idx, v);
+        Ok(true)
+    }
+
     /// Turns the RESERVED block `[pfn, pfn + 2^order)` into an allocated one with the
     /// refcount pattern of `kind`: Folio — compound head (refcount 1) and tails (0);
     /// Contig — first frame refcount 1 with `order` recorded, the rest 0; Split — every

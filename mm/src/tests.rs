@@ -965,6 +965,26 @@ fn claim_reserved_builds_each_pattern() {
 }
 
 #[test]
+fn stash_reserved_writes_only_reserved_frames() {
+    let l = Layout {
+        ram: ONE_BLOCK.ram,
+        reserved: &[(BASE, BASE + PAGE_SIZE)],
+    };
+    with_fa(&l, 10, |fa| {
+        let p = Pfn(BASE_PFN);
+        assert_eq!(fa.stash_reserved(p, 0xabc), Ok(true));
+        assert_eq!(fa.page_private(p), Ok(0xabc));
+        // The next frame is free: refused, nothing written.
+        assert_eq!(fa.stash_reserved(p.add(1), 0xdef), Ok(false));
+        assert_eq!(fa.page_private(p.add(1)), Ok(0));
+        assert_eq!(
+            fa.stash_reserved(Pfn(0), 1),
+            Err(MmError::NotRam { pfn: Pfn(0) })
+        );
+    });
+}
+
+#[test]
 fn claim_reserved_refuses_unreserved_frames_without_changes() {
     let l = Layout {
         ram: ONE_BLOCK.ram,
