@@ -31,34 +31,47 @@ impl FrameAllocator<'_> {
     pub fn claim_reserved(&mut self, pfn: Pfn, order: u32, kind: BlockKind) -> Result<(), MmError> {
         let idx = self.block_index(pfn, order)?;
         let n = 1usize << order;
-        if let Some(i) = self.pages[idx..idx + n]
-            .iter()
-            .position(|p| !p.has(PageFlags::RESERVED))
-        {
-            return Err(MmError::NotReserved {
-                pfn: pfn.add(i as u64),
-            });
+        // Every frame is checked before any changes; the same pass counts the `private`
+        // words (kho's stash) the writes below clear.
+        let mut stashed = 0u64;
+        for (i, p) in self.pages[idx..idx + n].iter().enumerate() {
+            if !p.has(PageFlags::RESERVED) {
+                return Err(MmError::NotReserved {
+                    pfn: pfn.add(i as u64),
+                });
+            }
+            stashed += u64::from(p.private != 0);
         }
-        self.clean_frames(idx, n);
+        self.private_set -= stashed;
         self.reserved -= n as u64;
         self.allocated += n as u64;
+        // One write of every frame in the tail state of `kind` (no branch per frame: a
+        // folio's tails, a SPLIT block's pages, or clean tails), then the first frame.
+        let (flags, count, head) = match kind {
+            BlockKind::Folio if order > 0 => (PageFlags::TAIL.bits(), 0, idx as u32),
+            BlockKind::Split => (PageFlags::SPLIT.bits(), 1, NONE),
+            _ => (0, 0, NONE),
+        };
+        for p in &mut self.pages[idx..idx + n] {
+            p.flags = flags;
+            p.order = 0;
+            p.head = head;
+            p.private = 0;
+            p.set_count(count);
+        }
+        let first = &mut self.pages[idx];
         match kind {
             BlockKind::Folio => {
-                self.pages[idx].set_count(1);
-                if order > 0 {
-                    self.make_folio(idx, order);
-                }
+                first.flags = if order > 0 { PageFlags::HEAD.bits() } else { 0 };
+                first.order = order as u8;
+                first.head = NONE;
+                first.set_count(1);
             }
             BlockKind::Contig => {
-                self.pages[idx].set_count(1);
-                self.pages[idx].order = order as u8;
+                first.order = order as u8;
+                first.set_count(1);
             }
-            BlockKind::Split => {
-                for p in &mut self.pages[idx..idx + n] {
-                    p.flags = PageFlags::SPLIT.bits();
-                    p.set_count(1);
-                }
-            }
+            BlockKind::Split => {}
         }
         Ok(())
     }

@@ -964,6 +964,60 @@ fn claim_reserved_builds_each_pattern() {
     }
 }
 
+/// What `claim_reserved` did before it wrote each frame once: clean every frame, then the
+/// pattern of `kind` on top. The one-pass version must leave the same descriptors.
+fn claim_reference(fa: &mut FrameAllocator, idx: usize, order: u32, kind: BlockKind) {
+    let n = 1usize << order;
+    fa.clean_frames(idx, n);
+    fa.reserved -= n as u64;
+    fa.allocated += n as u64;
+    match kind {
+        BlockKind::Folio => {
+            fa.pages[idx].set_count(1);
+            if order > 0 {
+                fa.make_folio(idx, order);
+            }
+        }
+        BlockKind::Contig => {
+            fa.pages[idx].set_count(1);
+            fa.pages[idx].order = order as u8;
+        }
+        BlockKind::Split => {
+            for p in &mut fa.pages[idx..idx + n] {
+                p.flags = PageFlags::SPLIT.bits();
+                p.set_count(1);
+            }
+        }
+    }
+}
+
+#[test]
+fn one_pass_claim_writes_what_clean_then_pattern_wrote() {
+    for kind in [BlockKind::Folio, BlockKind::Contig, BlockKind::Split] {
+        for order in 0..=5 {
+            let [a, b] = [true, false].map(|one_pass| {
+                with_reserved_block(order, |fa, p| {
+                    // kho's stash on the first frame, and a stray private word on the last.
+                    fa.set_page_private(p, 0x5eed).unwrap();
+                    fa.set_page_private(p.add((1 << order) - 1), 7).unwrap();
+                    let idx = fa.index(p).unwrap();
+                    if one_pass {
+                        fa.claim_reserved(p, order, kind).unwrap();
+                    } else {
+                        claim_reference(fa, idx, order, kind);
+                    }
+                    let frames: Vec<_> = fa.pages[idx..idx + (1 << order)]
+                        .iter()
+                        .map(|p| (p.flags, p.order, p.head, p.private, p.count()))
+                        .collect();
+                    (frames, fa.private_set, fa.stats())
+                })
+            });
+            assert_eq!(a, b, "{kind:?} order {order}");
+        }
+    }
+}
+
 #[test]
 fn stash_reserved_writes_only_reserved_frames() {
     let l = Layout {
