@@ -155,6 +155,9 @@ pub enum StampCrc {
     Compute(CrcUpdate),
     /// The caller computed it already (while copying the file, say: [`crc_head`]).
     Known(u32),
+    /// Not now: the caller checks the stamp later, over the same bytes or a copy of them
+    /// (before it trusts them). `stamp` is then the value the file claims.
+    Deferred,
 }
 
 /// [`parse`] with the stamp's CRC from `crc`.
@@ -268,6 +271,7 @@ pub fn stamp_checked(file: &[u8], crc: StampCrc) -> Result<Option<u32>, ImageErr
     let computed = match crc {
         StampCrc::Compute(update) => crc_with(file, update),
         StampCrc::Known(c) => c,
+        StampCrc::Deferred => return Ok(Some(stored)),
     };
     if stored != computed {
         return Err(ImageError::StampMismatch { stored, computed });
@@ -326,6 +330,13 @@ mod tests {
         let head = crc_head(&v, piecewise_crc);
         assert_eq!(soft_crc(head, &v[CRC_PLAIN_FROM..]), c);
         assert_eq!(parse_checked(&v, StampCrc::Known(c)), parse(&v));
+        v[HEADER_SIZE] ^= 1;
+        // Deferred: the header is checked, the stamp only read (its check comes later).
+        assert_eq!(
+            parse_checked(&v, StampCrc::Deferred).map(|h| h.stamp),
+            Ok(Some(c))
+        );
+        v[HEADER_SIZE] ^= 1;
         assert!(matches!(
             parse_checked(&v, StampCrc::Known(c ^ 1)),
             Err(ImageError::StampMismatch { .. })

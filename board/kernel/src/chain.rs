@@ -113,12 +113,12 @@ pub fn run(
                     p.next.source,
                     p.next.at,
                     p.next.len,
-                    p.next
-                        .header
-                        .stamp
-                        .map_or(alloc::string::String::from("none"), |c| alloc::format!(
-                            "{c:#010x} ok"
-                        ))
+                    match (p.next.header.stamp, p.next.source) {
+                        (None, _) => alloc::string::String::from("none"),
+                        (Some(c), next_image::Source::OwnCopy) =>
+                            alloc::format!("{c:#010x}, checked at the copy"),
+                        (Some(c), _) => alloc::format!("{c:#010x} ok"),
+                    }
                 );
                 Some(p)
             }

@@ -104,6 +104,25 @@ fn check(
     len: u64,
     need_stamp: bool,
 ) -> Result<ImageBytes, NextImageError> {
+    check_with(
+        mem,
+        source,
+        at,
+        len,
+        need_stamp,
+        image::StampCrc::Compute(arch::crc::crc32_update),
+    )
+}
+
+/// [`check`] with the stamp's CRC from `crc` (`Deferred`: only the header now).
+fn check_with(
+    mem: &IdentityMem,
+    source: Source,
+    at: u64,
+    len: u64,
+    need_stamp: bool,
+    crc: image::StampCrc,
+) -> Result<ImageBytes, NextImageError> {
     // SAFETY: the bytes are this image's pristine copy or the initrd, both reserved at boot
     // and never written after the entry code, or their copy in scratch, which nothing writes
     // between the copy and the jump.
@@ -114,7 +133,7 @@ fn check(
         len,
         err,
     };
-    let header = image::parse_with(bytes, arch::crc::crc32_update).map_err(invalid)?;
+    let header = image::parse_checked(bytes, crc).map_err(invalid)?;
     if need_stamp && header.stamp.is_none() {
         return Err(invalid(ImageError::NotStamped));
     }
@@ -135,14 +154,24 @@ pub struct Plan {
 }
 
 /// Chooses and checks the next image: the initrd if there is one (handing on our own copy
-/// as the next initrd), else our own pristine copy. Both must pass the header checks; our
-/// copy must carry the build stamp and match it (proof that it is unchanged).
+/// as the next initrd), else our own pristine copy. Both must pass the header checks, the
+/// initrd its stamp if it has one, now (a bad initrd is refused before the generation's
+/// work). Our copy must carry the build stamp; that it matches (proof that the copy is
+/// unchanged) is checked once, where it counts: over the copy in scratch at the jump
+/// (`copy_checked`), not also here, inside the next boot's blackout.
 pub fn plan(
     info: &BootInfo<'_>,
     layout: &ImageLayout,
     mem: &IdentityMem,
 ) -> Result<Plan, NextImageError> {
-    let own = check(mem, Source::OwnCopy, layout.copy, layout.file_size, true)?;
+    let own = check_with(
+        mem,
+        Source::OwnCopy,
+        layout.copy,
+        layout.file_size,
+        true,
+        image::StampCrc::Deferred,
+    )?;
     match info.initrd.filter(|r| r.size() > 0) {
         Some(r) => Ok(Plan {
             next: check(mem, Source::Initrd, r.start.0, r.size(), false)?,
