@@ -69,7 +69,7 @@ fn authored_kho_test_client_verifies_and_damage_is_named() {
 }
 
 #[test]
-fn kho_v4_laid_out_as_linux_does_validates_untyped() {
+fn kho_v4_laid_out_as_linux_does_validates_and_restores_as_linux() {
     let arena = arena();
     let mut out = outgoing(arena, 10);
     out.apply(Op::Folio(3));
@@ -99,4 +99,20 @@ fn kho_v4_laid_out_as_linux_does_validates_untyped() {
     let b = kho::read_bytes(arena, phys, size as usize).unwrap();
     let m = kho::linux::KexecMetadata::decode(&b).unwrap();
     assert_eq!((m.release.as_str(), m.count), ("7.2.13", 1));
+    // Linux's restore contract in the next image: pages restored as pages each hold a
+    // reference; a folio comes back compound (head 1, tails 0).
+    let expect = out.expect.clone();
+    let mut next = incoming(arena, &boot, 10).unwrap();
+    let (contig, folio) = (expect[1], expect[0]);
+    next.inc
+        .restore_pages(&mut next.fa, contig.phys, 1 << contig.order)
+        .unwrap();
+    for i in 0..(1u64 << contig.order) {
+        let pfn = mm::Pfn((contig.phys >> 12) + i);
+        assert_eq!(next.fa.page_ref_count(pfn), Ok(1), "page {i}");
+    }
+    let head = next.inc.restore_folio(&mut next.fa, folio.phys).unwrap();
+    assert_eq!(next.fa.folio_order(head), Ok(folio.order));
+    assert_eq!(next.fa.page_ref_count(head), Ok(1));
+    assert_eq!(next.fa.page_ref_count(mm::Pfn(head.0 + 1)), Ok(0));
 }
