@@ -151,7 +151,8 @@ pub struct BootInfo<'a> {
     pub reserved_memory: RangeList<MAX_RESERVED>,
     /// MMIO ranges (every translatable `reg` outside memory), page-rounded, merged.
     pub devices: RangeList<MAX_DEVICES>,
-    pub bootargs: &'a str,
+    /// `/chosen/bootargs` up to its first NUL, any bytes (`cmdline::parse` reads it).
+    pub bootargs: &'a [u8],
     pub stdout_path: &'a str,
     /// `linux,initrd-start` .. `linux,initrd-end`.
     pub initrd: Option<PhysRange>,
@@ -175,7 +176,7 @@ impl<'a> BootInfo<'a> {
             memreserve: RangeList::new(),
             reserved_memory: RangeList::new(),
             devices: RangeList::new(),
-            bootargs: "",
+            bootargs: &[],
             stdout_path: "",
             initrd: None,
             console: None,

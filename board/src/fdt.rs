@@ -149,6 +149,11 @@ fn prop_str(v: &[u8], offset: usize) -> Result<&str, BootInfoError> {
     core::str::from_utf8(s).map_err(|_| BootInfoError::Fdt(FdtError::BadName { offset }))
 }
 
+/// A string property's bytes up to its first NUL, whatever they are.
+fn prop_bytes(v: &[u8]) -> &[u8] {
+    v.split(|&b| b == 0).next().unwrap_or(v)
+}
+
 /// Reads `cells` big-endian cells as one number; `None` if it needs more than 64 bits.
 fn read_cells(b: &[u8], cells: u32) -> Option<u64> {
     let mut v: u64 = 0;
@@ -425,7 +430,8 @@ fn handle_prop<'a>(
     if idx == 1 && node_name == "chosen" {
         let (ac, sc) = (stack[0].addr_cells, stack[0].size_cells);
         match name {
-            "bootargs" => w.info.bootargs = prop_str(v, at)?,
+            // Any bytes: the command line is not text (Linux takes any bytes too).
+            "bootargs" => w.info.bootargs = prop_bytes(v),
             "stdout-path" => w.info.stdout_path = prop_str(v, at)?,
             "linux,initrd-start" => {
                 let start = u32_or_u64(v, "linux,initrd-start")?;

@@ -49,7 +49,7 @@ pub use incoming::{probe, read_scratch, HandoverRefs, Incoming, IncomingError, R
 pub use key::{BlockType, KeyError};
 pub use outgoing::{Handover, Kho, KhoError};
 pub use phys::{read_bytes, read_into, read_u64, write_bytes, write_u64, PhysMem};
-pub use scratch::{choose_scratch, parse_size, scratch_asked, scratch_size, SCRATCH_ALIGN};
+pub use scratch::{choose_scratch, scratch_size, SCRATCH_ALIGN};
 pub use validate::{
     validate, validate_versioned, Block, Inputs, RestoreError, TreeName, Validated,
 };

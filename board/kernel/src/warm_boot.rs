@@ -84,7 +84,7 @@ pub fn probe(
     mem: &IdentityMem,
     early: Option<Early>,
     avoid: &[PhysRange],
-    bootargs: &str,
+    scratch_asked: Option<u64>,
     next_needs: u64,
 ) -> Result<KhoBoot, MmError> {
     if let Some(e) = early {
@@ -100,10 +100,10 @@ pub fn probe(
     }
     let mut mb = MEMBLOCK.lock();
     let needs = next_needs.next_multiple_of(kho::SCRATCH_ALIGN);
-    let size = if kho::scratch_asked(bootargs).is_some() {
+    let size = if scratch_asked.is_some() {
         // kho_scratch= overrides; a next image that cannot fit is refused before the
         // generation's work (chain::run), with both sizes.
-        let asked = kho::scratch_size(bootargs, mem.total());
+        let asked = kho::scratch_size(scratch_asked, mem.total());
         if asked < needs {
             warn!(
                 "kho: kho_scratch= gives {} MiB; the next generation needs {} MiB (images, frame allocator storage, early allocations)",
@@ -113,7 +113,7 @@ pub fn probe(
         }
         asked
     } else {
-        kho::scratch_size(bootargs, mem.total()).max(needs)
+        kho::scratch_size(None, mem.total()).max(needs)
     };
     let s = alloc::vec![kho::choose_scratch(&mut mb, size)?];
     Ok(KhoBoot {
