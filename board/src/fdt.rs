@@ -22,7 +22,7 @@ use fdt_rs::prelude::FallibleIterator;
 use mm::{PhysAddr, PhysRange};
 
 use crate::boards::{BoardKind, BoardSource};
-use crate::bootinfo::{BootInfo, ConsoleInfo, RangeList, TimerInfo};
+use crate::bootinfo::{BootInfo, ConsoleInfo, RangeIssue, RangeList, RangeWarning, TimerInfo};
 
 pub use baton_fdt::{FDT_HEADER_SIZE as HEADER_SIZE, FDT_MAGIC};
 /// Largest FDT baton accepts (the Pi 4 tree is ~55 KiB).
@@ -111,6 +111,8 @@ struct Frame<'a> {
     props_done: bool,
     /// Inside `/cpus` (reg values are CPU ids, not addresses).
     in_cpus: bool,
+    /// The root's `#address-cells` / `#size-cells` were read (the first one counts).
+    root_cells_seen: (bool, bool),
 }
 
 impl<'a> Frame<'a> {
@@ -128,6 +130,7 @@ impl<'a> Frame<'a> {
             clock_frequency: None,
             props_done: false,
             in_cpus,
+            root_cells_seen: (false, false),
         }
     }
 }
@@ -208,7 +211,9 @@ fn translate(stack: &[Frame<'_>], mut bus: usize, mut addr: u64) -> Option<u64> 
                 let child = read_cells(e, ca)?;
                 let parent = read_cells(&e[(ca * 4) as usize..], pa)?;
                 let size = read_cells(&e[((ca + pa) * 4) as usize..], sc)?;
-                (addr >= child && addr - child < size).then(|| parent + (addr - child))
+                (addr >= child && addr - child < size)
+                    .then(|| parent.checked_add(addr - child))
+                    .flatten()
             })?;
         }
         bus -= 1;
@@ -234,7 +239,11 @@ struct Walk<'a> {
     uarts: [Option<UartCandidate>; MAX_UARTS],
     aliases: [(&'a str, &'a str); MAX_ALIASES],
     nr_aliases: usize,
+    /// First address the CPU cannot reach (page aligned).
+    limit: u64,
 }
+
+const PAGE: u64 = 4096;
 
 fn push<const N: usize>(
     l: &mut RangeList<N>,
@@ -247,6 +256,16 @@ fn push<const N: usize>(
 /// Parses the FDT in `buf` (which may be longer than the tree) located at physical address
 /// `phys`, into a [`BootInfo`].
 pub fn parse(buf: &[u8], phys: u64) -> Result<BootInfo<'_>, BootInfoError> {
+    parse_limited(buf, phys, DEFAULT_ADDRESS_LIMIT)
+}
+
+/// The address limit [`parse`] assumes: a 48-bit CPU and identity map.
+pub const DEFAULT_ADDRESS_LIMIT: u64 = 1 << 48;
+
+/// [`parse`] for a CPU that reaches addresses below `limit` only (`arch::cpuid::
+/// addressable_limit()`: PARange and the VA limit): RAM at or above it is clipped or
+/// refused, each with a [`RangeWarning`] naming the node.
+pub fn parse_limited(buf: &[u8], phys: u64, limit: u64) -> Result<BootInfo<'_>, BootInfoError> {
     let h = check_header(buf)?;
     if (buf.len() as u64) < h.totalsize as u64 {
         return Err(BootInfoError::Fdt(FdtError::BadTotalSize {
@@ -255,6 +274,9 @@ pub fn parse(buf: &[u8], phys: u64) -> Result<BootInfo<'_>, BootInfoError> {
         }));
     }
     let buf = &buf[..h.totalsize as usize];
+    // The strict reader's rules first (allocation-free): a tree the boot accepts is one
+    // the handover's rewrite (`kho::bootfdt::rewrite`, on that reader) can read.
+    baton_fdt::check_tree(buf)?;
     if !(buf.as_ptr() as usize).is_multiple_of(4) {
         return Err(BootInfoError::Misaligned { addr: phys });
     }
@@ -272,6 +294,7 @@ pub fn parse(buf: &[u8], phys: u64) -> Result<BootInfo<'_>, BootInfoError> {
         uarts: [None; MAX_UARTS],
         aliases: [("", ""); MAX_ALIASES],
         nr_aliases: 0,
+        limit: limit & !(PAGE - 1),
     };
     w.info.fdt = Some(PhysRange::new(PhysAddr(phys), h.totalsize as u64));
     parse_memreserve(buf, &h, &mut w.info)?;
@@ -303,6 +326,15 @@ fn parse_memreserve(buf: &[u8], h: &Header, info: &mut BootInfo<'_>) -> Result<(
         let size = ((be32(buf, off + 8) as u64) << 32) | be32(buf, off + 12) as u64;
         if addr == 0 && size == 0 {
             return Ok(());
+        }
+        if size > 0 && addr.checked_add(size - 1).is_none() {
+            info.warn_range(RangeWarning {
+                node: "/memreserve/",
+                start: addr,
+                size,
+                issue: RangeIssue::Wraps,
+                kept: Some(PhysRange::new(PhysAddr(addr), size)),
+            });
         }
         push(
             &mut info.memreserve,
@@ -418,6 +450,14 @@ fn cells(v: &[u8], at: usize) -> Result<u32, BootInfoError> {
     }
 }
 
+/// Root `#address-cells`/`#size-cells`: 1 or 2 (a 64-bit address space in 32-bit cells).
+fn root_cells(v: &[u8], at: usize) -> Result<u32, BootInfoError> {
+    match cells(v, at)? {
+        n @ 1..=2 => Ok(n),
+        value => Err(BootInfoError::BadCells { offset: at, value }),
+    }
+}
+
 fn handle_prop<'a>(
     stack: &mut [Frame<'a>; MAX_DEPTH],
     idx: usize,
@@ -464,6 +504,18 @@ fn handle_prop<'a>(
     }
     let f = &mut stack[idx];
     match name {
+        // The root's cells as kho's reader takes them (the first occurrence, 1 or 2): the
+        // handover writes `/chosen` in them.
+        "#address-cells" if idx == 0 && !f.root_cells_seen.0 => {
+            f.addr_cells = root_cells(v, at)?;
+            f.root_cells_seen.0 = true;
+        }
+        "#size-cells" if idx == 0 && !f.root_cells_seen.1 => {
+            f.size_cells = root_cells(v, at)?;
+            f.root_cells_seen.1 = true;
+        }
+        // Later root occurrences are ignored, as kho's reader ignores them.
+        "#address-cells" | "#size-cells" if idx == 0 => {}
         "#address-cells" => f.addr_cells = cells(v, at)?,
         "#size-cells" => f.size_cells = cells(v, at)?,
         "ranges" => f.ranges = Some(v),
@@ -521,9 +573,41 @@ fn finish_node<'a>(
             continue;
         };
         let r = PhysRange::new(PhysAddr(cpu), size);
+        // Its last byte past 2^64 (a range ending exactly at 2^64 does not wrap).
+        let wraps = cpu.checked_add(size - 1).is_none();
         if is_memory {
-            push(&mut w.info.memory, r, "memory ranges")?;
+            let kept = PhysRange::from_bounds(cpu, r.end.0.min(w.limit));
+            let issue = match (wraps, r.end.0 > w.limit) {
+                (true, _) => Some(RangeIssue::Wraps),
+                (false, true) => Some(RangeIssue::AboveLimit { limit: w.limit }),
+                (false, false) => None,
+            };
+            if let Some(issue) = issue {
+                let kept = (!kept.is_empty()).then_some(kept);
+                w.info.warn_range(RangeWarning {
+                    node: f.name,
+                    start: cpu,
+                    size,
+                    issue,
+                    kept,
+                });
+                if let Some(k) = kept {
+                    push(&mut w.info.memory, k, "memory ranges")?;
+                }
+            } else {
+                push(&mut w.info.memory, r, "memory ranges")?;
+            }
         } else if is_reserved {
+            if wraps {
+                // Kept, clipped at the top of the address space: reserving too much is safe.
+                w.info.warn_range(RangeWarning {
+                    node: f.name,
+                    start: cpu,
+                    size,
+                    issue: RangeIssue::Wraps,
+                    kept: Some(r),
+                });
+            }
             push(&mut w.info.reserved_memory, r, "/reserved-memory regions")?;
         } else {
             if w.info.devices.push(r.outer_pages()).is_err() {

@@ -89,6 +89,15 @@ pub extern "C" fn kernel_main(fdt_addr: u64, image_base: u64, entry_el: u64, rel
     for e in args.errors() {
         warn!("{e}");
     }
+    for w in info.range_warnings() {
+        warn!("{w}");
+    }
+    if info.range_warnings_dropped > 0 {
+        warn!(
+            "{} more firmware ranges clipped or refused",
+            info.range_warnings_dropped
+        );
+    }
 
     let image = PhysRange::new(PhysAddr(image_base), layout.size);
     if let Err(e) = memory::init_memblock(&info, image) {
@@ -239,7 +248,7 @@ fn read_boot_info(fdt_addr: u64, image_base: u64) -> Result<BootInfo<'static>, B
     let buf = unsafe {
         core::slice::from_raw_parts(fdt_addr as usize as *const u8, h.totalsize as usize)
     };
-    let info = fdt::parse(buf, fdt_addr)?;
+    let info = fdt::parse_limited(buf, fdt_addr, arch::cpuid::addressable_limit())?;
     fdt::check_usable(&info)?;
     Ok(info)
 }
