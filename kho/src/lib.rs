@@ -43,7 +43,9 @@ mod validate; // checks on a previous image's handover
 
 #[cfg(any(test, feature = "test-helpers"))]
 pub use arena::Arena;
-pub use baton_fdt::{Fdt, FdtError, FdtWriteError, FdtWriter};
+pub use baton_fdt::{
+    check_header as check_fdt_header, Fdt, FdtError, FdtWriteError, FdtWriter, FDT_HEADER_SIZE,
+};
 pub use format::{AbiVersion, ClientEntry, FormatError};
 pub use incoming::{probe, read_scratch, HandoverRefs, Incoming, IncomingError, Reserved};
 pub use key::{BlockType, KeyError};
