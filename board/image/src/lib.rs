@@ -335,4 +335,41 @@ mod tests {
         );
         assert!(m.starts_with("stamp:"), "{m}");
     }
+
+    /// Fuzz target: the Image header. Mutated stamped and unstamped images never panic
+    /// (overflow checks on); an accepted header's sizes can be added without wrapping, and
+    /// the stamp check never accepts changed bytes.
+    #[test]
+    fn fuzz_image_header() {
+        let plain = image(4096);
+        let mut stamped = plain.clone();
+        stamp(&mut stamped).expect("stamp");
+        baton_fuzz::run("image-header", 20_000, |rng| {
+            let orig = if rng.one_in(2) { &plain } else { &stamped };
+            let mut v = orig.clone();
+            if rng.one_in(2) {
+                let mut head = v[..HEADER_SIZE].to_vec();
+                baton_fuzz::mutate(&mut head, rng, 4);
+                v.splice(..HEADER_SIZE, head);
+            } else {
+                baton_fuzz::mutate(&mut v, rng, 4);
+            }
+            let _ = room_needed(&v);
+            let _ = stamp_of(&v);
+            match parse(&v) {
+                Ok(h) => {
+                    assert!(h.text_offset.checked_add(h.image_size).is_some());
+                    if h.stamp.is_some() && v != stamped {
+                        // A stamp only survives bytes that still match it.
+                        assert_eq!(crc(&v), h.stamp.unwrap_or(0));
+                    }
+                    true
+                }
+                Err(e) => {
+                    let _ = std::format!("{e}");
+                    false
+                }
+            }
+        });
+    }
 }
