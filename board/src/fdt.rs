@@ -9,7 +9,9 @@
 //!
 //! Why not kho's reader (`baton_fdt::Fdt`): this walk runs before the heap exists (it finds
 //! the RAM the heap will come from), so it allocates nothing; that reader builds node
-//! tables on the heap. Both check the header with `baton_fdt::check_header`. The `/chosen`
+//! tables on the heap. Both check the header with `baton_fdt::check_header`, and this walk
+//! first runs `baton_fdt::check_tree` (that reader's rules, allocation-free), so every tree
+//! the boot accepts is one the handover's rewrite can read. The `/chosen`
 //! handover properties are only recorded here, raw, and decoded by kho
 //! (`kho::bootfdt::decode_handover`).
 
@@ -385,6 +387,11 @@ fn walk_struct<'a>(
                 }
                 let name = core::str::from_utf8(n.name)
                     .map_err(|_| BootInfoError::Fdt(FdtError::BadName { offset: at }))?;
+                // Only the root may be nameless: the handover's writer refuses any other
+                // empty name, so the boot refuses it too.
+                if depth > 0 && name.is_empty() {
+                    return Err(FdtError::BadName { offset: at }.into());
+                }
                 let in_cpus = depth > 0
                     && (stack[depth - 1].in_cpus || (depth == 2 && stack[1].name == "cpus"));
                 stack[depth] = Frame::new(name, in_cpus);

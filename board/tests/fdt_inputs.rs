@@ -110,6 +110,22 @@ fn a_property_name_the_rewrite_cannot_read_is_refused_at_boot() {
 }
 
 #[test]
+fn a_nameless_node_the_rewrite_cannot_write_is_refused_at_boot() {
+    // Found by the long fuzz run: kho's reader takes an empty child node name, its writer
+    // refuses one, so such a tree booted and could not be handed over.
+    let mut t = tree(b"", &[]);
+    // "chosen\0\0" becomes an empty name (padded to 4 bytes) and a NOP token.
+    let at = t.windows(8).position(|w| w == b"chosen\0\0").unwrap();
+    t[at..at + 8].copy_from_slice(&[0, 0, 0, 0, 0, 0, 0, 4]);
+    assert!(bootfdt::rewrite(&t, &update()).is_err());
+    let a = aligned(&t);
+    assert!(matches!(
+        fdt::parse(bytes(&a, t.len()), 0x4000_0000),
+        Err(BootInfoError::Fdt(FdtError::BadName { .. }))
+    ));
+}
+
+#[test]
 fn a_root_cell_count_the_rewrite_cannot_use_is_refused_at_boot() {
     // Root #address-cells 3 booted, then failed at the jump with BadCells.
     let mut w = FdtWriter::new();

@@ -4,7 +4,8 @@
 //! Host-only and dependency-free, so every crate's ordinary `#[test]`s can drive their own
 //! parser with it (`cargo test` runs with overflow checks on, so a wrap is a failure). The
 //! count is small by default (`make test`); `BATON_FUZZ_CASES=N` runs N cases per target
-//! and `BATON_FUZZ_SEED=S` replays another seed (docs/performance.md has the long runs).
+//! and `BATON_FUZZ_SEED=S` runs another seed, `BATON_FUZZ_CASE=I` replays one case
+//! (docs/performance.md has the long runs).
 //! Never touches anything but the buffers it is given.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -158,13 +159,21 @@ pub struct Tally {
 pub fn run(target: &str, default: u64, mut case: impl FnMut(&mut Rng) -> bool) -> Tally {
     let seed = seed();
     let n = cases(default);
+    // `BATON_FUZZ_CASE=i` replays case i alone.
+    let only: Option<u64> = std::env::var("BATON_FUZZ_CASE")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let range = match only {
+        Some(i) => i..i.saturating_add(1),
+        None => 0..n,
+    };
     let mut t = Tally::default();
-    for i in 0..n {
+    for i in range {
         let mut rng = Rng::new(seed.wrapping_add(i.wrapping_mul(0x1_0000_0001)));
         match catch_unwind(AssertUnwindSafe(|| case(&mut rng))) {
             Ok(accepted) => t.accepted += u64::from(accepted),
             Err(e) => {
-                eprintln!("fuzz {target}: case {i} of seed {seed} failed (replay: BATON_FUZZ_SEED={seed} and case {i})");
+                eprintln!("fuzz {target}: case {i} of seed {seed} failed (replay: BATON_FUZZ_SEED={seed} BATON_FUZZ_CASE={i})");
                 std::panic::resume_unwind(e);
             }
         }
