@@ -181,7 +181,7 @@ pub struct Cmdline<'a> {
     /// `baton.shape=`: the shape's name (the workload owns the shapes).
     pub shape: Arg<'a, &'a str>,
     pub handover_format: Arg<'a, HandoverFormat>,
-    /// `baton.kho-test=`, bytes.
+    /// `baton.kho-test=`, bytes (non-zero).
     pub kho_test: Arg<'a, u64>,
 }
 
@@ -295,7 +295,7 @@ pub fn parse(raw: &[u8]) -> Cmdline<'_> {
             k if k == KEY_HANDOVER_FORMAT.as_bytes() => {
                 c.handover_format = typed(KEY_HANDOVER_FORMAT, v, handover_format)
             }
-            k if k == KEY_KHO_TEST.as_bytes() => c.kho_test = typed(KEY_KHO_TEST, v, parse_size),
+            k if k == KEY_KHO_TEST.as_bytes() => c.kho_test = typed(KEY_KHO_TEST, v, nonzero_size),
             _ => {}
         }
     }
