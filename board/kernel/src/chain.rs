@@ -103,6 +103,21 @@ pub fn run(
     } else {
         match next_image::plan(info, layout, mem) {
             Ok(p) => {
+                // kho_scratch= chose less scratch than the next generation needs (its
+                // images, frame allocator storage and early allocations): refuse now.
+                if let Some((scratch, needs)) = kb.short {
+                    fail(
+                        &handover_failure(
+                            cfg.generation,
+                            next_image::NextImageError::Place(board::placement::NoRoom {
+                                what: "next generation (images, frame allocator storage, early allocations)",
+                                size: needs,
+                                largest: scratch,
+                            }),
+                        ),
+                        board::status::NEXT_IMAGE,
+                    );
+                }
                 // Refuse now, before the generation's work, if scratch cannot hold what
                 // the handover will place there (the next image at a 2 MiB boundary, the
                 // image it passes on); the FDT is placed at the jump.
