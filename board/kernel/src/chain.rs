@@ -80,6 +80,17 @@ pub fn run(
         Ok(c) => c,
         Err(e) => fail(&e.to_failure(), board::status::WORKLOAD_FAILED),
     };
+    // The peer options are checked before any work, like every other value.
+    let (asked_format, kho_test) = match (
+        peer::format_asked(&args.handover_format),
+        peer::kho_test_asked(&args.kho_test),
+    ) {
+        (Ok(f), Ok(t)) => (f, t),
+        (Err(d), _) | (_, Err(d)) => fail(
+            &handover_failure(cfg.generation, d),
+            board::status::WORKLOAD_FAILED,
+        ),
+    };
     // The scaled set must fit the RAM this image can use: refused now, by name, not after
     // allocating all of it.
     if cfg.bulk.is_some() {
@@ -220,25 +231,14 @@ pub fn run(
             board::status::WORKLOAD_FAILED
         })
     };
-    let format = match (
-        peer::format_asked(&args.handover_format),
-        peer::kho_test_asked(&args.kho_test),
-    ) {
-        (Ok(f), Ok(t)) => {
-            let f = peer::out_format(f, plan.next.header.stamp.is_some());
-            if let Err(d) = peer::before_finalize(&mut peer, fa, mem, &mut out, f, t, cfg.seed) {
-                fail(
-                    &handover_failure(cfg.generation, d),
-                    board::status::WORKLOAD_FAILED,
-                );
-            }
-            f
-        }
-        (Err(d), _) | (_, Err(d)) => fail(
+    let format = peer::out_format(asked_format, plan.next.header.stamp.is_some());
+    if let Err(d) = peer::before_finalize(&mut peer, fa, mem, &mut out, format, kho_test, cfg.seed)
+    {
+        fail(
             &handover_failure(cfg.generation, d),
             board::status::WORKLOAD_FAILED,
-        ),
-    };
+        );
+    }
     hand_over(
         info,
         el,
