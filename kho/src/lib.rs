@@ -46,16 +46,16 @@ mod validate; // checks on a previous image's handover
 
 #[cfg(any(test, feature = "test-helpers"))]
 pub use arena::Arena;
-pub use baton_fdt::{Fdt, FdtError, FdtWriteError, FdtWriter};
+pub use baton_fdt::{
+    check_header as check_fdt_header, Fdt, FdtError, FdtWriteError, FdtWriter, FDT_HEADER_SIZE,
+};
 pub use carry::{CarryError, CarryList, CARRY_CLIENT};
 pub use format::{AbiVersion, ClientEntry, FormatError, KEXEC_METADATA};
 pub use incoming::{probe, read_scratch, HandoverRefs, Incoming, IncomingError, Reserved};
 pub use key::{BlockType, KeyError};
 pub use outgoing::{Handover, Kho, KhoError};
 pub use phys::{read_bytes, read_into, read_u64, with_words, write_bytes, write_u64, PhysMem};
-pub use scratch::{
-    choose_scratch, linux_early_bytes, parse_size, scratch_asked, scratch_size, SCRATCH_ALIGN,
-};
+pub use scratch::{choose_scratch, linux_early_bytes, scratch_size, SCRATCH_ALIGN};
 pub use validate::{
     peek_format, validate, validate_versioned, Block, Inputs, RestoreError, TreeName, Validated,
 };
