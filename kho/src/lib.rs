@@ -17,6 +17,9 @@
 //! reserve, or boot cold), reserve the scratch areas again, `FrameAllocator::new`,
 //! `Reserved::attach` -> `Incoming`, then `restore_folio` / `restore_pages` / `client`,
 //! `release_unclaimed`, `finish`. Every failure is a named `RestoreError` and a cold boot.
+//!
+//! `examples/handover.rs` runs both sides over one simulated RAM:
+//! `cargo run -p kho --features test-helpers --example handover`.
 #![cfg_attr(not(test), no_std)]
 
 extern crate alloc;
@@ -44,9 +47,9 @@ mod validate; // checks on a previous image's handover
 #[cfg(any(test, feature = "test-helpers"))]
 pub use arena::Arena;
 pub use baton_fdt::{Fdt, FdtError, FdtWriteError, FdtWriter};
-pub use format::{AbiVersion, ClientEntry, FormatError};
+pub use format::{AbiVersion, ClientEntry, FormatError, COMPATIBLE, COMPATIBLE_V1};
 pub use incoming::{probe, read_scratch, HandoverRefs, Incoming, IncomingError, Reserved};
-pub use key::{BlockType, KeyError};
+pub use key::{BlockType, KeyError, MAX_KEY_ORDER};
 pub use outgoing::{Handover, Kho, KhoError};
 pub use phys::{read_bytes, read_into, read_u64, write_bytes, write_u64, PhysMem};
 pub use scratch::{choose_scratch, parse_size, scratch_asked, scratch_size, SCRATCH_ALIGN};

@@ -12,6 +12,9 @@
 //! - `restore`: claiming and releasing reserved (preserved) blocks.
 //! - `deferred`: deferred descriptor init (`new_deferred`, on-demand and bulk init).
 //! - `error`: `MmError`, `BadPage`.
+//!
+//! `examples/frames.rs` boots an allocator over a simulated range and allocates, splits and
+//! frees: `cargo run -p mm --example frames`.
 #![cfg_attr(not(test), no_std)]
 #![deny(missing_docs)]
 
