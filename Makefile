@@ -57,7 +57,7 @@ RUN_TIMEOUT ?= 60
 CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
 APPEND_ARG := $(if $(APPEND),-append "$(APPEND)",)
 
-.PHONY: inspect dump-handover all image image-b image-v1 run run-boot soak rpi4-sdcard check-exclusives run-el2 run-rpi4 run-rpi4-nodtb test test-host test-qemu gdb clippy fmt \
+.PHONY: linux-peer inspect dump-handover all image image-b image-v1 run run-boot soak rpi4-sdcard check-exclusives run-el2 run-rpi4 run-rpi4-nodtb test test-host test-qemu gdb clippy fmt \
         fmt-check deps boot-time bench-handover clean help
 
 all: image
@@ -83,6 +83,7 @@ help:
 	@echo "make inspect    DUMP=path [FDT=addr] [BASE=addr] [JSON=1]: what the next image makes of a dumped handover"
 	@echo "make dump-handover  GEN=1: generation GEN's handover dumped as it jumps (target/dump/, virt)"
 	@echo "make deps       install (root on Debian) or name what is missing"
+	@echo "make linux-peer build the Linux 7.2 KHO peer (cached in ~/.cache/baton; make test uses it)"
 	@echo "variables: APPEND='loglevel=debug' PROFILE=release|debug QEMU=... RPI4_DTB=..."
 
 image: $(IMAGE)
@@ -173,10 +174,17 @@ test-host:
 # board and EL, then the handover chains (the upgrade chain from the previous release
 # too), damaged handovers and refused next images, and kho-inspect on a real dumped
 # handover (tests/dump.rs, through scripts/dump-handover.sh).
+# The Linux peer (tests/linux.rs) is built on first use and cached outside the clone.
 test-qemu: image $(IMAGE_B) $(IMAGE_V1)
+	peer=$$(scripts/linux-peer.sh | tail -n 1) && \
 	BATON_IMAGE=$(CURDIR)/$(IMAGE) BATON_IMAGE_B=$(CURDIR)/$(IMAGE_B) BATON_IMAGE_V1=$(CURDIR)/$(IMAGE_V1) \
 		BATON_ELF=$(CURDIR)/$(ELF) BATON_RPI4_DTB=$(abspath $(RPI4_DTB)) QEMU=$(QEMU) GDB=$(GDB) \
-		$(CARGO) test -p tests --test boot --test handover --test dump
+		BATON_LINUX_PEER=$$peer \
+		$(CARGO) test -p tests --test boot --test handover --test dump --test linux
+
+# Linux 7.2 with KHO and test_kho, and its init: built once into ~/.cache/baton (BATON_CACHE).
+linux-peer: deps
+	scripts/linux-peer.sh
 
 gdb: image
 	@echo "QEMU is waiting for gdb on localhost:1234. In another shell:"

@@ -1,8 +1,9 @@
 //! The KHO FDT: names, property encoding and the metadata checksum (`docs/abi.md`).
 //!
-//! Owns writing the KHO FDT (`baton,kho-typed-v2`) from this image's tree and clients, and
-//! reading the properties of a previous image's KHO FDT, v2 or the previous release's v1, into
-//! plain values. Never follows an address it reads: that is `validate`'s job.
+//! Owns writing the KHO FDT (`baton,kho-typed-v2`, or Linux's `kho-v4` for a Linux next
+//! image) from this image's tree and clients, and reading the properties of a previous
+//! image's KHO FDT (v2, the previous release's v1, or Linux's `kho-v4`) into plain values.
+//! Never follows an address it reads: that is `validate`'s job.
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -15,6 +16,11 @@ use mm::PAGE_SIZE;
 pub const COMPATIBLE: &str = "baton,kho-typed-v2";
 /// Root `compatible` of the previous release's format (two trees), still read.
 pub const COMPATIBLE_V1: &str = "baton,kho-typed-v1";
+/// Root `compatible` of Linux 7.2's KHO FDT: one tree of untyped keys, no checksum; the
+/// KHO FDT page and every client blob are preserved blocks themselves (`docs/abi.md` §10).
+pub const COMPATIBLE_LINUX_V4: &str = "kho-v4";
+/// Linux's client that says which kernel handed over and how many kexecs since a cold boot.
+pub const KEXEC_METADATA: &str = "kexec-metadata";
 /// Root property: u64 physical address of the root table of the tree of every block.
 pub const PROP_MEMORY_MAP: &str = "preserved-memory-map";
 /// v1 root property: u64 physical address of the root table of the tree of SPLIT blocks.
@@ -31,8 +37,8 @@ pub const CHOSEN_KHO_FDT: &str = "linux,kho-fdt";
 pub const CHOSEN_KHO_SCRATCH: &str = "linux,kho-scratch";
 /// Largest KHO FDT the next image accepts.
 pub const MAX_KHO_FDT_SIZE: u64 = 1 << 20;
-/// Longest client name (a node name without unit address).
-pub const MAX_CLIENT_NAME: usize = 31;
+/// Longest client name (a node name without unit address): Linux's node name limit.
+pub const MAX_CLIENT_NAME: usize = 63;
 
 /// Which handover format a KHO FDT is in (its root `compatible`).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -41,6 +47,8 @@ pub enum AbiVersion {
     V1,
     /// `baton,kho-typed-v2`: one tree, the type in key bit 59.
     V2,
+    /// Linux's `kho-v4`: one tree of untyped keys (every block CONTIG), no checksum.
+    LinuxV4,
 }
 
 impl AbiVersion {
@@ -49,7 +57,18 @@ impl AbiVersion {
         match self {
             AbiVersion::V1 => COMPATIBLE_V1,
             AbiVersion::V2 => COMPATIBLE,
+            AbiVersion::LinuxV4 => COMPATIBLE_LINUX_V4,
         }
+    }
+
+    /// True for the formats whose keys carry no type (v1's main tree, Linux's tree).
+    pub const fn untyped_keys(self) -> bool {
+        !matches!(self, AbiVersion::V2)
+    }
+
+    /// True for baton's own formats (checksummed metadata, baton's rules).
+    pub const fn is_baton(self) -> bool {
+        !matches!(self, AbiVersion::LinuxV4)
     }
 }
 
@@ -70,15 +89,15 @@ pub struct ClientEntry {
     pub size: u64,
 }
 
-/// True if `name` is a client name this format allows: 1..=31 of `[A-Za-z0-9,._+-]`,
-/// starting with a letter.
+/// True if `name` is a client name these formats allow: 1..=63 of `[A-Za-z0-9,._+-_]`,
+/// starting with a letter (Linux's clients, such as `kho_test`, fit).
 pub fn client_name_ok(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_CLIENT_NAME
         && name.starts_with(|c: char| c.is_ascii_alphabetic())
         && name
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || ",._+-".contains(c))
+            .all(|c| c.is_ascii_alphanumeric() || ",._+-_".contains(c))
 }
 
 /// Running CRC-32 over the handover metadata, in the order `docs/abi.md` fixes.
@@ -137,7 +156,7 @@ pub fn write_kho_fdt(
     crc: u32,
     clients: &[ClientEntry],
 ) -> Result<Vec<u8>, FdtWriteError> {
-    write_any(COMPATIBLE, root, None, crc, clients)
+    write_any(COMPATIBLE, root, None, Some(crc), clients)
 }
 
 /// Builds the KHO FDT bytes of the previous release's format (v1: two trees), for tests of
@@ -149,26 +168,39 @@ pub fn write_kho_fdt_v1(
     crc: u32,
     clients: &[ClientEntry],
 ) -> Result<Vec<u8>, FdtWriteError> {
-    write_any(COMPATIBLE_V1, main_root, Some(split_root), crc, clients)
+    write_any(
+        COMPATIBLE_V1,
+        main_root,
+        Some(split_root),
+        Some(crc),
+        clients,
+    )
 }
 
 /// Rewrites a view as it was read (same format, same properties): tests edit a handover so.
 #[cfg(any(test, feature = "test-helpers"))]
 pub fn write_view(v: &KhoFdtView) -> Result<Vec<u8>, FdtWriteError> {
+    let crc = v.version.is_baton().then_some(v.crc);
     write_any(
         v.version.compatible(),
         v.main_root,
         v.split_root,
-        v.crc,
+        crc,
         &v.clients,
     )
+}
+
+/// Builds a KHO FDT in Linux's `kho-v4` format: the root of a tree of untyped keys and the
+/// clients; no checksum (Linux has none). The caller preserves the page it lands in.
+pub fn write_kho_fdt_linux(root: u64, clients: &[ClientEntry]) -> Result<Vec<u8>, FdtWriteError> {
+    write_any(COMPATIBLE_LINUX_V4, root, None, None, clients)
 }
 
 fn write_any(
     compatible: &str,
     main_root: u64,
     split_root: Option<u64>,
-    crc: u32,
+    crc: Option<u32>,
     clients: &[ClientEntry],
 ) -> Result<Vec<u8>, FdtWriteError> {
     let mut w = FdtWriter::new();
@@ -178,7 +210,9 @@ fn write_any(
     if let Some(split_root) = split_root {
         w.prop_u64_le(PROP_SPLIT_MAP, split_root)?;
     }
-    w.prop_u64_le(PROP_CHECKSUM, u64::from(crc))?;
+    if let Some(crc) = crc {
+        w.prop_u64_le(PROP_CHECKSUM, u64::from(crc))?;
+    }
     for c in clients {
         w.begin_node(&c.name)?;
         w.prop_u64_le(PROP_DATA, c.phys)?;
@@ -198,7 +232,7 @@ pub struct KhoFdtView {
     pub main_root: u64,
     /// v1 only: root of the tree of SPLIT blocks.
     pub split_root: Option<u64>,
-    /// Stored CRC-32.
+    /// Stored CRC-32 (0 for `kho-v4`, which has none).
     pub crc: u32,
     /// Client entries in FDT order.
     pub clients: Vec<ClientEntry>,
@@ -207,7 +241,8 @@ pub struct KhoFdtView {
 /// Why the KHO FDT's properties are unusable (the FDT itself parsed).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FormatError {
-    /// Root `compatible` names no format this image reads ([`COMPATIBLE`], [`COMPATIBLE_V1`]).
+    /// Root `compatible` names no format this image reads ([`COMPATIBLE`], [`COMPATIBLE_V1`],
+    /// or [`COMPATIBLE_LINUX_V4`] anywhere in its list).
     BadCompatible,
     /// A required property is missing; `node` is "/" or the client name.
     MissingProperty { node: String, prop: &'static str },
@@ -253,19 +288,28 @@ pub fn read_kho_fdt(fdt: &Fdt<'_>) -> Result<KhoFdtView, FormatError> {
     if compat.last() != Some(&0) {
         return Err(FormatError::BadCompatible);
     }
+    // baton's formats name themselves first; Linux matches `kho-v4` anywhere in the list
+    // (as its `fdt_node_check_compatible` does).
+    let linux = compat[..compat.len() - 1]
+        .split(|&c| c == 0)
+        .any(|e| e == COMPATIBLE_LINUX_V4.as_bytes());
     let version = [AbiVersion::V2, AbiVersion::V1]
         .into_iter()
         .find(|v| first == v.compatible().as_bytes())
+        .or(linux.then_some(AbiVersion::LinuxV4))
         .ok_or(FormatError::BadCompatible)?;
     let main_root = u64_prop(fdt, 0, PROP_MEMORY_MAP)?;
     // In v2 a `baton,split-memory-map` is an unknown property: ignored, never walked.
     let split_root = match version {
         AbiVersion::V1 => Some(u64_prop(fdt, 0, PROP_SPLIT_MAP)?),
-        AbiVersion::V2 => None,
+        AbiVersion::V2 | AbiVersion::LinuxV4 => None,
     };
-    let crc64 = u64_prop(fdt, 0, PROP_CHECKSUM)?;
-    let crc =
-        u32::try_from(crc64).map_err(|_| FormatError::BadChecksumProperty { value: crc64 })?;
+    let crc = if version.is_baton() {
+        let crc64 = u64_prop(fdt, 0, PROP_CHECKSUM)?;
+        u32::try_from(crc64).map_err(|_| FormatError::BadChecksumProperty { value: crc64 })?
+    } else {
+        0
+    };
     let mut clients: Vec<ClientEntry> = Vec::new();
     for &c in &fdt.root().children {
         let n = &fdt.nodes[c];

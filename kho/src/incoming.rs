@@ -17,7 +17,7 @@ use crate::format::{AbiVersion, ClientEntry};
 use crate::key::BlockType;
 use crate::phys::PhysMem;
 use crate::validate::{
-    parse_scratch_array, validate_versioned, Block, Inputs, RestoreError, Validated,
+    parse_scratch_array, peek_format, validate_versioned, Block, Inputs, RestoreError, Validated,
 };
 
 /// Magic in bits 48..63 of a preserved block's first-page `private` ("KH").
@@ -122,6 +122,7 @@ fn coalesce(mut v: Vec<PhysRange>) -> Vec<PhysRange> {
 pub struct Reserved {
     v: Validated,
     format: AbiVersion,
+    kho_fdt: PhysRange,
     scratch: Vec<PhysRange>,
     /// Page-rounded metadata ranges (tree nodes, KHO FDT, scratch array), sorted, merged.
     metadata: Vec<PhysRange>,
@@ -173,12 +174,16 @@ impl Iterator for PreservedRanges<'_> {
 }
 
 /// Scratch areas named by a handover (read and checked early, before memblock allocates).
+/// The KHO FDT is read first: its format decides the scratch array's rules (Linux skips
+/// empty areas and keeps the array in scratch).
 pub fn read_scratch<M: PhysMem + ?Sized>(
     mem: &M,
     ram: &[PhysRange],
     refs: &HandoverRefs,
 ) -> Result<Vec<PhysRange>, RestoreError> {
-    parse_scratch_array(mem, ram, refs.scratch_array).inspect_err(note_rejection)
+    peek_format(mem, ram, refs.kho_fdt)
+        .and_then(|format| parse_scratch_array(mem, ram, refs.scratch_array, format))
+        .inspect_err(note_rejection)
 }
 
 fn note_rejection(e: &RestoreError) {
@@ -206,7 +211,11 @@ pub fn probe<M: PhysMem + ?Sized>(
     };
     let (v, format) = validate_versioned(mem, &inp).inspect_err(note_rejection)?;
     let mut metadata = v.metadata.clone();
-    metadata.push(refs.scratch_array.outer_pages());
+    // An array inside scratch (Linux puts it there) is covered by scratch's own reservation.
+    let array = refs.scratch_array.outer_pages();
+    if !scratch.iter().any(|s| s.overlaps(&array)) {
+        metadata.push(array);
+    }
     let metadata = coalesce(metadata);
     let split = v
         .blocks
@@ -220,11 +229,13 @@ pub fn probe<M: PhysMem + ?Sized>(
         match format {
             AbiVersion::V1 => " (v1, the previous release's two trees)",
             AbiVersion::V2 => "",
+            AbiVersion::LinuxV4 => " (Linux: untyped keys, no checksum)",
         }
     );
     Ok(Reserved {
         v,
         format,
+        kho_fdt: refs.kho_fdt,
         scratch: scratch.to_vec(),
         metadata,
     })
@@ -262,6 +273,8 @@ impl Reserved {
         }
         let n = self.v.blocks.len();
         Ok(Incoming {
+            format: self.format,
+            kho_fdt: self.kho_fdt,
             blocks: self.v.blocks,
             claimed: alloc::vec![0; n.div_ceil(64)],
             metadata: self.metadata,
@@ -276,6 +289,10 @@ impl Reserved {
 /// A reserved handover in an image whose frame allocator is up: restore what you need.
 #[derive(Debug)]
 pub struct Incoming {
+    /// The format the previous image wrote.
+    format: AbiVersion,
+    /// Where its KHO FDT was (`linux,kho-fdt`).
+    kho_fdt: PhysRange,
     /// Every preserved block, sorted by address (index = the stash's block index).
     blocks: Vec<Block>,
     /// One bit per block: restored or released.
@@ -288,6 +305,115 @@ pub struct Incoming {
 }
 
 impl Incoming {
+    /// The format the previous image wrote.
+    pub fn format(&self) -> AbiVersion {
+        self.format
+    }
+
+    /// The KHO FDT's range (`linux,kho-fdt`): in `kho-v4` a preserved block of its own.
+    pub fn kho_fdt(&self) -> PhysRange {
+        self.kho_fdt
+    }
+
+    /// True if exactly the block `(phys, order)` was preserved and is not claimed yet.
+    pub fn has_block(&self, phys: u64, order: u32) -> bool {
+        match self.blocks.binary_search_by_key(&phys, |b| b.phys) {
+            Ok(i) => self.blocks[i].order == order && !self.is_claimed(i),
+            Err(_) => false,
+        }
+    }
+
+    /// Indices of the unclaimed blocks that cover `[phys, phys + size)` exactly (whole
+    /// blocks, no gap), or `RangeMismatch`.
+    fn covering(&self, phys: u64, size: u64) -> Result<Vec<usize>, IncomingError> {
+        let bad = IncomingError::RangeMismatch {
+            phys,
+            nr: size.div_ceil(PAGE_SIZE),
+        };
+        let start = phys & !(PAGE_SIZE - 1);
+        let end = phys
+            .checked_add(size)
+            .filter(|_| size > 0)
+            .ok_or(bad)?
+            .next_multiple_of(PAGE_SIZE);
+        let mut i = self.blocks.partition_point(|b| b.region().end.0 <= start);
+        let mut at = start;
+        let mut v = Vec::new();
+        while at < end {
+            match self.blocks.get(i) {
+                Some(b) if b.phys <= at && at < b.region().end.0 && !self.is_claimed(i) => {
+                    at = b.region().end.0;
+                    v.push(i);
+                }
+                _ => return Err(bad),
+            }
+            i += 1;
+        }
+        Ok(v)
+    }
+
+    /// Gives the unclaimed blocks covering `[phys, phys + size)` back to the allocator (a
+    /// `kho-v4` KHO FDT page or a client blob this image consumed); returns how many.
+    pub fn release_range(
+        &mut self,
+        fa: &mut FrameAllocator<'_>,
+        phys: u64,
+        size: u64,
+    ) -> Result<u64, IncomingError> {
+        let idx = self.covering(phys, size)?;
+        for &i in &idx {
+            let b = self.blocks[i];
+            let pfn = Pfn(b.phys >> PAGE_SHIFT);
+            fa.set_page_private(pfn, 0)?;
+            fa.release_reserved(pfn, 1 << b.order)?;
+            log::debug!("kho: released {:#x} order {} {}", b.phys, b.order, b.kind);
+            self.claim(i);
+            self.released += 1;
+        }
+        Ok(idx.len() as u64)
+    }
+
+    /// Carries the unclaimed block at `phys` into `out`: restored with the page state its
+    /// type records, then preserved again as exactly that block (same address, order, type),
+    /// so the next image gets it unchanged. The pages stay allocated in this image.
+    pub fn carry_block<M: PhysMem>(
+        &mut self,
+        fa: &mut FrameAllocator<'_>,
+        out: &mut crate::Kho<M>,
+        phys: u64,
+    ) -> Result<Block, crate::CarryError> {
+        let (i, order, kind) = self.stashed(fa, phys)?;
+        let k = match kind {
+            BlockType::Split => BlockKind::Split,
+            BlockType::Contig => BlockKind::Contig,
+        };
+        fa.claim_reserved(Pfn(phys >> PAGE_SHIFT), order, k)
+            .map_err(IncomingError::Mm)?;
+        self.claim(i);
+        self.restored += 1;
+        out.preserve_block(fa, phys, order, kind)?;
+        log::debug!("kho: carried {phys:#x} order {order} {kind}");
+        Ok(self.blocks[i])
+    }
+
+    /// Carries every unclaimed block into `out` ([`Incoming::carry_block`]); returns the
+    /// blocks and pages carried.
+    pub fn carry_unclaimed<M: PhysMem>(
+        &mut self,
+        fa: &mut FrameAllocator<'_>,
+        out: &mut crate::Kho<M>,
+    ) -> Result<(u64, u64), crate::CarryError> {
+        let (mut n, mut pages) = (0, 0);
+        for i in 0..self.blocks.len() {
+            if !self.is_claimed(i) {
+                let b = self.carry_block(fa, out, self.blocks[i].phys)?;
+                n += 1;
+                pages += 1u64 << b.order;
+            }
+        }
+        Ok((n, pages))
+    }
+
     /// The scratch areas of this handover (reuse them for the next one).
     pub fn scratch(&self) -> &[PhysRange] {
         &self.scratch

@@ -31,9 +31,11 @@ use baton_fdt as fdt;
 #[cfg(any(test, feature = "test-helpers"))]
 mod arena; // Arena: host RAM for tests (feature `test-helpers`)
 pub mod bootfdt; // the boot FDT's /chosen handover properties: rewrite and decode
+mod carry; // the list of blocks and clients this image carries for another (baton-carry)
 mod format; // KHO FDT names, encoding, metadata checksum
 mod incoming; // reserve, stash, restore, release, finish
 mod key; // radix keys: (phys, order, type) <-> u64
+pub mod linux; // Linux's client formats: kexec-metadata, kho_vmalloc, kho-test-v1, csum
 mod outgoing; // the Kho state machine: preserve, split, clients, finalize
 mod phys; // PhysMem and the safe accessors on it
 mod preserved; // the typed-key tree of this image, kept consistent
@@ -47,14 +49,20 @@ mod validate; // checks on a previous image's handover
 #[cfg(any(test, feature = "test-helpers"))]
 pub use arena::Arena;
 pub use baton_fdt::{Fdt, FdtError, FdtWriteError, FdtWriter};
-pub use format::{AbiVersion, ClientEntry, FormatError, COMPATIBLE, COMPATIBLE_V1};
+pub use carry::{CarryError, CarryList, CARRY_CLIENT};
+pub use format::{
+    AbiVersion, ClientEntry, FormatError, COMPATIBLE, COMPATIBLE_LINUX_V4, COMPATIBLE_V1,
+    KEXEC_METADATA,
+};
 pub use incoming::{probe, read_scratch, HandoverRefs, Incoming, IncomingError, Reserved};
 pub use key::{BlockType, KeyError, MAX_KEY_ORDER};
 pub use outgoing::{Handover, Kho, KhoError};
 pub use phys::{read_bytes, read_into, read_u64, write_bytes, write_u64, PhysMem};
-pub use scratch::{choose_scratch, parse_size, scratch_asked, scratch_size, SCRATCH_ALIGN};
+pub use scratch::{
+    choose_scratch, linux_early_bytes, parse_size, scratch_asked, scratch_size, SCRATCH_ALIGN,
+};
 pub use validate::{
-    validate, validate_versioned, Block, Inputs, RestoreError, TreeName, Validated,
+    peek_format, validate, validate_versioned, Block, Inputs, RestoreError, TreeName, Validated,
 };
 
 /// Internals that kho's own integration tests and benchmark build handovers with (wrong

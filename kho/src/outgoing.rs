@@ -12,7 +12,7 @@ use core::fmt;
 
 use mm::{BlockKind, FrameAllocator, MmError, Pfn, PhysAddr, PhysRange, PAGE_SHIFT, PAGE_SIZE};
 
-use crate::format::{client_name_ok, write_kho_fdt, ClientEntry};
+use crate::format::{client_name_ok, write_kho_fdt, write_kho_fdt_linux, ClientEntry};
 use crate::key::{BlockType, MAX_KEY_ORDER};
 use crate::phys::{write_bytes, PhysMem};
 use crate::preserved::{PreservedSet, SetError};
@@ -184,6 +184,8 @@ pub struct Handover {
 #[derive(Debug)]
 struct Finalized {
     out: Handover,
+    /// `kho-v4`: the tree of untyped keys written for Linux (freed on abort).
+    linux: Option<PreservedSet>,
     fdt_pfn: Pfn,
     fdt_order: u32,
     array_pfn: Pfn,
@@ -329,6 +331,46 @@ impl<M: PhysMem> Kho<M> {
         Ok(self
             .set
             .insert(&self.mem, src, phys, order, BlockType::Contig)?)
+    }
+
+    /// Preserves exactly the block `(phys, order)` as `kind` (a block carried from the
+    /// previous image keeps its boundaries and type). `mm` must hold it allocated in the
+    /// matching state: a folio or non-compound block for CONTIG, split pages for SPLIT.
+    pub fn preserve_block(
+        &mut self,
+        fa: &mut FrameAllocator<'_>,
+        phys: u64,
+        order: u32,
+        kind: BlockType,
+    ) -> Result<(), KhoError> {
+        self.open()?;
+        let pfn = PhysAddr(phys).pfn();
+        if !phys.is_multiple_of(PAGE_SIZE << order) || !fa.contains(pfn) {
+            return Err(KhoError::NotRam { phys });
+        }
+        let state = fa.block_kind(pfn, order)?;
+        let matches = match kind {
+            BlockType::Split => state == BlockKind::Split,
+            BlockType::Contig => state != BlockKind::Split,
+        };
+        if !matches {
+            return Err(KhoError::NotFolio { phys });
+        }
+        self.not_scratch(phys, PAGE_SIZE << order)?;
+        let end = phys + (PAGE_SIZE << order);
+        if let Some(&node) = self.meta.range(phys..end).next() {
+            return Err(KhoError::Overlaps {
+                phys,
+                order,
+                other: node,
+            });
+        }
+        let src = &mut FaPages {
+            fa,
+            scratch: &self.scratch,
+            meta: &mut self.meta,
+        };
+        Ok(self.set.insert(&self.mem, src, phys, order, kind)?)
     }
 
     /// Removes the folio headed by `head`, whatever type it was recorded with.
@@ -612,6 +654,7 @@ impl<M: PhysMem> Kho<M> {
         }
         self.finalized = Some(Finalized {
             out,
+            linux: None,
             fdt_pfn,
             fdt_order,
             array_pfn,
@@ -661,12 +704,93 @@ impl<M: PhysMem> Kho<M> {
         }
     }
 
-    /// Undoes `finalize`: frees the KHO FDT and scratch array pages, allows changes again.
+    /// Undoes `finalize`: frees the KHO FDT and scratch array pages (and a `kho-v4`
+    /// handover's own tree), allows changes again.
     pub fn abort(&mut self, fa: &mut FrameAllocator<'_>) -> Result<(), KhoError> {
         let f = self.finalized.take().ok_or(KhoError::NotFinalized)?;
         fa.free_pages(f.fdt_pfn, f.fdt_order)?;
         fa.free_pages(f.array_pfn, f.array_order)?;
+        if let Some(set) = f.linux {
+            set.destroy(
+                &self.mem,
+                &mut FaPages {
+                    fa,
+                    scratch: &self.scratch,
+                    meta: &mut self.meta,
+                },
+            );
+        }
         Ok(())
+    }
+
+    /// Finalizes for a Linux next image, in Linux's `kho-v4` format (`docs/abi.md` §10):
+    /// writes `kexec-metadata` into a preserved page of its own and names it, builds a tree
+    /// of untyped keys holding every preserved block (a SPLIT block goes as a plain block of
+    /// its order: Linux cannot decode a type) and the KHO FDT's own page, and writes the KHO
+    /// FDT there. Preserves fail as `Busy` until `abort`.
+    pub fn finalize_linux(
+        &mut self,
+        fa: &mut FrameAllocator<'_>,
+        metadata: &crate::linux::KexecMetadata,
+    ) -> Result<Handover, KhoError> {
+        self.open()?;
+        let meta_pfn = fa.alloc_pages(0)?;
+        let meta_phys = meta_pfn.phys().0;
+        let blob = metadata.encode();
+        if !write_bytes(&self.mem, meta_phys, &blob) {
+            let _ = fa.free_pages(meta_pfn, 0);
+            return Err(KhoError::NotRam { phys: meta_phys });
+        }
+        self.preserve_block(fa, meta_phys, 0, BlockType::Contig)?;
+        self.add_client(crate::format::KEXEC_METADATA, meta_phys, blob.len() as u64)?;
+        let mut blocks = Vec::new();
+        self.set
+            .for_each(&self.mem, &mut |p, o, _| blocks.push((p, o)))?;
+        let fdt_probe = write_kho_fdt_linux(0, &self.clients).map_err(KhoError::Fdt)?;
+        let fdt_order = order_for_pages((fdt_probe.len() as u64).div_ceil(PAGE_SIZE));
+        let array = encode_scratch_array(&self.scratch);
+        let array_order = order_for_pages((array.len() as u64).div_ceil(PAGE_SIZE));
+        let mut src = FaPages {
+            fa,
+            scratch: &self.scratch,
+            meta: &mut self.meta,
+        };
+        let fdt_pfn = src.alloc(fdt_order)?;
+        let array_pfn = src.alloc(array_order)?;
+        blocks.push((fdt_pfn.phys().0, fdt_order));
+        let mut linux = PreservedSet::new(&self.mem, &mut src)?;
+        for &(p, o) in &blocks {
+            linux.insert(&self.mem, &mut src, p, o, BlockType::Contig)?;
+        }
+        let fdt = write_kho_fdt_linux(linux.root(), &self.clients).map_err(KhoError::Fdt)?;
+        let out = Handover {
+            kho_fdt: PhysRange::new(fdt_pfn.phys(), fdt.len() as u64),
+            scratch_array: PhysRange::new(array_pfn.phys(), array.len() as u64),
+        };
+        if !write_bytes(&self.mem, out.kho_fdt.start.0, &fdt)
+            || !write_bytes(&self.mem, out.scratch_array.start.0, &array)
+        {
+            return Err(KhoError::NotRam {
+                phys: out.kho_fdt.start.0,
+            });
+        }
+        log::info!(
+            "kho: finalized for Linux (kho-v4): {} blocks ({} SPLIT sent untyped), {} tree pages, KHO FDT at {} (preserved), kexec-metadata count {}",
+            linux.len(),
+            self.blocks()?.iter().filter(|b| b.2 == BlockType::Split).count(),
+            linux.page_count(),
+            out.kho_fdt,
+            metadata.count
+        );
+        self.finalized = Some(Finalized {
+            out,
+            linux: Some(linux),
+            fdt_pfn,
+            fdt_order,
+            array_pfn,
+            array_order,
+        });
+        Ok(out)
     }
 
     /// Drops the whole handover (after an abort, or instead of one): every tree page goes

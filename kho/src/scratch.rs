@@ -11,8 +11,24 @@ use mm::PhysRange;
 pub const BOOTARG_KEY: &str = "kho_scratch=";
 /// Smallest default scratch area.
 pub const MIN_DEFAULT_SCRATCH: u64 = 32 << 20;
-/// Alignment and granule of scratch areas: the next image is placed on a 2 MiB boundary.
-pub const SCRATCH_ALIGN: u64 = 2 << 20;
+/// Alignment and granule of scratch areas: 4 MiB, the largest buddy block of a Linux next
+/// image (its deferred page init frees scratch in such blocks and looks at their buddies, so
+/// Linux aligns its own scratch so); the next image itself goes on a 2 MiB boundary.
+pub const SCRATCH_ALIGN: u64 = 4 << 20;
+
+/// Scratch a Linux next image needs for its early boot, `ram_total` bytes of RAM: Linux
+/// allocates only in scratch until it has reserved what was preserved, and by then it has
+/// its memory map (64 bytes per 4 KiB page, 16 MiB per GiB), page tables, log buffers and
+/// DMA bounce buffers. Twice the memory map, as Linux's own default sizes its scratch at
+/// twice its early footprint, plus 64 MiB for the rest; 4 MiB aligned.
+pub fn linux_early_bytes(ram_total: u64) -> u64 {
+    let memmap = ram_total / (PAGE_SIZE_BYTES / LINUX_PAGE_STRUCT);
+    (64 << 20) + (2 * memmap).next_multiple_of(SCRATCH_ALIGN)
+}
+
+/// Bytes per page and per Linux `struct page`, for [`linux_early_bytes`].
+const PAGE_SIZE_BYTES: u64 = mm::PAGE_SIZE;
+const LINUX_PAGE_STRUCT: u64 = 64;
 
 /// Parses `123`, `64K`, `64M`, `1G` (binary units). `None` if malformed or zero.
 pub fn parse_size(s: &str) -> Option<u64> {
@@ -44,7 +60,7 @@ pub fn scratch_size(bootargs: &str, ram_total: u64) -> u64 {
         .min(cap.max(SCRATCH_ALIGN))
 }
 
-/// Chooses one scratch area of `size` bytes (2 MiB aligned) and reserves it in `mb`, so
+/// Chooses one scratch area of `size` bytes (4 MiB aligned) and reserves it in `mb`, so
 /// nothing allocated before the buddy allocator exists, and nothing preserved, lands there.
 pub fn choose_scratch(mb: &mut mm::Memblock, size: u64) -> Result<PhysRange, mm::MmError> {
     let size = size.next_multiple_of(SCRATCH_ALIGN);

@@ -12,7 +12,8 @@ use core::fmt;
 
 use crate::fdt::{Fdt, FdtError};
 use crate::format::{
-    read_kho_fdt, AbiVersion, ClientEntry, FormatError, MetaCrc, COMPATIBLE_V1, MAX_KHO_FDT_SIZE,
+    read_kho_fdt, AbiVersion, ClientEntry, FormatError, KhoFdtView, MetaCrc, COMPATIBLE_LINUX_V4,
+    COMPATIBLE_V1, MAX_KHO_FDT_SIZE,
 };
 use crate::key::{decode, decode_typed, BlockType, KeyError};
 use crate::phys::{next_nonzero_word, read_bytes, read_page, read_u64, PageBuf, PhysMem};
@@ -118,6 +119,9 @@ pub enum RestoreError {
     SplitKeyNotPreserved { phys: u64, order: u32 },
     /// A client's blob is empty or not covered by preserved blocks.
     ClientNotPreserved { name: String, phys: u64, size: u64 },
+    /// `kho-v4`: the KHO FDT's pages are not covered by preserved blocks (Linux preserves
+    /// the page it writes its KHO FDT in; without it the next kernel would free it).
+    KhoFdtNotPreserved { phys: u64, size: u64 },
 }
 
 impl fmt::Display for TreeName {
@@ -135,7 +139,7 @@ impl fmt::Display for FormatError {
             FormatError::BadCompatible => {
                 write!(
                     f,
-                    "root compatible is neither \"{}\" nor \"{COMPATIBLE_V1}\": unknown handover format",
+                    "root compatible is none of \"{}\", \"{COMPATIBLE_V1}\", \"{COMPATIBLE_LINUX_V4}\": unknown handover format",
                     crate::format::COMPATIBLE
                 )
             }
@@ -236,6 +240,12 @@ impl fmt::Display for RestoreError {
             ClientNotPreserved { name, phys, size } => {
                 write!(f, "client {name} blob {phys:#x}+{size:#x} not preserved")
             }
+            KhoFdtNotPreserved { phys, size } => {
+                write!(
+                    f,
+                    "{COMPATIBLE_LINUX_V4} KHO FDT at {phys:#x}+{size:#x} is not a preserved block"
+                )
+            }
         }
     }
 }
@@ -277,12 +287,18 @@ fn first_overlap(lists: &[&[PhysRange]], r: &PhysRange) -> Option<PhysRange> {
         .copied()
 }
 
-/// Parses and checks the scratch array (`docs/abi.md`, "Scratch array").
+/// Parses and checks the scratch array (`docs/abi.md`, "Scratch array"). baton's formats:
+/// every entry a non-empty area, the array outside every area. Linux's `kho-v4`
+/// (`format.untyped_keys() && !format.is_baton()`): entries of size 0 are skipped (Linux
+/// writes one per memory-less slot) and the array may lie inside an area (Linux places it,
+/// like every kexec segment, in scratch).
 pub fn parse_scratch_array<M: PhysMem + ?Sized>(
     mem: &M,
     ram: &[PhysRange],
     array: PhysRange,
+    format: AbiVersion,
 ) -> Result<Vec<PhysRange>, RestoreError> {
+    let linux = !format.is_baton();
     let bad = RestoreError::ScratchArray {
         phys: array.start.0,
         size: array.size(),
@@ -306,17 +322,28 @@ pub fn parse_scratch_array<M: PhysMem + ?Sized>(
             start: PhysAddr(a),
             end: PhysAddr(a.wrapping_add(s)),
         };
+        if linux && s == 0 {
+            continue;
+        }
+        let array_ok = if linux {
+            !area.overlaps(&array) || area.contains_range(&array)
+        } else {
+            !area.overlaps(&array)
+        };
         if s == 0
             || a % PAGE_SIZE != 0
             || s % PAGE_SIZE != 0
             || a.checked_add(s).is_none()
             || !in_ram(ram, &area)
-            || area.overlaps(&array)
+            || !array_ok
             || areas.iter().any(|o| o.overlaps(&area))
         {
             return Err(RestoreError::ScratchArea { area });
         }
         areas.push(area);
+    }
+    if areas.is_empty() {
+        return Err(bad);
     }
     Ok(areas)
 }
@@ -420,32 +447,9 @@ pub fn validate_versioned<M: PhysMem + ?Sized>(
     mem: &M,
     inp: &Inputs<'_>,
 ) -> Result<(Validated, AbiVersion), RestoreError> {
-    let f = inp.kho_fdt;
-    if f.size() == 0 || f.size() > MAX_KHO_FDT_SIZE || !in_ram(inp.ram, &f) {
-        return Err(RestoreError::KhoFdtRange {
-            phys: f.start.0,
-            size: f.size(),
-        });
-    }
-    if let Some(with) = first_overlap(&[inp.scratch, inp.avoid], &f) {
-        return Err(RestoreError::KhoFdtOverlaps {
-            phys: f.start.0,
-            with,
-        });
-    }
-    let bytes = read_bytes(mem, f.start.0, f.size() as usize).ok_or(RestoreError::KhoFdtRange {
-        phys: f.start.0,
-        size: f.size(),
-    })?;
-    let fdt = Fdt::parse(&bytes).map_err(|err| RestoreError::KhoFdt {
-        phys: f.start.0,
-        err,
-    })?;
-    let view = read_kho_fdt(&fdt).map_err(|err| RestoreError::Format {
-        phys: f.start.0,
-        err,
-    })?;
-    let fdt_pages = f.outer_pages();
+    let view = read_view(mem, inp)?;
+    let linux = !view.version.is_baton();
+    let fdt_pages = inp.kho_fdt.outer_pages();
 
     let mut w = Walker {
         mem,
@@ -464,7 +468,7 @@ pub fn validate_versioned<M: PhysMem + ?Sized>(
         crc.client(c);
     }
     let computed = crc.finish();
-    if computed != view.crc {
+    if !linux && computed != view.crc {
         return Err(RestoreError::Checksum {
             stored: view.crc,
             computed,
@@ -487,7 +491,9 @@ pub fn validate_versioned<M: PhysMem + ?Sized>(
                 blocks.push(Block { phys, order, kind });
             }
         }
-        AbiVersion::V1 => {
+        // Linux's keys have no type: every block comes back as it was preserved, CONTIG
+        // (a folio, or pages whose head alone holds the reference until split).
+        AbiVersion::V1 | AbiVersion::LinuxV4 => {
             for &k in &main_keys {
                 let (phys, order) = decode(k).map_err(bad_main)?;
                 let kind = BlockType::Contig;
@@ -506,8 +512,9 @@ pub fn validate_versioned<M: PhysMem + ?Sized>(
                 order: b.order,
             });
         }
-        let fdt = [fdt_pages];
-        if let Some(with) = first_overlap(&[inp.scratch, inp.avoid, &fdt], &r) {
+        // Linux's KHO FDT page is a preserved block of its own; baton's is metadata.
+        let fdt: &[PhysRange] = if linux { &[] } else { &[fdt_pages] };
+        if let Some(with) = first_overlap(&[inp.scratch, inp.avoid, fdt], &r) {
             return Err(RestoreError::BlockOverlaps {
                 phys: b.phys,
                 order: b.order,
@@ -548,8 +555,16 @@ pub fn validate_versioned<M: PhysMem + ?Sized>(
             });
         }
     }
+    if linux && !covered(&blocks, fdt_pages.start.0, fdt_pages.size()) {
+        return Err(RestoreError::KhoFdtNotPreserved {
+            phys: inp.kho_fdt.start.0,
+            size: inp.kho_fdt.size(),
+        });
+    }
     let mut metadata = nodes;
-    metadata.push(fdt_pages);
+    if !linux {
+        metadata.push(fdt_pages);
+    }
     metadata.sort_unstable();
     Ok((
         Validated {
@@ -559,6 +574,52 @@ pub fn validate_versioned<M: PhysMem + ?Sized>(
         },
         view.version,
     ))
+}
+
+/// Reads the KHO FDT named by `inp` (range checked: non-empty, at most
+/// [`MAX_KHO_FDT_SIZE`], RAM, clear of scratch and `avoid`) into its properties.
+fn read_view<M: PhysMem + ?Sized>(mem: &M, inp: &Inputs<'_>) -> Result<KhoFdtView, RestoreError> {
+    let f = inp.kho_fdt;
+    if f.size() == 0 || f.size() > MAX_KHO_FDT_SIZE || !in_ram(inp.ram, &f) {
+        return Err(RestoreError::KhoFdtRange {
+            phys: f.start.0,
+            size: f.size(),
+        });
+    }
+    if let Some(with) = first_overlap(&[inp.scratch, inp.avoid], &f) {
+        return Err(RestoreError::KhoFdtOverlaps {
+            phys: f.start.0,
+            with,
+        });
+    }
+    let bytes = read_bytes(mem, f.start.0, f.size() as usize).ok_or(RestoreError::KhoFdtRange {
+        phys: f.start.0,
+        size: f.size(),
+    })?;
+    let fdt = Fdt::parse(&bytes).map_err(|err| RestoreError::KhoFdt {
+        phys: f.start.0,
+        err,
+    })?;
+    read_kho_fdt(&fdt).map_err(|err| RestoreError::Format {
+        phys: f.start.0,
+        err,
+    })
+}
+
+/// The format of the KHO FDT at `kho_fdt` (fully parsed and checked as [`validate`] does),
+/// before the scratch areas are known: what the scratch array's rules depend on.
+pub fn peek_format<M: PhysMem + ?Sized>(
+    mem: &M,
+    ram: &[PhysRange],
+    kho_fdt: PhysRange,
+) -> Result<AbiVersion, RestoreError> {
+    let inp = Inputs {
+        kho_fdt,
+        ram,
+        scratch: &[],
+        avoid: &[],
+    };
+    read_view(mem, &inp).map(|v| v.version)
 }
 
 /// v1: every SPLIT key must name a MAIN block, which becomes SPLIT.

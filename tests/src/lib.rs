@@ -6,6 +6,8 @@
 //! shim that enters the Image at any address with any x0, and corrupted device trees).
 //! It asserts nothing itself; `tests/boot.rs` does.
 
+pub mod cpio; // newc archives: the Linux peer's initramfs
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -185,6 +185,12 @@ pub fn room_needed(header: &[u8]) -> Option<(u64, u64)> {
     Some((le64(header, OFF_IMAGE_SIZE), le64(header, OFF_TEXT_OFFSET)))
 }
 
+/// True if the Image whose header is `header` carries baton's stamp tag (not yet checked
+/// against its bytes): a baton next image, as far as sizing scratch at boot goes.
+pub fn has_stamp_tag(header: &[u8]) -> bool {
+    header.len() >= HEADER_SIZE && (le64(header, OFF_STAMP) >> 32) as u32 == STAMP_TAG
+}
+
 /// CRC-32 of `file` with the stamp word read as zero.
 pub fn crc(file: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();

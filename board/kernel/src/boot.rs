@@ -265,12 +265,17 @@ fn next_image_room(
         // Unchecked header values (the image checks come later, in the chain): a size no
         // RAM could hold is left to those checks to refuse, not used to size scratch.
         let (size, text) = baton_image::room_needed(hdr)?;
-        size.checked_add(text)
+        let room = size
+            .checked_add(text)
             .filter(|&n| n <= mem.total())?
-            .checked_next_multiple_of(2 << 20)
+            .checked_next_multiple_of(2 << 20)?;
+        Some((room, baton_image::has_stamp_tag(hdr)))
     });
     match next {
-        Some(n) => n + (2 << 20) + layout.file_size,
+        // A baton next image gets this one as its initrd (A/B).
+        Some((n, true)) => n + (2 << 20) + layout.file_size,
+        // Any other (Linux): its early boot lives in scratch until its reservations are done.
+        Some((n, false)) => n + (2 << 20) + kho::linux_early_bytes(mem.total()),
         None => own.next_multiple_of(2 << 20) + (2 << 20),
     }
 }

@@ -21,6 +21,7 @@ use super::exit;
 use super::heap;
 use super::memory::FRAMES;
 use super::next_image::{self, Outgoing, Plan};
+use super::peer;
 use super::physmem::IdentityMem;
 use super::warm_boot::KhoBoot;
 
@@ -157,6 +158,15 @@ pub fn run(
             board::status::WORKLOAD_FAILED,
         ),
     };
+    // What the workload does not own (a Linux kernel's memory, an earlier image's carry
+    // list) is carried into `out` first; the workload sees only its own handover.
+    let (incoming, mut peer) = match peer::receive(incoming, fa, mem, &mut out, cfg.generation) {
+        Ok(x) => x,
+        Err(d) => fail(
+            &handover_failure(cfg.generation, d),
+            board::status::WORKLOAD_FAILED,
+        ),
+    };
     let clock = Clock {
         boot_ticks: times.entry,
         freq: arch::timer::frequency(),
@@ -179,6 +189,25 @@ pub fn run(
             board::status::WORKLOAD_FAILED
         })
     };
+    let format = match (
+        peer::format_asked(info.bootargs),
+        peer::kho_test_asked(info.bootargs),
+    ) {
+        (Ok(f), Ok(t)) => {
+            let f = peer::out_format(f, plan.next.header.stamp.is_some());
+            if let Err(d) = peer::before_finalize(&mut peer, fa, mem, &mut out, f, t, cfg.seed) {
+                fail(
+                    &handover_failure(cfg.generation, d),
+                    board::status::WORKLOAD_FAILED,
+                );
+            }
+            f
+        }
+        (Err(d), _) | (_, Err(d)) => fail(
+            &handover_failure(cfg.generation, d),
+            board::status::WORKLOAD_FAILED,
+        ),
+    };
     hand_over(
         info,
         el,
@@ -189,6 +218,7 @@ pub fn run(
         &mut outcome,
         &plan,
         &kb.free_scratch,
+        (&peer, format),
     )
 }
 
@@ -217,12 +247,13 @@ fn hand_over(
     outcome: &mut GenOutcome,
     plan: &Plan,
     free_scratch: &[PhysRange],
+    (peer, format): (&peer::Peer, peer::OutFormat),
 ) -> ! {
     let n = cfg.generation;
     if let Err(f) = outcome.seal(mem, arch::timer::ticks()) {
         fail(&f, board::status::WORKLOAD_FAILED);
     }
-    let mut h = match out.finalize(fa) {
+    let mut h = match peer::finalize(peer, fa, out, format) {
         Ok(h) => h,
         Err(e) => fail(
             &handover_failure(n, alloc::format!("kho finalize: {e}")),

@@ -20,6 +20,8 @@ mod memory; // Memblock, page tables and MMU, frame allocator
 #[cfg(target_os = "none")]
 mod next_image; // check, place and clean the next image and its FDT, then jump
 #[cfg(target_os = "none")]
+mod peer; // baton as a KHO peer: carried blocks, Linux's handover in and out, kho-test
+#[cfg(target_os = "none")]
 mod physmem; // kho::PhysMem over the identity map
 #[cfg(target_os = "none")]
 mod reloc; // the relocation probe: statics holding pointers, checked after relocation

@@ -137,10 +137,13 @@ pub fn plan(
 ) -> Result<Plan, NextImageError> {
     let own = check(mem, Source::OwnCopy, layout.copy, layout.file_size, true)?;
     match info.initrd.filter(|r| r.size() > 0) {
-        Some(r) => Ok(Plan {
-            next: check(mem, Source::Initrd, r.start.0, r.size(), false)?,
-            pass_on: Some(own),
-        }),
+        Some(r) => {
+            let next = check(mem, Source::Initrd, r.start.0, r.size(), false)?;
+            // Only a baton next image takes this one as its initrd (to come back to it); a
+            // Linux kernel would try to unpack it as an initramfs.
+            let pass_on = next.header.stamp.is_some().then_some(own);
+            Ok(Plan { next, pass_on })
+        }
         None => Ok(Plan {
             next: own,
             pass_on: None,

@@ -565,6 +565,13 @@ pub fn run_generation<M: PhysMem + ?Sized, K: PhysMem>(
 ) -> Result<GenOutcome, Failure> {
     let s0 = fa.stats();
     let tree0 = out.tree_pages() as u64;
+    // Pages `out` held before this generation: what the kernel carries for another owner
+    // (docs/abi.md §10.4). The workload accounts for its own pages on top of them.
+    let carried = out.preserved_pages().map_err(|e| Failure {
+        generation: cfg.generation,
+        check: Check::Accounting,
+        detail: format!("listing carried blocks: {e}"),
+    })?;
     let mut g = Gen {
         cfg,
         fa,
@@ -701,11 +708,11 @@ pub fn run_generation<M: PhysMem + ?Sized, K: PhysMem>(
     let in_kho = out
         .preserved_pages()
         .map_err(|e| g.fail(Check::Accounting, format!("listing preserved blocks: {e}")))?;
-    if in_kho != preserved_pages + bulk_totals.pages + rpages {
+    if in_kho != carried + preserved_pages + bulk_totals.pages + rpages {
         return Err(g.fail(
             Check::Accounting,
             format!(
-                "kho preserves {in_kho} pages, the record {preserved_pages} + {} scaled + {rpages} for itself",
+                "kho preserves {in_kho} pages, carried {carried} + the record {preserved_pages} + {} scaled + {rpages} for itself",
                 bulk_totals.pages
             ),
         ));
