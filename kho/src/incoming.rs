@@ -513,7 +513,9 @@ impl Incoming {
     }
 
     /// Restores the whole blocks covering `[phys, phys + nr pages)`: CONTIG blocks get head 1
-    /// and tails 0, SPLIT blocks 1 on every page. Checks every block before claiming any.
+    /// and tails 0, SPLIT blocks 1 on every page, and so do a Linux (`kho-v4`) handover's
+    /// untyped blocks, as Linux's `kho_restore_pages` gives them. Checks every block before
+    /// claiming any.
     pub fn restore_pages(
         &mut self,
         fa: &mut FrameAllocator<'_>,
@@ -538,7 +540,9 @@ impl Incoming {
         let mut at = phys;
         while at < end {
             let (i, order, kind) = self.stashed(fa, at)?;
-            let k = if kind == BlockType::Split {
+            // Linux's contract for its untyped blocks: pages restored as pages each hold a
+            // reference (`kho_restore_pages`), whatever order they were preserved at.
+            let k = if kind == BlockType::Split || self.format == AbiVersion::LinuxV4 {
                 BlockKind::Split
             } else {
                 BlockKind::Contig

@@ -55,6 +55,7 @@ fn run_as(ops: &[Op], max1: u32, max2: u32, format: Format) -> (usize, u64) {
         match format {
             Format::V1 => kho::AbiVersion::V1,
             Format::V2 => kho::AbiVersion::V2,
+            Format::LinuxV4 => kho::AbiVersion::LinuxV4,
         }
     );
     let mut got: Vec<_> = inc
@@ -95,6 +96,8 @@ fn run_as(ops: &[Op], max1: u32, max2: u32, format: Format) -> (usize, u64) {
     let least = match format {
         Format::V2 => 2 + 1 + 5 * (u64::from(split) + u64::from(contig)),
         Format::V1 => 2 + 2 + 5 * (1 + u64::from(split)),
+        // The KHO FDT is a block and the array lies in scratch: the tree alone.
+        Format::LinuxV4 => 1 + 5,
     };
     assert!(
         meta >= least,

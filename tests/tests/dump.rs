@@ -24,7 +24,12 @@ struct Dumped {
 }
 
 fn dump_generation(gen: u32) -> Dumped {
-    let dir = scratch_dir("dump");
+    dump_generation_with(gen, "dump", "")
+}
+
+/// Generation `gen`'s handover dumped into scratch dir `name`, `extra` added to the bootargs.
+fn dump_generation_with(gen: u32, name: &str, extra: &str) -> Dumped {
+    let dir = scratch_dir(name);
     let script = workspace_root().join("scripts/dump-handover.sh");
     let out = Command::new("timeout")
         .arg("300")
@@ -33,6 +38,7 @@ fn dump_generation(gen: u32) -> Dumped {
         .arg(elf_path())
         .arg(gen.to_string())
         .arg(&dir)
+        .args(extra.split_whitespace())
         .env("QEMU", qemu())
         .output()
         .expect("run scripts/dump-handover.sh");
@@ -193,4 +199,21 @@ fn inspector_agrees_with_the_guest_and_names_damage() {
     );
     let _ = std::fs::remove_file(wild);
     let _ = std::fs::remove_file(&d.dump);
+}
+
+#[test]
+fn inspector_reads_a_kho_v4_handover() {
+    // baton handing over in Linux's format: the dump holds a kho-v4 KHO FDT, its page a
+    // preserved block, and kexec-metadata.
+    let d = dump_generation_with(1, "dump-kho-v4", "baton.handover-format=linux");
+    assert!(
+        d.console.contains("finalized for Linux (kho-v4)"),
+        "{}",
+        d.console
+    );
+    let (code, text) = inspect(&d.dump, &d.fdt);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("kho-v4"), "{text}");
+    assert!(text.contains("kexec-metadata"), "{text}");
+    assert!(text.contains("baton-carry") || text.contains("baton-workload"), "{text}");
 }

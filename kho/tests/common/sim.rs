@@ -297,9 +297,20 @@ impl Outgoing {
         for e in &self.expect {
             stamp(arena, e.phys);
         }
-        let mut h = self.kho.finalize(&mut self.fa).unwrap();
+        let mut h = if format == Format::LinuxV4 {
+            let m = kho::linux::KexecMetadata {
+                release: String::from("7.2.13"),
+                count: 1,
+            };
+            self.kho.finalize_linux(&mut self.fa, &m).unwrap()
+        } else {
+            self.kho.finalize(&mut self.fa).unwrap()
+        };
         if format == Format::V1 {
             h.kho_fdt = self.rewrite_as_v1(arena, h.kho_fdt);
+        }
+        if format == Format::LinuxV4 {
+            h.scratch_array = linux_scratch_array(arena, self.kho.scratch());
         }
         rewrite(
             &base_boot_fdt(),
@@ -320,6 +331,24 @@ pub enum Format {
     V1,
     /// `baton,kho-typed-v2`: this one (one tree, typed keys).
     V2,
+    /// Linux's `kho-v4`, laid out the way Linux lays it out: the scratch array in the last
+    /// page of the first scratch area, followed by an area of size 0 (a node without memory).
+    LinuxV4,
+}
+
+/// Writes the scratch array the way Linux does (inside scratch, with an empty entry) and
+/// returns its range.
+fn linux_scratch_array(arena: &Arena, scratch: &[PhysRange]) -> PhysRange {
+    let at = scratch[0].end.0 - 4096;
+    let mut bytes = Vec::new();
+    for a in scratch {
+        bytes.extend_from_slice(&a.start.0.to_le_bytes());
+        bytes.extend_from_slice(&a.size().to_le_bytes());
+    }
+    bytes.extend_from_slice(&0x8000_0000u64.to_le_bytes());
+    bytes.extend_from_slice(&0u64.to_le_bytes());
+    assert!(kho::write_bytes(arena, at, &bytes));
+    PhysRange::new(mm::PhysAddr(at), bytes.len() as u64)
 }
 
 /// Tree pages for the v1 writer, from the outgoing image's allocator (never scratch: it is
