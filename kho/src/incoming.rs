@@ -352,6 +352,12 @@ impl Incoming {
         Ok(v)
     }
 
+    /// How many unclaimed preserved blocks exactly cover `[phys, phys + size)` (a client's
+    /// blob), or `None` if they do not.
+    pub fn blocks_covering(&self, phys: u64, size: u64) -> Option<usize> {
+        self.covering(phys, size).ok().map(|v| v.len())
+    }
+
     /// Gives the unclaimed blocks covering `[phys, phys + size)` back to the allocator (a
     /// `kho-v4` KHO FDT page or a client blob this image consumed); returns how many.
     pub fn release_range(

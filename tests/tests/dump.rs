@@ -215,5 +215,8 @@ fn inspector_reads_a_kho_v4_handover() {
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("kho-v4"), "{text}");
     assert!(text.contains("kexec-metadata"), "{text}");
-    assert!(text.contains("baton-carry") || text.contains("baton-workload"), "{text}");
+    assert!(
+        text.contains("baton-carry") || text.contains("baton-workload"),
+        "{text}"
+    );
 }

@@ -155,15 +155,15 @@ fn linux_to_baton_to_linux_keeps_a_gib_of_test_kho_folios_at_4g() {
     linux_baton_linux("4G", 1 << 30, "linux-baton-linux-4g.cpio");
 }
 
-#[test]
-fn baton_hands_over_to_linux_whose_test_kho_verifies_baton_s_client() {
-    let run = boot_with_timeout(
+/// baton (cold) hands over to the Linux peer with a `kho-test-v1` client of `size`.
+fn baton_linux(memory: &'static str, size: &str) -> Run {
+    boot_with_timeout(
         Board::Virt,
         &Boot {
-            memory: Some("1G"),
-            append: Some(
-                "console=ttyAMA0 kho=on panic=-1 baton.generations=2 baton.kho-test=64M".into(),
-            ),
+            memory: Some(memory),
+            append: Some(format!(
+                "console=ttyAMA0 kho=on panic=-1 baton.generations=2 baton.kho-test={size}"
+            )),
             extra: vec![
                 "-initrd".into(),
                 peer().join("Image").display().to_string(),
@@ -172,13 +172,28 @@ fn baton_hands_over_to_linux_whose_test_kho_verifies_baton_s_client() {
             ..Boot::default()
         },
         TIMEOUT,
-    );
+    )
+}
+
+#[test]
+fn baton_hands_over_to_linux_whose_test_kho_verifies_baton_s_client() {
+    let run = baton_linux("1G", "64M");
     run.expect("kho-test: authored")
         .expect("finalized for Linux (kho-v4)")
         .expect("KHO: found kexec handover data.")
         .expect("KHO: exec from: baton-0.1.0 (count 1)")
         .expect(TEST_KHO_OK);
     refute(&run, KHO_REJECTED);
+}
+
+#[test]
+fn scratch_holds_a_linux_next_image_s_early_boot_from_256m_to_16g() {
+    // Linux allocates only in scratch until its walk is done: too little and it panics early.
+    for memory in ["256M", "4G", "16G"] {
+        let run = baton_linux(memory, "8M");
+        run.expect("kho-test: authored").expect(TEST_KHO_OK);
+        refute(&run, KHO_REJECTED);
+    }
 }
 
 /// baton hands over to itself in Linux's format, damaged as `kind`: the next image names

@@ -160,13 +160,15 @@ pub fn run(
     };
     // What the workload does not own (a Linux kernel's memory, an earlier image's carry
     // list) is carried into `out` first; the workload sees only its own handover.
-    let (incoming, mut peer) = match peer::receive(incoming, fa, mem, &mut out, cfg.generation) {
-        Ok(x) => x,
-        Err(d) => fail(
-            &handover_failure(cfg.generation, d),
-            board::status::WORKLOAD_FAILED,
-        ),
-    };
+    let own = [workload::record::CLIENT_NAME];
+    let (incoming, mut peer) =
+        match peer::receive(incoming, fa, mem, &mut out, cfg.generation, &own) {
+            Ok(x) => x,
+            Err(d) => fail(
+                &handover_failure(cfg.generation, d),
+                board::status::WORKLOAD_FAILED,
+            ),
+        };
     let clock = Clock {
         boot_ticks: times.entry,
         freq: arch::timer::frequency(),

@@ -90,12 +90,15 @@ fn release() -> String {
 /// Takes what the workload must not see out of the incoming handover: for a Linux handover,
 /// everything (the workload starts cold); for a baton one, what its `baton-carry` list
 /// names. Carried blocks and clients go into `out` unchanged. `generation` is the chain's.
+/// `own_names` are the client names this image's workload writes: a Linux-format handover
+/// from an earlier baton image holds them too, and they are not carried (their blocks are).
 pub fn receive(
     inc: Option<Incoming>,
     fa: &mut FrameAllocator<'_>,
     mem: &IdentityMem,
     out: &mut Kho<&IdentityMem>,
     generation: u32,
+    own_names: &[&str],
 ) -> Result<(Option<Incoming>, Peer), String> {
     let mut peer = Peer {
         carry: CarryList::default(),
@@ -106,7 +109,7 @@ pub fn receive(
     };
     match inc.format() {
         AbiVersion::LinuxV4 => {
-            receive_linux(&mut inc, fa, mem, out, &mut peer)?;
+            receive_linux(&mut inc, fa, mem, out, &mut peer, own_names)?;
             let pages = inc
                 .finish(fa)
                 .map_err(|e| format!("releasing Linux's tree pages: {e}"))?;
@@ -130,8 +133,9 @@ fn log_clients(inc: &Incoming, mem: &IdentityMem) {
             .map_or(String::from("(not an FDT)"), |s| {
                 format!("compatible \"{s}\"")
             });
+        let blocks = inc.blocks_covering(c.phys, c.size).unwrap_or(0);
         info!(
-            "peer: client {} at {:#x}, {} bytes, {}",
+            "peer: client {} at {:#x}, {} bytes in {blocks} blocks, {}",
             c.name, c.phys, c.size, compat
         );
     }
@@ -166,6 +170,7 @@ fn receive_linux(
     mem: &IdentityMem,
     out: &mut Kho<&IdentityMem>,
     peer: &mut Peer,
+    own_names: &[&str],
 ) -> Result<(), String> {
     log_clients(inc, mem);
     verify_kho_test(inc, mem);
@@ -192,6 +197,13 @@ fn receive_linux(
         .map_err(|e| format!("carrying Linux's blocks: {e}"))?;
     for c in inc.clients().to_vec() {
         if c.name == KEXEC_METADATA {
+            continue;
+        }
+        if own_names.contains(&c.name.as_str()) || c.name == CARRY_CLIENT {
+            warn!(
+                "peer: client {} not carried (this image writes that name); its blocks are",
+                c.name
+            );
             continue;
         }
         out.add_client(&c.name, c.phys, c.size)
