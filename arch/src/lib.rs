@@ -8,6 +8,7 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod cache; // cache maintenance by VA and by set/way
+pub mod cpuid; // the CPU's physical address range (PARange) and the identity map's limit
 pub mod el; // exception levels: the entry EL recorded at boot, the EL2 stub protocol
 pub mod entry; // Image header, entry code, EL drop, relocation, BSS, stacks
 pub mod exceptions; // vector table, register dump, semihosting probe

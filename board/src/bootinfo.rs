@@ -127,6 +127,51 @@ pub struct TimerInfo {
     pub clock_frequency: Option<u32>,
 }
 
+/// What is wrong with a range the firmware gave.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum RangeIssue {
+    /// `start + size` wraps past 2^64.
+    Wraps,
+    /// It reaches at or above the first address this CPU and identity map cannot reach.
+    AboveLimit { limit: u64 },
+}
+
+/// A firmware range baton clipped or refused, for the boot log (the boot goes on with
+/// what was valid).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct RangeWarning<'a> {
+    /// The node (or `/memreserve/`) it came from.
+    pub node: &'a str,
+    pub start: u64,
+    pub size: u64,
+    pub issue: RangeIssue,
+    /// What was kept; `None`: refused whole.
+    pub kept: Option<PhysRange>,
+}
+
+impl core::fmt::Display for RangeWarning<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "firmware range {} [{:#x} size {:#x}] ",
+            self.node, self.start, self.size
+        )?;
+        match self.issue {
+            RangeIssue::Wraps => write!(f, "wraps past 2^64")?,
+            RangeIssue::AboveLimit { limit } => {
+                write!(f, "reaches above the addressable limit {limit:#x}")?
+            }
+        }
+        match self.kept {
+            Some(k) => write!(f, ": clipped to {}", LogRange(k)),
+            None => write!(f, ": refused"),
+        }
+    }
+}
+
+/// Most range warnings kept (later ones are counted).
+pub const MAX_RANGE_WARNINGS: usize = 8;
+
 /// Capacity of the memory list.
 pub const MAX_MEMORY: usize = 32;
 /// Capacity of each reserved list.
@@ -151,7 +196,8 @@ pub struct BootInfo<'a> {
     pub reserved_memory: RangeList<MAX_RESERVED>,
     /// MMIO ranges (every translatable `reg` outside memory), page-rounded, merged.
     pub devices: RangeList<MAX_DEVICES>,
-    pub bootargs: &'a str,
+    /// `/chosen/bootargs` up to its first NUL, any bytes (`cmdline::parse` reads it).
+    pub bootargs: &'a [u8],
     pub stdout_path: &'a str,
     /// `linux,initrd-start` .. `linux,initrd-end`.
     pub initrd: Option<PhysRange>,
@@ -161,6 +207,10 @@ pub struct BootInfo<'a> {
     /// `/chosen` handover properties, raw: kho decodes them (`kho::bootfdt::decode_handover`,
     /// the one decoder, with kho's named errors); the board layer never interprets them.
     pub handover: HandoverProps<'a>,
+    /// Firmware ranges clipped or refused (the first [`MAX_RANGE_WARNINGS`]).
+    pub range_warnings: [Option<RangeWarning<'a>>; MAX_RANGE_WARNINGS],
+    /// Range warnings beyond those kept.
+    pub range_warnings_dropped: usize,
 }
 
 impl<'a> BootInfo<'a> {
@@ -175,14 +225,29 @@ impl<'a> BootInfo<'a> {
             memreserve: RangeList::new(),
             reserved_memory: RangeList::new(),
             devices: RangeList::new(),
-            bootargs: "",
+            bootargs: &[],
             stdout_path: "",
             initrd: None,
             console: None,
             psci: None,
             timer: None,
             handover: HandoverProps::default(),
+            range_warnings: [None; MAX_RANGE_WARNINGS],
+            range_warnings_dropped: 0,
         }
+    }
+
+    /// Records a range warning (counted if the list is full).
+    pub fn warn_range(&mut self, w: RangeWarning<'a>) {
+        match self.range_warnings.iter_mut().find(|s| s.is_none()) {
+            Some(slot) => *slot = Some(w),
+            None => self.range_warnings_dropped += 1,
+        }
+    }
+
+    /// The range warnings kept.
+    pub fn range_warnings(&self) -> impl Iterator<Item = &RangeWarning<'a>> {
+        self.range_warnings.iter().flatten()
     }
 }
 

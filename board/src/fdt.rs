@@ -9,7 +9,9 @@
 //!
 //! Why not kho's reader (`baton_fdt::Fdt`): this walk runs before the heap exists (it finds
 //! the RAM the heap will come from), so it allocates nothing; that reader builds node
-//! tables on the heap. Both check the header with `baton_fdt::check_header`. The `/chosen`
+//! tables on the heap. Both check the header with `baton_fdt::check_header`, and this walk
+//! first runs `baton_fdt::check_tree` (that reader's rules, allocation-free), so every tree
+//! the boot accepts is one the handover's rewrite can read. The `/chosen`
 //! handover properties are only recorded here, raw, and decoded by kho
 //! (`kho::bootfdt::decode_handover`).
 
@@ -22,7 +24,7 @@ use fdt_rs::prelude::FallibleIterator;
 use mm::{PhysAddr, PhysRange};
 
 use crate::boards::{BoardKind, BoardSource};
-use crate::bootinfo::{BootInfo, ConsoleInfo, RangeList, TimerInfo};
+use crate::bootinfo::{BootInfo, ConsoleInfo, RangeIssue, RangeList, RangeWarning, TimerInfo};
 
 pub use baton_fdt::{FDT_HEADER_SIZE as HEADER_SIZE, FDT_MAGIC};
 /// Largest FDT baton accepts (the Pi 4 tree is ~55 KiB).
@@ -111,6 +113,8 @@ struct Frame<'a> {
     props_done: bool,
     /// Inside `/cpus` (reg values are CPU ids, not addresses).
     in_cpus: bool,
+    /// The root's `#address-cells` / `#size-cells` were read (the first one counts).
+    root_cells_seen: (bool, bool),
 }
 
 impl<'a> Frame<'a> {
@@ -128,6 +132,7 @@ impl<'a> Frame<'a> {
             clock_frequency: None,
             props_done: false,
             in_cpus,
+            root_cells_seen: (false, false),
         }
     }
 }
@@ -147,6 +152,11 @@ fn prop_str(v: &[u8], offset: usize) -> Result<&str, BootInfoError> {
         None => s,
     };
     core::str::from_utf8(s).map_err(|_| BootInfoError::Fdt(FdtError::BadName { offset }))
+}
+
+/// A string property's bytes up to its first NUL, whatever they are.
+fn prop_bytes(v: &[u8]) -> &[u8] {
+    v.split(|&b| b == 0).next().unwrap_or(v)
 }
 
 /// Reads `cells` big-endian cells as one number; `None` if it needs more than 64 bits.
@@ -203,7 +213,9 @@ fn translate(stack: &[Frame<'_>], mut bus: usize, mut addr: u64) -> Option<u64> 
                 let child = read_cells(e, ca)?;
                 let parent = read_cells(&e[(ca * 4) as usize..], pa)?;
                 let size = read_cells(&e[((ca + pa) * 4) as usize..], sc)?;
-                (addr >= child && addr - child < size).then(|| parent + (addr - child))
+                (addr >= child && addr - child < size)
+                    .then(|| parent.checked_add(addr - child))
+                    .flatten()
             })?;
         }
         bus -= 1;
@@ -229,7 +241,11 @@ struct Walk<'a> {
     uarts: [Option<UartCandidate>; MAX_UARTS],
     aliases: [(&'a str, &'a str); MAX_ALIASES],
     nr_aliases: usize,
+    /// First address the CPU cannot reach (page aligned).
+    limit: u64,
 }
+
+const PAGE: u64 = 4096;
 
 fn push<const N: usize>(
     l: &mut RangeList<N>,
@@ -242,6 +258,16 @@ fn push<const N: usize>(
 /// Parses the FDT in `buf` (which may be longer than the tree) located at physical address
 /// `phys`, into a [`BootInfo`].
 pub fn parse(buf: &[u8], phys: u64) -> Result<BootInfo<'_>, BootInfoError> {
+    parse_limited(buf, phys, DEFAULT_ADDRESS_LIMIT)
+}
+
+/// The address limit [`parse`] assumes: a 48-bit CPU and identity map.
+pub const DEFAULT_ADDRESS_LIMIT: u64 = 1 << 48;
+
+/// [`parse`] for a CPU that reaches addresses below `limit` only (`arch::cpuid::
+/// addressable_limit()`: PARange and the VA limit): RAM at or above it is clipped or
+/// refused, each with a [`RangeWarning`] naming the node.
+pub fn parse_limited(buf: &[u8], phys: u64, limit: u64) -> Result<BootInfo<'_>, BootInfoError> {
     let h = check_header(buf)?;
     if (buf.len() as u64) < h.totalsize as u64 {
         return Err(BootInfoError::Fdt(FdtError::BadTotalSize {
@@ -250,6 +276,9 @@ pub fn parse(buf: &[u8], phys: u64) -> Result<BootInfo<'_>, BootInfoError> {
         }));
     }
     let buf = &buf[..h.totalsize as usize];
+    // The strict reader's rules first (allocation-free): a tree the boot accepts is one
+    // the handover's rewrite (`kho::bootfdt::rewrite`, on that reader) can read.
+    baton_fdt::check_tree(buf)?;
     if !(buf.as_ptr() as usize).is_multiple_of(4) {
         return Err(BootInfoError::Misaligned { addr: phys });
     }
@@ -267,6 +296,7 @@ pub fn parse(buf: &[u8], phys: u64) -> Result<BootInfo<'_>, BootInfoError> {
         uarts: [None; MAX_UARTS],
         aliases: [("", ""); MAX_ALIASES],
         nr_aliases: 0,
+        limit: limit & !(PAGE - 1),
     };
     w.info.fdt = Some(PhysRange::new(PhysAddr(phys), h.totalsize as u64));
     parse_memreserve(buf, &h, &mut w.info)?;
@@ -298,6 +328,15 @@ fn parse_memreserve(buf: &[u8], h: &Header, info: &mut BootInfo<'_>) -> Result<(
         let size = ((be32(buf, off + 8) as u64) << 32) | be32(buf, off + 12) as u64;
         if addr == 0 && size == 0 {
             return Ok(());
+        }
+        if size > 0 && addr.checked_add(size - 1).is_none() {
+            info.warn_range(RangeWarning {
+                node: "/memreserve/",
+                start: addr,
+                size,
+                issue: RangeIssue::Wraps,
+                kept: Some(PhysRange::new(PhysAddr(addr), size)),
+            });
         }
         push(
             &mut info.memreserve,
@@ -348,6 +387,11 @@ fn walk_struct<'a>(
                 }
                 let name = core::str::from_utf8(n.name)
                     .map_err(|_| BootInfoError::Fdt(FdtError::BadName { offset: at }))?;
+                // Only the root may be nameless: the handover's writer refuses any other
+                // empty name, so the boot refuses it too.
+                if depth > 0 && name.is_empty() {
+                    return Err(FdtError::BadName { offset: at }.into());
+                }
                 let in_cpus = depth > 0
                     && (stack[depth - 1].in_cpus || (depth == 2 && stack[1].name == "cpus"));
                 stack[depth] = Frame::new(name, in_cpus);
@@ -413,6 +457,14 @@ fn cells(v: &[u8], at: usize) -> Result<u32, BootInfoError> {
     }
 }
 
+/// Root `#address-cells`/`#size-cells`: 1 or 2 (a 64-bit address space in 32-bit cells).
+fn root_cells(v: &[u8], at: usize) -> Result<u32, BootInfoError> {
+    match cells(v, at)? {
+        n @ 1..=2 => Ok(n),
+        value => Err(BootInfoError::BadCells { offset: at, value }),
+    }
+}
+
 fn handle_prop<'a>(
     stack: &mut [Frame<'a>; MAX_DEPTH],
     idx: usize,
@@ -425,7 +477,8 @@ fn handle_prop<'a>(
     if idx == 1 && node_name == "chosen" {
         let (ac, sc) = (stack[0].addr_cells, stack[0].size_cells);
         match name {
-            "bootargs" => w.info.bootargs = prop_str(v, at)?,
+            // Any bytes: the command line is not text (Linux takes any bytes too).
+            "bootargs" => w.info.bootargs = prop_bytes(v),
             "stdout-path" => w.info.stdout_path = prop_str(v, at)?,
             "linux,initrd-start" => {
                 let start = u32_or_u64(v, "linux,initrd-start")?;
@@ -458,6 +511,18 @@ fn handle_prop<'a>(
     }
     let f = &mut stack[idx];
     match name {
+        // The root's cells as kho's reader takes them (the first occurrence, 1 or 2): the
+        // handover writes `/chosen` in them.
+        "#address-cells" if idx == 0 && !f.root_cells_seen.0 => {
+            f.addr_cells = root_cells(v, at)?;
+            f.root_cells_seen.0 = true;
+        }
+        "#size-cells" if idx == 0 && !f.root_cells_seen.1 => {
+            f.size_cells = root_cells(v, at)?;
+            f.root_cells_seen.1 = true;
+        }
+        // Later root occurrences are ignored, as kho's reader ignores them.
+        "#address-cells" | "#size-cells" if idx == 0 => {}
         "#address-cells" => f.addr_cells = cells(v, at)?,
         "#size-cells" => f.size_cells = cells(v, at)?,
         "ranges" => f.ranges = Some(v),
@@ -515,9 +580,41 @@ fn finish_node<'a>(
             continue;
         };
         let r = PhysRange::new(PhysAddr(cpu), size);
+        // Its last byte past 2^64 (a range ending exactly at 2^64 does not wrap).
+        let wraps = cpu.checked_add(size - 1).is_none();
         if is_memory {
-            push(&mut w.info.memory, r, "memory ranges")?;
+            let kept = PhysRange::from_bounds(cpu, r.end.0.min(w.limit));
+            let issue = match (wraps, r.end.0 > w.limit) {
+                (true, _) => Some(RangeIssue::Wraps),
+                (false, true) => Some(RangeIssue::AboveLimit { limit: w.limit }),
+                (false, false) => None,
+            };
+            if let Some(issue) = issue {
+                let kept = (!kept.is_empty()).then_some(kept);
+                w.info.warn_range(RangeWarning {
+                    node: f.name,
+                    start: cpu,
+                    size,
+                    issue,
+                    kept,
+                });
+                if let Some(k) = kept {
+                    push(&mut w.info.memory, k, "memory ranges")?;
+                }
+            } else {
+                push(&mut w.info.memory, r, "memory ranges")?;
+            }
         } else if is_reserved {
+            if wraps {
+                // Kept, clipped at the top of the address space: reserving too much is safe.
+                w.info.warn_range(RangeWarning {
+                    node: f.name,
+                    start: cpu,
+                    size,
+                    issue: RangeIssue::Wraps,
+                    kept: Some(r),
+                });
+            }
             push(&mut w.info.reserved_memory, r, "/reserved-memory regions")?;
         } else {
             if w.info.devices.push(r.outer_pages()).is_err() {

@@ -43,6 +43,15 @@ pub fn boot_reservations<'a>(
         .chain(info.initrd.filter(|r| r.size() > 0).map(|r| (Initrd, r)))
 }
 
+/// The whole pages inside `r` as `(start, end)`; empty (`start >= end`) if none, never
+/// wrapping (a range in the last page of the address space has none).
+fn inner_pages(r: &PhysRange) -> (u64, u64) {
+    match r.start.align_up(0x1000) {
+        Some(s) => (s.0, r.end.0 & !0xfff),
+        None => (0, 0),
+    }
+}
+
 /// Fills `mb` with the RAM of `info` and reserves everything the image must not allocate.
 /// Reservations are page-rounded outward; ones outside RAM are ignored by Memblock.
 pub fn fill_memblock(
@@ -52,8 +61,7 @@ pub fn fill_memblock(
 ) -> Result<(), MmError> {
     for r in info.memory.iter() {
         // RAM is rounded inward: a partial page is not RAM we can hand out.
-        let start = (r.start.0 + 0xfff) & !0xfff;
-        let end = r.end.0 & !0xfff;
+        let (start, end) = inner_pages(r);
         if end > start {
             mb.add_memory(PhysRange::new(PhysAddr(start), end - start))?;
         }
@@ -70,8 +78,7 @@ pub fn fill_memblock(
 pub fn normal_ranges(info: &BootInfo<'_>, hole: PhysRange) -> RangeList<64> {
     let mut out = RangeList::new();
     for r in info.memory.iter() {
-        let start = (r.start.0 + 0xfff) & !0xfff;
-        let end = r.end.0 & !0xfff;
+        let (start, end) = inner_pages(r);
         let mut pieces = [(start, end.min(hole.start.0)), (start.max(hole.end.0), end)];
         if hole.size() == 0 || end <= hole.start.0 || start >= hole.end.0 {
             pieces = [(start, end), (0, 0)];

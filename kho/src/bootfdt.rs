@@ -28,8 +28,9 @@ pub struct ChosenUpdate<'a> {
     pub kho_scratch: Option<PhysRange>,
     /// The initrd range.
     pub initrd: Option<PhysRange>,
-    /// New `bootargs`; `None` keeps the incoming value.
-    pub bootargs: Option<&'a str>,
+    /// New `bootargs` (any bytes but NUL; a NUL ends the command line); `None` keeps the
+    /// incoming value.
+    pub bootargs: Option<&'a [u8]>,
 }
 
 /// Why the boot FDT could not be rewritten or read.
@@ -198,6 +199,32 @@ pub fn read_handover(fdt: &Fdt<'_>) -> Result<Option<(PhysRange, PhysRange)>, Bo
     Ok(refs.map(|r| (r.kho_fdt, r.scratch_array)))
 }
 
+/// Checks, before anything is preserved, that the handover can rewrite `incoming`: the
+/// same [`rewrite`] the jump runs, with every `/chosen` value at its worst case (each range
+/// at `highest`, the end of RAM, so a value that does not fit the root cells shows now,
+/// and `bootargs` as long as `bootargs_len`). A tree that passes here cannot fail at the
+/// jump for a reason of its own.
+pub fn check_rewritable(
+    incoming: &[u8],
+    highest: u64,
+    bootargs_len: usize,
+) -> Result<(), BootFdtError> {
+    let page = 4096u64;
+    let at = highest.saturating_sub(page) & !(page - 1);
+    let r = PhysRange::from_bounds(at, at.saturating_add(page));
+    let bootargs = alloc::vec![b'x'; bootargs_len];
+    rewrite(
+        incoming,
+        &ChosenUpdate {
+            kho_fdt: Some(r),
+            kho_scratch: Some(r),
+            initrd: Some(r),
+            bootargs: Some(&bootargs),
+        },
+    )
+    .map(|_| ())
+}
+
 /// Copies `incoming` with `/chosen` updated as `upd` says (creating `/chosen` if missing).
 pub fn rewrite(incoming: &[u8], upd: &ChosenUpdate<'_>) -> Result<Vec<u8>, BootFdtError> {
     let fdt = Fdt::parse(incoming)?;
@@ -217,7 +244,7 @@ pub fn rewrite(incoming: &[u8], upd: &ChosenUpdate<'_>) -> Result<Vec<u8>, BootF
         add.push((CHOSEN_INITRD_END, r.end.0.to_be_bytes().to_vec()));
     }
     if let Some(b) = upd.bootargs {
-        let mut v = b.as_bytes().to_vec();
+        let mut v = b.to_vec();
         v.push(0);
         add.push(("bootargs", v));
     }

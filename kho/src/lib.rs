@@ -48,7 +48,9 @@ mod validate; // checks on a previous image's handover
 
 #[cfg(any(test, feature = "test-helpers"))]
 pub use arena::Arena;
-pub use baton_fdt::{Fdt, FdtError, FdtWriteError, FdtWriter};
+pub use baton_fdt::{
+    check_header as check_fdt_header, Fdt, FdtError, FdtWriteError, FdtWriter, FDT_HEADER_SIZE,
+};
 pub use carry::{CarryError, CarryList, CARRY_CLIENT};
 pub use format::{
     AbiVersion, ClientEntry, FormatError, COMPATIBLE, COMPATIBLE_LINUX_V4, COMPATIBLE_V1,
@@ -58,9 +60,7 @@ pub use incoming::{probe, read_scratch, HandoverRefs, Incoming, IncomingError, R
 pub use key::{BlockType, KeyError, MAX_KEY_ORDER};
 pub use outgoing::{Handover, Kho, KhoError};
 pub use phys::{read_bytes, read_into, read_u64, write_bytes, write_u64, PhysMem};
-pub use scratch::{
-    choose_scratch, linux_early_bytes, parse_size, scratch_asked, scratch_size, SCRATCH_ALIGN,
-};
+pub use scratch::{choose_scratch, linux_early_bytes, scratch_size, SCRATCH_ALIGN};
 pub use validate::{
     peek_format, validate, validate_versioned, Block, Inputs, RestoreError, TreeName, Validated,
 };

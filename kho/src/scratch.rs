@@ -1,14 +1,12 @@
 //! Scratch areas: memory that never holds preserved blocks, where the next image boots.
 //!
-//! Owns the size policy (`kho_scratch=` on the command line, or a default), the choice of areas
+//! Owns the size policy (the size `kho_scratch=` asked for, or a default), the choice of areas
 //! through `mm::Memblock`, and the scratch array's encoding. Parsing a previous image's array is
 //! in `validate`, with the other checks on untrusted input.
 
 use alloc::vec::Vec;
 use mm::PhysRange;
 
-/// Command-line key for the scratch size (`kho_scratch=64M`).
-pub const BOOTARG_KEY: &str = "kho_scratch=";
 /// Smallest default scratch area.
 pub const MIN_DEFAULT_SCRATCH: u64 = 32 << 20;
 /// Alignment and granule of scratch areas: 4 MiB, the largest buddy block of a Linux next
@@ -30,33 +28,15 @@ pub fn linux_early_bytes(ram_total: u64) -> u64 {
 const PAGE_SIZE_BYTES: u64 = mm::PAGE_SIZE;
 const LINUX_PAGE_STRUCT: u64 = 64;
 
-/// Parses `123`, `64K`, `64M`, `1G` (binary units). `None` if malformed or zero.
-pub fn parse_size(s: &str) -> Option<u64> {
-    let (num, shift) = match s.as_bytes().last()? {
-        b'k' | b'K' => (&s[..s.len() - 1], 10),
-        b'm' | b'M' => (&s[..s.len() - 1], 20),
-        b'g' | b'G' => (&s[..s.len() - 1], 30),
-        _ => (s, 0),
-    };
-    let n: u64 = num.parse().ok()?;
-    n.checked_mul(1 << shift).filter(|&v| v > 0)
-}
-
-/// The size `kho_scratch=` asks for in `bootargs`, if it is there and valid.
-pub fn scratch_asked(bootargs: &str) -> Option<u64> {
-    bootargs
-        .split_ascii_whitespace()
-        .find_map(|w| w.strip_prefix(BOOTARG_KEY))
-        .and_then(parse_size)
-}
-
-/// Scratch size for this boot: `kho_scratch=` from `bootargs` if valid, else
-/// `max(32 MiB, ram / 32)`; always rounded up to 2 MiB and at most a quarter of RAM.
-pub fn scratch_size(bootargs: &str, ram_total: u64) -> u64 {
-    let asked = scratch_asked(bootargs);
+/// Scratch size for this boot: `asked` (`kho_scratch=`, already parsed and at most
+/// `board::cmdline::MAX_SIZE`) if given, else `max(32 MiB, ram / 32)`; always rounded up
+/// to 2 MiB and at most a quarter of RAM.
+pub fn scratch_size(asked: Option<u64>, ram_total: u64) -> u64 {
     let size = asked.unwrap_or((ram_total / 32).max(MIN_DEFAULT_SCRATCH));
     let cap = (ram_total / 4) & !(SCRATCH_ALIGN - 1);
-    size.next_multiple_of(SCRATCH_ALIGN)
+    // A size that cannot be rounded up is larger than any cap: the cap it is.
+    size.checked_next_multiple_of(SCRATCH_ALIGN)
+        .unwrap_or(u64::MAX)
         .min(cap.max(SCRATCH_ALIGN))
 }
 
@@ -84,18 +64,16 @@ mod tests {
 
     #[test]
     fn size_policy() {
-        assert_eq!(parse_size("64M"), Some(64 << 20));
-        assert_eq!(parse_size("1g"), Some(1 << 30));
-        assert_eq!(parse_size("0"), None);
-        assert_eq!(parse_size("x"), None);
-        assert_eq!(
-            scratch_size("console=ttyAMA0 kho_scratch=16M", 1 << 30),
-            16 << 20
-        );
-        assert_eq!(scratch_size("kho_scratch=3M", 1 << 30), 4 << 20);
-        assert_eq!(scratch_size("", 1 << 30), 32 << 20);
-        assert_eq!(scratch_size("", 4 << 30), 128 << 20);
-        assert_eq!(scratch_size("kho_scratch=bad", 128 << 20), 32 << 20);
-        assert_eq!(scratch_size("kho_scratch=1G", 128 << 20), 32 << 20);
+        assert_eq!(scratch_size(Some(16 << 20), 1 << 30), 16 << 20);
+        assert_eq!(scratch_size(Some(3 << 20), 1 << 30), 4 << 20);
+        assert_eq!(scratch_size(None, 1 << 30), 32 << 20);
+        assert_eq!(scratch_size(None, 4 << 30), 128 << 20);
+        assert_eq!(scratch_size(Some(1 << 30), 128 << 20), 32 << 20);
+    }
+
+    #[test]
+    fn a_size_that_cannot_round_up_is_capped_not_wrapped() {
+        // Finding 4: next_multiple_of wrapped 2^64-1 to 0 ("kho_scratch= gives 0 MiB").
+        assert_eq!(scratch_size(Some(u64::MAX), 1 << 30), 256 << 20);
     }
 }

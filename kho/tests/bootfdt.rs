@@ -16,7 +16,7 @@ fn update() -> ChosenUpdate<'static> {
         kho_fdt: Some(PhysRange::new(PhysAddr(0x4800_0000), 0x1000)),
         kho_scratch: Some(PhysRange::new(PhysAddr(0x4800_1000), 0x10)),
         initrd: Some(PhysRange::new(PhysAddr(0x4400_0000), 0x20_0000)),
-        bootargs: Some("console=ttyAMA0 kho_scratch=32M"),
+        bootargs: Some(b"console=ttyAMA0 kho_scratch=32M"),
     }
 }
 

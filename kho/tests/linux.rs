@@ -116,3 +116,61 @@ fn kho_v4_laid_out_as_linux_does_validates_and_restores_as_linux() {
     assert_eq!(next.fa.page_ref_count(head), Ok(1));
     assert_eq!(next.fa.page_ref_count(mm::Pfn(head.0 + 1)), Ok(0));
 }
+
+/// The three client formats a previous image hands over besides the tree: the `baton-carry`
+/// list, `kexec-metadata` and a `kho-test-v1` sub-FDT (verified in place, in the arena).
+/// Mutated inputs give a named error or a well-formed value; never a panic or a wrap
+/// (debug builds check overflow).
+#[test]
+fn fuzz_peer_clients() {
+    let list = kho::CarryList {
+        blocks: vec![
+            (0x4000_0000, 3, BlockType::Contig),
+            (0x4001_0000, 0, BlockType::Split),
+        ],
+        clients: vec![String::from("kho_test")],
+    }
+    .encode(4);
+    baton_fuzz::run("carry_list", 20_000, |rng| {
+        let mut b = list.clone();
+        baton_fuzz::mutate(&mut b, rng, 4);
+        kho::CarryList::decode(&b).is_ok()
+    });
+    let meta = kho::linux::KexecMetadata {
+        release: String::from("7.2.13"),
+        count: 1,
+    }
+    .encode()
+    .to_vec();
+    baton_fuzz::run("kexec_metadata", 20_000, |rng| {
+        let mut b = meta.clone();
+        baton_fuzz::mutate(&mut b, rng, 4);
+        kho::linux::KexecMetadata::decode(&b).is_ok()
+    });
+    let arena = arena();
+    let mut out = outgoing(arena, 10);
+    let mut rand = rand_from(3);
+    author_kho_test(&mut out.kho, &mut out.fa, arena, 1 << 20, &mut rand).unwrap();
+    let blocks = out.kho.blocks().unwrap();
+    let preserved = |p: u64, o: u32| blocks.contains(&(p, o, BlockType::Contig));
+    let h = out.kho.finalize(&mut out.fa).unwrap();
+    let b = kho::read_bytes(arena, h.kho_fdt.start.0, h.kho_fdt.size() as usize).unwrap();
+    let view = kho::testing::read_kho_fdt(&Fdt::parse(&b).unwrap()).unwrap();
+    let c = view
+        .clients
+        .iter()
+        .find(|c| c.name == KHO_TEST_NODE)
+        .unwrap()
+        .clone();
+    let sub = kho::read_bytes(arena, c.phys, c.size as usize).unwrap();
+    baton_fuzz::run("kho_test_client", 3_000, |rng| {
+        let mut b = sub.clone();
+        baton_fuzz::mutate(&mut b, rng, 3);
+        // Same place, same preserved folio: at most the folio's size.
+        b.truncate(4096);
+        assert!(kho::write_bytes(arena, c.phys, &b));
+        let ok = verify_kho_test(arena, c.phys, b.len() as u64, &preserved).is_ok();
+        assert!(kho::write_bytes(arena, c.phys, &sub));
+        ok
+    });
+}

@@ -252,3 +252,23 @@ fn kho_v4_typed_key_is_caught() {
 fn kho_v4_impossible_order_is_caught() {
     damaged_kho_v4("bad-order", "encodes order 31");
 }
+
+#[test]
+fn bad_peer_options_are_refused_before_any_work() {
+    for (arg, named) in [
+        ("baton.handover-format=bogus", "baton.handover-format=bogus"),
+        ("baton.kho-test=12Q", "baton.kho-test=12Q"),
+    ] {
+        let run = boot_with_timeout(
+            Board::Virt,
+            &Boot {
+                append: Some(format!("baton.generations=2 {arg}")),
+                ..Boot::default()
+            },
+            TIMEOUT,
+        );
+        run.expect("FAIL gen=0 check=handover").expect(named);
+        // Refused before the generation preserved anything.
+        refute(&run, "GEN n=0");
+    }
+}

@@ -14,8 +14,8 @@ use alloc::vec::Vec;
 use arch::ExceptionLevel;
 use baton_fdt::FdtError;
 use board::boards::{self, BoardFacts, BoardKind};
-use board::bootargs::{self, TestAction};
 use board::bootinfo::{BootInfo, ConsoleInfo, LogRange};
+use board::cmdline::{self, Escaped, TestAction};
 use board::fdt::{self, BootInfoError};
 use board::memmap;
 use log::{error, info, warn};
@@ -44,8 +44,8 @@ pub extern "C" fn kernel_main(fdt_addr: u64, image_base: u64, entry_el: u64, rel
         psci: info.psci,
     });
     start_console(info.board.facts(), info.console);
-    let args = bootargs::parse(info.bootargs);
-    logger::init(args.log_level);
+    let args = cmdline::parse(info.bootargs);
+    logger::init(args.log_level());
 
     let probe = reloc::check(image_base);
     info!(
@@ -86,6 +86,18 @@ pub extern "C" fn kernel_main(fdt_addr: u64, image_base: u64, entry_el: u64, rel
         probe.link_checksum
     );
     print_boot_info(&info);
+    for e in args.errors() {
+        warn!("{e}");
+    }
+    for w in info.range_warnings() {
+        warn!("{w}");
+    }
+    if info.range_warnings_dropped > 0 {
+        warn!(
+            "{} more firmware ranges clipped or refused",
+            info.range_warnings_dropped
+        );
+    }
 
     let image = PhysRange::new(PhysAddr(image_base), layout.size);
     if let Err(e) = memory::init_memblock(&info, image) {
@@ -120,7 +132,7 @@ pub extern "C" fn kernel_main(fdt_addr: u64, image_base: u64, entry_el: u64, rel
     let next_needs = next_image_room(&info, &layout, &mem)
         + memory::frame_storage_bytes()
         + NEXT_IMAGE_EARLY_BYTES;
-    let mut kb = match warm_boot::probe(&mem, early, &avoid, info.bootargs, next_needs) {
+    let mut kb = match warm_boot::probe(&mem, early, &avoid, args.kho_scratch.ok(), next_needs) {
         Ok(kb) => kb,
         Err(e) => fail_memory(e.into()),
     };
@@ -153,7 +165,7 @@ pub extern "C" fn kernel_main(fdt_addr: u64, image_base: u64, entry_el: u64, rel
 
     // A chain generation initialises the rest of RAM once it has restored the handover
     // (outside the blackout); any other boot does it now.
-    if !chain::requested(info.bootargs) {
+    if !args.chain_requested() {
         let n = memory::init_deferred();
         info!("mm: deferred init: {n} frames to the free lists");
     }
@@ -172,16 +184,16 @@ pub extern "C" fn kernel_main(fdt_addr: u64, image_base: u64, entry_el: u64, rel
         us % 1_000_000
     );
 
-    if let Some(action) = args.test {
+    if let Some(action) = args.test.ok() {
         run_test_action(action, &info, image, el);
     }
-    if chain::requested(info.bootargs) {
+    if args.chain_requested() {
         let times = chain::BootTimes {
             entry: boot_ticks,
             validated: validated_ticks,
             frames: frames_ticks,
         };
-        chain::run(&info, &layout, el, &mem, kb, times);
+        chain::run(&info, &args, &layout, el, &mem, kb, times);
     }
     if let Some(r) = kb.reserved {
         release_unclaimed(r);
@@ -236,7 +248,7 @@ fn read_boot_info(fdt_addr: u64, image_base: u64) -> Result<BootInfo<'static>, B
     let buf = unsafe {
         core::slice::from_raw_parts(fdt_addr as usize as *const u8, h.totalsize as usize)
     };
-    let info = fdt::parse(buf, fdt_addr)?;
+    let info = fdt::parse_limited(buf, fdt_addr, arch::cpuid::addressable_limit())?;
     fdt::check_usable(&info)?;
     Ok(info)
 }
@@ -328,7 +340,8 @@ fn print_boot_info(info: &BootInfo<'_>) {
     }
     info!(
         "bootargs: \"{}\", stdout-path: \"{}\"",
-        info.bootargs, info.stdout_path
+        Escaped(info.bootargs),
+        info.stdout_path
     );
     match info.console {
         Some(c) => info!(

@@ -12,6 +12,7 @@ use alloc::vec::Vec;
 use arch::entry::ImageLayout;
 use arch::ExceptionLevel;
 use board::bootinfo::BootInfo;
+use board::cmdline::Cmdline;
 use kho::{Incoming, Kho};
 use log::{error, info, warn};
 use mm::{FrameAllocator, PhysRange};
@@ -37,8 +38,9 @@ const BULK_HEAP_PER_BLOCK: usize = 96;
 /// scratch properties, the bootargs with the chain's counters).
 const FDT_GROWTH: u64 = 4096;
 
-/// The bootarg that turns the chain on.
-const CHAIN_KEY: &str = "baton.generations=";
+/// Bytes the next image's command line may add to this one's (the carried counters:
+/// `baton.gen=`, `baton.cold=`, `baton.vbytes=`, `baton.leaked=`, each up to 20 digits).
+const BOOTARGS_GROWTH: usize = 160;
 
 /// Generic-counter readings of this boot's steps, for the blackout's phases.
 pub struct BootTimes {
@@ -48,13 +50,6 @@ pub struct BootTimes {
     pub validated: u64,
     /// Frame allocator built.
     pub frames: u64,
-}
-
-/// True if the command line asks for a handover chain.
-pub fn requested(bootargs: &str) -> bool {
-    bootargs
-        .split_ascii_whitespace()
-        .any(|w| w.starts_with(CHAIN_KEY))
 }
 
 fn fail(f: &Failure, status: u32) -> ! {
@@ -71,24 +66,69 @@ fn handover_failure(generation: u32, detail: impl core::fmt::Display) -> Failure
 }
 
 /// Runs this boot's generation; never returns (next image, or exit).
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     info: &BootInfo<'_>,
+    args: &Cmdline<'_>,
     layout: &ImageLayout,
     el: ExceptionLevel,
     mem: &IdentityMem,
     kb: KhoBoot,
     times: BootTimes,
 ) -> ! {
-    let cfg = match Config::from_bootargs(info.bootargs, mm::MAX_ORDER) {
+    let cfg = match Config::from_cmdline(args, mm::MAX_ORDER) {
         Ok(c) => c,
         Err(e) => fail(&e.to_failure(), board::status::WORKLOAD_FAILED),
     };
+    // The peer options are checked before any work, like every other value.
+    let (asked_format, kho_test) = match (
+        peer::format_asked(&args.handover_format),
+        peer::kho_test_asked(&args.kho_test),
+    ) {
+        (Ok(f), Ok(t)) => (f, t),
+        (Err(d), _) | (_, Err(d)) => fail(
+            &handover_failure(cfg.generation, d),
+            board::status::WORKLOAD_FAILED,
+        ),
+    };
+    // The scaled set must fit the RAM this image can use: refused now, by name, not after
+    // allocating all of it.
+    if cfg.bulk.is_some() {
+        if let Err(e) = cfg.check_ram(usable_for_set(&kb)) {
+            fail(&e.to_failure(), board::status::WORKLOAD_FAILED);
+        }
+    }
+    // Before anything is preserved: the outgoing device tree must be one the handover can
+    // write, or the generation would lose its preserved set at the jump.
+    if !cfg.is_last() {
+        if let Err(e) = check_outgoing_fdt(info, mem) {
+            fail(
+                &handover_failure(cfg.generation, e),
+                board::status::NEXT_IMAGE,
+            );
+        }
+    }
     // Check the next image before doing any work: a refused image stops the chain here.
     let plan = if cfg.is_last() {
         None
     } else {
         match next_image::plan(info, layout, mem) {
             Ok(p) => {
+                // kho_scratch= chose less scratch than the next generation needs (its
+                // images, frame allocator storage and early allocations): refuse now.
+                if let Some((scratch, needs)) = kb.short {
+                    fail(
+                        &handover_failure(
+                            cfg.generation,
+                            next_image::NextImageError::Place(board::placement::NoRoom {
+                                what: "next generation (images, frame allocator storage, early allocations)",
+                                size: needs,
+                                largest: scratch,
+                            }),
+                        ),
+                        board::status::NEXT_IMAGE,
+                    );
+                }
                 // Refuse now, before the generation's work, if scratch cannot hold what
                 // the handover will place there (the next image at a 2 MiB boundary, the
                 // image it passes on); the FDT is placed at the jump.
@@ -191,25 +231,14 @@ pub fn run(
             board::status::WORKLOAD_FAILED
         })
     };
-    let format = match (
-        peer::format_asked(info.bootargs),
-        peer::kho_test_asked(info.bootargs),
-    ) {
-        (Ok(f), Ok(t)) => {
-            let f = peer::out_format(f, plan.next.header.stamp.is_some());
-            if let Err(d) = peer::before_finalize(&mut peer, fa, mem, &mut out, f, t, cfg.seed) {
-                fail(
-                    &handover_failure(cfg.generation, d),
-                    board::status::WORKLOAD_FAILED,
-                );
-            }
-            f
-        }
-        (Err(d), _) | (_, Err(d)) => fail(
+    let format = peer::out_format(asked_format, plan.next.header.stamp.is_some());
+    if let Err(d) = peer::before_finalize(&mut peer, fa, mem, &mut out, format, kho_test, cfg.seed)
+    {
+        fail(
             &handover_failure(cfg.generation, d),
             board::status::WORKLOAD_FAILED,
-        ),
-    };
+        );
+    }
     hand_over(
         info,
         el,
@@ -222,6 +251,32 @@ pub fn run(
         &kb.free_scratch,
         (&peer, format),
     )
+}
+
+/// Bytes the scaled preserved set may take: free RAM (deferred frames included), plus
+/// the previous generation's preserved blocks (the set it restores), less the heap the
+/// chain keeps for itself.
+fn usable_for_set(kb: &KhoBoot) -> u64 {
+    let free = super::memory::stats().map_or(0, |s| (s.free + s.deferred) * mm::PAGE_SIZE);
+    let incoming: u64 = kb
+        .reserved
+        .as_ref()
+        .map_or(0, |r| r.preserved().map(|p| p.size()).sum());
+    (free + incoming).saturating_sub(WORKLOAD_HEAP as u64)
+}
+
+/// The rewrite the jump will do, tried now on the boot FDT with worst-case values.
+fn check_outgoing_fdt(
+    info: &BootInfo<'_>,
+    mem: &IdentityMem,
+) -> Result<(), next_image::NextImageError> {
+    let boot_fdt = info.fdt.ok_or(next_image::NextImageError::NoFdt)?;
+    // SAFETY: the boot FDT is reserved and never written.
+    let bytes = unsafe { mem.bytes(boot_fdt.start.0, boot_fdt.size()) }
+        .ok_or(next_image::NextImageError::NoFdt)?;
+    let highest = info.memory.iter().map(|r| r.end.0).max().unwrap_or(0);
+    kho::bootfdt::check_rewritable(bytes, highest, info.bootargs.len() + BOOTARGS_GROWTH)
+        .map_err(next_image::NextImageError::Fdt)
 }
 
 /// Attaches the reserved handover to the frame allocator; a failure is logged and the

@@ -187,8 +187,8 @@ pub struct Outgoing<'a> {
     pub info: &'a BootInfo<'a>,
     pub el: ExceptionLevel,
     pub handover: Handover,
-    /// The next image's command line.
-    pub bootargs: &'a str,
+    /// The next image's command line (any bytes).
+    pub bootargs: &'a [u8],
     /// Client blobs (address, size) to clean.
     pub blobs: &'a [(u64, u64)],
     pub free_scratch: &'a [PhysRange],

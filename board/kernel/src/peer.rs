@@ -15,6 +15,7 @@ use alloc::collections::BTreeSet;
 use alloc::format;
 use alloc::string::{String, ToString};
 
+use board::cmdline::{Arg, HandoverFormat};
 use kho::linux::{self, KexecMetadata, KHO_TEST_NODE};
 use kho::{AbiVersion, CarryList, Handover, Incoming, Kho, CARRY_CLIENT, KEXEC_METADATA};
 use log::{error, info, warn};
@@ -42,35 +43,21 @@ pub struct Peer {
     pub kexec_count: u32,
 }
 
-/// `baton.handover-format=auto|baton|linux`: the format for the next image, `None` for auto
-/// (baton's if the next image carries baton's build stamp, Linux's otherwise).
-pub fn format_asked(bootargs: &str) -> Result<Option<OutFormat>, String> {
-    let v = bootargs
-        .split_ascii_whitespace()
-        .filter_map(|w| w.strip_prefix("baton.handover-format="))
-        .next_back();
-    match v {
-        None | Some("auto") => Ok(None),
-        Some("baton") => Ok(Some(OutFormat::Baton)),
-        Some("linux") => Ok(Some(OutFormat::Linux)),
-        Some(other) => Err(format!(
-            "baton.handover-format={other}: expected auto, baton or linux"
-        )),
+/// `baton.handover-format=auto|baton|linux` (parsed by `board::cmdline`): the format for
+/// the next image, `None` for auto (baton's if the next image carries baton's build stamp,
+/// Linux's otherwise); a refused value names itself.
+pub fn format_asked(arg: &Arg<'_, HandoverFormat>) -> Result<Option<OutFormat>, String> {
+    match arg.get().map_err(|e| e.to_string())? {
+        None | Some(HandoverFormat::Auto) => Ok(None),
+        Some(HandoverFormat::Baton) => Ok(Some(OutFormat::Baton)),
+        Some(HandoverFormat::Linux) => Ok(Some(OutFormat::Linux)),
     }
 }
 
-/// `baton.kho-test=<size>`: author a `kho-test-v1` client of that many bytes.
-pub fn kho_test_asked(bootargs: &str) -> Result<Option<u64>, String> {
-    match bootargs
-        .split_ascii_whitespace()
-        .filter_map(|w| w.strip_prefix("baton.kho-test="))
-        .next_back()
-    {
-        None => Ok(None),
-        Some(v) => kho::parse_size(v)
-            .map(Some)
-            .ok_or_else(|| format!("baton.kho-test={v}: not a size")),
-    }
+/// `baton.kho-test=<size>` (parsed by `board::cmdline`, non-zero): author a `kho-test-v1`
+/// client of that many bytes.
+pub fn kho_test_asked(arg: &Arg<'_, u64>) -> Result<Option<u64>, String> {
+    arg.get().map_err(|e| e.to_string())
 }
 
 /// The format for the next image: asked, or following its stamp.

@@ -73,6 +73,9 @@ pub struct KhoBoot {
     /// The parts of scratch nothing used this boot: where the next image goes (final once
     /// [`seal_scratch`] ran).
     pub free_scratch: Vec<PhysRange>,
+    /// `(scratch, needed)` when `kho_scratch=` chose less scratch than the next
+    /// generation needs: the chain refuses before any work (knowable now, not at the jump).
+    pub short: Option<(u64, u64)>,
 }
 
 /// Step 2, MMU on, before the frame allocator: validates the handover, or chooses new
@@ -84,7 +87,7 @@ pub fn probe(
     mem: &IdentityMem,
     early: Option<Early>,
     avoid: &[PhysRange],
-    bootargs: &str,
+    scratch_asked: Option<u64>,
     next_needs: u64,
 ) -> Result<KhoBoot, MmError> {
     if let Some(e) = early {
@@ -93,6 +96,7 @@ pub fn probe(
                 scratch: e.scratch,
                 reserved: Some(r),
                 free_scratch: Vec::new(),
+                short: None,
             });
         }
         // Rejected (kho logged the check): boot cold, allocate anywhere.
@@ -100,26 +104,29 @@ pub fn probe(
     }
     let mut mb = MEMBLOCK.lock();
     let needs = next_needs.next_multiple_of(kho::SCRATCH_ALIGN);
-    let size = if kho::scratch_asked(bootargs).is_some() {
+    let mut short = None;
+    let size = if scratch_asked.is_some() {
         // kho_scratch= overrides; a next image that cannot fit is refused before the
         // generation's work (chain::run), with both sizes.
-        let asked = kho::scratch_size(bootargs, mem.total());
+        let asked = kho::scratch_size(scratch_asked, mem.total());
         if asked < needs {
             warn!(
                 "kho: kho_scratch= gives {} MiB; the next generation needs {} MiB (images, frame allocator storage, early allocations)",
                 asked >> 20,
                 needs >> 20
             );
+            short = Some((asked, needs));
         }
         asked
     } else {
-        kho::scratch_size(bootargs, mem.total()).max(needs)
+        kho::scratch_size(None, mem.total()).max(needs)
     };
     let s = alloc::vec![kho::choose_scratch(&mut mb, size)?];
     Ok(KhoBoot {
         scratch: s.clone(),
         reserved: None,
         free_scratch: s,
+        short,
     })
 }
 

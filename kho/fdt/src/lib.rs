@@ -13,9 +13,11 @@
 
 extern crate alloc;
 
+mod check;
 mod read;
 mod write;
 
+pub use check::check_tree;
 pub use read::{check_header, Fdt, FdtError, Header};
 pub use write::{FdtWriteError, FdtWriter};
 

@@ -285,6 +285,10 @@ fn elf_loads(head: &[u8], f: &mut File, file_len: u64) -> Result<Vec<(u64, u64, 
     }
     let table = read_at(phoff, phnum * 56)?;
     let mut out = Vec::new();
+    // Segments hold disjoint parts of the file: together they are never larger than it.
+    // A core whose segments claim more (headers pointing at the same bytes) would make
+    // the reader allocate many times the file's size.
+    let mut total: u64 = 0;
     for i in 0..phnum as usize {
         let ph = &table[56 * i..56 * (i + 1)];
         if le(ph, 0, 4)? as u32 != PT_LOAD {
@@ -301,6 +305,10 @@ fn elf_loads(head: &[u8], f: &mut File, file_len: u64) -> Result<Vec<(u64, u64, 
         if paddr.checked_add(filesz).is_none() {
             return Err(bad("segment wraps the address space", paddr));
         }
+        total = total
+            .checked_add(filesz)
+            .filter(|&t| t <= file_len)
+            .ok_or(bad("segments larger than the file together", paddr))?;
         out.push((off, paddr, filesz));
     }
     if out.is_empty() {

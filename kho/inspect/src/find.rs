@@ -47,8 +47,9 @@ fn has_handover(fdt: &Fdt<'_>) -> bool {
         .is_some_and(|c| fdt.nodes[c].prop("linux,kho-fdt").is_some())
 }
 
-/// The FDT at `phys`, which must be well formed and name a handover in `/chosen`.
-pub fn boot_fdt_at(dump: &Dump, phys: u64) -> Result<BootFdt, InspectError> {
+/// The FDT header at `phys`: the magic, then `baton_fdt::check_header` for a tree of at
+/// most [`MAX_BOOT_FDT`] bytes, all before any copy.
+fn header_at(dump: &Dump, phys: u64) -> Result<u32, InspectError> {
     let head = dump.read(phys, 8)?;
     let magic = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
     if magic != FDT_MAGIC {
@@ -56,7 +57,16 @@ pub fn boot_fdt_at(dump: &Dump, phys: u64) -> Result<BootFdt, InspectError> {
         return Err(InspectError::NotFdt { phys, err });
     }
     let size = u32::from_be_bytes([head[4], head[5], head[6], head[7]]);
-    let bytes = dump.read(phys, size.max(8) as usize)?;
+    let hdr = dump.read(phys, kho::FDT_HEADER_SIZE)?;
+    kho::check_fdt_header(&hdr, MAX_BOOT_FDT as usize)
+        .map_err(|err| InspectError::NotFdt { phys, err })?;
+    Ok(size)
+}
+
+/// The FDT at `phys`, which must be well formed and name a handover in `/chosen`.
+pub fn boot_fdt_at(dump: &Dump, phys: u64) -> Result<BootFdt, InspectError> {
+    let size = header_at(dump, phys)?;
+    let bytes = dump.read(phys, size as usize)?;
     let fdt = Fdt::parse(&bytes).map_err(|err| InspectError::NotFdt { phys, err })?;
     if !has_handover(&fdt) {
         return Err(InspectError::NoHandover { phys });
@@ -68,36 +78,85 @@ pub fn boot_fdt_at(dump: &Dump, phys: u64) -> Result<BootFdt, InspectError> {
     })
 }
 
-/// Every page-aligned FDT in the dump whose `/chosen` names a handover, and how many
-/// well-formed FDTs the scan saw in all.
-pub fn scan(dump: &Dump) -> (Vec<BootFdt>, usize) {
-    let mut found = Vec::new();
-    let mut fdts = 0;
-    for r in dump.ranges() {
-        let mut at = r.start.0.next_multiple_of(PAGE_SIZE);
+/// What a scan found and what it cost.
+#[derive(Clone, Debug)]
+pub struct Scan {
+    /// Page-aligned FDTs that name a handover.
+    pub found: Vec<BootFdt>,
+    /// Well-formed FDTs seen in all.
+    pub fdts: usize,
+    /// Bytes copied and parsed: at most [`scan_budget`] of the dump.
+    pub parsed_bytes: u64,
+    /// True if the scan stopped at its budget (pass `--fdt`).
+    pub gave_up: bool,
+}
+
+/// The most bytes a scan parses for a dump of `total` bytes: linear in the dump, however
+/// many pages start with an FDT magic.
+pub fn scan_budget(total: u64) -> u64 {
+    total
+        .saturating_mul(4)
+        .saturating_add(4 * u64::from(MAX_BOOT_FDT))
+}
+
+/// Every page-aligned FDT in the dump whose `/chosen` names a handover. Linear: each
+/// candidate's header is checked before anything is copied, a well-formed tree is not
+/// scanned again from inside, and the bytes parsed stop at [`scan_budget`].
+pub fn scan_bounded(dump: &Dump) -> Scan {
+    let ranges = dump.ranges();
+    let budget = scan_budget(ranges.iter().map(|r| r.size()).sum());
+    let mut s = Scan {
+        found: Vec::new(),
+        fdts: 0,
+        parsed_bytes: 0,
+        gave_up: false,
+    };
+    'ranges: for r in ranges {
+        // A range in the last page of the address space has no page-aligned address.
+        let Some(mut at) = r.start.0.checked_next_multiple_of(PAGE_SIZE) else {
+            continue;
+        };
         while at.checked_add(8).is_some_and(|e| e <= r.end.0) {
-            let is_fdt = dump
-                .read(at, 4)
-                .is_ok_and(|m| u32::from_be_bytes([m[0], m[1], m[2], m[3]]) == FDT_MAGIC);
-            if is_fdt {
+            let mut next = at.checked_add(PAGE_SIZE);
+            if let Ok(size) = header_at(dump, at) {
+                if s.parsed_bytes.saturating_add(u64::from(size)) > budget {
+                    s.gave_up = true;
+                    break 'ranges;
+                }
+                s.parsed_bytes += u64::from(size);
+                let whole = |n: u64| at.checked_add(n.next_multiple_of(PAGE_SIZE));
                 match boot_fdt_at(dump, at) {
-                    Ok(mut b) if b.bytes.len() <= MAX_BOOT_FDT as usize => {
-                        fdts += 1;
+                    Ok(mut b) => {
+                        s.fdts += 1;
                         b.found_by = FoundBy::Scan { of: 0 };
-                        found.push(b);
+                        next = whole(b.bytes.len() as u64);
+                        s.found.push(b);
                     }
-                    Err(InspectError::NoHandover { .. }) => fdts += 1,
+                    Err(InspectError::NoHandover { .. }) => {
+                        s.fdts += 1;
+                        next = whole(u64::from(size));
+                    }
                     _ => {}
                 }
             }
-            at += PAGE_SIZE;
+            match next {
+                Some(n) => at = n,
+                None => break,
+            }
         }
     }
-    let of = found.len();
-    for b in &mut found {
+    let of = s.found.len();
+    for b in &mut s.found {
         b.found_by = FoundBy::Scan { of };
     }
-    (found, fdts)
+    s
+}
+
+/// Every page-aligned FDT in the dump whose `/chosen` names a handover, and how many
+/// well-formed FDTs the scan saw in all ([`scan_bounded`]).
+pub fn scan(dump: &Dump) -> (Vec<BootFdt>, usize) {
+    let s = scan_bounded(dump);
+    (s.found, s.fdts)
 }
 
 /// The boot FDT at `given`, or the scan's only candidate. With several candidates the

@@ -307,3 +307,143 @@ fn dump_reads_only_what_it_holds() {
     assert!(d.ptr(BASE, 1).is_none());
     assert_eq!(kho::read_u64(&d, BASE + 0x808), Some(0x0707_0707_0707_0707));
 }
+
+/// Runs `f` on a thread and fails if it takes longer than `secs` (a hang is a failure,
+/// not a stuck `make test`).
+fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(secs))
+        .unwrap_or_else(|_| panic!("still running after {secs} s"))
+}
+
+#[test]
+fn a_segment_at_the_top_of_the_address_space_does_not_hang_the_scan() {
+    // Finding 6: one PT_LOAD at p_paddr 0xffffffffffffffc0 made the scan round up to 0
+    // and walk 2^52 pages.
+    let core = elf_core(&[(0xffff_ffff_ffff_ffc0, &[0u8; 1])]);
+    assert_eq!(core.len(), 177);
+    let p = tmp("top-segment.elf", &core);
+    let r = within(20, move || {
+        let d = Dump::open(&p, None).unwrap();
+        inspect(&d, None).map(|_| ())
+    });
+    assert_eq!(r, Err(InspectError::NoBootFdtFound { scanned: 0 }));
+}
+
+#[test]
+fn segments_claiming_more_than_the_file_are_refused() {
+    // Finding 6: 400 PT_LOADs over the same bytes of a 1 MiB core asked for 413 MB.
+    let data = vec![0u8; 1 << 20];
+    let mut core = elf_core(&[(BASE, &data)]);
+    let phnum = 400u64;
+    let table: Vec<u8> = (0..phnum)
+        .flat_map(|i| {
+            let mut p = vec![0u8; 56];
+            p[0..4].copy_from_slice(&1u32.to_le_bytes());
+            p[8..16].copy_from_slice(&0u64.to_le_bytes());
+            p[24..32].copy_from_slice(&(BASE + (i << 20)).to_le_bytes());
+            p[32..40].copy_from_slice(&(1u64 << 20).to_le_bytes());
+            p
+        })
+        .collect();
+    let phoff = core.len() as u64;
+    core.extend(table);
+    core[0x20..0x28].copy_from_slice(&phoff.to_le_bytes());
+    core[0x38..0x3a].copy_from_slice(&(phnum as u16).to_le_bytes());
+    let p = tmp("overlapping-segments.elf", &core);
+    assert!(matches!(
+        Dump::open(&p, None),
+        Err(InspectError::BadElf {
+            what: "segments larger than the file together",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn the_fdt_scan_is_linear_in_the_dump() {
+    // Finding 6: a raw dump whose every page starts with an FDT header made the scan
+    // quadratic (each candidate copied up to the dump's end).
+    let len = 8usize << 20;
+    let mut raw = vec![0u8; len];
+    for page in raw.chunks_mut(4096) {
+        let h: [u32; 10] = [
+            0xd00d_feed,
+            2 << 20,
+            0x40,
+            0x38,
+            0x28,
+            17,
+            16,
+            0,
+            0,
+            (2 << 20) - 0x40,
+        ];
+        for (i, w) in h.iter().enumerate() {
+            page[4 * i..4 * i + 4].copy_from_slice(&w.to_be_bytes());
+        }
+    }
+    let s = within(60, move || {
+        let d = Dump::from_bytes(BASE, &raw).unwrap();
+        let s = kho_inspect::find::scan_bounded(&d);
+        (s.found.len(), s.parsed_bytes, s.gave_up)
+    });
+    let (found, parsed_bytes, gave_up) = s;
+    assert_eq!(found, 0);
+    assert!(
+        parsed_bytes <= kho_inspect::find::scan_budget(len as u64),
+        "parsed {parsed_bytes} bytes of an {len}-byte dump"
+    );
+    assert!(gave_up);
+}
+
+/// Fuzz target: the dump reader (ELF core headers, segments, the FDT scan, the report).
+/// Mutated small cores that hold a boot FDT naming a handover never panic (overflow
+/// checks on), never hang, and never allocate beyond the file's size.
+#[test]
+fn fuzz_dump_reader() {
+    let fdt_at = BASE + 0x1000;
+    let boot = rewrite(
+        &boot_fdt_base(),
+        &ChosenUpdate {
+            kho_fdt: Some(PhysRange::new(PhysAddr(BASE + 0x8000), 0x100)),
+            kho_scratch: Some(PhysRange::new(PhysAddr(BASE + 0x9000), 0x10)),
+            initrd: None,
+            bootargs: None,
+        },
+    )
+    .unwrap();
+    let mut ram = vec![0u8; 0x10000];
+    ram[0x1000..0x1000 + boot.len()].copy_from_slice(&boot);
+    let seed = elf_core(&[(BASE, &ram[..0x8000]), (BASE + 0x8000, &ram[0x8000..])]);
+    let path = std::env::temp_dir().join(format!("kho-inspect-{}-fuzz.elf", std::process::id()));
+    baton_fuzz::run("dump-reader", 1_500, |rng| {
+        let mut core = seed.clone();
+        // Mostly the headers (where the sizes are), sometimes anywhere.
+        if rng.one_in(2) {
+            let mut head = core[..0x100].to_vec();
+            baton_fuzz::mutate(&mut head, rng, 6);
+            core.splice(..0x100, head);
+        } else {
+            baton_fuzz::mutate(&mut core, rng, 6);
+        }
+        std::fs::write(&path, &core).unwrap();
+        let Ok(d) = Dump::open(&path, None) else {
+            return false;
+        };
+        let given = rng.one_in(2).then_some(fdt_at);
+        match inspect(&d, given) {
+            Ok(r) => {
+                let _ = (r.text(), r.json());
+                true
+            }
+            Err(e) => {
+                let _ = e.to_string();
+                false
+            }
+        }
+    });
+}

@@ -4,9 +4,11 @@
 //! injection) and the rewrite of the command line that carries them across a handover, so
 //! the counters survive even when the next image has to boot cold. Knows nothing of memory.
 
+use super::alloc::format;
 use super::alloc::string::{String, ToString};
+use super::alloc::vec::Vec;
+use board::cmdline::{self, Arg, Cmdline, Escaped, ValueError};
 use core::fmt;
-use core::fmt::Write as _;
 
 use super::bulk::{self, Shape, Spec};
 use super::damage::DamageKind;
@@ -47,6 +49,10 @@ pub enum ConfigError {
     BadBulk { key: &'static str, value: String },
     /// `baton.generations=0`, `baton.damage-every=0`, or `baton.gen` not below `generations`.
     OutOfRange { key: &'static str, value: u64 },
+    /// A size above `board::cmdline::MAX_SIZE` (it would wrap when rounded).
+    SizeOverflow { key: &'static str, value: String },
+    /// `baton.preserve=` asks for more than the RAM the image can use.
+    PreserveExceedsRam { asked: u64, usable: u64 },
 }
 
 impl fmt::Display for ConfigError {
@@ -63,6 +69,17 @@ impl fmt::Display for ConfigError {
             ConfigError::OutOfRange { key, value } => {
                 write!(f, "bootarg {key}{value} is out of range")
             }
+            ConfigError::SizeOverflow { key, value } => write!(
+                f,
+                "bootarg {key}{value}: the size overflows (sizes stop at 4 PiB)"
+            ),
+            ConfigError::PreserveExceedsRam { asked, usable } => write!(
+                f,
+                "bootarg {}{} MiB: more than the {} MiB of RAM this image can use",
+                bulk::KEY_PRESERVE,
+                asked >> 20,
+                usable >> 20
+            ),
             ConfigError::BadBulk { key, value } => write!(
                 f,
                 "bootarg {key}{value}: sizes are like 64M or 1G, shapes scatter, dense, mixed"
@@ -108,85 +125,80 @@ pub struct Config {
     pub bulk: Option<Spec>,
 }
 
-fn bulk_spec(bootargs: &str) -> Result<Option<Spec>, ConfigError> {
-    let bad = |key, v: &str| ConfigError::BadBulk {
-        key,
-        value: String::from(v),
-    };
-    let shape = match value(bootargs, bulk::KEY_SHAPE) {
-        None => Shape::Dense,
-        Some(v) => Shape::from_name(v).ok_or_else(|| bad(bulk::KEY_SHAPE, v))?,
-    };
-    match value(bootargs, bulk::KEY_PRESERVE) {
-        None | Some("0") => Ok(None),
-        Some(v) => {
-            let bytes = kho::parse_size(v).ok_or_else(|| bad(bulk::KEY_PRESERVE, v))?;
-            Ok(Some(Spec {
-                bytes: bytes.next_multiple_of(mm::PAGE_SIZE),
-                shape,
-            }))
-        }
-    }
+/// The value of `arg` for the workload's key `key` (with its `=`): a refused value is the
+/// variant `bad` makes of it, named by key and value.
+fn arg<T: Copy>(
+    arg: &Arg<'_, T>,
+    bad: impl FnOnce(String) -> ConfigError,
+) -> Result<Option<T>, ConfigError> {
+    arg.get().map_err(|e| bad(Escaped(e.value).to_string()))
 }
 
-fn value<'a>(bootargs: &'a str, key: &str) -> Option<&'a str> {
-    // The last occurrence wins, like Linux's command line.
-    bootargs
-        .split_ascii_whitespace()
-        .rev()
-        .find_map(|w| w.strip_prefix(key))
+fn number(a: &Arg<'_, u64>, key: &'static str, default: u64) -> Result<u64, ConfigError> {
+    Ok(arg(a, |value| ConfigError::BadNumber { key, value })?.unwrap_or(default))
 }
 
-fn number(bootargs: &str, key: &'static str, default: u64) -> Result<u64, ConfigError> {
-    let Some(v) = value(bootargs, key) else {
-        return Ok(default);
-    };
-    let parsed = match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
-        Some(hex) => u64::from_str_radix(hex, 16),
-        None => v.parse::<u64>(),
-    };
-    parsed.map_err(|_| ConfigError::BadNumber {
-        key,
-        value: String::from(v),
-    })
-}
-
-fn number32(bootargs: &str, key: &'static str, default: u32) -> Result<u32, ConfigError> {
-    let v = number(bootargs, key, u64::from(default))?;
+fn number32(a: &Arg<'_, u64>, key: &'static str, default: u32) -> Result<u32, ConfigError> {
+    let v = number(a, key, u64::from(default))?;
     u32::try_from(v).map_err(|_| ConfigError::OutOfRange { key, value: v })
 }
 
+fn bulk_spec(c: &Cmdline<'_>) -> Result<Option<Spec>, ConfigError> {
+    let bad = |key| move |value| ConfigError::BadBulk { key, value };
+    let shape = match arg(&c.shape, bad(bulk::KEY_SHAPE))? {
+        None => Shape::Dense,
+        Some(v) => Shape::from_name(v).ok_or_else(|| bad(bulk::KEY_SHAPE)(String::from(v)))?,
+    };
+    if let Arg::Bad(e) = c.preserve {
+        if e.why == ValueError::Overflow {
+            return Err(ConfigError::SizeOverflow {
+                key: bulk::KEY_PRESERVE,
+                value: Escaped(e.value).to_string(),
+            });
+        }
+    }
+    match arg(&c.preserve, bad(bulk::KEY_PRESERVE))? {
+        None | Some(0) => Ok(None),
+        // At most board::cmdline::MAX_SIZE: rounding up to a page cannot wrap.
+        Some(bytes) => Ok(Some(Spec {
+            bytes: bytes.next_multiple_of(mm::PAGE_SIZE),
+            shape,
+        })),
+    }
+}
+
 impl Config {
-    /// Reads the `baton.*` keys of `bootargs` for an image whose buddy allocator stops at
-    /// `max_order`.
-    pub fn from_bootargs(bootargs: &str, max_order: u32) -> Result<Self, ConfigError> {
-        let generations = number32(bootargs, KEY_GENERATIONS, 1)?;
+    /// Reads the `baton.*` keys of a raw command line (parsed by `board::cmdline`, the one
+    /// parser) for an image whose buddy allocator stops at `max_order`.
+    pub fn from_bootargs(bootargs: impl AsRef<[u8]>, max_order: u32) -> Result<Self, ConfigError> {
+        Self::from_cmdline(&cmdline::parse(bootargs.as_ref()), max_order)
+    }
+
+    /// Takes the `baton.*` values of a parsed command line for an image whose buddy
+    /// allocator stops at `max_order`.
+    pub fn from_cmdline(c: &Cmdline<'_>, max_order: u32) -> Result<Self, ConfigError> {
+        let generations = number32(&c.generations, KEY_GENERATIONS, 1)?;
         if generations == 0 {
             return Err(ConfigError::OutOfRange {
                 key: KEY_GENERATIONS,
                 value: 0,
             });
         }
-        let generation = number32(bootargs, KEY_GEN, 0)?;
+        let generation = number32(&c.gen, KEY_GEN, 0)?;
         if generation >= generations {
             return Err(ConfigError::OutOfRange {
                 key: KEY_GEN,
                 value: u64::from(generation),
             });
         }
-        let damage = match value(bootargs, KEY_DAMAGE) {
+        let unknown = |value| ConfigError::UnknownDamage { value };
+        let damage = match arg(&c.damage, unknown)? {
             None => None,
-            Some(v) => {
-                Some(
-                    DamageKind::from_name(v).ok_or_else(|| ConfigError::UnknownDamage {
-                        value: String::from(v),
-                    })?,
-                )
-            }
+            Some(v) => Some(DamageKind::from_name(v).ok_or_else(|| unknown(String::from(v)))?),
         };
-        let damage_every = match value(bootargs, KEY_DAMAGE_EVERY) {
-            None => None,
-            Some(_) => match number32(bootargs, KEY_DAMAGE_EVERY, 0)? {
+        let damage_every = match c.damage_every.is_present() {
+            false => None,
+            true => match number32(&c.damage_every, KEY_DAMAGE_EVERY, 0)? {
                 0 => {
                     return Err(ConfigError::OutOfRange {
                         key: KEY_DAMAGE_EVERY,
@@ -197,17 +209,29 @@ impl Config {
             },
         };
         Ok(Config {
-            seed: number(bootargs, KEY_SEED, DEFAULT_SEED)?,
+            seed: number(&c.seed, KEY_SEED, DEFAULT_SEED)?,
             generations,
             generation,
-            cold_before: number32(bootargs, KEY_COLD, 0)?,
-            verified_before: number(bootargs, KEY_VBYTES, 0)?,
-            leaked_before: number(bootargs, KEY_LEAKED, 0)?,
+            cold_before: number32(&c.cold, KEY_COLD, 0)?,
+            verified_before: number(&c.vbytes, KEY_VBYTES, 0)?,
+            leaked_before: number(&c.leaked, KEY_LEAKED, 0)?,
             damage,
             damage_every,
             max_order,
-            bulk: bulk_spec(bootargs)?,
+            bulk: bulk_spec(c)?,
         })
+    }
+
+    /// Refuses, before any allocation, a scaled set larger than the RAM the image can use
+    /// (`usable`: free bytes once the image is up, less what the chain keeps for itself).
+    pub fn check_ram(&self, usable: u64) -> Result<(), ConfigError> {
+        match self.bulk {
+            Some(s) if s.bytes > usable => Err(ConfigError::PreserveExceedsRam {
+                asked: s.bytes,
+                usable,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// True if this generation is the chain's last: print `SOAK` and exit instead of handing over.
@@ -240,21 +264,20 @@ pub struct Carried {
 }
 
 /// The command line for the next image: `incoming` without its carried `baton.*` words,
-/// followed by the new values. Every other word is kept in order.
-pub fn next_bootargs(incoming: &str, c: &Carried) -> String {
-    let mut out = String::with_capacity(incoming.len() + 64);
-    for w in incoming.split_ascii_whitespace() {
-        if !CARRIED.iter().any(|k| w.starts_with(k)) {
-            out.push_str(w);
-            out.push(' ');
+/// followed by the new values. Every other word is kept in order, whatever its bytes.
+pub fn next_bootargs(incoming: &[u8], c: &Carried) -> Vec<u8> {
+    let mut out = Vec::with_capacity(incoming.len() + 64);
+    for w in cmdline::words(incoming) {
+        if !CARRIED.iter().any(|k| w.starts_with(k.as_bytes())) {
+            out.extend_from_slice(w);
+            out.push(b' ');
         }
     }
-    // Writing to a String cannot fail.
-    let _ = write!(
-        out,
+    let tail = format!(
         "{KEY_GEN}{} {KEY_COLD}{} {KEY_VBYTES}{} {KEY_LEAKED}{}",
         c.generation, c.cold, c.verified_bytes, c.leaked
     );
+    out.extend_from_slice(tail.as_bytes());
     out
 }
 
@@ -298,7 +321,7 @@ mod tests {
         );
         assert_eq!(c.damage_now(), Some(DamageKind::BadOrder)); // (7 + 1) % 4 == 0
         let next = next_bootargs(
-            args,
+            args.as_bytes(),
             &Carried {
                 generation: 8,
                 cold: 3,
@@ -307,7 +330,7 @@ mod tests {
             },
         );
         assert_eq!(
-            next,
+            String::from_utf8(next.clone()).unwrap(),
             "baton.seed=0x2a baton.generations=50 baton.damage=bad-order baton.damage-every=4 \
              baton.gen=8 baton.cold=3 baton.vbytes=1234 baton.leaked=0"
         );
@@ -371,6 +394,67 @@ mod tests {
                 key: KEY_GEN,
                 value: 1 << 32
             })
+        );
+    }
+
+    #[test]
+    fn a_preserve_size_that_overflows_is_refused_by_name() {
+        // Finding 4: baton.preserve=2^64-1 wrapped to 0 and the chain "preserved" nothing.
+        assert_eq!(
+            Config::from_bootargs(
+                "baton.generations=2 baton.preserve=18446744073709551615",
+                10
+            ),
+            Err(ConfigError::SizeOverflow {
+                key: bulk::KEY_PRESERVE,
+                value: String::from("18446744073709551615")
+            })
+        );
+        // What already gave a clear error still does.
+        assert!(matches!(
+            Config::from_bootargs("baton.preserve=-1", 10),
+            Err(ConfigError::BadBulk { .. })
+        ));
+        assert!(matches!(
+            Config::from_bootargs("baton.shape=foo", 10),
+            Err(ConfigError::BadBulk { .. })
+        ));
+    }
+
+    #[test]
+    fn a_preserved_set_larger_than_ram_is_refused_before_allocating() {
+        // Finding 4: baton.preserve=999999G failed only after exhausting RAM.
+        let c = Config::from_bootargs("baton.generations=2 baton.preserve=999999G", 10).unwrap();
+        let usable = 900 << 20;
+        assert_eq!(
+            c.check_ram(usable),
+            Err(ConfigError::PreserveExceedsRam {
+                asked: 999_999 << 30,
+                usable
+            })
+        );
+        let fits = Config::from_bootargs("baton.preserve=64M", 10).unwrap();
+        assert_eq!(fits.check_ram(usable), Ok(()));
+    }
+
+    #[test]
+    fn non_utf8_words_are_carried_to_the_next_image() {
+        let next = next_bootargs(
+            b"baton.generations=2 \xff baton.gen=0",
+            &Carried {
+                generation: 1,
+                cold: 1,
+                verified_bytes: 0,
+                leaked: 0,
+            },
+        );
+        assert_eq!(
+            next,
+            b"baton.generations=2 \xff baton.gen=1 baton.cold=1 baton.vbytes=0 baton.leaked=0"
+        );
+        assert_eq!(
+            Config::from_bootargs(&next, 10).map(|c| c.generation),
+            Ok(1)
         );
     }
 }

@@ -501,4 +501,26 @@ mod tests {
             let _ = Record::decode(&b);
         }
     }
+
+    /// Fuzz target: the workload record (the sub-FDT the previous generation wrote).
+    /// Mutated records never panic (overflow checks on), and a record that decodes
+    /// encodes again.
+    #[test]
+    fn fuzz_workload_record() {
+        let bytes = sample().encode().expect("encode");
+        baton_fuzz::run("workload-record", 20_000, |rng| {
+            let mut v = bytes.clone();
+            baton_fuzz::mutate(&mut v, rng, 4);
+            match Record::decode(&v) {
+                Ok(r) => {
+                    assert!(r.encode().is_ok());
+                    true
+                }
+                Err(e) => {
+                    let _ = e.to_string();
+                    false
+                }
+            }
+        });
+    }
 }

@@ -4,7 +4,7 @@
 //! One helper (`Chain::boot`) plays the kernel's part; the tests only drive it and check the
 //! lines it collects. Nothing here runs on the target.
 
-use std::string::{String, ToString};
+use std::string::ToString;
 use std::vec::Vec;
 
 use kho::{Arena, Handover, HandoverRefs, Kho, RestoreError};
@@ -51,7 +51,7 @@ struct Boot {
 /// A chain of images over one arena.
 struct Chain {
     arena: Arena,
-    bootargs: String,
+    bootargs: Vec<u8>,
     handover: Option<Handover>,
     ticks: u64,
     /// Test hook: preserve one page the record does not list (a leak) before finalize.
@@ -62,7 +62,7 @@ impl Chain {
     fn new(bootargs: &str) -> Self {
         Chain {
             arena: Arena::new(BASE, RAM),
-            bootargs: bootargs.to_string(),
+            bootargs: bootargs.as_bytes().to_vec(),
             handover: None,
             ticks: 1_000,
             leak_one_page: false,

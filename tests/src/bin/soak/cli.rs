@@ -98,20 +98,11 @@ impl fmt::Display for CliError {
 /// GiB of `baton.preserve=` per generation (filling, verifying and handing it over takes
 /// about 6 s per GiB under TCG on this project's 2-core machines).
 pub fn default_timeout_secs(generations: u32, extra_bootargs: &str) -> u64 {
-    let preserve_mib = extra_bootargs
-        .split_ascii_whitespace()
-        .rev()
-        .find_map(|w| w.strip_prefix("baton.preserve="))
-        .and_then(|v| {
-            let (num, shift) = match v.as_bytes().last()? {
-                b'k' | b'K' => (&v[..v.len() - 1], 10),
-                b'm' | b'M' => (&v[..v.len() - 1], 20),
-                b'g' | b'G' => (&v[..v.len() - 1], 30),
-                _ => (v, 0),
-            };
-            num.parse::<u64>().ok().map(|n| (n << shift) >> 20)
-        })
-        .unwrap_or(0);
+    // The guest's own command line parser: the same keys, sizes and last-wins rule.
+    let preserve_mib = board::cmdline::parse(extra_bootargs.as_bytes())
+        .preserve
+        .ok()
+        .map_or(0, |bytes| bytes >> 20);
     120 + u64::from(generations) * (1 + preserve_mib.div_ceil(64))
 }
 
@@ -289,6 +280,17 @@ mod tests {
         assert_eq!(
             default_timeout_secs(200, "x=1 baton.preserve=1G baton.shape=scatter"),
             120 + 200 * 17
+        );
+    }
+
+    #[test]
+    fn the_timeout_uses_the_guest_size_parser() {
+        // Finding 5: the runner had its own size parser, which wrapped 2^34+1 GiB to 1 GiB.
+        assert_eq!(default_timeout_secs(10, "baton.preserve=17179869185G"), 130);
+        // Last occurrence wins, as in the guest.
+        assert_eq!(
+            default_timeout_secs(10, "baton.preserve=1G baton.preserve=64M"),
+            140
         );
     }
 
