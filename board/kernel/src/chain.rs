@@ -92,39 +92,8 @@ pub fn run(
             board::status::NO_MEMORY,
         )
     };
-    let incoming = attach(kb.reserved, fa);
-    let ready = arch::timer::ticks();
-    let mut out = or_fail(
-        Kho::new(mem, fa, kb.scratch.clone()).map_err(|e| alloc::format!("kho: {e}")),
-        gen.number(),
-        board::status::WORKLOAD_FAILED,
-    );
-    // What the workload does not own (a Linux kernel's memory, an earlier image's carry
-    // list) is carried into `out` first; the workload sees only its own handover.
-    let (incoming, mut peer) = or_fail(
-        peer::receive(
-            incoming,
-            fa,
-            mem,
-            &mut out,
-            gen.number(),
-            gen.client_names(),
-        ),
-        gen.number(),
-        board::status::WORKLOAD_FAILED,
-    );
-    let clock = Clock {
-        boot_ticks: times.entry,
-        freq: arch::timer::frequency(),
-        validated: times.validated,
-        frames: times.frames,
-        ready,
-        now: arch::timer::ticks,
-    };
-    let mut outcome = gen
-        .run(fa, mem, incoming, &mut out, &clock)
-        .unwrap_or_else(|f| fail(&f, board::status::WORKLOAD_FAILED));
-    info!("{}", outcome.report);
+    let (mut out, mut peer, mut outcome) =
+        run_workload(&gen, fa, mem, kb.reserved, &kb.scratch, times);
     let Some(next) = next else {
         end_chain(&outcome)
     };
@@ -150,6 +119,46 @@ pub fn run(
         format,
     };
     hand_over(info, el, mem, fa, &mut out, sealed, &next)
+}
+
+/// The generation's work: attach the handover, start the outgoing one, carry what the
+/// workload does not own, run the workload and print its `GEN` line.
+fn run_workload<'m>(
+    gen: &Generation,
+    fa: &mut FrameAllocator<'_>,
+    mem: &'m IdentityMem,
+    reserved: Option<kho::Reserved>,
+    scratch: &[mm::PhysRange],
+    times: BootTimes,
+) -> (Kho<&'m IdentityMem>, Peer, GenOutcome) {
+    let (n, status) = (gen.number(), board::status::WORKLOAD_FAILED);
+    let incoming = attach(reserved, fa);
+    let ready = arch::timer::ticks();
+    let mut out = or_fail(
+        Kho::new(mem, fa, scratch.to_vec()).map_err(|e| alloc::format!("kho: {e}")),
+        n,
+        status,
+    );
+    // What the workload does not own (a Linux kernel's memory, an earlier image's carry
+    // list) is carried into `out` first; the workload sees only its own handover.
+    let (incoming, peer) = or_fail(
+        peer::receive(incoming, fa, mem, &mut out, n, gen.client_names()),
+        n,
+        status,
+    );
+    let clock = Clock {
+        boot_ticks: times.entry,
+        freq: arch::timer::frequency(),
+        validated: times.validated,
+        frames: times.frames,
+        ready,
+        now: arch::timer::ticks,
+    };
+    let outcome = gen
+        .run(fa, mem, incoming, &mut out, &clock)
+        .unwrap_or_else(|f| fail(&f, status));
+    info!("{}", outcome.report);
+    (out, peer, outcome)
 }
 
 /// The peer options, checked before any work like every other value.
