@@ -12,13 +12,14 @@ use arch::entry::ImageLayout;
 use arch::ExceptionLevel;
 use baton_image::{self as image, ImageError, ImageHeader};
 use board::bootinfo::BootInfo;
-use board::placement::{NoRoom, Placer};
+use board::placement::NoRoom;
 use kho::bootfdt::{BootFdtError, ChosenUpdate};
 use kho::{Handover, Kho, PhysMem};
 use log::{info, warn};
 use mm::{PhysAddr, PhysRange, PAGE_SIZE};
 
 use super::physmem::IdentityMem;
+use super::scratch_need::Placement;
 
 /// Where the bytes of a candidate next image came from.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -59,14 +60,14 @@ pub enum NextImageError {
         len: u64,
         err: ImageError,
     },
-    /// The copy's header is not the one checked at the start of the generation.
-    HeaderChanged { source: Source, at: u64, len: u64 },
     /// No room in scratch.
     Place(NoRoom),
     /// The outgoing device tree could not be written.
     Fdt(BootFdtError),
     /// The boot device tree is gone (a board default without an FDT cannot hand over).
     NoFdt,
+    /// The image's header is not the one its placement was made for.
+    Changed { source: Source, at: u64 },
 }
 
 impl fmt::Display for NextImageError {
@@ -85,13 +86,13 @@ impl fmt::Display for NextImageError {
                 f,
                 "next image refused: {source} at {at:#x} ({len} bytes): {err}"
             ),
-            Self::HeaderChanged { source, at, len } => write!(
-                f,
-                "next image refused: {source} copied to {at:#x} ({len} bytes) has another header than the one checked at the start of the generation"
-            ),
             Self::Place(e) => write!(f, "{e}"),
             Self::Fdt(e) => write!(f, "outgoing device tree: {e}"),
             Self::NoFdt => write!(f, "no boot device tree to pass on (board defaults)"),
+            Self::Changed { source, at } => write!(
+                f,
+                "next image refused: {source} at {at:#x} changed its header since it was placed"
+            ),
         }
     }
 }
@@ -124,8 +125,7 @@ fn check_with(
     crc: image::StampCrc,
 ) -> Result<ImageBytes, NextImageError> {
     // SAFETY: the bytes are this image's pristine copy or the initrd, both reserved at boot
-    // and never written after the entry code, or their copy in scratch, which nothing writes
-    // between the copy and the jump.
+    // and never written after the entry code.
     let bytes = unsafe { mem.bytes(at, len) }.ok_or(NextImageError::NotRam { source, at, len })?;
     let invalid = |err| NextImageError::Invalid {
         source,
@@ -232,10 +232,9 @@ fn copy_checked(
         return Err(invalid(ImageError::NotStamped));
     }
     if header != img.header {
-        return Err(NextImageError::HeaderChanged {
+        return Err(NextImageError::Changed {
             source: img.source,
             at: to,
-            len: img.len,
         });
     }
     Ok(ImageBytes {
@@ -262,9 +261,12 @@ pub struct Outgoing<'a> {
     pub bootargs: &'a [u8],
     /// Client blobs (address, size) to clean.
     pub blobs: &'a [(u64, u64)],
-    pub free_scratch: &'a [PhysRange],
-    /// The workload's timing slot: stamped with the counter right before the trampoline.
-    pub timing_slot: u64,
+    /// Where the images and the device tree go (`scratch_need::place`, checked before the
+    /// generation's work).
+    pub placement: Placement,
+    /// The workload's last word, right before the trampoline: it stamps the moment and
+    /// returns the bytes it wrote (first byte, length), cleaned here.
+    pub before_jump: &'a dyn Fn(u64) -> (u64, u64),
 }
 
 /// Places, cleans and enters the next image. Returns only on failure, before anything
@@ -279,15 +281,9 @@ pub fn jump<M: PhysMem>(
         Err(e) => e,
         Ok((entry, fdt)) => {
             drivers::console::flush();
-            // The last moment the old image sees: where the trampoline phase starts. A
-            // failed stamp only loses the phase split, never the handover.
-            let _ = workload::stamp(
-                mem,
-                out.timing_slot,
-                workload::Stamp::Jumped,
-                arch::timer::ticks(),
-            );
-            clean(out.timing_slot, workload::TIMING_BYTES);
+            // The last moment the old image sees: where the trampoline phase starts.
+            let (at, len) = (out.before_jump)(arch::timer::ticks());
+            clean(at, len);
             // SAFETY: `prepare` placed a checked Image at `entry` (2 MiB boundary + its
             // text_offset, image_size bytes free in scratch) and the FDT at `fdt`, and
             // cleaned both and every byte of handover data to PoC. Single core, interrupts
@@ -298,28 +294,45 @@ pub fn jump<M: PhysMem>(
     }
 }
 
+/// Writes the images (checking the copies) and the device tree where the placement says, and
+/// cleans everything the next image reads with its MMU off. Returns (entry, FDT address).
 fn prepare<M: PhysMem>(
     mem: &IdentityMem,
     kho: &Kho<M>,
     plan: &Plan,
     out: &Outgoing<'_>,
 ) -> Result<(u64, u64), NextImageError> {
-    // Place by the headers `plan` checked at the start of the generation; the bytes are
-    // re-checked after the copy, where they will run (below).
+    let place = &out.placement;
+    let initrd = plan.pass_on.zip(place.initrd);
+    let fdt_len = write_fdt(mem, out, initrd)?;
+    // Copy, then check the copies: what is entered is exactly what was checked (the same
+    // header as at the start of the generation, the stamp over every byte), in one read of
+    // the image instead of a check of the source and a second pass to copy it.
+    let next = copy_checked(mem, &plan.next, place.entry)?;
+    if let Some((p, at)) = initrd {
+        copy_checked(mem, &p, at)?;
+    }
+    let pages = clean_handover(kho, out);
+    log_handover(
+        &next,
+        place,
+        fdt_len,
+        initrd,
+        pages,
+        kho.block_count(),
+        out.el,
+    );
+    Ok((place.entry, place.fdt.start.0))
+}
+
+/// Rewrites the boot FDT's `/chosen` for the next image (handover, initrd, bootargs) into
+/// the placed room, cleaned to PoC. Returns its length.
+fn write_fdt(
+    mem: &IdentityMem,
+    out: &Outgoing<'_>,
+    initrd: Option<(ImageBytes, u64)>,
+) -> Result<u64, NextImageError> {
     let boot_fdt = out.info.fdt.ok_or(NextImageError::NoFdt)?;
-    let mut placer = Placer::new(out.free_scratch.to_vec());
-    let entry = placer
-        .place_image(&plan.next.header)
-        .map_err(NextImageError::Place)?;
-    let initrd = match plan.pass_on {
-        Some(p) => {
-            let at = placer
-                .place_blob("initrd", p.len)
-                .map_err(NextImageError::Place)?;
-            Some((p, at))
-        }
-        None => None,
-    };
     // SAFETY: the boot FDT is reserved and never written.
     let fdt_in =
         unsafe { mem.bytes(boot_fdt.start.0, boot_fdt.size()) }.ok_or(NextImageError::NoFdt)?;
@@ -333,30 +346,30 @@ fn prepare<M: PhysMem>(
         },
     )
     .map_err(NextImageError::Fdt)?;
-    let fdt_len = fdt_out.len() as u64;
-    let fdt_at = placer
-        .place_blob("device tree", fdt_len)
-        .map_err(NextImageError::Place)?;
-
-    // Copy, then check the copies: what is entered is exactly what was checked (the same
-    // header as at the start of the generation, the stamp over every byte), in one read of
-    // the image instead of a check of the source and a second pass to copy it.
-    let next = copy_checked(mem, &plan.next, entry)?;
-    if let Some((p, at)) = initrd {
-        copy_checked(mem, &p, at)?;
+    let (room, fdt_len) = (out.placement.fdt, fdt_out.len() as u64);
+    if fdt_len > room.size() {
+        return Err(NextImageError::Place(NoRoom {
+            what: "device tree",
+            size: fdt_len,
+            largest: room.size(),
+        }));
     }
     let dst = mem
-        .ptr(fdt_at, fdt_out.len())
+        .ptr(room.start.0, fdt_out.len())
         .ok_or(NextImageError::NotRam {
             source: Source::OwnCopy,
-            at: fdt_at,
+            at: room.start.0,
             len: fdt_len,
         })?;
-    // SAFETY: `fdt_at` is free scratch (RAM, checked), disjoint from the heap vector.
+    // SAFETY: the room is free scratch (RAM, checked), disjoint from the heap vector.
     unsafe { core::ptr::copy_nonoverlapping(fdt_out.as_ptr(), dst, fdt_out.len()) };
-    clean(fdt_at, fdt_len);
+    clean(room.start.0, fdt_len);
+    Ok(fdt_len)
+}
 
-    // Everything else the next image reads before its caches are on: the handover data.
+/// Cleans everything else the next image reads before its caches are on: the handover
+/// data (KHO FDT, scratch array, tree pages) and the client blobs. Returns the tree pages.
+fn clean_handover<M: PhysMem>(kho: &Kho<M>, out: &Outgoing<'_>) -> u64 {
     let h = out.handover;
     clean(h.kho_fdt.start.0, h.kho_fdt.size());
     clean(h.scratch_array.start.0, h.scratch_array.size());
@@ -372,7 +385,19 @@ fn prepare<M: PhysMem>(
     // the next image reads them only with its MMU and caches on, and the trampoline's
     // set/way clean+invalidate to LoC writes back every dirty line before the jump
     // (docs/hardware.md, "Handover, data").
-    let data = kho.block_count();
+    pages
+}
+
+fn log_handover(
+    next: &ImageBytes,
+    place: &Placement,
+    fdt_len: u64,
+    initrd: Option<(ImageBytes, u64)>,
+    pages: u64,
+    data: u64,
+    el: ExceptionLevel,
+) {
+    let (entry, fdt_at) = (place.entry, place.fdt.start.0);
     info!(
         "handover: next image ({}) at {entry:#x} ({} bytes, image_size {:#x}), fdt at {fdt_at:#x} ({fdt_len} bytes){}; cleaned {pages} tree pages to PoC ({} preserved blocks left to the set/way clean); entering at {}",
         next.source,
@@ -383,10 +408,9 @@ fn prepare<M: PhysMem>(
             None => alloc::string::String::new(),
         },
         data,
-        out.el.handover_target()
+        el.handover_target()
     );
     if !next.header.anywhere() {
         warn!("handover: the next image asks to sit near the base of DRAM; placing it in scratch anyway");
     }
-    Ok((entry, fdt_at))
 }
