@@ -141,7 +141,7 @@ impl<'a> Frame<'a> {
 fn strings(list: &[u8]) -> impl Iterator<Item = &str> {
     list.split(|&b| b == 0)
         .filter(|s| !s.is_empty())
-        .filter_map(|s| core::str::from_utf8(s).ok())
+        .filter_map(baton_fdt::utf8)
 }
 
 /// A single NUL-terminated string property.
@@ -151,7 +151,7 @@ fn prop_str(v: &[u8], offset: usize) -> Result<&str, BootInfoError> {
         Some(i) => &s[..i],
         None => s,
     };
-    core::str::from_utf8(s).map_err(|_| BootInfoError::Fdt(FdtError::BadName { offset }))
+    baton_fdt::utf8(s).ok_or(BootInfoError::Fdt(FdtError::BadName { offset }))
 }
 
 /// A string property's bytes up to its first NUL, whatever they are.
@@ -385,8 +385,8 @@ fn walk_struct<'a>(
                 if depth > 0 && !stack[depth - 1].props_done {
                     finish_node(&mut stack, depth - 1, w, at)?;
                 }
-                let name = core::str::from_utf8(n.name)
-                    .map_err(|_| BootInfoError::Fdt(FdtError::BadName { offset: at }))?;
+                let name = baton_fdt::utf8(n.name)
+                    .ok_or(BootInfoError::Fdt(FdtError::BadName { offset: at }))?;
                 // Only the root may be nameless: the handover's writer refuses any other
                 // empty name, so the boot refuses it too.
                 if depth > 0 && name.is_empty() {
@@ -440,8 +440,7 @@ fn prop_name(strings: &[u8], nameoff: usize, at: usize) -> Result<&str, BootInfo
                 offset: at,
                 nameoff: nameoff as u32,
             }))?;
-    core::str::from_utf8(&tail[..end])
-        .map_err(|_| BootInfoError::Fdt(FdtError::BadName { offset: at }))
+    baton_fdt::utf8(&tail[..end]).ok_or(BootInfoError::Fdt(FdtError::BadName { offset: at }))
 }
 
 fn cells(v: &[u8], at: usize) -> Result<u32, BootInfoError> {

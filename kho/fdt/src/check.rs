@@ -21,7 +21,7 @@ fn be64(b: &[u8], off: usize) -> Option<u64> {
 fn cstr_len(b: &[u8], off: usize) -> Option<usize> {
     let rest = b.get(off..)?;
     let n = rest.iter().position(|&c| c == 0)?;
-    core::str::from_utf8(&rest[..n]).ok()?;
+    crate::utf8(&rest[..n])?;
     Some(n)
 }
 
