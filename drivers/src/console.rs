@@ -41,6 +41,10 @@ mod imp {
 
     static CONSOLE: arch::EarlyMutex<Option<Uart<'static>>> = arch::EarlyMutex::new(None);
     static BASE: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+    /// Bytes written per UARTFR.TXFE poll: [`TX_FIFO_DEPTH`] once `init` has enabled the
+    /// FIFOs itself (UARTLCR_H.FEN), 1 when the firmware's settings (FIFO state unknown)
+    /// are kept.
+    static BURST: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(1);
 
     /// Takes over the PL011 at `base` and programs it for 115200 8N1 from `clock_hz`; with
     /// no clock, the firmware's divisors and line settings are kept.
@@ -65,6 +69,8 @@ mod imp {
             };
             uart.enable(config, BAUD, clock_hz)
                 .map_err(|_| ConsoleError::BadClock { clock_hz })?;
+            // `enable` sets UARTLCR_H.FEN: the transmit FIFO is there to fill.
+            BURST.store(TX_FIFO_DEPTH, core::sync::atomic::Ordering::Relaxed);
         }
         *CONSOLE.lock() = Some(uart);
         BASE.store(base, core::sync::atomic::Ordering::Relaxed);
@@ -110,17 +116,38 @@ mod imp {
         while uart.is_busy() || !uart.is_tx_fifo_empty() {}
     }
 
+    /// Bytes the PL011's transmit FIFO holds (PL011 TRM, "FIFOs": 16 entries on r1p5; the
+    /// BCM2711's PL011s have 32, so 16 is safe on both).
+    const TX_FIFO_DEPTH: usize = 16;
+
+    /// Writes `&str` chunks to the UART, `\n` as CR LF. The FIFO is polled once per burst:
+    /// once UARTFR.TXFE says it is empty, up to [`BURST`] bytes go in without another flag
+    /// read, instead of one UARTFR read (and two calls) per byte.
     struct CrLf<'a, 'b>(&'a mut Uart<'b>);
+
+    impl CrLf<'_, '_> {
+        /// Queues `byte`, first waiting for an empty transmit FIFO when the last burst has
+        /// used up its `room`.
+        #[inline(always)]
+        fn put(&mut self, room: &mut usize, burst: usize, byte: u8) {
+            if *room == 0 {
+                while !self.0.is_tx_fifo_empty() {}
+                *room = burst;
+            }
+            self.0.write_word(byte);
+            *room -= 1;
+        }
+    }
+
     impl Write for CrLf<'_, '_> {
         fn write_str(&mut self, s: &str) -> fmt::Result {
+            let burst = BURST.load(core::sync::atomic::Ordering::Relaxed).max(1);
+            let mut room = 0;
             for b in s.bytes() {
                 if b == b'\n' {
-                    self.0.write_str("\r")?;
+                    self.put(&mut room, burst, b'\r');
                 }
-                let c = [b];
-                // A single ASCII/UTF-8 byte slice from a &str chunk; write it raw.
-                while self.0.is_tx_fifo_full() {}
-                self.0.write_word(c[0]);
+                self.put(&mut room, burst, b);
             }
             Ok(())
         }
