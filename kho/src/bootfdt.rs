@@ -203,23 +203,25 @@ pub fn check_rewritable(
     let at = highest.saturating_sub(page) & !(page - 1);
     let r = PhysRange::from_bounds(at, at.saturating_add(page));
     let bootargs = alloc::vec![b'x'; bootargs_len];
-    rewrite(
-        incoming,
-        &ChosenUpdate {
-            kho_fdt: Some(r),
-            kho_scratch: Some(r),
-            initrd: Some(r),
-            bootargs: Some(&bootargs),
-        },
-    )
-    .map(|_| ())
+    let upd = ChosenUpdate {
+        kho_fdt: Some(r),
+        kho_scratch: Some(r),
+        initrd: Some(r),
+        bootargs: Some(&bootargs),
+    };
+    // The jump splices; the full writer's checks (names it can encode, depth, size) run
+    // here too, so the in-place edit accepts no tree the full rewrite would refuse.
+    rewrite_full(incoming, &upd)?;
+    rewrite(incoming, &upd).map(|_| ())
 }
 
-/// Copies `incoming` with `/chosen` updated as `upd` says (creating `/chosen` if missing).
-pub fn rewrite(incoming: &[u8], upd: &ChosenUpdate<'_>) -> Result<Vec<u8>, BootFdtError> {
-    let fdt = Fdt::parse(incoming)?;
-    let (ac, sc) = root_cells(&fdt)?;
-    let mut add: Vec<(&str, Vec<u8>)> = Vec::new();
+/// `/chosen`'s new properties (in order) for `upd`, the root's cells being `(ac, sc)`.
+fn chosen_additions(
+    ac: u32,
+    sc: u32,
+    upd: &ChosenUpdate<'_>,
+) -> Result<Vec<(&'static str, Vec<u8>)>, BootFdtError> {
+    let mut add: Vec<(&'static str, Vec<u8>)> = Vec::new();
     if let Some(r) = upd.kho_fdt {
         add.push((CHOSEN_KHO_FDT, encode_reg(ac, sc, r, CHOSEN_KHO_FDT)?));
     }
@@ -238,16 +240,52 @@ pub fn rewrite(incoming: &[u8], upd: &ChosenUpdate<'_>) -> Result<Vec<u8>, BootF
         v.push(0);
         add.push(("bootargs", v));
     }
-    let dropped = |name: &str| {
-        [
-            CHOSEN_KHO_FDT,
-            CHOSEN_KHO_SCRATCH,
-            CHOSEN_INITRD_START,
-            CHOSEN_INITRD_END,
-        ]
-        .contains(&name)
-            || (name == "bootargs" && upd.bootargs.is_some())
-    };
+    Ok(add)
+}
+
+/// Is `name` one of `/chosen`'s properties that `upd` replaces (or drops)?
+fn dropped(name: &[u8], upd: &ChosenUpdate<'_>) -> bool {
+    [
+        CHOSEN_KHO_FDT,
+        CHOSEN_KHO_SCRATCH,
+        CHOSEN_INITRD_START,
+        CHOSEN_INITRD_END,
+    ]
+    .iter()
+    .any(|n| n.as_bytes() == name)
+        || (name == b"bootargs" && upd.bootargs.is_some())
+}
+
+/// Copies `incoming` with `/chosen` updated as `upd` says (creating `/chosen` if missing).
+///
+/// `/chosen` is edited in place (`splice`): the header, `/memreserve/` block and the
+/// changed properties are written, every other byte of the structure and strings blocks
+/// is copied as it was. Only a tree without `/chosen` is written anew ([`rewrite_full`]).
+/// The tree is parsed strictly first either way.
+pub fn rewrite(incoming: &[u8], upd: &ChosenUpdate<'_>) -> Result<Vec<u8>, BootFdtError> {
+    let fdt = Fdt::parse(incoming)?;
+    let (ac, sc) = root_cells(&fdt)?;
+    let add = chosen_additions(ac, sc, upd)?;
+    match crate::splice::splice_chosen(incoming, &fdt, &add, |n| dropped(n, upd))? {
+        Some(out) => Ok(out),
+        None => write_tree(&fdt, &add, upd),
+    }
+}
+
+/// Writes the whole tree anew through `FdtWriter`, `/chosen` updated as `upd` says: the
+/// result [`rewrite`] must agree with on every node and property (tests compare them).
+pub fn rewrite_full(incoming: &[u8], upd: &ChosenUpdate<'_>) -> Result<Vec<u8>, BootFdtError> {
+    let fdt = Fdt::parse(incoming)?;
+    let (ac, sc) = root_cells(&fdt)?;
+    let add = chosen_additions(ac, sc, upd)?;
+    write_tree(&fdt, &add, upd)
+}
+
+fn write_tree(
+    fdt: &Fdt<'_>,
+    add: &[(&'static str, Vec<u8>)],
+    upd: &ChosenUpdate<'_>,
+) -> Result<Vec<u8>, BootFdtError> {
     let chosen = fdt.child(0, "chosen");
     let mut w = FdtWriter::new();
     w.boot_cpuid_phys(fdt.boot_cpuid_phys);
@@ -261,12 +299,12 @@ pub fn rewrite(incoming: &[u8], upd: &ChosenUpdate<'_>) -> Result<Vec<u8>, BootF
         w.begin_node(node.name)?;
         let is_chosen = Some(n) == chosen;
         for p in &node.props {
-            if !(is_chosen && dropped(p.name)) {
+            if !(is_chosen && dropped(p.name.as_bytes(), upd)) {
                 w.prop(p.name, p.value)?;
             }
         }
         if is_chosen {
-            for (name, v) in &add {
+            for (name, v) in add {
                 w.prop(name, v)?;
             }
         }
@@ -284,7 +322,7 @@ pub fn rewrite(incoming: &[u8], upd: &ChosenUpdate<'_>) -> Result<Vec<u8>, BootF
         }
         if n == 0 && chosen.is_none() {
             w.begin_node("chosen")?;
-            for (name, v) in &add {
+            for (name, v) in add {
                 w.prop(name, v)?;
             }
             w.end_node()?;

@@ -40,6 +40,7 @@ mod outgoing; // the Kho state machine: preserve, split, clients, finalize
 mod phys; // PhysMem and the safe accessors on it
 mod preserved; // the typed-key tree of this image, kept consistent
 mod scratch; // choose, record and parse scratch areas
+mod splice; // the boot FDT's /chosen edited in place, other bytes copied
 mod sweep; // forward cursors over sorted ranges: the per-block checks of validation
 pub mod tamper; // the damage hook: deliberate corruption of a finalized handover (tests)
 mod tree; // the radix tree this image builds
