@@ -9,7 +9,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use crate::fdt::{Fdt, FdtWriteError, FdtWriter};
-use crate::phys::{crc32_soft, page_bytes, read_page, PageBuf, PhysMem, ZERO_PAGE};
+use crate::phys::{crc32_soft, read_page_crc32, PageBuf, PhysMem, ZERO_PAGE};
 
 /// Root `compatible` of the KHO FDT this image writes: one tree of typed keys.
 pub const COMPATIBLE: &str = "baton,kho-typed-v2";
@@ -124,15 +124,24 @@ impl MetaCrc {
     /// Adds one tree page (4096 bytes, page aligned) read through `mem`; false if it is not RAM.
     pub fn page<M: PhysMem + ?Sized>(&mut self, mem: &M, phys: u64) -> bool {
         let mut page = ZERO_PAGE;
-        if !read_page(mem, phys, &mut page) {
-            return false;
-        }
-        self.page_bytes(mem, &page);
-        true
+        self.read_page(mem, phys, &mut page)
     }
-    /// Adds one tree page already copied out of memory, hashed by `mem`'s CRC.
-    pub fn page_bytes<M: PhysMem + ?Sized>(&mut self, mem: &M, page: &PageBuf) {
-        self.0 = mem.crc32_update(self.0, page_bytes(page));
+    /// Copies the tree page at `phys` into `out` and adds it, hashing while it copies
+    /// ([`PhysMem::copy_crc32`]): what is hashed is exactly what the caller then decodes.
+    /// False (nothing added) if the page is not RAM.
+    pub fn read_page<M: PhysMem + ?Sized>(
+        &mut self,
+        mem: &M,
+        phys: u64,
+        out: &mut PageBuf,
+    ) -> bool {
+        match read_page_crc32(mem, phys, out, self.0) {
+            Some(crc) => {
+                self.0 = crc;
+                true
+            }
+            None => false,
+        }
     }
     /// Adds one client entry.
     pub fn client(&mut self, c: &ClientEntry) {

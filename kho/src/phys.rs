@@ -25,6 +25,20 @@ pub unsafe trait PhysMem {
     fn crc32_update(&self, crc: u32, bytes: &[u8]) -> u32 {
         crc32_soft(crc, bytes)
     }
+
+    /// Copies `dst.len()` bytes from `src` into `dst` and continues the CRC-32 `crc` over
+    /// them: exactly `crc32_update(crc, dst)` after the copy. The metadata walks read each
+    /// tree page this way, so an image can hash while it copies (one pass, not two); an
+    /// override must give exactly this default's copy and result.
+    ///
+    /// # Safety
+    /// `src` must be valid for reads of `dst.len()` bytes, must not overlap `dst`, and no
+    /// one may write those bytes during the call.
+    unsafe fn copy_crc32(&self, crc: u32, dst: &mut [u8], src: *const u8) -> u32 {
+        // SAFETY: the caller's contract: `src` readable for `dst.len()` bytes, disjoint.
+        unsafe { core::ptr::copy_nonoverlapping(src, dst.as_mut_ptr(), dst.len()) };
+        self.crc32_update(crc, dst)
+    }
 }
 
 /// [`PhysMem::crc32_update`] in portable code (crc32fast).
@@ -41,6 +55,10 @@ unsafe impl<T: PhysMem + ?Sized> PhysMem for &T {
     }
     fn crc32_update(&self, crc: u32, bytes: &[u8]) -> u32 {
         (**self).crc32_update(crc, bytes)
+    }
+    unsafe fn copy_crc32(&self, crc: u32, dst: &mut [u8], src: *const u8) -> u32 {
+        // SAFETY: the caller upholds the same contract for the forwarded call.
+        unsafe { (**self).copy_crc32(crc, dst, src) }
     }
 }
 
@@ -116,6 +134,27 @@ pub(crate) fn read_page<M: PhysMem + ?Sized>(mem: &M, phys: u64, out: &mut PageB
     // out is a distinct buffer of the same size.
     unsafe { core::ptr::copy_nonoverlapping(p as *const u64, out.0.as_mut_ptr(), PAGE_WORDS) };
     true
+}
+
+/// [`read_page`] that also continues the CRC-32 `crc` over the page's bytes, in one pass
+/// through [`PhysMem::copy_crc32`]; `None` if the page is not RAM (or not page aligned).
+pub(crate) fn read_page_crc32<M: PhysMem + ?Sized>(
+    mem: &M,
+    phys: u64,
+    out: &mut PageBuf,
+    crc: u32,
+) -> Option<u32> {
+    if !phys.is_multiple_of(PAGE_SIZE) {
+        return None;
+    }
+    let p = mem.ptr(phys, PAGE_SIZE as usize)?;
+    // SAFETY: a `[u64; N]` is `8 * N` initialised bytes, any of which may be written as
+    // `u8`; the exclusive borrow of `out` covers the view.
+    let dst =
+        unsafe { core::slice::from_raw_parts_mut(out.0.as_mut_ptr() as *mut u8, 8 * PAGE_WORDS) };
+    // SAFETY: PhysMem promises a page of valid bytes at p that no reference aliases; `dst`
+    // is a distinct buffer of the same size.
+    Some(unsafe { mem.copy_crc32(crc, dst, p) })
 }
 
 /// 64 words of a [`PageBuf`], 16-aligned like the page: what the zero-run test reads.

@@ -312,15 +312,8 @@ impl PreservedSet {
         clients: &[ClientEntry],
     ) -> Result<u32, TreeError> {
         let mut crc = MetaCrc::new(self.root());
-        let mut bad = None;
-        let mut page = |p: u64, bytes: Option<&PageBuf>| match bytes {
-            Some(b) => crc.page_bytes(mem, b),
-            None => bad = Some(p),
-        };
-        self.tree.walk_read(mem, &mut page, &mut |_| {})?;
-        if let Some(phys) = bad {
-            return Err(TreeError::NodeNotRam { phys });
-        }
+        let mut read = |p: u64, buf: &mut PageBuf| crc.read_page(mem, p, buf);
+        self.tree.walk_with(&mut read, &mut |_| {})?;
         for c in clients {
             crc.client(c);
         }

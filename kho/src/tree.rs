@@ -228,9 +228,25 @@ impl Tree {
         page: &mut dyn FnMut(u64, Option<&PageBuf>),
         key: &mut dyn FnMut(u64),
     ) -> Result<(), TreeError> {
+        let mut read = |p: u64, words: &mut PageBuf| {
+            let ok = read_page(mem, p, words);
+            page(p, ok.then_some(&*words));
+            ok
+        };
+        self.walk_with(&mut read, key)
+    }
+
+    /// [`walk`](Self::walk) with the caller reading each node: `read(phys, buf)` fills
+    /// `buf` with the node's bytes (false if it is not RAM, after which the walk fails with
+    /// `NodeNotRam`), in the same order. The metadata checksum hashes while it copies.
+    pub fn walk_with(
+        &self,
+        read: &mut dyn FnMut(u64, &mut PageBuf) -> bool,
+        key: &mut dyn FnMut(u64),
+    ) -> Result<(), TreeError> {
         // One page buffer per level, reused down the tree.
         let mut bufs: alloc::vec::Vec<PageBuf> = alloc::vec![ZERO_PAGE; TABLE_LEVELS as usize + 1];
-        walk_node(mem, self.root, TABLE_LEVELS, 0, &mut bufs, page, key)
+        walk_node(self.root, TABLE_LEVELS, 0, &mut bufs, read, key)
     }
 
     /// Returns every node page to `src`.
@@ -258,23 +274,20 @@ fn update_bit<M: PhysMem + ?Sized>(
     Ok(word & mask != 0)
 }
 
-fn walk_node<M: PhysMem + ?Sized>(
-    mem: &M,
+fn walk_node(
     node: u64,
     level: u32,
     prefix: u64,
     bufs: &mut [PageBuf],
-    page: &mut dyn FnMut(u64, Option<&PageBuf>),
+    read: &mut dyn FnMut(u64, &mut PageBuf) -> bool,
     key: &mut dyn FnMut(u64),
 ) -> Result<(), TreeError> {
     // bufs[level] holds this node; the levels below are free for its children.
     let (below, this) = bufs.split_at_mut(level as usize);
     let words = &mut this[0];
-    if !read_page(mem, node, words) {
-        page(node, None);
+    if !read(node, words) {
         return Err(TreeError::NodeNotRam { phys: node });
     }
-    page(node, Some(words));
     let mut from = 0;
     while let Some((i, w)) = next_nonzero_word(words, from) {
         from = i + 1;
@@ -287,7 +300,7 @@ fn walk_node<M: PhysMem + ?Sized>(
             }
         } else {
             let p = prefix | ((i as u64) << (LEAF_BITS + TABLE_BITS * (level - 1)));
-            walk_node(mem, w, level - 1, p, below, page, key)?;
+            walk_node(w, level - 1, p, below, read, key)?;
         }
     }
     Ok(())
@@ -377,6 +390,53 @@ mod tests {
         assert_eq!(used, t.page_count());
         t.destroy(&a, &mut src);
         assert_eq!(src.in_use, 0);
+    }
+
+    #[test]
+    fn walk_with_crc_reads_the_pages_walk_read_hands_out() {
+        let (a, mut src) = setup();
+        let mut t = Tree::new(&a, &mut src).unwrap();
+        for k in [
+            encode(0x4000_0000, 0),
+            encode(0x8000_0000, 10),
+            encode(1 << 40, 30),
+        ] {
+            t.set(&a, &mut src, k).unwrap();
+        }
+        // The pages and keys of the plain walk.
+        let mut pages = alloc::vec::Vec::new();
+        let mut page = |p: u64, b: Option<&PageBuf>| {
+            assert!(b.is_some());
+            pages.push(p);
+        };
+        let mut keys = alloc::vec::Vec::new();
+        t.walk_read(&a, &mut page, &mut |k| keys.push(k)).unwrap();
+        // The fused copy-and-hash of MetaCrc::read_page through walk_with.
+        let mut meta = crate::format::MetaCrc::new(t.root);
+        let (mut seen, mut keys2) = (alloc::vec::Vec::new(), alloc::vec::Vec::new());
+        let mut read = |p: u64, buf: &mut PageBuf| {
+            seen.push(p);
+            meta.read_page(&a, p, buf)
+        };
+        t.walk_with(&mut read, &mut |k| keys2.push(k)).unwrap();
+        assert_eq!(seen, pages);
+        assert_eq!(keys2, keys);
+        assert_eq!(pages.len(), t.page_count());
+        let mut expect = crate::format::MetaCrc::new(t.root);
+        for &p in &pages {
+            assert!(expect.page(&a, p));
+        }
+        let got = meta.finish();
+        assert_eq!(got, expect.finish());
+        let root = crate::phys::crc32_soft(0, &t.root.to_le_bytes());
+        let mut by_hand = root;
+        for &p in &pages {
+            let mut b = ZERO_PAGE;
+            assert!(read_page(&a, p, &mut b));
+            by_hand = crate::phys::crc32_soft(by_hand, crate::phys::page_bytes(&b));
+        }
+        assert_eq!(got, by_hand);
+        t.destroy(&a, &mut src);
     }
 
     #[test]

@@ -16,9 +16,7 @@ use crate::format::{
     COMPATIBLE_V1, MAX_KHO_FDT_SIZE,
 };
 use crate::key::{decode, decode_typed, BlockType, KeyError};
-use crate::phys::{
-    next_nonzero_word, read_bytes, read_page, read_u64, PageBuf, PhysMem, ZERO_PAGE,
-};
+use crate::phys::{next_nonzero_word, read_bytes, read_u64, PageBuf, PhysMem, ZERO_PAGE};
 use crate::sweep::Sweep;
 use crate::tree::{LEAF_BITS, TABLE_BITS, TABLE_LEVELS};
 use mm::{PhysAddr, PhysRange, PAGE_SIZE};
@@ -390,10 +388,9 @@ impl<M: PhysMem + ?Sized> Walker<'_, '_, M> {
         if !self.seen.insert(phys) {
             return Err(RestoreError::NodeReachableTwice { tree, level, phys });
         }
-        if !read_page(self.mem, phys, page) {
+        if !self.crc.read_page(self.mem, phys, page) {
             return Err(RestoreError::NodeOutsideRam { tree, level, phys });
         }
-        self.crc.page_bytes(self.mem, page);
         // kho-inspect reads these records to list the nodes per tree and level: keep the
         // wording in step with `kho-inspect`'s `NODE_RECORD` parser.
         log::trace!("kho: {tree} tree level-{level} node {phys:#x}");

@@ -77,4 +77,12 @@ unsafe impl PhysMem for IdentityMem {
     fn crc32_update(&self, crc: u32, bytes: &[u8]) -> u32 {
         arch::crc::crc32_update(crc, bytes)
     }
+
+    /// The copy and the CRC in one pass (`arch::crc::copy_crc32`): each tree page of the
+    /// metadata walks is read once, not copied and then hashed.
+    unsafe fn copy_crc32(&self, crc: u32, dst: &mut [u8], src: *const u8) -> u32 {
+        // SAFETY: the caller guarantees `src` readable for `dst.len()` bytes, disjoint from
+        // `dst`, and unwritten meanwhile; `dst` is exclusively borrowed.
+        unsafe { arch::crc::copy_crc32(crc, dst.as_mut_ptr(), src, dst.len()) }
+    }
 }
