@@ -19,10 +19,7 @@ fn be64(b: &[u8], off: usize) -> Option<u64> {
 
 /// Length of the UTF-8, NUL-terminated name at `off`, if there is one.
 fn cstr_len(b: &[u8], off: usize) -> Option<usize> {
-    let rest = b.get(off..)?;
-    let n = rest.iter().position(|&c| c == 0)?;
-    crate::utf8(&rest[..n])?;
-    Some(n)
+    crate::cstr_at(b, off).map(str::len)
 }
 
 /// Checks `b` as `Fdt::parse` would, without building anything: `Ok(header)` exactly when

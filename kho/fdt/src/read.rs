@@ -154,9 +154,7 @@ fn be64(b: &[u8], off: usize) -> Option<u64> {
 }
 
 fn cstr(b: &[u8], off: usize) -> Option<&str> {
-    let rest = b.get(off..)?;
-    let n = rest.iter().position(|&c| c == 0)?;
-    crate::utf8(&rest[..n])
+    crate::cstr_at(b, off)
 }
 
 /// The header fields, after [`check_header`].
