@@ -188,6 +188,12 @@ def linux_case(a, size, symbols, scratch):
     return figures, []
 
 
+def scaled_bytes(bootargs):
+    """The bytes of `baton.preserve=` in bootargs (0 without it)."""
+    m = re.search(r"\bbaton\.preserve=(\S+)", bootargs)
+    return bh.ram_bytes(m.group(1)) if m else 0
+
+
 def baton_case(a, set_name):
     """Runs one bench-handover set at --ram. Returns figures (with `pages`) or None."""
     bootargs = f"baton.generations=3 baton.seed={bh.SEED} {bh.SETS[set_name][0]}".strip()
@@ -200,11 +206,14 @@ def baton_case(a, set_name):
         rec = bh.parse_record(line)
         if rec and rec[0] == "GEN":
             gens[rec[1].get("n")] = rec[1]
-    # Pages handed into n=2: what n=1 preserved.
+    # Pages handed into n=2: the scaled set (baton.preserve=, refilled to its size every
+    # generation) plus the workload's own entries that n=1 preserved (preserved_pages).
     pages = bh.as_int(gens.get("1", {}).get("preserved_pages"))
     if figures is not None and pages is None:
         reasons.append("no preserved_pages in GEN n=1")
         figures = None
+    elif pages is not None:
+        pages += scaled_bytes(bh.SETS[set_name][0]) // PAGE
     if figures is None:
         print(f"FAILED baton set={set_name}: " + "; ".join(reasons))
         return None
@@ -399,6 +408,10 @@ class SelfTest(unittest.TestCase):
             linux_figures(plugin_events(lines[:1]))
         with self.assertRaisesRegex(ValueError, "1 returns"):
             linux_figures(plugin_events(lines[:-1]))
+
+    def test_scaled_bytes_of_a_set(self):
+        self.assertEqual(scaled_bytes(bh.SETS["mixed512M"][0]), 512 << 20)
+        self.assertEqual(scaled_bytes(bh.SETS["default"][0]), 0)
 
     def test_report_ratio_is_per_page(self):
         lx = {"blocks": 10, "pages": 1000, "walk": 80000, "walk_empty": 0, "restore": 10,
