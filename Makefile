@@ -168,10 +168,14 @@ check-exclusives: image
 	"$(OBJDUMP)" -d --demangle --no-show-raw-insn $(ELF) > build/baton.dis
 	python3 scripts/check-exclusives.py build/baton.dis
 
-# Host unit tests of every crate (mm, kho, board logic, arch table builder, drivers, harness).
+# Host unit tests of every crate (mm, kho, board logic, arch table builder, drivers, harness),
+# then the library examples of baton-fdt, mm and kho (what another kernel copies from).
 test-host:
 	$(CARGO) test --workspace --exclude tests
 	$(CARGO) test -p tests --lib --bins
+	$(CARGO) run -q -p baton-fdt --example tree
+	$(CARGO) run -q -p mm --example frames
+	$(CARGO) run -q -p kho --features test-helpers --example handover
 
 # QEMU tests against build/Image (and image B for the cross-version chain): boots on every
 # board and EL, then the handover chains (the upgrade chain from the previous release

@@ -20,25 +20,127 @@ pub const IMAGE_SIZE_OFFSET: usize = 16;
 /// `R_AARCH64_RELATIVE`: the only dynamic relocation a static PIE of this image may carry.
 pub const R_AARCH64_RELATIVE: u32 = 1027;
 
-/// SCTLR_EL1 with only its RES1 bits (29, 28, 23, 22, 20, 11): MMU, caches and alignment
-/// checking off, little-endian. Written whole, so nothing the firmware left survives.
-pub const SCTLR_EL1_RES1: u64 = 0x30d0_0800;
+// Every value the entry code writes to a system register, composed from named fields
+// (aarch64-cpu's definitions, and `crate::regs` for the bits it leaves unnamed). The
+// assembly takes them as `const` operands; `tests` pins each one to its old literal.
+use crate::regs::{self, bits};
+use aarch64_cpu::registers::{
+    CNTHCTL_EL2, CPACR_EL1, HCR_EL2, SCR_EL3, SCTLR_EL1, SCTLR_EL2, SPSR_EL2,
+};
+
+/// SCTLR_EL1 with the MMU, caches and alignment checking off, little-endian, and every
+/// EL0 trap on; only the RES1 bits set. Written whole, so nothing the firmware left survives.
+pub const SCTLR_EL1_RES1: u64 = bits(&[
+    SCTLR_EL1::M::Disable,
+    SCTLR_EL1::A::Disable,
+    SCTLR_EL1::C::NonCacheable,
+    SCTLR_EL1::SA::Disable,
+    SCTLR_EL1::SA0::Disable,
+    SCTLR_EL1::NAA::Disable,
+    SCTLR_EL1::UMA::Trap,
+    SCTLR_EL1::I::NonCacheable,
+    SCTLR_EL1::DZE::Trap,
+    SCTLR_EL1::UCT::Trap,
+    SCTLR_EL1::NTWI::Trap,
+    SCTLR_EL1::NTWE::Trap,
+    SCTLR_EL1::WXN::Disable,
+    SCTLR_EL1::E0E::LittleEndian,
+    SCTLR_EL1::EE::LittleEndian,
+    SCTLR_EL1::UCI::Trap,
+]) | SCTLR_EL1_RES1_BITS;
+
+/// The SCTLR_EL1 bits Armv8.0 makes RES1 (part of every value written to SCTLR_EL1).
+pub const SCTLR_EL1_RES1_BITS: u64 = bits(&[
+    regs::SCTLR_EL1_RES1::LSMAOE::SET,
+    regs::SCTLR_EL1_RES1::NTLSMD::SET,
+    regs::SCTLR_EL1_RES1::SPAN::SET,
+    regs::SCTLR_EL1_RES1::EIS::SET,
+    regs::SCTLR_EL1_RES1::TSCXT::SET,
+    regs::SCTLR_EL1_RES1::EOS::SET,
+]);
+
 /// SCTLR_EL2 with only its RES1 bits: MMU and caches off at EL2 (the stub never maps memory).
-pub const SCTLR_EL2_RES1: u64 = 0x30c5_0830;
-/// HCR_EL2: RW = 1 (EL1 is AArch64); no traps, no virtualization of anything else.
-pub const HCR_EL2_RW: u64 = 1 << 31;
-/// CPTR_EL2 RES1 bits with TFP = 0: FP/SIMD is not trapped to EL2.
-pub const CPTR_EL2_NO_TRAPS: u64 = 0x33ff;
-/// CNTHCTL_EL2: EL1PCTEN | EL1PCEN, EL1 may read the physical counter and use its timer.
-pub const CNTHCTL_EL2_EL1_ACCESS: u64 = 0b11;
-/// SCR_EL3: RES1 (bits 4, 5), NS (bit 0), HCE (bit 8, HVC enabled), RW (bit 10, EL2 AArch64).
-pub const SCR_EL3_VALUE: u64 = (1 << 0) | (1 << 4) | (1 << 5) | (1 << 8) | (1 << 10);
-/// SPSR for an `eret` into EL2h with D, A, I, F masked.
-pub const SPSR_EL2H_MASKED: u64 = 0x3c9;
-/// SPSR for an `eret` into EL1h with D, A, I, F masked.
-pub const SPSR_EL1H_MASKED: u64 = 0x3c5;
-/// CPACR_EL1.FPEN = 0b11: FP/SIMD instructions do not trap at EL1 or EL0.
-pub const CPACR_EL1_FPEN: u64 = 0b11 << 20;
+pub const SCTLR_EL2_RES1: u64 = bits(&[
+    SCTLR_EL2::M::Disable,
+    SCTLR_EL2::A::Disable,
+    SCTLR_EL2::C::NonCacheable,
+    SCTLR_EL2::SA::Disable,
+    SCTLR_EL2::EOS::IsSynch,
+    SCTLR_EL2::I::NonCacheable,
+    SCTLR_EL2::WXN::Disable,
+    SCTLR_EL2::IESB::Disable,
+    SCTLR_EL2::EIS::IsSynch,
+    SCTLR_EL2::EE::Little,
+]) | bits(&[
+    regs::SCTLR_EL2_RES1::BIT29::SET,
+    regs::SCTLR_EL2_RES1::BIT28::SET,
+    regs::SCTLR_EL2_RES1::BIT23::SET,
+    regs::SCTLR_EL2_RES1::BIT18::SET,
+    regs::SCTLR_EL2_RES1::BIT16::SET,
+    regs::SCTLR_EL2_RES1::BIT5::SET,
+    regs::SCTLR_EL2_RES1::BIT4::SET,
+]);
+
+/// HCR_EL2: EL1 is AArch64; no stage 2, no trap, no routing of anything to EL2 (every other
+/// field is 0, E2H and TGE included).
+pub const HCR_EL2_RW: u64 = bits(&[
+    HCR_EL2::RW::EL1IsAarch64,
+    HCR_EL2::E2H::DisableOsAtEl2,
+    HCR_EL2::TGE::DisableTrapGeneralExceptionsToEl2,
+    HCR_EL2::VM::Disable,
+]);
+
+/// CPTR_EL2 (E2H = 0): FP/SIMD not trapped to EL2 (TFP = 0); SVE and SME stay trapped (baton
+/// uses neither); CPACR_EL1 and trace accesses not trapped; RES1 bits set.
+pub const CPTR_EL2_NO_TRAPS: u64 = bits(&[
+    regs::CPTR_EL2::TCPAC::CLEAR,
+    regs::CPTR_EL2::TTA::CLEAR,
+    regs::CPTR_EL2::RES1_13::SET,
+    regs::CPTR_EL2::TSM::SET,
+    regs::CPTR_EL2::TFP::DontTrap,
+    regs::CPTR_EL2::RES1_9::SET,
+    regs::CPTR_EL2::TZ::SET,
+    regs::CPTR_EL2::RES1_LOW::SET,
+]);
+
+/// CNTHCTL_EL2: EL1 may read the physical counter and use the physical timer.
+pub const CNTHCTL_EL2_EL1_ACCESS: u64 =
+    bits(&[CNTHCTL_EL2::EL1PCTEN::SET, CNTHCTL_EL2::EL1PCEN::SET]);
+
+/// SCR_EL3: EL2 non-secure and AArch64, HVC enabled, SMC left enabled, no interrupt or
+/// external abort routed to EL3; RES1 bits set.
+pub const SCR_EL3_VALUE: u64 =
+    bits(&[
+        SCR_EL3::NS::NonSecure,
+        SCR_EL3::IRQ::NotTaken,
+        SCR_EL3::FIQ::NotTaken,
+        SCR_EL3::EA::NotTaken,
+        SCR_EL3::SMD::SmcEnabled,
+        SCR_EL3::HCE::HvcEnabled,
+        SCR_EL3::RW::NextELIsAarch64,
+    ]) | bits(&[regs::SCR_EL3_RES1::BIT4::SET, regs::SCR_EL3_RES1::BIT5::SET]);
+
+/// SPSR for an `eret` into EL2h with D, A, I, F masked. SPSR_EL3 (written with it on the
+/// way down from EL3) has the same layout as SPSR_EL2 for these fields.
+pub const SPSR_EL2H_MASKED: u64 = bits(&[
+    SPSR_EL2::D::Masked,
+    SPSR_EL2::A::Masked,
+    SPSR_EL2::I::Masked,
+    SPSR_EL2::F::Masked,
+    SPSR_EL2::M::EL2h,
+]);
+
+/// SPSR_EL2 for an `eret` into EL1h with D, A, I, F masked.
+pub const SPSR_EL1H_MASKED: u64 = bits(&[
+    SPSR_EL2::D::Masked,
+    SPSR_EL2::A::Masked,
+    SPSR_EL2::I::Masked,
+    SPSR_EL2::F::Masked,
+    SPSR_EL2::M::EL1h,
+]);
+
+/// CPACR_EL1: FP/SIMD instructions do not trap at EL1 or EL0 (FPEN = 0b11).
+pub const CPACR_EL1_FPEN: u64 = bits(&[CPACR_EL1::FPEN::TrapNothing]);
 
 #[cfg(target_arch = "aarch64")]
 core::arch::global_asm!(
@@ -236,5 +338,28 @@ pub fn image_layout() -> ImageLayout {
         stack_top: core::ptr::addr_of!(__stack_top) as u64,
         file_size: core::ptr::addr_of!(__file_end) as u64 - base,
         copy: core::ptr::addr_of!(__copy_start) as u64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each named composition writes exactly the bits of the literal it replaced.
+    #[test]
+    fn entry_register_values_are_the_old_literals() {
+        assert_eq!(SCTLR_EL1_RES1, 0x30d0_0800);
+        assert_eq!(SCTLR_EL1_RES1_BITS, 0x30d0_0800);
+        assert_eq!(SCTLR_EL2_RES1, 0x30c5_0830);
+        assert_eq!(HCR_EL2_RW, 1 << 31);
+        assert_eq!(CPTR_EL2_NO_TRAPS, 0x33ff);
+        assert_eq!(CNTHCTL_EL2_EL1_ACCESS, 0b11);
+        assert_eq!(
+            SCR_EL3_VALUE,
+            (1 << 0) | (1 << 4) | (1 << 5) | (1 << 8) | (1 << 10)
+        );
+        assert_eq!(SPSR_EL2H_MASKED, 0x3c9);
+        assert_eq!(SPSR_EL1H_MASKED, 0x3c5);
+        assert_eq!(CPACR_EL1_FPEN, 0b11 << 20);
     }
 }

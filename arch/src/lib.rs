@@ -15,6 +15,7 @@ pub mod exceptions; // vector table, register dump, semihosting probe
 pub mod handover; // jump_to_image: the identity-mapped trampoline into the next image
 pub mod mmu; // identity-map page tables and MMU enable
 pub mod psci; // PSCI SYSTEM_OFF / SYSTEM_RESET through hvc or smc
+pub mod regs; // field definitions for register bits aarch64-cpu leaves unnamed
 pub mod semihosting; // SYS_EXIT and SYS_WRITE0 through `hlt #0xf000`
 pub mod sync; // EarlyMutex: a lock without exclusives while the MMU is off
 pub mod timer; // generic timer: counter and frequency

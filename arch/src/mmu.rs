@@ -14,18 +14,75 @@ pub enum MemAttr {
     Normal = 1,
 }
 
-/// MAIR_EL1: attr0 = Device-nGnRE (0x04), attr1 = Normal WB RA/WA (0xff), attr2 = Normal
-/// non-cacheable (0x44, spare).
-pub const MAIR_VALUE: u64 = 0x04 | (0xff << 8) | (0x44 << 16);
+use crate::regs::bits;
+use aarch64_cpu::registers::{MAIR_EL1, SCTLR_EL1};
+use tock_registers::register_bitfields;
 
-const DESC_VALID: u64 = 1 << 0;
-const DESC_TABLE_OR_PAGE: u64 = 1 << 1; // table at L0-L2, page at L3
-const DESC_ATTR_SHIFT: u32 = 2; // AttrIndx[2:0]
-const DESC_SH_INNER: u64 = 0b11 << 8;
-const DESC_AF: u64 = 1 << 10; // access flag set: no access-flag faults
-const DESC_PXN: u64 = 1 << 53;
-const DESC_UXN: u64 = 1 << 54;
-const ADDR_MASK: u64 = 0x0000_ffff_ffff_f000;
+/// MAIR_EL1: attr0 = Device-nGnRE, attr1 = Normal write-back non-transient read/write-allocate
+/// (inner and outer), attr2 = Normal non-cacheable (spare).
+pub const MAIR_VALUE: u64 = bits(&[
+    MAIR_EL1::Attr0_Device::nonGathering_nonReordering_EarlyWriteAck,
+    MAIR_EL1::Attr1_Normal_Outer::WriteBack_NonTransient_ReadWriteAlloc,
+    MAIR_EL1::Attr1_Normal_Inner::WriteBack_NonTransient_ReadWriteAlloc,
+    MAIR_EL1::Attr2_Normal_Outer::NonCacheable,
+    MAIR_EL1::Attr2_Normal_Inner::NonCacheable,
+]);
+
+/// SCTLR_EL1 once the identity map is live: MMU, D- and I-cache on, SP alignment checks on,
+/// data alignment checks off, W^X off, little-endian, EL0 cache maintenance, WFE/WFI, CTR
+/// and DC ZVA not trapped, EL0 DAIF access trapped; the Armv8.0 RES1 bits set. Written once.
+pub const SCTLR_EL1_MMU_ON: u64 = bits(&[
+    SCTLR_EL1::M::Enable,
+    SCTLR_EL1::A::Disable,
+    SCTLR_EL1::C::Cacheable,
+    SCTLR_EL1::SA::Enable,
+    SCTLR_EL1::SA0::Enable,
+    SCTLR_EL1::NAA::Disable,
+    SCTLR_EL1::UMA::Trap,
+    SCTLR_EL1::I::Cacheable,
+    SCTLR_EL1::DZE::DontTrap,
+    SCTLR_EL1::UCT::DontTrap,
+    SCTLR_EL1::NTWI::DontTrap,
+    SCTLR_EL1::NTWE::DontTrap,
+    SCTLR_EL1::WXN::Disable,
+    SCTLR_EL1::E0E::LittleEndian,
+    SCTLR_EL1::EE::LittleEndian,
+    SCTLR_EL1::UCI::DontTrap,
+]) | crate::entry::SCTLR_EL1_RES1_BITS;
+
+register_bitfields! {u64,
+    /// A VMSAv8-64 stage 1 descriptor, 4 KiB granule: table (levels 0-2), block (levels 1-2)
+    /// or page (level 3). Only the fields the identity map uses.
+    STAGE1_DESCRIPTOR [
+        /// UXN (bit 54): not executable at EL0.
+        UXN OFFSET(54) NUMBITS(1) [],
+        /// PXN (bit 53): not executable at EL1.
+        PXN OFFSET(53) NUMBITS(1) [],
+        /// Output address, or next-level table address (bits 47:12).
+        OUTPUT_ADDR OFFSET(12) NUMBITS(36) [],
+        /// AF (bit 10): access flag; set up front so no access-flag fault is taken.
+        AF OFFSET(10) NUMBITS(1) [],
+        /// SH (bits 9:8): shareability of Normal memory.
+        SH OFFSET(8) NUMBITS(2) [
+            NonShareable = 0b00,
+            OuterShareable = 0b10,
+            InnerShareable = 0b11
+        ],
+        /// AttrIndx (bits 4:2): which MAIR_EL1 attribute applies (see [`MemAttr`]).
+        ATTR_INDX OFFSET(2) NUMBITS(3) [],
+        /// Bit 1: next-level table (levels 0-2) or page (level 3); 0 is a block.
+        TYPE OFFSET(1) NUMBITS(1) [
+            Block = 0,
+            TableOrPage = 1
+        ],
+        /// Bit 0: the descriptor is valid.
+        VALID OFFSET(0) NUMBITS(1) []
+    ]
+}
+
+use STAGE1_DESCRIPTOR as DESC;
+/// The output-address bits of a descriptor (47:12).
+const ADDR_MASK: u64 = DESC::OUTPUT_ADDR.mask << DESC::OUTPUT_ADDR.shift;
 const ENTRIES: usize = 512;
 /// Highest address + 1 the 48-bit identity map can hold.
 pub const VA_LIMIT: u64 = 1 << 48;
@@ -138,9 +195,9 @@ impl PageTableBuilder {
                 let next = if entry == 0 {
                     let t = alloc.alloc_table().ok_or(MapError::OutOfTables)?;
                     self.tables += 1;
-                    alloc.table(table)[idx] = t | DESC_TABLE_OR_PAGE | DESC_VALID;
+                    alloc.table(table)[idx] = table_descriptor(t);
                     t
-                } else if entry & DESC_TABLE_OR_PAGE != 0 && level < 3 {
+                } else if DESC::TYPE.is_set(entry) && level < 3 {
                     entry & ADDR_MASK
                 } else {
                     return Err(MapError::AlreadyMapped { addr: va });
@@ -158,13 +215,13 @@ impl PageTableBuilder {
         for level in 0..4 {
             let shift = level_shift(level);
             let entry = alloc.table(table)[((va >> shift) & 0x1ff) as usize];
-            if entry & DESC_VALID == 0 {
+            if !DESC::VALID.is_set(entry) {
                 return None;
             }
-            let is_table = entry & DESC_TABLE_OR_PAGE != 0 && level < 3;
+            let is_table = DESC::TYPE.is_set(entry) && level < 3;
             if !is_table {
                 let base = entry & ADDR_MASK & !((1u64 << shift) - 1);
-                let attr = if (entry >> DESC_ATTR_SHIFT) & 0x7 == MemAttr::Device as u64 {
+                let attr = if DESC::ATTR_INDX.read(entry) == MemAttr::Device as u64 {
                     MemAttr::Device
                 } else {
                     MemAttr::Normal
@@ -177,13 +234,25 @@ impl PageTableBuilder {
     }
 }
 
+/// A table descriptor pointing at the next-level table at `pa`.
+fn table_descriptor(pa: u64) -> u64 {
+    pa | (DESC::VALID::SET + DESC::TYPE::TableOrPage).value
+}
+
+/// A block (levels 1-2) or page (level 3) descriptor mapping `pa` with `attr`: RAM is inner
+/// shareable and executable at EL1 only; devices are never executable.
 fn leaf_descriptor(pa: u64, level: u32, attr: MemAttr) -> u64 {
-    let kind = if level == 3 { DESC_TABLE_OR_PAGE } else { 0 };
-    let common = pa | DESC_VALID | kind | DESC_AF | ((attr as u64) << DESC_ATTR_SHIFT);
-    match attr {
-        MemAttr::Normal => common | DESC_SH_INNER | DESC_UXN,
-        MemAttr::Device => common | DESC_PXN | DESC_UXN,
-    }
+    let kind = if level == 3 {
+        DESC::TYPE::TableOrPage
+    } else {
+        DESC::TYPE::Block
+    };
+    let common = DESC::VALID::SET + kind + DESC::AF::SET + DESC::ATTR_INDX.val(attr as u64);
+    let fields = match attr {
+        MemAttr::Normal => common + DESC::SH::InnerShareable + DESC::UXN::SET,
+        MemAttr::Device => common + DESC::PXN::SET + DESC::UXN::SET,
+    };
+    pa | fields.value
 }
 
 /// Turns the MMU on at EL1 with the identity map rooted at `root`, D- and I-caches on.
@@ -194,7 +263,7 @@ fn leaf_descriptor(pa: u64, level: u32, attr: MemAttr) -> u64 {
 #[cfg(target_arch = "aarch64")]
 pub unsafe fn enable(root: u64) {
     use aarch64_cpu::asm::barrier;
-    use aarch64_cpu::registers::*;
+    use aarch64_cpu::registers::{Readable, Writeable, ID_AA64MMFR0_EL1, TCR_EL1, TTBR0_EL1};
     MAIR_EL1.set(MAIR_VALUE);
     // Physical address size: what the CPU supports, capped at 48 bits (our VA size).
     let ips = core::cmp::min(ID_AA64MMFR0_EL1.read(ID_AA64MMFR0_EL1::PARange), 0b101);
@@ -221,31 +290,43 @@ pub unsafe fn enable(root: u64) {
             options(nostack)
         )
     };
-    SCTLR_EL1.write(
-        SCTLR_EL1::M::Enable
-            + SCTLR_EL1::C::Cacheable
-            + SCTLR_EL1::I::Cacheable
-            + SCTLR_EL1::A::Disable
-            + SCTLR_EL1::SA::Enable
-            + SCTLR_EL1::SA0::Enable
-            + SCTLR_EL1::WXN::Disable
-            + SCTLR_EL1::EE::LittleEndian
-            + SCTLR_EL1::E0E::LittleEndian
-            + SCTLR_EL1::UCI::DontTrap
-            + SCTLR_EL1::NTWE::DontTrap
-            + SCTLR_EL1::NTWI::DontTrap
-            + SCTLR_EL1::UCT::DontTrap
-            + SCTLR_EL1::DZE::DontTrap
-            + SCTLR_EL1::UMA::Trap,
-    );
-    // RES1 bits are not in the field list above; set them with a read-modify-write.
-    SCTLR_EL1.set(SCTLR_EL1.get() | crate::entry::SCTLR_EL1_RES1);
+    // One write with every field chosen (the RES1 bits included).
+    SCTLR_EL1.set(SCTLR_EL1_MMU_ON);
     barrier::isb(barrier::SY);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// MAIR, SCTLR and every descriptor kind are bit for bit what the raw constants gave.
+    #[test]
+    fn named_register_values_are_the_old_literals() {
+        assert_eq!(MAIR_VALUE, 0x04 | (0xff << 8) | (0x44 << 16));
+        // The two writes of the old `enable`: M, C, SA, SA0, I, DZE, UCT, nTWI, nTWE and
+        // UCI (0x0405_d01d), then the RES1 bits or-ed in (0x30d0_0800).
+        assert_eq!(SCTLR_EL1_MMU_ON, 0x0405_d01d | 0x30d0_0800);
+        assert_eq!(ADDR_MASK, 0x0000_ffff_ffff_f000);
+        assert_eq!(table_descriptor(0x4000_1000), 0x4000_1000 | 0b11);
+        let normal = (1 << 10) | (1 << 2) | (0b11 << 8) | (1 << 54);
+        let device = (1 << 10) | (1 << 53) | (1 << 54);
+        assert_eq!(
+            leaf_descriptor(0x4000_0000, 1, MemAttr::Normal),
+            0x4000_0000 | 1 | normal
+        );
+        assert_eq!(
+            leaf_descriptor(0x4020_0000, 2, MemAttr::Normal),
+            0x4020_0000 | 1 | normal
+        );
+        assert_eq!(
+            leaf_descriptor(0x0900_0000, 3, MemAttr::Device),
+            0x0900_0000 | 0b11 | device
+        );
+        assert_eq!(
+            leaf_descriptor(0x4030_0000, 3, MemAttr::Normal),
+            0x4030_0000 | 0b11 | normal
+        );
+    }
 
     /// Tables in a Vec; "physical" addresses start at 0x1000_0000.
     struct Arena(Vec<[u64; ENTRIES]>);

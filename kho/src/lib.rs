@@ -17,6 +17,9 @@
 //! reserve, or boot cold), reserve the scratch areas again, `FrameAllocator::new`,
 //! `Reserved::attach` -> `Incoming`, then `restore_folio` / `restore_pages` / `client`,
 //! `release_unclaimed`, `finish`. Every failure is a named `RestoreError` and a cold boot.
+//!
+//! `examples/handover.rs` runs both sides over one simulated RAM:
+//! `cargo run -p kho --features test-helpers --example handover`.
 #![cfg_attr(not(test), no_std)]
 
 extern crate alloc;
@@ -49,9 +52,12 @@ pub use baton_fdt::{
     check_header as check_fdt_header, Fdt, FdtError, FdtWriteError, FdtWriter, FDT_HEADER_SIZE,
 };
 pub use carry::{CarryError, CarryList, CARRY_CLIENT};
-pub use format::{AbiVersion, ClientEntry, FormatError, KEXEC_METADATA};
+pub use format::{
+    AbiVersion, ClientEntry, FormatError, COMPATIBLE, COMPATIBLE_LINUX_V4, COMPATIBLE_V1,
+    KEXEC_METADATA,
+};
 pub use incoming::{probe, read_scratch, HandoverRefs, Incoming, IncomingError, Reserved};
-pub use key::{BlockType, KeyError};
+pub use key::{BlockType, KeyError, MAX_KEY_ORDER};
 pub use outgoing::{Handover, Kho, KhoError};
 pub use phys::{read_bytes, read_into, read_u64, write_bytes, write_u64, PhysMem};
 pub use scratch::{choose_scratch, linux_early_bytes, scratch_size, SCRATCH_ALIGN};

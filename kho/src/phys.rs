@@ -6,7 +6,8 @@
 
 use mm::PAGE_SIZE;
 
-/// How kho reaches physical memory: identity map on the target, an [`Arena`] on the host.
+/// How kho reaches physical memory: identity map on the target, an `Arena` on the host
+/// (feature `test-helpers`).
 ///
 /// # Safety
 /// An implementation promises that a `Some(p)` returned by `ptr(phys, len)` is valid for reads

@@ -19,7 +19,9 @@ use crate::phys::{read_bytes, read_u64, write_bytes, write_u64, PhysMem};
 
 pub use crate::tree::{table_index, TABLE_LEVELS};
 
-/// Why a handover could not be read or re-sealed.
+/// Why a handover could not be read, damaged or re-sealed: the one error of deliberate damage
+/// (this module's helpers and the workload's `baton.damage=` kinds built on them). The
+/// handover is then left as it was, or partly hit.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TamperError {
     /// A metadata address is not RAM.
@@ -30,6 +32,10 @@ pub enum TamperError {
     Format(FormatError),
     /// No page for a new tree node.
     NoPage,
+    /// The main tree has no leaf to flip a bit in.
+    EmptyTree,
+    /// The scratch array fills its last page: no room for another area.
+    NoRoom,
 }
 
 impl fmt::Display for TamperError {
@@ -39,6 +45,8 @@ impl fmt::Display for TamperError {
             TamperError::Fdt(e) => write!(f, "KHO FDT: {e}"),
             TamperError::Format(e) => write!(f, "KHO FDT format: {e:?}"),
             TamperError::NoPage => write!(f, "no page for a tree node"),
+            TamperError::EmptyTree => write!(f, "main tree has no leaf"),
+            TamperError::NoRoom => write!(f, "scratch array has no room for an area"),
         }
     }
 }

@@ -12,24 +12,9 @@
 
 use crate::addr::{Pfn, PhysRange};
 use crate::error::MmError;
-use crate::frame::{FrameAllocator, Section};
+use crate::frame::{chunks_of, FrameAllocator, Section, CHUNK_ORDER};
 use crate::memblock::Memblock;
 use crate::page::{Page, PageFlags};
-use crate::MAX_ORDER_CAP;
-
-/// Order of a deferred-init chunk: the largest order any allocator instance may use.
-pub const CHUNK_ORDER: u32 = MAX_ORDER_CAP;
-
-const _: () = assert!(CHUNK_ORDER >= crate::MAX_ORDER_CAP);
-
-/// Chunks of a section of frames `[base, end)`.
-pub(crate) const fn chunks_of(base: u64, end: u64) -> u64 {
-    if base >= end {
-        0
-    } else {
-        ((end - 1) >> CHUNK_ORDER) - (base >> CHUNK_ORDER) + 1
-    }
-}
 
 /// What [`FrameAllocator::new_deferred`] needs from its caller, in elements.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -86,6 +71,25 @@ impl<'a> FrameAllocator<'a> {
         I::IntoIter: Clone,
     {
         let need = DeferredStorage::for_memblock(mb);
+        let (pages, chunk_ready) = Self::deferred_storage(need, pages, chunk_ready)?;
+        let mut fa = Self::empty(mb, pages, chunk_ready, max_order)?;
+        fa.deferred = fa.total;
+        fa.reserved = 0;
+        fa.uninit_chunks = fa.nchunks();
+        fa.write_reservation_edges(mb);
+        let preserved = preserved.into_iter();
+        fa.mark_preserved(preserved.clone())?;
+        fa.free_ready_ram(mb, preserved);
+        Ok(fa)
+    }
+
+    /// Step 1 of [`Self::new_deferred`]: the caller's arrays, checked against `need` and cut
+    /// to it; the chunk bitmaps start all "deferred".
+    fn deferred_storage<'s>(
+        need: DeferredStorage,
+        pages: &'s mut [Page],
+        chunk_ready: &'s mut [u64],
+    ) -> Result<(&'s mut [Page], &'s mut [u64]), MmError> {
         if pages.len() < need.descriptors {
             return Err(MmError::StorageTooSmall {
                 needed: need.descriptors,
@@ -100,55 +104,64 @@ impl<'a> FrameAllocator<'a> {
         }
         let chunk_ready = &mut chunk_ready[..need.chunk_words];
         chunk_ready.fill(0);
-        let mut fa = Self::empty(mb, &mut pages[..need.descriptors], chunk_ready, max_order)?;
-        fa.deferred = fa.total;
-        fa.reserved = 0;
-        fa.uninit_chunks = fa.nchunks();
+        Ok((&mut pages[..need.descriptors], chunk_ready))
+    }
 
-        // Chunks wholly inside a reservation stay deferred (as reserved); its edges are
-        // written now.
+    /// Step 2: chunks wholly inside a reservation stay deferred (as reserved); its edges are
+    /// written now. `reserve_noinit` ranges are written whole, RESERVED | NOINIT.
+    fn write_reservation_edges(&mut self, mb: &Memblock) {
         for r in mb.reserved() {
             let (s, e) = r.outer_pfns();
-            fa.reserve_chunks(s.0, e.0);
+            self.reserve_chunks(s.0, e.0);
         }
         for r in mb.reserved_noinit() {
             let (s, e) = r.outer_pfns();
-            fa.ready_chunks(s.0, e.0);
-            fa.mark_noinit(s.0, e.0);
+            self.ready_chunks(s.0, e.0);
+            self.mark_noinit(s.0, e.0);
         }
-        let preserved = preserved.into_iter();
+    }
+
+    /// Step 3: every preserved range becomes RESERVED | NOINIT frames in initialised chunks.
+    /// Refuses a range out of order, empty, or not inside one RAM section.
+    fn mark_preserved(
+        &mut self,
+        preserved: impl Iterator<Item = PhysRange>,
+    ) -> Result<(), MmError> {
         let mut prev_end = 0u64;
         let mut si = 0;
-        for r in preserved.clone() {
+        for r in preserved {
             let (s, e) = r.outer_pfns();
             let (s, e) = (s.0, e.0);
             // One RAM section must hold the whole range (sections are apart: a range over
             // two would cover a hole). Sorted input keeps the section cursor moving forward.
-            while si < fa.nsections && fa.sections[si].end <= s {
+            while si < self.nsections && self.sections[si].end <= s {
                 si += 1;
             }
-            let in_ram = fa
+            let in_ram = self
                 .sections
                 .get(si)
-                .filter(|_| si < fa.nsections)
+                .filter(|_| si < self.nsections)
                 .is_some_and(|sec| sec.base <= s && e <= sec.end);
             if s < prev_end || s >= e || !in_ram {
                 return Err(MmError::BadPreservedRange { pfn: Pfn(s) });
             }
             prev_end = e;
-            let sec = fa.sections[si];
+            let sec = self.sections[si];
             let (c0, c1) = (Self::chunk_of(&sec, s), Self::chunk_of(&sec, e - 1));
-            if (c0..=c1).any(|c| !fa.is_ready(c)) {
-                fa.ready_chunks(s, e);
+            if (c0..=c1).any(|c| !self.is_ready(c)) {
+                self.ready_chunks(s, e);
             }
             let first = (u64::from(sec.first) + s - sec.base) as usize;
-            for p in &mut fa.pages[first..first + (e - s) as usize] {
+            for p in &mut self.pages[first..first + (e - s) as usize] {
                 p.set(PageFlags::NOINIT);
             }
         }
+        Ok(())
+    }
 
-        // Free RAM = memblock's free ranges minus the preserved ranges; only its parts in
-        // initialised chunks go to the lists now (the rest is already counted deferred).
+    /// Step 4: free RAM = memblock's free ranges minus the preserved ranges; only its parts
+    /// in initialised chunks go to the lists now (the rest is already counted deferred).
+    fn free_ready_ram(&mut self, mb: &Memblock, preserved: impl Iterator<Item = PhysRange>) {
         let mut pres = preserved.map(|r| r.outer_pfns()).peekable();
         for r in mb.free_ranges() {
             let (mut s, e) = {
@@ -162,18 +175,17 @@ impl<'a> FrameAllocator<'a> {
                 match pres.peek() {
                     Some(&(ps, pe)) if ps.0 < e => {
                         if ps.0 > s {
-                            fa.free_in_ready_chunks(s, ps.0);
+                            self.free_in_ready_chunks(s, ps.0);
                         }
                         s = pe.0;
                     }
                     _ => {
-                        fa.free_in_ready_chunks(s, e);
+                        self.free_in_ready_chunks(s, e);
                         s = e;
                     }
                 }
             }
         }
-        Ok(fa)
     }
 
     /// Free frames whose descriptors are not initialised yet.

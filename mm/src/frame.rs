@@ -13,7 +13,38 @@ use crate::addr::{Pfn, PAGE_SIZE};
 use crate::error::MmError;
 use crate::memblock::{Memblock, MEMBLOCK_CAP};
 use crate::page::{Page, PageFlags, NONE};
-use crate::{MAX_ORDER_CAP, NR_ORDERS};
+
+/// Largest buddy order of this build: 10 (4 MiB blocks), or 8 with feature `max-order-8`.
+#[cfg(not(feature = "max-order-8"))]
+pub const MAX_ORDER: u32 = 10;
+/// Largest buddy order of this build: 10 (4 MiB blocks), or 8 with feature `max-order-8`.
+#[cfg(feature = "max-order-8")]
+pub const MAX_ORDER: u32 = 8;
+
+/// Largest `max_order` an allocator instance may be built with.
+pub(crate) const MAX_ORDER_CAP: u32 = 10;
+
+/// Largest order of a reserved/restored block (from a previous image); such blocks are
+/// freed in chunks no larger than the instance's `max_order`.
+pub const MAX_BLOCK_ORDER: u32 = 30;
+
+/// Number of free lists an allocator holds (orders `0..=MAX_ORDER_CAP`).
+pub const NR_ORDERS: usize = MAX_ORDER_CAP as usize + 1;
+
+const _: () = assert!(MAX_ORDER <= MAX_ORDER_CAP);
+
+/// Order of a deferred-init chunk (`deferred`): the largest order any allocator instance
+/// may use, so that no buddy lookup leaves the chunk it starts in.
+pub(crate) const CHUNK_ORDER: u32 = MAX_ORDER_CAP;
+
+/// Chunks of a section of frames `[base, end)`.
+pub(crate) const fn chunks_of(base: u64, end: u64) -> u64 {
+    if base >= end {
+        0
+    } else {
+        ((end - 1) >> CHUNK_ORDER) - (base >> CHUNK_ORDER) + 1
+    }
+}
 
 /// One RAM range with its descriptors: frames `[base, end)` use descriptors
 /// `[first, first + end - base)`.
@@ -22,7 +53,7 @@ pub(crate) struct Section {
     pub(crate) base: u64,
     pub(crate) end: u64,
     pub(crate) first: u32,
-    /// Global index of the section's first deferred-init chunk (`deferred::CHUNK_ORDER`).
+    /// Global index of the section's first deferred-init chunk ([`CHUNK_ORDER`]).
     pub(crate) first_chunk: u32,
 }
 
@@ -142,7 +173,7 @@ impl<'a> FrameAllocator<'a> {
     /// Builds the allocator: descriptors for every RAM frame of `mb` go in `storage`
     /// (the first `descriptors_needed` entries are used); every free range of `mb` goes to
     /// the buddy lists; reserved ranges become RESERVED frames (with `NOINIT` for
-    /// `reserve_noinit` ranges). `max_order <= MAX_ORDER_CAP`.
+    /// `reserve_noinit` ranges). `max_order` is at most 10.
     pub fn new(
         mb: &Memblock,
         storage: &'a mut [MaybeUninit<Page>],
@@ -250,7 +281,7 @@ impl<'a> FrameAllocator<'a> {
             };
             nsections += 1;
             total += frames;
-            chunks += crate::deferred::chunks_of(base.0, end.0);
+            chunks += chunks_of(base.0, end.0);
         }
         Ok((sections, nsections, total))
     }
@@ -383,10 +414,10 @@ impl<'a> FrameAllocator<'a> {
     /// Descriptor index of `pfn`, checking that the block `[pfn, pfn + 2^order)` is
     /// aligned and lies in one RAM section.
     pub(crate) fn block_index(&self, pfn: Pfn, order: u32) -> Result<usize, MmError> {
-        if order > crate::MAX_BLOCK_ORDER {
+        if order > MAX_BLOCK_ORDER {
             return Err(MmError::OrderTooLarge {
                 order,
-                max: crate::MAX_BLOCK_ORDER,
+                max: MAX_BLOCK_ORDER,
             });
         }
         if !pfn.is_aligned(order) {
@@ -400,7 +431,7 @@ impl<'a> FrameAllocator<'a> {
         }
         // A block larger than a chunk spans several: each must be initialised (the first
         // one is, `index` checked it).
-        if self.uninit_chunks != 0 && order > crate::deferred::CHUNK_ORDER {
+        if self.uninit_chunks != 0 && order > CHUNK_ORDER {
             if let Some(c) = self.first_deferred_in(sec, pfn.0, end) {
                 return Err(MmError::Deferred { pfn: Pfn(c) });
             }

@@ -11,7 +11,7 @@ use crate::addr::{PhysAddr, PhysRange, PAGE_SIZE};
 use crate::error::MmError;
 
 /// Capacity of each memblock table (RAM ranges, reserved ranges, alloc-only regions).
-pub const MEMBLOCK_CAP: usize = 128;
+pub(crate) const MEMBLOCK_CAP: usize = 128;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 struct Region {

@@ -2,7 +2,7 @@
 //!
 //! One `Page` exists for every RAM frame. This module owns the layout (32 bytes, asserted
 //! at compile time) and the meaning of each field; it does not decide any state change —
-//! the buddy and refcount code in `frame` do that.
+//! the buddy lists (`buddy`) and the refcount API (`refs`) do that.
 
 use core::fmt;
 use core::sync::atomic::AtomicU32;

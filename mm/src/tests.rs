@@ -4,6 +4,8 @@
 
 use core::mem::MaybeUninit;
 
+use crate::frame::MAX_ORDER_CAP;
+use crate::memblock::MEMBLOCK_CAP;
 use crate::*;
 
 const MIB: u64 = 1 << 20;

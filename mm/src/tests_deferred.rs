@@ -10,6 +10,7 @@ use std::mem::MaybeUninit;
 
 use proptest::prelude::*;
 
+use crate::frame::CHUNK_ORDER;
 use crate::tests::assert_stats_consistent as assert_consistent;
 use crate::*;
 

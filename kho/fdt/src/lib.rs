@@ -7,6 +7,8 @@
 //! before any heap exists); both check headers with [`check_header`] and name a malformed
 //! tree with the same [`FdtError`]. Never panics and never reads outside the slice it is
 //! given, whatever the bytes; the writer produces trees that `dtc` and libfdt accept.
+//!
+//! `examples/tree.rs` writes a tree and reads it back: `cargo run -p baton-fdt --example tree`.
 #![cfg_attr(not(test), no_std)]
 
 extern crate alloc;

@@ -236,106 +236,68 @@ pub fn check_header(b: &[u8], available: usize) -> Result<Header, FdtError> {
     Ok(h)
 }
 
-impl<'a> Fdt<'a> {
-    /// Parses and checks the whole blob.
-    pub fn parse(b: &'a [u8]) -> Result<Self, FdtError> {
-        let h = check_header(b, b.len())?;
-        let b = &b[..h.totalsize as usize];
-        let (off_struct, off_strings, off_rsv) =
-            (h.off_dt_struct, h.off_dt_strings, h.off_mem_rsvmap);
-        let (totalsize, boot_cpuid_phys) = (h.totalsize, h.boot_cpuid_phys);
-        let (size_strings, size_struct) = (h.size_dt_strings, h.size_dt_struct);
-        let block = |off: u32, size: u32| &b[off as usize..(off + size) as usize];
-        let st = block(off_struct, size_struct);
-        let strings = block(off_strings, size_strings);
-        // Reservation entries: pairs of big-endian u64 up to a (0, 0) pair, before the end.
-        let mut mem_reserve = Vec::new();
-        let mut o = off_rsv as usize;
-        loop {
-            let (Some(a), Some(s)) = (be64(b, o), be64(b, o + 8)) else {
-                return Err(FdtError::UnterminatedMemReserve);
-            };
-            if a == 0 && s == 0 {
-                break;
-            }
-            mem_reserve.push((a, s));
-            o += 16;
+/// Reservation entries at `off`: pairs of big-endian u64 up to a (0, 0) pair, before the end.
+fn read_mem_reserve(b: &[u8], off: usize) -> Result<Vec<(u64, u64)>, FdtError> {
+    let mut mem_reserve = Vec::new();
+    let mut o = off;
+    loop {
+        let (Some(a), Some(s)) = (be64(b, o), be64(b, o + 8)) else {
+            return Err(FdtError::UnterminatedMemReserve);
+        };
+        if a == 0 && s == 0 {
+            return Ok(mem_reserve);
         }
+        mem_reserve.push((a, s));
+        o += 16;
+    }
+}
 
-        let mut nodes: Vec<Node<'a>> = Vec::new();
-        let mut stack: Vec<usize> = Vec::new();
-        let mut root_done = false;
-        let mut pos = 0usize;
+/// One pass over the structure block, token by token, building the node table.
+struct StructWalk<'a> {
+    /// The structure block.
+    st: &'a [u8],
+    /// The strings block.
+    strings: &'a [u8],
+    /// Offset of the structure block in the blob (errors name blob offsets).
+    off_struct: usize,
+    /// Next token's offset inside `st`.
+    pos: usize,
+    nodes: Vec<Node<'a>>,
+    /// Open nodes, innermost last.
+    stack: Vec<usize>,
+    /// The root node has been closed: only NOPs and END may follow.
+    root_done: bool,
+}
+
+impl<'a> StructWalk<'a> {
+    fn new(st: &'a [u8], strings: &'a [u8], off_struct: usize) -> Self {
+        StructWalk {
+            st,
+            strings,
+            off_struct,
+            pos: 0,
+            nodes: Vec::new(),
+            stack: Vec::new(),
+            root_done: false,
+        }
+    }
+
+    /// Every token up to FDT_END; the node table, root first.
+    fn run(mut self) -> Result<Vec<Node<'a>>, FdtError> {
         loop {
-            let tok_off = pos + off_struct as usize;
-            let tok = be32(st, pos).ok_or(FdtError::Truncated { offset: tok_off })?;
-            pos += 4;
+            let tok_off = self.pos + self.off_struct;
+            let tok = be32(self.st, self.pos).ok_or(FdtError::Truncated { offset: tok_off })?;
+            self.pos += 4;
             match tok {
-                FDT_BEGIN_NODE => {
-                    let name = cstr(st, pos).ok_or(FdtError::BadName { offset: tok_off })?;
-                    pos = (pos + name.len() + 1).next_multiple_of(4);
-                    if root_done || (stack.is_empty() && !name.is_empty()) {
-                        return Err(FdtError::BadStructure { offset: tok_off });
-                    }
-                    if stack.len() >= FDT_MAX_DEPTH {
-                        return Err(FdtError::TooDeep { offset: tok_off });
-                    }
-                    let idx = nodes.len();
-                    let parent = stack.last().copied();
-                    if let Some(p) = parent {
-                        nodes[p].children.push(idx);
-                    }
-                    nodes.push(Node {
-                        name,
-                        parent,
-                        props: Vec::new(),
-                        children: Vec::new(),
-                    });
-                    stack.push(idx);
-                }
-                FDT_END_NODE => {
-                    if stack.pop().is_none() {
-                        return Err(FdtError::BadStructure { offset: tok_off });
-                    }
-                    if stack.is_empty() {
-                        root_done = true;
-                    }
-                }
-                FDT_PROP => {
-                    let len = be32(st, pos).ok_or(FdtError::Truncated { offset: tok_off })?;
-                    let nameoff =
-                        be32(st, pos + 4).ok_or(FdtError::Truncated { offset: tok_off })?;
-                    pos += 8;
-                    let end = pos
-                        .checked_add(len as usize)
-                        .filter(|&e| e <= st.len())
-                        .ok_or(FdtError::Truncated { offset: tok_off })?;
-                    let value = &st[pos..end];
-                    pos = end.next_multiple_of(4);
-                    if (nameoff as usize) >= strings.len() {
-                        return Err(FdtError::BadNameOffset {
-                            offset: tok_off,
-                            nameoff,
-                        });
-                    }
-                    let name = cstr(strings, nameoff as usize)
-                        .filter(|n| !n.is_empty())
-                        .ok_or(FdtError::BadName { offset: tok_off })?;
-                    let Some(&cur) = stack.last() else {
-                        return Err(FdtError::BadStructure { offset: tok_off });
-                    };
-                    // A property after a child node is out of order.
-                    if !nodes[cur].children.is_empty() {
-                        return Err(FdtError::BadStructure { offset: tok_off });
-                    }
-                    nodes[cur].props.push(Prop { name, value });
-                }
+                FDT_BEGIN_NODE => self.begin_node(tok_off)?,
+                FDT_END_NODE => self.end_node(tok_off)?,
+                FDT_PROP => self.prop(tok_off)?,
                 FDT_NOP => {}
                 FDT_END => {
-                    if !root_done || !stack.is_empty() {
+                    if !self.root_done || !self.stack.is_empty() {
                         return Err(FdtError::BadStructure { offset: tok_off });
                     }
-                    break;
+                    return Ok(self.nodes);
                 }
                 token => {
                     return Err(FdtError::BadToken {
@@ -345,11 +307,95 @@ impl<'a> Fdt<'a> {
                 }
             }
         }
+    }
+
+    /// FDT_BEGIN_NODE: a name, then a new node under the innermost open one (one root only,
+    /// nesting bounded by [`FDT_MAX_DEPTH`]).
+    fn begin_node(&mut self, tok_off: usize) -> Result<(), FdtError> {
+        let name = cstr(self.st, self.pos).ok_or(FdtError::BadName { offset: tok_off })?;
+        self.pos = (self.pos + name.len() + 1).next_multiple_of(4);
+        if self.root_done || (self.stack.is_empty() && !name.is_empty()) {
+            return Err(FdtError::BadStructure { offset: tok_off });
+        }
+        if self.stack.len() >= FDT_MAX_DEPTH {
+            return Err(FdtError::TooDeep { offset: tok_off });
+        }
+        let idx = self.nodes.len();
+        let parent = self.stack.last().copied();
+        if let Some(p) = parent {
+            self.nodes[p].children.push(idx);
+        }
+        self.nodes.push(Node {
+            name,
+            parent,
+            props: Vec::new(),
+            children: Vec::new(),
+        });
+        self.stack.push(idx);
+        Ok(())
+    }
+
+    /// FDT_END_NODE: closes the innermost open node.
+    fn end_node(&mut self, tok_off: usize) -> Result<(), FdtError> {
+        if self.stack.pop().is_none() {
+            return Err(FdtError::BadStructure { offset: tok_off });
+        }
+        if self.stack.is_empty() {
+            self.root_done = true;
+        }
+        Ok(())
+    }
+
+    /// FDT_PROP: length, name offset and value, added to the innermost open node (before any
+    /// of its children).
+    fn prop(&mut self, tok_off: usize) -> Result<(), FdtError> {
+        let (st, pos) = (self.st, self.pos);
+        let len = be32(st, pos).ok_or(FdtError::Truncated { offset: tok_off })?;
+        let nameoff = be32(st, pos + 4).ok_or(FdtError::Truncated { offset: tok_off })?;
+        let start = pos + 8;
+        let end = start
+            .checked_add(len as usize)
+            .filter(|&e| e <= st.len())
+            .ok_or(FdtError::Truncated { offset: tok_off })?;
+        let value = &st[start..end];
+        self.pos = end.next_multiple_of(4);
+        if (nameoff as usize) >= self.strings.len() {
+            return Err(FdtError::BadNameOffset {
+                offset: tok_off,
+                nameoff,
+            });
+        }
+        let name = cstr(self.strings, nameoff as usize)
+            .filter(|n| !n.is_empty())
+            .ok_or(FdtError::BadName { offset: tok_off })?;
+        let Some(&cur) = self.stack.last() else {
+            return Err(FdtError::BadStructure { offset: tok_off });
+        };
+        // A property after a child node is out of order.
+        if !self.nodes[cur].children.is_empty() {
+            return Err(FdtError::BadStructure { offset: tok_off });
+        }
+        self.nodes[cur].props.push(Prop { name, value });
+        Ok(())
+    }
+}
+
+impl<'a> Fdt<'a> {
+    /// Parses and checks the whole blob: header, memory reservations, then the structure
+    /// block token by token.
+    pub fn parse(b: &'a [u8]) -> Result<Self, FdtError> {
+        let h = check_header(b, b.len())?;
+        let b = &b[..h.totalsize as usize];
+        let block = |off: u32, size: u32| &b[off as usize..(off + size) as usize];
+        let st = block(h.off_dt_struct, h.size_dt_struct);
+        let strings = block(h.off_dt_strings, h.size_dt_strings);
+        let mem_reserve = read_mem_reserve(b, h.off_mem_rsvmap as usize)?;
+        let nodes = StructWalk::new(st, strings, h.off_dt_struct as usize).run()?;
         Ok(Fdt {
             nodes,
             mem_reserve,
-            boot_cpuid_phys,
-            totalsize,
+            boot_cpuid_phys: h.boot_cpuid_phys,
+            totalsize: h.totalsize,
         })
     }
 

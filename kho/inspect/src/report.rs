@@ -288,21 +288,25 @@ impl Report {
         let _ = writeln!(o, "CRC {crc} stored, {crc} computed: ok");
     }
 
-    /// The same as JSON (addresses as hex strings, counts as numbers).
+    /// The same as JSON (addresses as hex strings, counts as numbers): where the handover
+    /// was found, the memory it names, then what validation made of it.
     pub fn json(&self) -> String {
-        let hex = |v: u64| format!("\"{v:#x}\"");
-        let rng = |r: &PhysRange| {
-            format!(
-                "{{\"start\":{},\"size\":{}}}",
-                hex(r.start.0),
-                hex(r.size())
-            )
-        };
         let mut o = String::from("{");
+        self.json_sources(&mut o);
+        self.json_memory(&mut o);
+        match &self.outcome {
+            Ok(v) => self.json_accepted(&mut o, v),
+            Err(e) => self.json_rejected(&mut o, e),
+        }
+        o
+    }
+
+    /// `boot_fdt` and `chosen`: where the handover was found.
+    fn json_sources(&self, o: &mut String) {
         let _ = write!(
             o,
             "\"boot_fdt\":{{\"phys\":{},\"size\":{},\"found_by\":\"{}\"}},",
-            hex(self.boot_fdt.phys),
+            json_hex(self.boot_fdt.phys),
             self.boot_fdt.bytes.len(),
             match self.boot_fdt.found_by {
                 FoundBy::Given => "given",
@@ -312,119 +316,135 @@ impl Report {
         let _ = write!(
             o,
             "\"chosen\":{{\"kho_fdt\":{},\"kho_scratch\":{},\"initrd\":{},\"bootargs\":{}}},",
-            rng(&self.refs.kho_fdt),
-            rng(&self.refs.scratch_array),
-            self.initrd
-                .map(|r| rng(&r))
-                .unwrap_or_else(|| "null".into()),
-            self.bootargs
-                .as_deref()
-                .map(json_str)
-                .unwrap_or_else(|| "null".into())
+            json_range(&self.refs.kho_fdt),
+            json_range(&self.refs.scratch_array),
+            json_or_null(self.initrd.as_ref().map(json_range)),
+            json_or_null(self.bootargs.as_deref().map(json_str))
         );
-        let list = |v: Vec<String>| format!("[{}]", v.join(","));
-        let _ = write!(o, "\"ram\":{},", list(self.ram.iter().map(rng).collect()));
+    }
+
+    /// `ram`, `scratch`, `kho_fdt_dts` and `nodes`: the memory the handover names.
+    fn json_memory(&self, o: &mut String) {
+        let _ = write!(o, "\"ram\":{},", json_list(self.ram.iter().map(json_range)));
         let _ = write!(
             o,
             "\"scratch\":{},",
-            list(self.scratch.iter().map(rng).collect())
+            json_list(self.scratch.iter().map(json_range))
         );
         let _ = write!(
             o,
             "\"kho_fdt_dts\":{},",
-            self.kho_fdt_dts
-                .as_deref()
-                .map(json_str)
-                .unwrap_or_else(|| "null".into())
+            json_or_null(self.kho_fdt_dts.as_deref().map(json_str))
         );
-        let nodes = self
-            .nodes
-            .iter()
-            .map(|n| {
-                format!(
-                    "{{\"tree\":\"{}\",\"level\":{},\"phys\":{}}}",
-                    n.tree,
-                    n.level,
-                    hex(n.phys)
-                )
-            })
-            .collect();
-        let _ = write!(o, "\"nodes\":{},", list(nodes));
-        let stored = self
-            .crc_stored
-            .map(|c| hex(c.into()))
-            .unwrap_or_else(|| "null".into());
-        match &self.outcome {
-            Ok(v) => {
-                let blocks = v
-                    .blocks
-                    .iter()
-                    .map(|b| {
-                        format!(
-                            "{{\"phys\":{},\"order\":{},\"pages\":{},\"type\":\"{}\",\"client\":{}}}",
-                            hex(b.phys),
-                            b.order,
-                            1u64 << b.order,
-                            b.kind,
-                            client_of(&v.clients, b)
-                                .map(|c| json_str(&c.name))
-                                .unwrap_or_else(|| "null".into())
-                        )
-                    })
-                    .collect();
-                let clients = v
-                    .clients
-                    .iter()
-                    .map(|c| {
-                        format!(
-                            "{{\"name\":{},\"phys\":{},\"size\":{}}}",
-                            json_str(&c.name),
-                            hex(c.phys),
-                            hex(c.size)
-                        )
-                    })
-                    .collect();
-                let pages: u64 = v.blocks.iter().map(|b| 1u64 << b.order).sum();
-                let split = v
-                    .blocks
-                    .iter()
-                    .filter(|b| b.kind == BlockType::Split)
-                    .count();
-                let _ = write!(
-                    o,
-                    "\"blocks\":{},\"clients\":{},",
-                    list(blocks),
-                    list(clients)
-                );
-                let _ = write!(
-                    o,
-                    "\"totals\":{{\"blocks\":{},\"contig\":{},\"split\":{split},\"pages\":{pages},\"tree_pages\":{},\"metadata_ranges\":{}}},",
-                    v.blocks.len(),
-                    v.blocks.len() - split,
-                    self.nodes.len(),
-                    v.metadata.len()
-                );
-                let _ = write!(o, "\"crc\":{{\"stored\":{stored},\"computed\":{stored},\"ok\":true}},\"error\":null}}");
-            }
-            Err(e) => {
-                let crc = match e {
-                    RestoreError::Checksum { stored, computed } => format!(
-                        "{{\"stored\":{},\"computed\":{},\"ok\":false}}",
-                        hex((*stored).into()),
-                        hex((*computed).into())
-                    ),
-                    _ => format!("{{\"stored\":{stored},\"computed\":null,\"ok\":false}}"),
-                };
-                let _ = write!(
-                    o,
-                    "\"blocks\":null,\"clients\":null,\"totals\":null,\"crc\":{crc},\"error\":{{\"check\":\"{}\",\"message\":{}}}}}",
-                    check_name(e),
-                    json_str(&e.to_string())
-                );
-            }
-        }
-        o
+        let nodes = self.nodes.iter().map(|n| {
+            format!(
+                "{{\"tree\":\"{}\",\"level\":{},\"phys\":{}}}",
+                n.tree,
+                n.level,
+                json_hex(n.phys)
+            )
+        });
+        let _ = write!(o, "\"nodes\":{},", json_list(nodes));
     }
+
+    /// The stored metadata checksum, or `null`.
+    fn json_crc_stored(&self) -> String {
+        json_or_null(self.crc_stored.map(|c| json_hex(c.into())))
+    }
+
+    /// An accepted handover: `blocks`, `clients`, `totals`, `crc`, and a `null` error.
+    fn json_accepted(&self, o: &mut String, v: &Validated) {
+        let blocks = v.blocks.iter().map(|b| {
+            format!(
+                "{{\"phys\":{},\"order\":{},\"pages\":{},\"type\":\"{}\",\"client\":{}}}",
+                json_hex(b.phys),
+                b.order,
+                1u64 << b.order,
+                b.kind,
+                json_or_null(client_of(&v.clients, b).map(|c| json_str(&c.name)))
+            )
+        });
+        let clients = v.clients.iter().map(|c| {
+            format!(
+                "{{\"name\":{},\"phys\":{},\"size\":{}}}",
+                json_str(&c.name),
+                json_hex(c.phys),
+                json_hex(c.size)
+            )
+        });
+        let _ = write!(
+            o,
+            "\"blocks\":{},\"clients\":{},",
+            json_list(blocks),
+            json_list(clients)
+        );
+        let pages: u64 = v.blocks.iter().map(|b| 1u64 << b.order).sum();
+        let split = v
+            .blocks
+            .iter()
+            .filter(|b| b.kind == BlockType::Split)
+            .count();
+        let _ = write!(
+            o,
+            "\"totals\":{{\"blocks\":{},\"contig\":{},\"split\":{split},\"pages\":{pages},\"tree_pages\":{},\"metadata_ranges\":{}}},",
+            v.blocks.len(),
+            v.blocks.len() - split,
+            self.nodes.len(),
+            v.metadata.len()
+        );
+        // validate() accepted: the computed checksum is the stored one.
+        let stored = self.json_crc_stored();
+        let _ = write!(
+            o,
+            "\"crc\":{{\"stored\":{stored},\"computed\":{stored},\"ok\":true}},\"error\":null}}"
+        );
+    }
+
+    /// A rejected handover: `null` lists, the checksum as far as it is known, and the check
+    /// that failed.
+    fn json_rejected(&self, o: &mut String, e: &RestoreError) {
+        let crc = match e {
+            RestoreError::Checksum { stored, computed } => format!(
+                "{{\"stored\":{},\"computed\":{},\"ok\":false}}",
+                json_hex((*stored).into()),
+                json_hex((*computed).into())
+            ),
+            _ => format!(
+                "{{\"stored\":{},\"computed\":null,\"ok\":false}}",
+                self.json_crc_stored()
+            ),
+        };
+        let _ = write!(
+            o,
+            "\"blocks\":null,\"clients\":null,\"totals\":null,\"crc\":{crc},\"error\":{{\"check\":\"{}\",\"message\":{}}}}}",
+            check_name(e),
+            json_str(&e.to_string())
+        );
+    }
+}
+
+/// A JSON string holding `v` in hex.
+fn json_hex(v: u64) -> String {
+    format!("\"{v:#x}\"")
+}
+
+/// A range as `{"start":..,"size":..}`.
+fn json_range(r: &PhysRange) -> String {
+    format!(
+        "{{\"start\":{},\"size\":{}}}",
+        json_hex(r.start.0),
+        json_hex(r.size())
+    )
+}
+
+/// Already-encoded JSON values as an array.
+fn json_list(items: impl Iterator<Item = String>) -> String {
+    format!("[{}]", items.collect::<Vec<_>>().join(","))
+}
+
+/// An encoded JSON value, or `null`.
+fn json_or_null(v: Option<String>) -> String {
+    v.unwrap_or_else(|| "null".into())
 }
 
 fn json_str(s: &str) -> String {

@@ -6,8 +6,10 @@
 
 use core::fmt;
 
+// Failures are kho's `TamperError`: the same checks (not RAM, FDT, format, no page) and the
+// two only damage meets (an empty tree, a full scratch array).
 use kho::tamper::{self, TamperError, TABLE_LEVELS};
-use kho::{FdtError, FormatError, Handover, PhysMem};
+use kho::{Handover, PhysMem};
 use mm::PhysRange;
 
 const PAGE: u64 = 4096;
@@ -71,56 +73,15 @@ impl fmt::Display for DamageKind {
     }
 }
 
-/// Why the damage could not be applied (the handover is then left as it was, or partly hit).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum DamageError {
-    /// A metadata address is not RAM.
-    NotRam { phys: u64 },
-    /// The KHO FDT does not parse.
-    Fdt(FdtError),
-    /// The KHO FDT is not this format.
-    Format(FormatError),
-    /// The main tree has no leaf to flip a bit in.
-    EmptyTree,
-    /// No page for a new tree node.
-    NoPage,
-    /// The scratch array fills its last page: no room for another area.
-    NoRoom,
+fn read_u64<M: PhysMem + ?Sized>(mem: &M, phys: u64) -> Result<u64, TamperError> {
+    kho::read_u64(mem, phys).ok_or(TamperError::NotRam { phys })
 }
 
-impl fmt::Display for DamageError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DamageError::NotRam { phys } => write!(f, "damage: {phys:#x} is not RAM"),
-            DamageError::Fdt(e) => write!(f, "damage: KHO FDT: {e}"),
-            DamageError::Format(_) => write!(f, "damage: KHO FDT is not baton's format"),
-            DamageError::EmptyTree => write!(f, "damage: main tree has no leaf"),
-            DamageError::NoPage => write!(f, "damage: no page for a tree node"),
-            DamageError::NoRoom => write!(f, "damage: scratch array has no room for an area"),
-        }
-    }
-}
-
-fn read_u64<M: PhysMem + ?Sized>(mem: &M, phys: u64) -> Result<u64, DamageError> {
-    kho::read_u64(mem, phys).ok_or(DamageError::NotRam { phys })
-}
-
-fn write_u64<M: PhysMem + ?Sized>(mem: &M, phys: u64, v: u64) -> Result<(), DamageError> {
+fn write_u64<M: PhysMem + ?Sized>(mem: &M, phys: u64, v: u64) -> Result<(), TamperError> {
     if kho::write_u64(mem, phys, v) {
         Ok(())
     } else {
-        Err(DamageError::NotRam { phys })
-    }
-}
-
-impl From<TamperError> for DamageError {
-    fn from(e: TamperError) -> Self {
-        match e {
-            TamperError::NotRam { phys } => DamageError::NotRam { phys },
-            TamperError::Fdt(e) => DamageError::Fdt(e),
-            TamperError::Format(e) => DamageError::Format(e),
-            TamperError::NoPage => DamageError::NoPage,
-        }
+        Err(TamperError::NotRam { phys })
     }
 }
 
@@ -132,7 +93,7 @@ pub fn inject<M: PhysMem + ?Sized>(
     mem: &M,
     h: &Handover,
     alloc_page: &mut dyn FnMut() -> Option<u64>,
-) -> Result<Handover, DamageError> {
+) -> Result<Handover, TamperError> {
     let root = tamper::roots(mem, h)?.main;
     match kind {
         DamageKind::LeafBitflip => {
@@ -147,7 +108,7 @@ pub fn inject<M: PhysMem + ?Sized>(
                         break;
                     }
                 }
-                node = next.ok_or(DamageError::EmptyTree)?;
+                node = next.ok_or(TamperError::EmptyTree)?;
             }
             let w = read_u64(mem, node)?;
             write_u64(mem, node, w ^ (1 << 37))?;
@@ -176,7 +137,7 @@ pub fn inject<M: PhysMem + ?Sized>(
         DamageKind::ScratchOverlap => {
             let a = h.scratch_array;
             if a.end.0.is_multiple_of(PAGE) {
-                return Err(DamageError::NoRoom);
+                return Err(TamperError::NoRoom);
             }
             write_u64(mem, a.end.0, root)?;
             write_u64(mem, a.end.0 + 8, PAGE)?;

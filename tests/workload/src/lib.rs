@@ -41,7 +41,7 @@ pub mod state; // page state per block kind: checks and frees
 mod tests; // host chains over an arena: many generations, cross-version, every damage kind
 
 pub use config::{next_bootargs, Carried, Config, ConfigError};
-pub use damage::{DamageError, DamageKind};
+pub use damage::DamageKind;
 pub use engine::{run_generation, stamp, Clock, GenOutcome, Stamp, TIMING_BYTES};
 pub use record::{Kind, Record, RecordError};
 pub use report::{Check, Failure, GenField, GenReport, GenValue, Phases, SoakReport, GEN_FIELDS};
