@@ -5,6 +5,7 @@
 //! which stays reserved in memory for the image's whole life.
 
 use arch::PsciMethod;
+use baton_fdt::ChosenHandover;
 use mm::PhysRange;
 
 use crate::boards::{
@@ -98,17 +99,6 @@ impl<const N: usize> Default for RangeList<N> {
     fn default() -> Self {
         Self::new()
     }
-}
-
-/// The raw `/chosen` handover properties and the root cells they are encoded in.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
-pub struct HandoverProps<'a> {
-    /// Root `#address-cells` and `#size-cells` when `/chosen` was read.
-    pub root_cells: (u32, u32),
-    /// `linux,kho-fdt` bytes, if present.
-    pub kho_fdt: Option<&'a [u8]>,
-    /// `linux,kho-scratch` bytes, if present.
-    pub kho_scratch: Option<&'a [u8]>,
 }
 
 /// The console UART.
@@ -206,7 +196,7 @@ pub struct BootInfo<'a> {
     pub timer: Option<TimerInfo>,
     /// `/chosen` handover properties, raw: kho decodes them (`kho::bootfdt::decode_handover`,
     /// the one decoder, with kho's named errors); the board layer never interprets them.
-    pub handover: HandoverProps<'a>,
+    pub handover: ChosenHandover<'a>,
     /// Firmware ranges clipped or refused (the first [`MAX_RANGE_WARNINGS`]).
     pub range_warnings: [Option<RangeWarning<'a>>; MAX_RANGE_WARNINGS],
     /// Range warnings beyond those kept.
@@ -231,7 +221,7 @@ impl<'a> BootInfo<'a> {
             console: None,
             psci: None,
             timer: None,
-            handover: HandoverProps::default(),
+            handover: ChosenHandover::default(),
             range_warnings: [None; MAX_RANGE_WARNINGS],
             range_warnings_dropped: 0,
         }

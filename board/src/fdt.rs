@@ -492,11 +492,11 @@ fn handle_prop<'a>(
             }
             "linux,kho-fdt" => {
                 w.info.handover.kho_fdt = Some(v);
-                w.info.handover.root_cells = (ac, sc);
+                (w.info.handover.address_cells, w.info.handover.size_cells) = (ac, sc);
             }
             "linux,kho-scratch" => {
                 w.info.handover.kho_scratch = Some(v);
-                w.info.handover.root_cells = (ac, sc);
+                (w.info.handover.address_cells, w.info.handover.size_cells) = (ac, sc);
             }
             _ => {}
         }

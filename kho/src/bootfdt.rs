@@ -127,20 +127,10 @@ pub fn encode_reg(
     Ok(v)
 }
 
-/// The `/chosen` handover properties as an FDT reader found them: raw bytes and the root
-/// cells they are encoded in. The boot parse (`board::fdt`, allocation-free) and kho's
-/// strict reader both fill one in; [`decode_handover`] is the only decoder.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
-pub struct ChosenHandover<'a> {
-    /// Root `#address-cells`.
-    pub address_cells: u32,
-    /// Root `#size-cells`.
-    pub size_cells: u32,
-    /// `linux,kho-fdt`, if present.
-    pub kho_fdt: Option<&'a [u8]>,
-    /// `linux,kho-scratch`, if present.
-    pub kho_scratch: Option<&'a [u8]>,
-}
+/// The `/chosen` handover properties as an FDT reader found them (the one type, in
+/// baton-fdt, that the board's boot parse fills in too); [`decode_handover`] is the only
+/// decoder.
+pub use baton_fdt::ChosenHandover;
 
 /// Decodes one `(address, size)` pair; the property must be exactly one pair, in 1 or 2
 /// cells each, that does not wrap the address space.

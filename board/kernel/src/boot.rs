@@ -1,9 +1,10 @@
-//! `kernel_main`: the boot sequence after the entry code, in this order:
-//! FDT -> BootInfo (or the default board), console and logger, banner, Memblock, the
-//! previous image's handover (scratch only, before any allocation), page tables and MMU,
-//! kho's reservations (or new scratch), frame allocator, heap, then either one generation
-//! of the handover chain (`baton.generations=`) or the deliberate-failure tests and a
-//! clean exit.
+//! `kernel_main`: the boot sequence after the entry code, in five named steps: `start`
+//! (FDT -> BootInfo or the default board, console, command line, logger), `announce`
+//! (banner, relocation self-check, what the FDT said), `memory_and_kho` (Memblock, the
+//! previous image's handover: scratch only before any allocation, MMU, kho's validation or
+//! new scratch, frame allocator), `report_ready` (heap self-check, free memory, ready),
+//! `run_actions` (a `baton.test=` action, one generation of the handover chain, or a
+//! clean exit).
 //!
 //! Nothing before the console may print; nothing before the handover's scratch areas are
 //! known may allocate.
@@ -15,26 +16,46 @@ use arch::ExceptionLevel;
 use baton_fdt::FdtError;
 use board::boards::{self, BoardFacts, BoardKind};
 use board::bootinfo::{BootInfo, ConsoleInfo, LogRange};
-use board::cmdline::{self, Escaped, TestAction};
+use board::cmdline::{self, Cmdline, Escaped, TestAction};
 use board::fdt::{self, BootInfoError};
 use board::memmap;
 use log::{error, info, warn};
 use mm::{PhysAddr, PhysRange};
 
 use super::exit::{self, ExitPath};
+use super::kho_boot::{self, KhoBoot};
 use super::physmem::IdentityMem;
-use super::{chain, heap, logger, memory, reloc, warm_boot};
+use super::{chain, heap, logger, memory, reloc, scratch_need};
 
 /// Entered from `arch::entry` on the boot CPU at EL1, MMU off, on the kernel stack.
 #[no_mangle]
 pub extern "C" fn kernel_main(fdt_addr: u64, image_base: u64, entry_el: u64, relocs: u64) -> ! {
     // Where this generation's handover time ends up starting from.
-    let boot_ticks = arch::timer::ticks();
+    let entry_ticks = arch::timer::ticks();
+    let boot = start(fdt_addr, image_base, entry_el);
+    announce(&boot, fdt_addr, relocs);
+    let (mem, kb, times) = memory_and_kho(&boot, entry_ticks);
+    report_ready(&boot);
+    run_actions(&boot, &mem, kb, times)
+}
+
+/// What every later step of the boot reads: the FDT's facts, the command line, the entry
+/// EL and where the image sits.
+struct Boot {
+    info: BootInfo<'static>,
+    args: Cmdline<'static>,
+    el: ExceptionLevel,
+    layout: arch::entry::ImageLayout,
+    image: PhysRange,
+}
+
+/// Step 1: the boot FDT (or the default board), the exit path, the console, the command
+/// line and the logger. A malformed FDT ends the boot here.
+fn start(fdt_addr: u64, image_base: u64, entry_el: u64) -> Boot {
     arch::exceptions::set_fatal_hook(exit::fatal_exception);
     let layout = arch::entry::image_layout();
     exit::set_guard_page(layout.stack_guard);
     let el = ExceptionLevel::from_number(entry_el).unwrap_or(ExceptionLevel::El1);
-
     let info = match read_boot_info(fdt_addr, image_base) {
         Ok(info) => info,
         Err(e) => bad_fdt(fdt_addr, image_base, e),
@@ -46,14 +67,27 @@ pub extern "C" fn kernel_main(fdt_addr: u64, image_base: u64, entry_el: u64, rel
     start_console(info.board.facts(), info.console);
     let args = cmdline::parse(info.bootargs);
     logger::init(args.log_level());
+    let image = PhysRange::new(PhysAddr(image_base), layout.size);
+    Boot {
+        info,
+        args,
+        el,
+        layout,
+        image,
+    }
+}
 
-    let probe = reloc::check(image_base);
+/// Step 2: the banner, the relocation self-check, what the FDT said, and every value the
+/// command line or the firmware ranges had refused.
+fn announce(boot: &Boot, fdt_addr: u64, relocs: u64) {
+    let (info, image_base) = (&boot.info, boot.image.start.0);
+    let relocated = reloc::check(image_base);
     info!(
         "baton {} on {} ({}), entered at {}, running at EL{}",
         env!("CARGO_PKG_VERSION"),
         info.board.name(),
         info.model,
-        el,
+        boot.el,
         arch::el::current()
     );
     if info.board_source == boards::BoardSource::DefaultNoFdt {
@@ -64,29 +98,19 @@ pub extern "C" fn kernel_main(fdt_addr: u64, image_base: u64, entry_el: u64, rel
     }
     info!(
         "loaded at {:#x}, image {:#x} bytes (file + BSS + stacks), {} relocations applied",
-        image_base, layout.size, relocs
+        image_base, boot.layout.size, relocs
     );
-    if probe.bad == 0 {
-        info!(
-            "relocation probe ok: {} pointers, link checksum {:#x}",
-            probe.pointers, probe.link_checksum
-        );
-    } else {
-        error!(
-            "relocation probe FAILED: {} of {} pointers wrong",
-            probe.bad, probe.pointers
-        );
-    }
+    log_relocation(&relocated);
     info!(
         "BATON-BOOT board={} el={} load={:#x} reloc_ok={} checksum={:#x}",
         info.board.name(),
-        el.number(),
+        boot.el.number(),
         image_base,
-        (probe.bad == 0) as u8,
-        probe.link_checksum
+        (relocated.bad == 0) as u8,
+        relocated.link_checksum
     );
-    print_boot_info(&info);
-    for e in args.errors() {
+    print_boot_info(info);
+    for e in boot.args.errors() {
         warn!("{e}");
     }
     for w in info.range_warnings() {
@@ -98,23 +122,65 @@ pub extern "C" fn kernel_main(fdt_addr: u64, image_base: u64, entry_el: u64, rel
             info.range_warnings_dropped
         );
     }
+}
 
-    let image = PhysRange::new(PhysAddr(image_base), layout.size);
-    if let Err(e) = memory::init_memblock(&info, image) {
+fn log_relocation(r: &reloc::RelocCheck) {
+    // The boot tests match these words.
+    if r.bad == 0 {
+        info!(
+            "relocation probe ok: {} pointers, link checksum {:#x}",
+            r.pointers, r.link_checksum
+        );
+    } else {
+        error!(
+            "relocation probe FAILED: {} of {} pointers wrong",
+            r.bad, r.pointers
+        );
+    }
+}
+
+/// Step 3: memory, then kho, then the frame allocator. Memblock first; the previous
+/// image's handover restricts early allocations to its scratch before the first one; MMU
+/// on; kho validates the handover (or chooses scratch); the frame allocator is built
+/// around what it preserved. Any failure ends the boot.
+fn memory_and_kho(boot: &Boot, entry_ticks: u64) -> (IdentityMem, KhoBoot, chain::BootTimes) {
+    let (info, image, layout) = (&boot.info, boot.image, &boot.layout);
+    if let Err(e) = memory::init_memblock(info, image) {
         fail_memory(e);
     }
     // Before the first allocation: a handover restricts early allocations to its scratch.
-    let mem = IdentityMem::new(&info, layout.stack_guard);
-    let early = warm_boot::discover(&info, &mem);
-    let mmu = match memory::enable_mmu(&info, image, layout.stack_guard) {
-        Ok(r) => r,
-        Err(e) => fail_memory(e),
+    let mem = IdentityMem::new(info, layout.stack_guard);
+    let early = kho_boot::discover(info, &mem);
+    enable_mmu(info, image, layout.stack_guard);
+    let mut kb = kho_boot::validate_or_choose_scratch(
+        &mem,
+        early,
+        &handover_avoids(info, image),
+        boot.args.kho_scratch.ok(),
+        scratch_need::scratch_need(info, layout, &mem),
+    )
+    .unwrap_or_else(|e| fail_memory(e.into()));
+    let validated = arch::timer::ticks();
+    init_frames(&mut kb);
+    let times = chain::BootTimes {
+        entry: entry_ticks,
+        validated,
+        frames: arch::timer::ticks(),
     };
+    (mem, kb, times)
+}
+
+fn enable_mmu(info: &BootInfo<'_>, image: PhysRange, stack_guard: u64) {
+    let mmu = memory::enable_mmu(info, image, stack_guard).unwrap_or_else(|e| fail_memory(e));
     info!(
         "mmu on: identity map, {} RAM ranges normal WB, {} device ranges nGnRE ({} skipped), {} table pages, stack guard {:#x}",
-        mmu.normal, mmu.devices, mmu.skipped_devices, mmu.tables, layout.stack_guard
+        mmu.normal, mmu.devices, mmu.skipped_devices, mmu.tables, stack_guard
     );
-    let avoid: Vec<PhysRange> = memmap::boot_reservations(&info, image)
+}
+
+/// What nothing preserved may overlap: the image, the boot FDT, the initrd.
+fn handover_avoids(info: &BootInfo<'_>, image: PhysRange) -> Vec<PhysRange> {
+    memmap::boot_reservations(info, image)
         .filter(|(why, _)| {
             matches!(
                 why,
@@ -124,22 +190,15 @@ pub extern "C" fn kernel_main(fdt_addr: u64, image_base: u64, entry_el: u64, rel
             )
         })
         .map(|(_, r)| r)
-        .collect();
-    // What scratch must hold for the next generation: the next image at a 2 MiB boundary
-    // (its own header's image_size: the initrd's if there is one, else this image's), the
-    // image it passes on as its initrd, and the next image's early boot (frame allocator
-    // storage for this RAM, page tables, early heap, FDT).
-    let next_needs = next_image_room(&info, &layout, &mem)
-        + memory::frame_storage_bytes()
-        + NEXT_IMAGE_EARLY_BYTES;
-    let mut kb = match warm_boot::probe(&mem, early, &avoid, args.kho_scratch.ok(), next_needs) {
-        Ok(kb) => kb,
-        Err(e) => fail_memory(e.into()),
-    };
-    let validated_ticks = arch::timer::ticks();
+        .collect()
+}
+
+/// The frame allocator: its storage (the last early allocation), scratch sealed, then
+/// built around the preserved blocks.
+fn init_frames(kb: &mut KhoBoot) {
     let storage = memory::alloc_frame_storage(kb.reserved.as_ref().map(|r| r.preserved()))
         .unwrap_or_else(|e| fail_memory(e));
-    if let Err(e) = warm_boot::seal_scratch(&mut kb) {
+    if let Err(e) = kho_boot::seal_scratch(kb) {
         fail_memory(e.into());
     }
     print_memblock();
@@ -148,24 +207,22 @@ pub extern "C" fn kernel_main(fdt_addr: u64, image_base: u64, entry_el: u64, rel
         None => memory::init_frames(storage, core::iter::empty()),
     }
     .unwrap_or_else(|e| fail_memory(e));
-    let frames_ticks = arch::timer::ticks();
     info!(
         "frames: {} total, {} free, {} reserved, {} deferred (max order {})",
         stats.total, stats.free, stats.reserved, stats.deferred, stats.max_order
     );
+}
 
-    // The heap grows from the frame allocator on first use.
-    let squares: Vec<u64> = (0..4096u64).map(|i| i * i).collect();
-    let sum: u64 = squares.iter().sum();
+/// Step 4: the heap's self-check, the rest of RAM to the free lists (a chain generation
+/// does that itself once it has restored the handover, outside the blackout), and the
+/// `ready` line.
+fn report_ready(boot: &Boot) {
+    let sum = heap::self_check();
     info!(
         "heap: talc ok ({} KiB from mm, check sum {sum:#x})",
         heap::grown_bytes() / 1024
     );
-    drop(squares);
-
-    // A chain generation initialises the rest of RAM once it has restored the handover
-    // (outside the blackout); any other boot does it now.
-    if !args.chain_requested() {
+    if !boot.args.chain_requested() {
         let n = memory::init_deferred();
         info!("mm: deferred init: {n} frames to the free lists");
     }
@@ -183,17 +240,24 @@ pub extern "C" fn kernel_main(fdt_addr: u64, image_base: u64, entry_el: u64, rel
         us / 1_000_000,
         us % 1_000_000
     );
+}
 
-    if let Some(action) = args.test.ok() {
-        run_test_action(action, &info, image, el);
+/// Step 5: what the command line asks for (a `baton.test=` action, a chain generation),
+/// then a clean exit that gives back any handover no one claimed.
+fn run_actions(boot: &Boot, mem: &IdentityMem, kb: KhoBoot, times: chain::BootTimes) -> ! {
+    if let Some(action) = boot.args.test.ok() {
+        run_test_action(action, &boot.info, boot.image, boot.el);
     }
-    if args.chain_requested() {
-        let times = chain::BootTimes {
-            entry: boot_ticks,
-            validated: validated_ticks,
-            frames: frames_ticks,
-        };
-        chain::run(&info, &args, &layout, el, &mem, kb, times);
+    if boot.args.chain_requested() {
+        chain::run(
+            &boot.info,
+            &boot.args,
+            &boot.layout,
+            boot.el,
+            mem,
+            kb,
+            times,
+        );
     }
     if let Some(r) = kb.reserved {
         release_unclaimed(r);
@@ -251,45 +315,6 @@ fn read_boot_info(fdt_addr: u64, image_base: u64) -> Result<BootInfo<'static>, B
     let info = fdt::parse_limited(buf, fdt_addr, arch::cpuid::addressable_limit())?;
     fdt::check_usable(&info)?;
     Ok(info)
-}
-
-/// Scratch the next image's early boot needs besides its frame allocator storage and the
-/// images: identity-map page tables, the early heap (validating a handover of a million
-/// blocks takes tens of MiB; more is found by growing into scratch), the FDT.
-const NEXT_IMAGE_EARLY_BYTES: u64 = 16 << 20;
-
-/// Room the next image and the image it passes on take in scratch: the next image's
-/// `image_size` from a 2 MiB boundary plus its `text_offset` (read from the initrd's
-/// header when the initrd is an Image, else this image's own), plus this image's file
-/// when it is passed on as the next initrd.
-fn next_image_room(
-    info: &BootInfo<'_>,
-    layout: &arch::entry::ImageLayout,
-    mem: &IdentityMem,
-) -> u64 {
-    let own = layout.size;
-    let initrd = info
-        .initrd
-        .filter(|r| r.size() >= baton_image::HEADER_SIZE as u64);
-    let next = initrd.and_then(|r| {
-        // SAFETY: the initrd is reserved RAM the loader wrote and nothing writes.
-        let hdr = unsafe { mem.bytes(r.start.0, baton_image::HEADER_SIZE as u64) }?;
-        // Unchecked header values (the image checks come later, in the chain): a size no
-        // RAM could hold is left to those checks to refuse, not used to size scratch.
-        let (size, text) = baton_image::room_needed(hdr)?;
-        let room = size
-            .checked_add(text)
-            .filter(|&n| n <= mem.total())?
-            .checked_next_multiple_of(2 << 20)?;
-        Some((room, baton_image::has_stamp_tag(hdr)))
-    });
-    match next {
-        // A baton next image gets this one as its initrd (A/B).
-        Some((n, true)) => n + (2 << 20) + layout.file_size,
-        // Any other (Linux): its early boot lives in scratch until its reservations are done.
-        Some((n, false)) => n + (2 << 20) + kho::linux_early_bytes(mem.total()),
-        None => own.next_multiple_of(2 << 20) + (2 << 20),
-    }
 }
 
 /// Without an FDT, only an image loaded below this address (the Pi firmware and QEMU

@@ -3,40 +3,31 @@
 //! the handover if a test asked for it, and enter the next image.
 //!
 //! Runs only when `baton.generations=` is on the command line; the sequence is the one
-//! `workload` documents (and its host chains model).
+//! `workload` documents (and its host chains model). Talks to the workload only through
+//! its interface (`workload::Generation`, `workload::GenOutcome`), never its internals.
 
 extern crate alloc;
 
-use alloc::vec::Vec;
+use core::fmt::Display;
 
 use arch::entry::ImageLayout;
 use arch::ExceptionLevel;
 use board::bootinfo::BootInfo;
 use board::cmdline::Cmdline;
+use board::placement::NoRoom;
 use kho::{Incoming, Kho};
 use log::{error, info, warn};
-use mm::{FrameAllocator, PhysRange};
-use workload::{self, damage, next_bootargs, Check, Clock, Config, Failure, GenOutcome, Stamp};
+use mm::FrameAllocator;
+use workload::{Clock, Failure, GenOutcome, Generation};
 
 use super::exit;
 use super::heap;
+use super::kho_boot::KhoBoot;
 use super::memory::FRAMES;
-use super::next_image::{self, Outgoing, Plan};
-use super::peer;
+use super::next_image::{self, NextImageError, Outgoing, Plan};
+use super::peer::{self, OutFormat, Peer};
 use super::physmem::IdentityMem;
-use super::warm_boot::KhoBoot;
-
-/// Heap the workload may use while it holds the frame allocator (the heap cannot grow
-/// then): records, kho's maps, the outgoing FDT.
-const WORKLOAD_HEAP: usize = 4 << 20;
-
-/// Heap per block of the scaled set (`baton.preserve=`): the incoming list, the restored
-/// list and kho's outgoing block list, with room to spare.
-const BULK_HEAP_PER_BLOCK: usize = 96;
-
-/// Bytes the boot FDT may grow by when the handover rewrites `/chosen` (the KHO FDT and
-/// scratch properties, the bootargs with the chain's counters).
-const FDT_GROWTH: u64 = 4096;
+use super::scratch_need::{self, Placement};
 
 /// Bytes the next image's command line may add to this one's (the carried counters:
 /// `baton.gen=`, `baton.cold=`, `baton.vbytes=`, `baton.leaked=`, each up to 20 digits).
@@ -52,20 +43,31 @@ pub struct BootTimes {
     pub frames: u64,
 }
 
+/// What the jump enters, and where it goes: chosen and placed before the generation's work.
+struct Next {
+    plan: Plan,
+    placement: Placement,
+}
+
+/// What `baton.handover-format=` and `baton.kho-test=` asked for.
+#[derive(Copy, Clone)]
+struct PeerOptions {
+    format: Option<OutFormat>,
+    kho_test: Option<u64>,
+}
+
 fn fail(f: &Failure, status: u32) -> ! {
     error!("{f}");
     exit::exit(status)
 }
 
-fn handover_failure(generation: u32, detail: impl core::fmt::Display) -> Failure {
-    Failure {
-        generation,
-        check: Check::Handover,
-        detail: alloc::format!("{detail}"),
-    }
+/// The value, or the generation's `check=handover` failure naming `e`, and exit `status`.
+fn or_fail<T, E: Display>(r: Result<T, E>, generation: u32, status: u32) -> T {
+    r.unwrap_or_else(|e| fail(&Failure::handover(generation, e), status))
 }
 
-/// Runs this boot's generation; never returns (next image, or exit).
+/// Runs this boot's generation; never returns (next image, or exit). Every refusal that
+/// can be known before the work comes first.
 #[allow(clippy::too_many_arguments)]
 pub fn run(
     info: &BootInfo<'_>,
@@ -76,139 +78,74 @@ pub fn run(
     kb: KhoBoot,
     times: BootTimes,
 ) -> ! {
-    let cfg = match Config::from_cmdline(args, mm::MAX_ORDER) {
-        Ok(c) => c,
-        Err(e) => fail(&e.to_failure(), board::status::WORKLOAD_FAILED),
-    };
-    // The peer options are checked before any work, like every other value.
-    let (asked_format, kho_test) = match (
-        peer::format_asked(&args.handover_format),
-        peer::kho_test_asked(&args.kho_test),
-    ) {
-        (Ok(f), Ok(t)) => (f, t),
-        (Err(d), _) | (_, Err(d)) => fail(
-            &handover_failure(cfg.generation, d),
-            board::status::WORKLOAD_FAILED,
-        ),
-    };
-    // The scaled set must fit the RAM this image can use: refused now, by name, not after
-    // allocating all of it.
-    if cfg.bulk.is_some() {
-        if let Err(e) = cfg.check_ram(usable_for_set(&kb)) {
-            fail(&e.to_failure(), board::status::WORKLOAD_FAILED);
-        }
-    }
-    // Before anything is preserved: the outgoing device tree must be one the handover can
-    // write, or the generation would lose its preserved set at the jump.
-    if !cfg.is_last() {
-        if let Err(e) = check_outgoing_fdt(info, mem) {
-            fail(
-                &handover_failure(cfg.generation, e),
-                board::status::NEXT_IMAGE,
-            );
-        }
-    }
-    // Check the next image before doing any work: a refused image stops the chain here.
-    let plan = if cfg.is_last() {
-        None
-    } else {
-        match next_image::plan(info, layout, mem) {
-            Ok(p) => {
-                // kho_scratch= chose less scratch than the next generation needs (its
-                // images, frame allocator storage and early allocations): refuse now.
-                if let Some((scratch, needs)) = kb.short {
-                    fail(
-                        &handover_failure(
-                            cfg.generation,
-                            next_image::NextImageError::Place(board::placement::NoRoom {
-                                what: "next generation (images, frame allocator storage, early allocations)",
-                                size: needs,
-                                largest: scratch,
-                            }),
-                        ),
-                        board::status::NEXT_IMAGE,
-                    );
-                }
-                // Refuse now, before the generation's work, if scratch cannot hold what
-                // the handover will place there (the next image at a 2 MiB boundary, the
-                // image it passes on); the FDT is placed at the jump.
-                let mut placer = board::placement::Placer::new(kb.free_scratch.clone());
-                let fdt = info.fdt.map_or(0, |f| f.size()) + FDT_GROWTH;
-                let room = placer
-                    .place_image(&p.next.header)
-                    .and_then(|_| match p.pass_on {
-                        Some(po) => placer.place_blob("initrd", po.len).map(|_| ()),
-                        None => Ok(()),
-                    })
-                    .and_then(|_| placer.place_blob("device tree", fdt).map(|_| ()));
-                if let Err(e) = room {
-                    fail(
-                        &handover_failure(cfg.generation, next_image::NextImageError::Place(e)),
-                        board::status::NEXT_IMAGE,
-                    );
-                }
-                info!(
-                    "chain: generation {} of {}, next image: {} at {:#x} ({} bytes, stamp {})",
-                    cfg.generation,
-                    cfg.generations,
-                    p.next.source,
-                    p.next.at,
-                    p.next.len,
-                    p.next
-                        .header
-                        .stamp
-                        .map_or(alloc::string::String::from("none"), |c| alloc::format!(
-                            "{c:#010x} ok"
-                        ))
-                );
-                Some(p)
-            }
-            Err(e) => fail(
-                &handover_failure(cfg.generation, e),
-                board::status::NEXT_IMAGE,
-            ),
-        }
-    };
-    // The scaled set needs its block lists on both sides of the handover.
-    let want = WORKLOAD_HEAP
-        + cfg
-            .bulk
-            .map_or(0, |s| s.max_blocks() as usize * BULK_HEAP_PER_BLOCK);
-    let got = heap::reserve(want, mm::MAX_ORDER);
-    if got < want {
-        warn!(
-            "chain: heap reserve got {} of {} KiB",
-            got / 1024,
-            want / 1024
-        );
-    }
+    let gen = Generation::from_cmdline(args, mm::MAX_ORDER)
+        .unwrap_or_else(|f| fail(&f, board::status::WORKLOAD_FAILED));
+    let opts = peer_options(args, &gen);
+    check_set_fits(&gen, &kb);
+    let next = (!gen.is_last()).then(|| choose_next(info, layout, mem, &kb, &gen));
+    reserve_heap(&gen);
+
     let mut frames = FRAMES.lock();
     let Some(fa) = frames.as_mut() else {
         fail(
-            &handover_failure(cfg.generation, "frame allocator not up"),
+            &Failure::handover(gen.number(), "frame allocator not up"),
             board::status::NO_MEMORY,
         )
     };
-    let incoming = attach(kb.reserved, fa);
-    let ready = arch::timer::ticks();
-    let mut out = match Kho::new(mem, fa, kb.scratch.clone()) {
-        Ok(k) => k,
-        Err(e) => fail(
-            &handover_failure(cfg.generation, alloc::format!("kho: {e}")),
-            board::status::WORKLOAD_FAILED,
-        ),
+    let (mut out, mut peer, mut outcome) =
+        run_workload(&gen, fa, mem, kb.reserved, &kb.scratch, times);
+    let Some(next) = next else {
+        end_chain(&outcome)
     };
+
+    let format = peer::out_format(opts.format, next.plan.next.header.stamp.is_some());
+    or_fail(
+        peer::before_finalize(
+            &mut peer,
+            fa,
+            mem,
+            &mut out,
+            format,
+            opts.kho_test,
+            gen.seed(),
+        ),
+        gen.number(),
+        board::status::WORKLOAD_FAILED,
+    );
+    let sealed = Sealed {
+        gen: &gen,
+        outcome: &mut outcome,
+        peer: &peer,
+        format,
+    };
+    hand_over(info, el, mem, fa, &mut out, sealed, &next)
+}
+
+/// The generation's work: attach the handover, start the outgoing one, carry what the
+/// workload does not own, run the workload and print its `GEN` line.
+fn run_workload<'m>(
+    gen: &Generation,
+    fa: &mut FrameAllocator<'_>,
+    mem: &'m IdentityMem,
+    reserved: Option<kho::Reserved>,
+    scratch: &[mm::PhysRange],
+    times: BootTimes,
+) -> (Kho<&'m IdentityMem>, Peer, GenOutcome) {
+    let (n, status) = (gen.number(), board::status::WORKLOAD_FAILED);
+    let incoming = attach(reserved, fa);
+    let ready = arch::timer::ticks();
+    let mut out = or_fail(
+        Kho::new(mem, fa, scratch.to_vec()).map_err(|e| alloc::format!("kho: {e}")),
+        n,
+        status,
+    );
     // What the workload does not own (a Linux kernel's memory, an earlier image's carry
     // list) is carried into `out` first; the workload sees only its own handover.
-    let own = [workload::record::CLIENT_NAME];
-    let (incoming, mut peer) =
-        match peer::receive(incoming, fa, mem, &mut out, cfg.generation, &own) {
-            Ok(x) => x,
-            Err(d) => fail(
-                &handover_failure(cfg.generation, d),
-                board::status::WORKLOAD_FAILED,
-            ),
-        };
+    let (incoming, peer) = or_fail(
+        peer::receive(incoming, fa, mem, &mut out, n, gen.client_names()),
+        n,
+        status,
+    );
     let clock = Clock {
         boot_ticks: times.entry,
         freq: arch::timer::frequency(),
@@ -217,66 +154,119 @@ pub fn run(
         ready,
         now: arch::timer::ticks,
     };
-    let mut outcome = match workload::run_generation(&cfg, fa, mem, incoming, &mut out, &clock) {
-        Ok(o) => o,
-        Err(f) => fail(&f, board::status::WORKLOAD_FAILED),
-    };
+    let outcome = gen
+        .run(fa, mem, incoming, &mut out, &clock)
+        .unwrap_or_else(|f| fail(&f, status));
     info!("{}", outcome.report);
-    let Some(plan) = plan else {
-        let soak = outcome.soak();
-        info!("{soak}");
-        exit::exit(if soak.ok {
-            board::status::SUCCESS
-        } else {
-            board::status::WORKLOAD_FAILED
-        })
-    };
-    let format = peer::out_format(asked_format, plan.next.header.stamp.is_some());
-    if let Err(d) = peer::before_finalize(&mut peer, fa, mem, &mut out, format, kho_test, cfg.seed)
-    {
-        fail(
-            &handover_failure(cfg.generation, d),
-            board::status::WORKLOAD_FAILED,
-        );
-    }
-    hand_over(
-        info,
-        el,
-        mem,
-        &cfg,
-        fa,
-        &mut out,
-        &mut outcome,
-        &plan,
-        &kb.free_scratch,
-        (&peer, format),
-    )
+    (out, peer, outcome)
 }
 
-/// Bytes the scaled preserved set may take: free RAM (deferred frames included), plus
-/// the previous generation's preserved blocks (the set it restores), less the heap the
-/// chain keeps for itself.
-fn usable_for_set(kb: &KhoBoot) -> u64 {
+/// The peer options, checked before any work like every other value.
+fn peer_options(args: &Cmdline<'_>, gen: &Generation) -> PeerOptions {
+    let status = board::status::WORKLOAD_FAILED;
+    PeerOptions {
+        format: or_fail(
+            peer::format_asked(&args.handover_format),
+            gen.number(),
+            status,
+        ),
+        kho_test: or_fail(peer::kho_test_asked(&args.kho_test), gen.number(), status),
+    }
+}
+
+/// The scaled set must fit the RAM this image can use: refused now, by name, not after
+/// allocating all of it. Free RAM counts deferred frames; the previous generation's
+/// preserved blocks are the set it restores.
+fn check_set_fits(gen: &Generation, kb: &KhoBoot) {
     let free = super::memory::stats().map_or(0, |s| (s.free + s.deferred) * mm::PAGE_SIZE);
     let incoming: u64 = kb
         .reserved
         .as_ref()
         .map_or(0, |r| r.preserved().map(|p| p.size()).sum());
-    (free + incoming).saturating_sub(WORKLOAD_HEAP as u64)
+    if let Err(f) = gen.check_ram(free, incoming) {
+        fail(&f, board::status::WORKLOAD_FAILED);
+    }
+}
+
+/// Everything about the next image that can be refused before the generation's work: the
+/// outgoing device tree must be writable, the next image valid, the scratch `kho_scratch=`
+/// chose big enough, and the one placement must fit. Logs the choice.
+fn choose_next(
+    info: &BootInfo<'_>,
+    layout: &ImageLayout,
+    mem: &IdentityMem,
+    kb: &KhoBoot,
+    gen: &Generation,
+) -> Next {
+    let (n, status) = (gen.number(), board::status::NEXT_IMAGE);
+    // Before anything is preserved: a device tree the handover cannot write would lose the
+    // generation's preserved set at the jump.
+    or_fail(check_outgoing_fdt(info, mem), n, status);
+    let plan = or_fail(next_image::plan(info, layout, mem), n, status);
+    // kho_scratch= chose less scratch than the next generation needs (its images, frame
+    // allocator storage and early allocations).
+    if let Some((scratch, needs)) = kb.short {
+        let short = NoRoom {
+            what: "next generation (images, frame allocator storage, early allocations)",
+            size: needs,
+            largest: scratch,
+        };
+        fail(&Failure::handover(n, NextImageError::Place(short)), status);
+    }
+    let fdt_size = info.fdt.map_or(0, |f| f.size());
+    let placement = or_fail(
+        scratch_need::place(&plan, &kb.free_scratch, fdt_size).map_err(NextImageError::Place),
+        n,
+        status,
+    );
+    let stamp = plan.next.header.stamp;
+    info!(
+        "chain: generation {} of {}, next image: {} at {:#x} ({} bytes, stamp {})",
+        n,
+        gen.generations(),
+        plan.next.source,
+        plan.next.at,
+        plan.next.len,
+        stamp.map_or(alloc::string::String::from("none"), |c| alloc::format!(
+            "{c:#010x} ok"
+        ))
+    );
+    Next { plan, placement }
+}
+
+/// Reserves the heap the workload asks for while it holds the frame allocator.
+fn reserve_heap(gen: &Generation) {
+    let want = gen.heap_budget();
+    let got = heap::reserve(want, mm::MAX_ORDER);
+    if got < want {
+        warn!(
+            "chain: heap reserve got {} of {} KiB",
+            got / 1024,
+            want / 1024
+        );
+    }
+}
+
+/// The last generation: print `SOAK` and exit with its verdict.
+fn end_chain(outcome: &GenOutcome) -> ! {
+    let soak = outcome.soak();
+    info!("{soak}");
+    exit::exit(if soak.ok {
+        board::status::SUCCESS
+    } else {
+        board::status::WORKLOAD_FAILED
+    })
 }
 
 /// The rewrite the jump will do, tried now on the boot FDT with worst-case values.
-fn check_outgoing_fdt(
-    info: &BootInfo<'_>,
-    mem: &IdentityMem,
-) -> Result<(), next_image::NextImageError> {
-    let boot_fdt = info.fdt.ok_or(next_image::NextImageError::NoFdt)?;
+fn check_outgoing_fdt(info: &BootInfo<'_>, mem: &IdentityMem) -> Result<(), NextImageError> {
+    let boot_fdt = info.fdt.ok_or(NextImageError::NoFdt)?;
     // SAFETY: the boot FDT is reserved and never written.
-    let bytes = unsafe { mem.bytes(boot_fdt.start.0, boot_fdt.size()) }
-        .ok_or(next_image::NextImageError::NoFdt)?;
+    let bytes =
+        unsafe { mem.bytes(boot_fdt.start.0, boot_fdt.size()) }.ok_or(NextImageError::NoFdt)?;
     let highest = info.memory.iter().map(|r| r.end.0).max().unwrap_or(0);
     kho::bootfdt::check_rewritable(bytes, highest, info.bootargs.len() + BOOTARGS_GROWTH)
-        .map_err(next_image::NextImageError::Fdt)
+        .map_err(NextImageError::Fdt)
 }
 
 /// Attaches the reserved handover to the frame allocator; a failure is logged and the
@@ -291,62 +281,62 @@ fn attach(reserved: Option<kho::Reserved>, fa: &mut FrameAllocator<'_>) -> Optio
     }
 }
 
+/// A generation that ran and is ready to hand over: the workload's side and the peer's.
+struct Sealed<'a> {
+    gen: &'a Generation,
+    outcome: &'a mut GenOutcome,
+    peer: &'a Peer,
+    format: OutFormat,
+}
+
 /// Seals the record, finalizes kho, damages the handover if asked, and jumps. Returns only
 /// through `exit`.
-#[allow(clippy::too_many_arguments)]
 fn hand_over(
     info: &BootInfo<'_>,
     el: ExceptionLevel,
     mem: &IdentityMem,
-    cfg: &Config,
     fa: &mut FrameAllocator<'_>,
     out: &mut Kho<&IdentityMem>,
-    outcome: &mut GenOutcome,
-    plan: &Plan,
-    free_scratch: &[PhysRange],
-    (peer, format): (&peer::Peer, peer::OutFormat),
+    s: Sealed<'_>,
+    next: &Next,
 ) -> ! {
-    let n = cfg.generation;
-    if let Err(f) = outcome.seal(mem, arch::timer::ticks()) {
-        fail(&f, board::status::WORKLOAD_FAILED);
+    let (n, status) = (s.gen.number(), board::status::WORKLOAD_FAILED);
+    if let Err(f) = s.outcome.seal(mem, arch::timer::ticks()) {
+        fail(&f, status);
     }
-    let mut h = match peer::finalize(peer, fa, out, format) {
-        Ok(h) => h,
-        Err(e) => fail(
-            &handover_failure(n, alloc::format!("kho finalize: {e}")),
-            board::status::WORKLOAD_FAILED,
-        ),
-    };
-    let slot = outcome.timing_slot();
-    if let Err(f) = workload::stamp(mem, slot, Stamp::Finalized, arch::timer::ticks()) {
-        fail(&f, board::status::WORKLOAD_FAILED);
+    let h = or_fail(
+        peer::finalize(s.peer, fa, out, s.format).map_err(|e| alloc::format!("kho finalize: {e}")),
+        n,
+        status,
+    );
+    if let Err(f) = s.outcome.stamp_finalized(mem, arch::timer::ticks()) {
+        fail(&f, status);
     }
-    if let Some(kind) = cfg.damage_now() {
+    if let Some(kind) = s.gen.damage_now() {
         warn!("baton.damage={kind}: damaging the outgoing handover before the jump (test)");
-        let mut page = || fa.alloc_pages(0).ok().map(|p| p.phys().0);
-        h = match damage::inject(kind, mem, &h, &mut page) {
-            Ok(h) => h,
-            Err(e) => fail(
-                &handover_failure(n, alloc::format!("damage {kind}: {e}")),
-                board::status::WORKLOAD_FAILED,
-            ),
-        };
     }
-    let args = next_bootargs(info.bootargs, &outcome.carried());
-    let blobs: Vec<(u64, u64)> = alloc::vec![outcome.record_blob()];
+    let mut page = || fa.alloc_pages(0).ok().map(|p| p.phys().0);
+    let h = s
+        .gen
+        .damage(mem, h, &mut page)
+        .unwrap_or_else(|f| fail(&f, status));
+    let args = s.outcome.next_bootargs(info.bootargs);
+    let blobs = s.outcome.blobs();
+    let outcome = &*s.outcome;
+    let before_jump = |ticks| outcome.stamp_jumped(mem, ticks);
     let e = next_image::jump(
         mem,
         out,
-        plan,
+        &next.plan,
         &Outgoing {
             info,
             el,
             handover: h,
             bootargs: &args,
             blobs: &blobs,
-            free_scratch,
-            timing_slot: slot,
+            placement: next.placement,
+            before_jump: &before_jump,
         },
     );
-    fail(&handover_failure(n, e), board::status::NEXT_IMAGE)
+    fail(&Failure::handover(n, e), board::status::NEXT_IMAGE)
 }

@@ -14,6 +14,8 @@ mod exit; // exit status through semihosting, PSCI or the BCM2711 watchdog; pani
 #[cfg(target_os = "none")]
 mod heap; // talc global allocator growing from the frame allocator
 #[cfg(target_os = "none")]
+mod kho_boot; // kho at boot: the previous handover (scratch, validation) or new scratch
+#[cfg(target_os = "none")]
 mod logger; // `log` backend on the console, stamped with the generic timer
 #[cfg(target_os = "none")]
 mod memory; // Memblock, page tables and MMU, frame allocator
@@ -24,9 +26,9 @@ mod peer; // baton as a KHO peer: carried blocks, Linux's handover in and out, k
 #[cfg(target_os = "none")]
 mod physmem; // kho::PhysMem over the identity map
 #[cfg(target_os = "none")]
-mod reloc; // the relocation probe: statics holding pointers, checked after relocation
+mod reloc; // the relocation self-check: statics holding pointers, checked after relocation
 #[cfg(target_os = "none")]
-mod warm_boot; // kho at boot: the previous handover (scratch, probe) or new scratch
+mod scratch_need; // the next generation's scratch need and its one placement
 
 #[cfg(not(target_os = "none"))]
 fn main() {}

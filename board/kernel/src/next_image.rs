@@ -12,13 +12,14 @@ use arch::entry::ImageLayout;
 use arch::ExceptionLevel;
 use baton_image::{self as image, ImageError, ImageHeader};
 use board::bootinfo::BootInfo;
-use board::placement::{NoRoom, Placer};
+use board::placement::NoRoom;
 use kho::bootfdt::{BootFdtError, ChosenUpdate};
 use kho::{Handover, Kho, PhysMem};
 use log::{info, warn};
 use mm::{PhysAddr, PhysRange, PAGE_SIZE};
 
 use super::physmem::IdentityMem;
+use super::scratch_need::Placement;
 
 /// Where the bytes of a candidate next image came from.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -65,6 +66,8 @@ pub enum NextImageError {
     Fdt(BootFdtError),
     /// The boot device tree is gone (a board default without an FDT cannot hand over).
     NoFdt,
+    /// The image's header is not the one its placement was made for.
+    Changed { source: Source, at: u64 },
 }
 
 impl fmt::Display for NextImageError {
@@ -86,6 +89,10 @@ impl fmt::Display for NextImageError {
             Self::Place(e) => write!(f, "{e}"),
             Self::Fdt(e) => write!(f, "outgoing device tree: {e}"),
             Self::NoFdt => write!(f, "no boot device tree to pass on (board defaults)"),
+            Self::Changed { source, at } => write!(
+                f,
+                "next image refused: {source} at {at:#x} changed its header since it was placed"
+            ),
         }
     }
 }
@@ -191,9 +198,12 @@ pub struct Outgoing<'a> {
     pub bootargs: &'a [u8],
     /// Client blobs (address, size) to clean.
     pub blobs: &'a [(u64, u64)],
-    pub free_scratch: &'a [PhysRange],
-    /// The workload's timing slot: stamped with the counter right before the trampoline.
-    pub timing_slot: u64,
+    /// Where the images and the device tree go (`scratch_need::place`, checked before the
+    /// generation's work).
+    pub placement: Placement,
+    /// The workload's last word, right before the trampoline: it stamps the moment and
+    /// returns the bytes it wrote (first byte, length), cleaned here.
+    pub before_jump: &'a dyn Fn(u64) -> (u64, u64),
 }
 
 /// Places, cleans and enters the next image. Returns only on failure, before anything
@@ -208,15 +218,9 @@ pub fn jump<M: PhysMem>(
         Err(e) => e,
         Ok((entry, fdt)) => {
             drivers::console::flush();
-            // The last moment the old image sees: where the trampoline phase starts. A
-            // failed stamp only loses the phase split, never the handover.
-            let _ = workload::stamp(
-                mem,
-                out.timing_slot,
-                workload::Stamp::Jumped,
-                arch::timer::ticks(),
-            );
-            clean(out.timing_slot, workload::TIMING_BYTES);
+            // The last moment the old image sees: where the trampoline phase starts.
+            let (at, len) = (out.before_jump)(arch::timer::ticks());
+            clean(at, len);
             // SAFETY: `prepare` placed a checked Image at `entry` (2 MiB boundary + its
             // text_offset, image_size bytes free in scratch) and the FDT at `fdt`, and
             // cleaned both and every byte of handover data to PoC. Single core, interrupts
@@ -227,38 +231,64 @@ pub fn jump<M: PhysMem>(
     }
 }
 
+/// Re-checks the images, writes them and the device tree where the placement says, and
+/// cleans everything the next image reads with its MMU off. Returns (entry, FDT address).
 fn prepare<M: PhysMem>(
     mem: &IdentityMem,
     kho: &Kho<M>,
     plan: &Plan,
     out: &Outgoing<'_>,
 ) -> Result<(u64, u64), NextImageError> {
-    // Re-check what we are about to enter: the bytes must not have changed since boot.
-    let next = check(
-        mem,
-        plan.next.source,
-        plan.next.at,
-        plan.next.len,
-        plan.next.header.stamp.is_some(),
-    )?;
+    let (next, pass_on) = recheck(mem, plan)?;
+    let place = &out.placement;
+    let initrd = pass_on.zip(place.initrd);
+    let fdt_len = write_fdt(mem, out, initrd)?;
+    copy_out(mem, next.source, next.at, place.entry, next.len)?;
+    if let Some((p, at)) = initrd {
+        copy_out(mem, p.source, p.at, at, p.len)?;
+    }
+    let pages = clean_handover(kho, out);
+    log_handover(
+        &next,
+        place,
+        fdt_len,
+        initrd,
+        pages,
+        kho.block_count(),
+        out.el,
+    );
+    Ok((place.entry, place.fdt.start.0))
+}
+
+/// Re-checks what we are about to enter: the bytes must not have changed since boot, and
+/// the header must be the one the placement was made for.
+fn recheck(
+    mem: &IdentityMem,
+    plan: &Plan,
+) -> Result<(ImageBytes, Option<ImageBytes>), NextImageError> {
+    let p = plan.next;
+    let next = check(mem, p.source, p.at, p.len, p.header.stamp.is_some())?;
+    if next.header != p.header {
+        return Err(NextImageError::Changed {
+            source: p.source,
+            at: p.at,
+        });
+    }
     let pass_on = match plan.pass_on {
         Some(p) => Some(check(mem, p.source, p.at, p.len, true)?),
         None => None,
     };
+    Ok((next, pass_on))
+}
+
+/// Rewrites the boot FDT's `/chosen` for the next image (handover, initrd, bootargs) into
+/// the placed room, cleaned to PoC. Returns its length.
+fn write_fdt(
+    mem: &IdentityMem,
+    out: &Outgoing<'_>,
+    initrd: Option<(ImageBytes, u64)>,
+) -> Result<u64, NextImageError> {
     let boot_fdt = out.info.fdt.ok_or(NextImageError::NoFdt)?;
-    let mut placer = Placer::new(out.free_scratch.to_vec());
-    let entry = placer
-        .place_image(&next.header)
-        .map_err(NextImageError::Place)?;
-    let initrd = match pass_on {
-        Some(p) => {
-            let at = placer
-                .place_blob("initrd", p.len)
-                .map_err(NextImageError::Place)?;
-            Some((p, at))
-        }
-        None => None,
-    };
     // SAFETY: the boot FDT is reserved and never written.
     let fdt_in =
         unsafe { mem.bytes(boot_fdt.start.0, boot_fdt.size()) }.ok_or(NextImageError::NoFdt)?;
@@ -272,27 +302,30 @@ fn prepare<M: PhysMem>(
         },
     )
     .map_err(NextImageError::Fdt)?;
-    let fdt_len = fdt_out.len() as u64;
-    let fdt_at = placer
-        .place_blob("device tree", fdt_len)
-        .map_err(NextImageError::Place)?;
-
-    copy_out(mem, next.source, next.at, entry, next.len)?;
-    if let Some((p, at)) = initrd {
-        copy_out(mem, p.source, p.at, at, p.len)?;
+    let (room, fdt_len) = (out.placement.fdt, fdt_out.len() as u64);
+    if fdt_len > room.size() {
+        return Err(NextImageError::Place(NoRoom {
+            what: "device tree",
+            size: fdt_len,
+            largest: room.size(),
+        }));
     }
     let dst = mem
-        .ptr(fdt_at, fdt_out.len())
+        .ptr(room.start.0, fdt_out.len())
         .ok_or(NextImageError::NotRam {
             source: Source::OwnCopy,
-            at: fdt_at,
+            at: room.start.0,
             len: fdt_len,
         })?;
-    // SAFETY: `fdt_at` is free scratch (RAM, checked), disjoint from the heap vector.
+    // SAFETY: the room is free scratch (RAM, checked), disjoint from the heap vector.
     unsafe { core::ptr::copy_nonoverlapping(fdt_out.as_ptr(), dst, fdt_out.len()) };
-    clean(fdt_at, fdt_len);
+    clean(room.start.0, fdt_len);
+    Ok(fdt_len)
+}
 
-    // Everything else the next image reads before its caches are on: the handover data.
+/// Cleans everything else the next image reads before its caches are on: the handover
+/// data (KHO FDT, scratch array, tree pages) and the client blobs. Returns the tree pages.
+fn clean_handover<M: PhysMem>(kho: &Kho<M>, out: &Outgoing<'_>) -> u64 {
     let h = out.handover;
     clean(h.kho_fdt.start.0, h.kho_fdt.size());
     clean(h.scratch_array.start.0, h.scratch_array.size());
@@ -308,7 +341,19 @@ fn prepare<M: PhysMem>(
     // the next image reads them only with its MMU and caches on, and the trampoline's
     // set/way clean+invalidate to LoC writes back every dirty line before the jump
     // (docs/hardware.md, "Handover, data").
-    let data = kho.block_count();
+    pages
+}
+
+fn log_handover(
+    next: &ImageBytes,
+    place: &Placement,
+    fdt_len: u64,
+    initrd: Option<(ImageBytes, u64)>,
+    pages: u64,
+    data: u64,
+    el: ExceptionLevel,
+) {
+    let (entry, fdt_at) = (place.entry, place.fdt.start.0);
     info!(
         "handover: next image ({}) at {entry:#x} ({} bytes, image_size {:#x}), fdt at {fdt_at:#x} ({fdt_len} bytes){}; cleaned {pages} tree pages to PoC ({} preserved blocks left to the set/way clean); entering at {}",
         next.source,
@@ -319,10 +364,9 @@ fn prepare<M: PhysMem>(
             None => alloc::string::String::new(),
         },
         data,
-        out.el.handover_target()
+        el.handover_target()
     );
     if !next.header.anywhere() {
         warn!("handover: the next image asks to sit near the base of DRAM; placing it in scratch anyway");
     }
-    Ok((entry, fdt_at))
 }

@@ -14,10 +14,12 @@
 extern crate alloc;
 
 mod check;
+mod chosen; // the /chosen handover properties, undecoded
 mod read;
 mod write;
 
 pub use check::check_tree;
+pub use chosen::ChosenHandover;
 pub use read::{check_header, Fdt, FdtError, Header};
 pub use write::{FdtWriteError, FdtWriter};
 

@@ -172,8 +172,11 @@ fn timing_slot(phys: u64, size: u64) -> u64 {
     (phys + size).next_multiple_of(8)
 }
 
+/// The previous image's finalize and jump moments, if it wrote them.
+type Stamps = Option<(u64, u64)>;
+
 /// The previous image's finalize and jump moments from its timing slot, if it wrote them.
-fn read_stamps<M: PhysMem + ?Sized>(mem: &M, phys: u64, size: u64) -> Option<(u64, u64)> {
+fn read_stamps<M: PhysMem + ?Sized>(mem: &M, phys: u64, size: u64) -> Stamps {
     let b = pattern::read_bytes(mem, timing_slot(phys, size), TIMING_BYTES).ok()?;
     let word = |i: usize| u64::from_le_bytes(b[8 * i..8 * i + 8].try_into().unwrap_or([0; 8]));
     (word(0) == TIMING_MAGIC).then(|| (word(1), word(2)))
@@ -256,7 +259,8 @@ impl<M: PhysMem + ?Sized> Gen<'_, '_, '_, M> {
     }
 
     /// Step 1: restores every recorded block and the scaled set (the blackout ends there),
-    /// then verifies each one's page state and bytes. Returns them and the record.
+    /// then verifies each one's page state and bytes, and that the handover held nothing
+    /// else. Returns them and the record.
     fn restore(
         &mut self,
         mut inc: Incoming,
@@ -264,6 +268,30 @@ impl<M: PhysMem + ?Sized> Gen<'_, '_, '_, M> {
     ) -> Result<(Record, Vec<Entry>, bulk::BlockList), Failure> {
         self.report.blocks = inc.unclaimed() as u64;
         let handed: u64 = inc.unclaimed_blocks().map(|b| 1u64 << b.order).sum();
+        let (rec, rpages, stamps) = self.restore_record(&mut inc)?;
+        let held = self.restore_entries(&mut inc, &rec)?;
+        // What is left is the scaled set, if the record declares one.
+        let mut bulk_held = bulk::BlockList::default();
+        if rec.bulk != Totals::default() {
+            let (b, pages) = bulk::restore(&mut inc, self.fa).map_err(|(c, d)| self.fail(c, d))?;
+            self.led.claimed += pages;
+            bulk_held = b;
+        }
+        // Every preserved block is back: the blackout ends here.
+        let restored_at = (clock.now)();
+        self.time_blackout(&rec, stamps, clock, restored_at);
+        self.verify_restored(&held, &mut bulk_held, clock, restored_at)?;
+        self.check_nothing_else(&inc, &rec, &bulk_held, rpages, handed)?;
+        let meta = inc
+            .finish(self.fa)
+            .map_err(|e| self.fail(Check::Restore, format!("releasing handover metadata: {e}")))?;
+        self.led.released += meta;
+        Ok((rec, held, bulk_held))
+    }
+
+    /// Restores, reads and frees the previous image's record (client [`CLIENT_NAME`]) and
+    /// checks it belongs to this chain. Returns it, its pages, and its timing stamps.
+    fn restore_record(&mut self, inc: &mut Incoming) -> Result<(Record, u64, Stamps), Failure> {
         let (rphys, rsize) = inc.client(CLIENT_NAME).ok_or_else(|| {
             self.fail(
                 Check::Record,
@@ -310,6 +338,12 @@ impl<M: PhysMem + ?Sized> Gen<'_, '_, '_, M> {
                 format!("total pages {} became {total}", rec.total_pages),
             ));
         }
+        Ok((rec, rpages, stamps))
+    }
+
+    /// Restores every block the record lists, after checking its pattern is the chain's.
+    fn restore_entries(&mut self, inc: &mut Incoming, rec: &Record) -> Result<Vec<Entry>, Failure> {
+        let cfg = self.cfg;
         let mut held = Vec::with_capacity(rec.entries.len());
         for e in &rec.entries {
             let want = pattern_seed(cfg.seed, e.fill_gen, e.phys);
@@ -336,29 +370,38 @@ impl<M: PhysMem + ?Sized> Gen<'_, '_, '_, M> {
             self.led.claimed += e.pages;
             held.push(*e);
         }
-        // What is left is the scaled set, if the record declares one.
-        let mut bulk_held = bulk::BlockList::default();
-        if rec.bulk != Totals::default() {
-            let (b, pages) = bulk::restore(&mut inc, self.fa).map_err(|(c, d)| self.fail(c, d))?;
-            self.led.claimed += pages;
-            bulk_held = b;
+        Ok(held)
+    }
+
+    /// The blackout and its phases, when the previous image's counter ran at this one's
+    /// frequency.
+    fn time_blackout(&mut self, rec: &Record, stamps: Stamps, clock: &Clock, restored_at: u64) {
+        if rec.timer_freq != clock.freq {
+            return;
         }
-        // Every preserved block is back: the blackout ends here.
-        let restored_at = (clock.now)();
-        if rec.timer_freq == clock.freq {
-            self.report.handover_us = clock.us(rec.timestamp, restored_at);
-            let (finalized, jumped) = stamps.unwrap_or((rec.timestamp, rec.timestamp));
-            self.report.phases = Phases {
-                finalize_us: clock.us(rec.timestamp, finalized),
-                copyout_us: clock.us(finalized, jumped),
-                trampoline_us: clock.us(jumped, clock.boot_ticks),
-                early_us: clock.us(clock.boot_ticks, clock.validated),
-                reserve_us: clock.us(clock.validated, clock.frames),
-                ready_us: clock.us(clock.frames, clock.ready),
-                restore_us: clock.us(clock.ready, restored_at),
-            };
-        }
-        for e in &held {
+        self.report.handover_us = clock.us(rec.timestamp, restored_at);
+        let (finalized, jumped) = stamps.unwrap_or((rec.timestamp, rec.timestamp));
+        self.report.phases = Phases {
+            finalize_us: clock.us(rec.timestamp, finalized),
+            copyout_us: clock.us(finalized, jumped),
+            trampoline_us: clock.us(jumped, clock.boot_ticks),
+            early_us: clock.us(clock.boot_ticks, clock.validated),
+            reserve_us: clock.us(clock.validated, clock.frames),
+            ready_us: clock.us(clock.frames, clock.ready),
+            restore_us: clock.us(clock.ready, restored_at),
+        };
+    }
+
+    /// Verifies every restored block's page state and bytes.
+    fn verify_restored(
+        &mut self,
+        held: &[Entry],
+        bulk_held: &mut bulk::BlockList,
+        clock: &Clock,
+        restored_at: u64,
+    ) -> Result<(), Failure> {
+        let cfg = self.cfg;
+        for e in held {
             self.check_state(e)?;
             pattern::verify(self.mem, e.phys, e.len, e.pattern, e.checksum).map_err(|err| {
                 self.fail(
@@ -375,7 +418,20 @@ impl<M: PhysMem + ?Sized> Gen<'_, '_, '_, M> {
             self.report.verified_bytes += PAGE_SIZE << b.order;
         }
         self.report.verify_us = clock.us(restored_at, (clock.now)());
-        let found = Totals::of(&bulk_held);
+        Ok(())
+    }
+
+    /// The handover held exactly the record, its entries and the scaled set: anything more
+    /// is a leak, anything less an accounting error.
+    fn check_nothing_else(
+        &mut self,
+        inc: &Incoming,
+        rec: &Record,
+        bulk_held: &bulk::BlockList,
+        rpages: u64,
+        handed: u64,
+    ) -> Result<(), Failure> {
+        let found = Totals::of(bulk_held);
         if found != rec.bulk {
             let extra = found.pages.saturating_sub(rec.bulk.pages);
             self.report.leaked += extra;
@@ -409,11 +465,7 @@ impl<M: PhysMem + ?Sized> Gen<'_, '_, '_, M> {
                 ),
             ));
         }
-        let meta = inc
-            .finish(self.fa)
-            .map_err(|e| self.fail(Check::Restore, format!("releasing handover metadata: {e}")))?;
-        self.led.released += meta;
-        Ok((rec, held, bulk_held))
+        Ok(())
     }
 
     /// Allocates a block: `alloc_folio` or `alloc_pages`.
@@ -563,15 +615,17 @@ pub fn run_generation<M: PhysMem + ?Sized, K: PhysMem>(
     out: &mut Kho<K>,
     clock: &Clock,
 ) -> Result<GenOutcome, Failure> {
-    let s0 = fa.stats();
-    let tree0 = out.tree_pages() as u64;
-    // Pages `out` held before this generation: what the kernel carries for another owner
-    // (docs/abi.md §10.4). The workload accounts for its own pages on top of them.
-    let carried = out.preserved_pages().map_err(|e| Failure {
-        generation: cfg.generation,
-        check: Check::Accounting,
-        detail: format!("listing carried blocks: {e}"),
-    })?;
+    let start = Start {
+        stats: fa.stats(),
+        tree_pages: out.tree_pages() as u64,
+        // Pages `out` held before this generation: what the kernel carries for another
+        // owner (docs/abi.md §10.4). The workload accounts for its own pages on top of them.
+        carried: out.preserved_pages().map_err(|e| Failure {
+            generation: cfg.generation,
+            check: Check::Accounting,
+            detail: format!("listing carried blocks: {e}"),
+        })?,
+    };
     let mut g = Gen {
         cfg,
         fa,
@@ -597,80 +651,14 @@ pub fn run_generation<M: PhysMem + ?Sized, K: PhysMem>(
     g.fa.init_deferred(usize::MAX);
     g.report.deferred_us = clock.us(t, (clock.now)());
 
-    // 2. Free a random share (and everything this image's allocator cannot keep whole).
-    let mut kept: Vec<(Entry, bool)> = Vec::new();
-    let (mut freed_pages, mut kept_pages) = (0, 0);
-    for e in restored {
-        let too_big = e.kind != Kind::PhysRange && e.order() > cfg.max_order;
-        let full = kept.len() >= MAX_KEPT || kept_pages + e.pages > MAX_KEPT_PAGES;
-        if too_big || full || g.rng.chance(FREE_PERCENT) {
-            g.free_entry(&e)?;
-            g.report.freed += 1;
-            freed_pages += e.pages;
-        } else {
-            let split = e.kind == Kind::Contig && e.pages > 1 && g.rng.chance(SPLIT_PERCENT);
-            kept_pages += e.pages;
-            kept.push((e, split));
-        }
-    }
-
-    // The scaled set: free a share (all of it without `baton.preserve=`, and what this
-    // image cannot keep whole), then top it up to its size.
-    let mut bulk_kept = bulk::BlockList::default();
-    for b in bulk_restored.drain() {
-        if cfg.bulk.is_none() || b.order > cfg.max_order || g.rng.chance(bulk::CHURN_PERCENT) {
-            g.led.freed += bulk::free(g.fa, &b).map_err(|(c, d)| g.fail(c, d))?;
-        } else {
-            bulk_kept.push(b);
-        }
-    }
-    if let Some(spec) = &cfg.bulk {
-        let moves = bulk::grow(
-            g.fa,
-            g.mem,
-            &mut g.rng,
-            spec,
-            cfg.seed,
-            cfg.generation,
-            cfg.max_order,
-            &mut bulk_kept,
-        )
-        .map_err(|(c, d)| g.fail(c, d))?;
-        g.led.allocated += moves.allocated;
-        g.led.freed += moves.freed;
-    }
-    for b in bulk_kept.iter() {
-        bulk::preserve(out, g.fa, b).map_err(|(c, d)| g.fail(c, d))?;
-    }
-    let bulk_totals = Totals::of(&bulk_kept);
-    drop(bulk_kept);
+    // 2. Free a random share; churn and top up the scaled set.
+    let (kept, freed_pages) = g.free_share(restored)?;
+    let bulk_totals = g.churn_bulk(bulk_restored, out)?;
 
     // 3. Allocate, fill, preserve, record.
     let new = g.allocate_new()?;
     let new_pages: u64 = new.iter().map(|e| e.pages).sum();
-    let mut entries = Vec::with_capacity(kept.len() + new.len());
-    for (e, split) in kept.into_iter().chain(
-        new.into_iter()
-            .map(|e| (e, e.kind == Kind::SplitAfterPreserve)),
-    ) {
-        let first = if split {
-            Entry {
-                kind: Kind::Contig,
-                ..e
-            }
-        } else {
-            e
-        };
-        g.preserve(out, &first, split)?;
-        entries.push(if split {
-            Entry {
-                kind: Kind::SplitAfterPreserve,
-                ..e
-            }
-        } else {
-            e
-        });
-    }
+    let entries = g.preserve_entries(out, kept, new)?;
     let preserved_pages: u64 = entries.iter().map(|e| e.pages).sum();
     let mut record = Record {
         generation: cfg.generation,
@@ -678,24 +666,12 @@ pub fn run_generation<M: PhysMem + ?Sized, K: PhysMem>(
         max_order: cfg.max_order,
         timestamp: 0,
         timer_freq: clock.freq,
-        total_pages: s0.total,
+        total_pages: start.stats.total,
         preserved_pages,
         entries,
         bulk: bulk_totals,
     };
-    let size = record
-        .encode()
-        .map_err(|e| g.fail(Check::Record, format!("encoding the record: {e}")))?
-        .len() as u64;
-    // The timing slot follows the record in the same pages.
-    let rorder = order_for((timing_slot(0, size) + TIMING_BYTES).div_ceil(PAGE_SIZE));
-    let rpfn = g.alloc(rorder, false)?;
-    let rphys = rpfn.phys().0;
-    out.preserve_pages(g.fa, rpfn, 1 << rorder)
-        .map_err(|e| g.fail(Check::Preserve, format!("record pages at {rphys:#x}: {e}")))?;
-    out.add_client(CLIENT_NAME, rphys, size)
-        .map_err(|e| g.fail(Check::Preserve, format!("record client: {e}")))?;
-    let rpages = 1u64 << rorder;
+    let (rphys, size, rpages) = g.preserve_record(out, &record)?;
 
     // 4. Account for every page.
     let expect_preserved = prev_pages - freed_pages + new_pages;
@@ -705,25 +681,7 @@ pub fn run_generation<M: PhysMem + ?Sized, K: PhysMem>(
             format!("preserved {preserved_pages} pages, previous {prev_pages} - freed {freed_pages} + new {new_pages} = {expect_preserved}"),
         ));
     }
-    let in_kho = out
-        .preserved_pages()
-        .map_err(|e| g.fail(Check::Accounting, format!("listing preserved blocks: {e}")))?;
-    if in_kho != carried + preserved_pages + bulk_totals.pages + rpages {
-        return Err(g.fail(
-            Check::Accounting,
-            format!(
-                "kho preserves {in_kho} pages, carried {carried} + the record {preserved_pages} + {} scaled + {rpages} for itself",
-                bulk_totals.pages
-            ),
-        ));
-    }
-    let s1 = g.fa.stats();
-    let tree = (out.tree_pages() as u64).wrapping_sub(tree0);
-    g.report.bad_pages = s1.bad;
-    if let Err(d) = g.led.balance(&s0, &s1, tree) {
-        g.report.leaked += d.leaked;
-        return Err(g.fail(d.check, d.detail));
-    }
+    let s1 = g.account(out, &start, preserved_pages, bulk_totals.pages, rpages)?;
     g.report.preserved = record.entries.len() as u64;
     g.report.preserved_pages = preserved_pages;
     g.report.free_pages = s1.free;
@@ -742,4 +700,163 @@ pub fn run_generation<M: PhysMem + ?Sized, K: PhysMem>(
         record_at: (rphys, size),
         generations: cfg.generations,
     })
+}
+
+/// What the accounting starts from: mm's statistics, kho's tree pages and the pages `out`
+/// carried for others before the generation touched anything.
+struct Start {
+    stats: mm::Stats,
+    tree_pages: u64,
+    carried: u64,
+}
+
+impl<M: PhysMem + ?Sized> Gen<'_, '_, '_, M> {
+    /// Step 2: frees a random share of the restored blocks (and everything this image's
+    /// allocator cannot keep whole, or beyond the kept bounds). Returns the kept ones, each
+    /// with whether to split it after preserving, and the pages freed.
+    fn free_share(&mut self, restored: Vec<Entry>) -> Result<(Vec<(Entry, bool)>, u64), Failure> {
+        let cfg = self.cfg;
+        let mut kept: Vec<(Entry, bool)> = Vec::new();
+        let (mut freed_pages, mut kept_pages) = (0, 0);
+        for e in restored {
+            let too_big = e.kind != Kind::PhysRange && e.order() > cfg.max_order;
+            let full = kept.len() >= MAX_KEPT || kept_pages + e.pages > MAX_KEPT_PAGES;
+            if too_big || full || self.rng.chance(FREE_PERCENT) {
+                self.free_entry(&e)?;
+                self.report.freed += 1;
+                freed_pages += e.pages;
+            } else {
+                let split = e.kind == Kind::Contig && e.pages > 1 && self.rng.chance(SPLIT_PERCENT);
+                kept_pages += e.pages;
+                kept.push((e, split));
+            }
+        }
+        Ok((kept, freed_pages))
+    }
+
+    /// The scaled set: frees a share (all of it without `baton.preserve=`, and what this
+    /// image cannot keep whole), tops it up to its size and preserves it. Returns its totals.
+    fn churn_bulk<K: PhysMem>(
+        &mut self,
+        restored: bulk::BlockList,
+        out: &mut Kho<K>,
+    ) -> Result<Totals, Failure> {
+        let cfg = self.cfg;
+        let mut kept = bulk::BlockList::default();
+        for b in restored.drain() {
+            if cfg.bulk.is_none() || b.order > cfg.max_order || self.rng.chance(bulk::CHURN_PERCENT)
+            {
+                self.led.freed += bulk::free(self.fa, &b).map_err(|(c, d)| self.fail(c, d))?;
+            } else {
+                kept.push(b);
+            }
+        }
+        if let Some(spec) = &cfg.bulk {
+            let moves = bulk::grow(
+                self.fa,
+                self.mem,
+                &mut self.rng,
+                spec,
+                cfg.seed,
+                cfg.generation,
+                cfg.max_order,
+                &mut kept,
+            )
+            .map_err(|(c, d)| self.fail(c, d))?;
+            self.led.allocated += moves.allocated;
+            self.led.freed += moves.freed;
+        }
+        for b in kept.iter() {
+            bulk::preserve(out, self.fa, b).map_err(|(c, d)| self.fail(c, d))?;
+        }
+        Ok(Totals::of(&kept))
+    }
+
+    /// Preserves the kept blocks and the new ones; a block to split is preserved CONTIG
+    /// first and recorded as split after preserve. Returns the record's entries.
+    fn preserve_entries<K: PhysMem>(
+        &mut self,
+        out: &mut Kho<K>,
+        kept: Vec<(Entry, bool)>,
+        new: Vec<Entry>,
+    ) -> Result<Vec<Entry>, Failure> {
+        let mut entries = Vec::with_capacity(kept.len() + new.len());
+        for (e, split) in kept.into_iter().chain(
+            new.into_iter()
+                .map(|e| (e, e.kind == Kind::SplitAfterPreserve)),
+        ) {
+            let first = if split {
+                Entry {
+                    kind: Kind::Contig,
+                    ..e
+                }
+            } else {
+                e
+            };
+            self.preserve(out, &first, split)?;
+            entries.push(if split {
+                Entry {
+                    kind: Kind::SplitAfterPreserve,
+                    ..e
+                }
+            } else {
+                e
+            });
+        }
+        Ok(entries)
+    }
+
+    /// Allocates and preserves the record's pages (the timing slot follows the record in
+    /// them) and names them as client [`CLIENT_NAME`]. Returns (address, encoded size, pages).
+    fn preserve_record<K: PhysMem>(
+        &mut self,
+        out: &mut Kho<K>,
+        record: &Record,
+    ) -> Result<(u64, u64, u64), Failure> {
+        let size = record
+            .encode()
+            .map_err(|e| self.fail(Check::Record, format!("encoding the record: {e}")))?
+            .len() as u64;
+        let rorder = order_for((timing_slot(0, size) + TIMING_BYTES).div_ceil(PAGE_SIZE));
+        let rpfn = self.alloc(rorder, false)?;
+        let rphys = rpfn.phys().0;
+        out.preserve_pages(self.fa, rpfn, 1 << rorder)
+            .map_err(|e| self.fail(Check::Preserve, format!("record pages at {rphys:#x}: {e}")))?;
+        out.add_client(CLIENT_NAME, rphys, size)
+            .map_err(|e| self.fail(Check::Preserve, format!("record client: {e}")))?;
+        Ok((rphys, size, 1u64 << rorder))
+    }
+
+    /// Step 4: kho holds exactly what was carried plus this generation's own pages (record
+    /// entries, scaled set, the record itself), and the page ledger balances
+    /// against mm's statistics. Returns mm's statistics now.
+    fn account<K: PhysMem>(
+        &mut self,
+        out: &Kho<K>,
+        start: &Start,
+        preserved_pages: u64,
+        bulk_pages: u64,
+        rpages: u64,
+    ) -> Result<mm::Stats, Failure> {
+        let carried = start.carried;
+        let in_kho = out
+            .preserved_pages()
+            .map_err(|e| self.fail(Check::Accounting, format!("listing preserved blocks: {e}")))?;
+        if in_kho != carried + preserved_pages + bulk_pages + rpages {
+            return Err(self.fail(
+                Check::Accounting,
+                format!(
+                    "kho preserves {in_kho} pages, carried {carried} + the record {preserved_pages} + {bulk_pages} scaled + {rpages} for itself"
+                ),
+            ));
+        }
+        let s1 = self.fa.stats();
+        let tree = (out.tree_pages() as u64).wrapping_sub(start.tree_pages);
+        self.report.bad_pages = s1.bad;
+        if let Err(d) = self.led.balance(&start.stats, &s1, tree) {
+            self.report.leaked += d.leaked;
+            return Err(self.fail(d.check, d.detail));
+        }
+        Ok(s1)
+    }
 }

@@ -30,6 +30,7 @@ pub mod bulk; // the scaled preserved set: baton.preserve= / baton.shape=
 pub mod config; // baton.* bootargs: seed, chain length, counters, damage spec
 pub mod damage; // test-only corruption of the outgoing handover data
 pub mod engine; // run_generation: restore, verify, free, split, allocate, preserve, account
+pub mod hooks; // the one interface the kernel uses: Generation and the jump's hooks
 pub mod ledger; // the page ledger a generation must balance against mm's stats
 pub mod pattern; // fill patterns, checksums, raw block access
 pub mod record; // the workload's client sub-FDT: what was kept
@@ -43,5 +44,6 @@ mod tests; // host chains over an arena: many generations, cross-version, every 
 pub use config::{next_bootargs, Carried, Config, ConfigError};
 pub use damage::DamageKind;
 pub use engine::{run_generation, stamp, Clock, GenOutcome, Stamp, TIMING_BYTES};
+pub use hooks::Generation;
 pub use record::{Kind, Record, RecordError};
 pub use report::{Check, Failure, GenField, GenReport, GenValue, Phases, SoakReport, GEN_FIELDS};

@@ -1,7 +1,7 @@
-//! The start of a warm generation: find the previous image's handover in `/chosen`, keep
-//! every early allocation inside its scratch, validate what it preserved (the frame
-//! allocator is then built around it), or boot cold (kho logs the check that failed); on a
-//! cold boot choose new scratch.
+//! kho at boot, warm or cold: find the previous image's handover in `/chosen`, keep every
+//! early allocation inside its scratch, validate what it preserved (the frame allocator is
+//! then built around it), or boot cold (kho logs the check that failed) and choose new
+//! scratch sized by the next generation's need.
 //!
 //! Never lets memblock allocate outside scratch before the frame allocator knows every
 //! preserved block.
@@ -12,7 +12,6 @@ use alloc::vec::Vec;
 
 use board::bootinfo::{BootInfo, LogRange};
 use board::placement::free_scratch;
-use kho::bootfdt::ChosenHandover;
 use kho::{HandoverRefs, Reserved};
 use log::{error, info, warn};
 use mm::{MmError, PhysRange};
@@ -29,14 +28,7 @@ pub struct Early {
 /// Step 1, before the first memblock allocation (the MMU may still be off): reads
 /// `/chosen`, checks the scratch array and restricts memblock to scratch. `None`: cold.
 pub fn discover(info: &BootInfo<'_>, mem: &IdentityMem) -> Option<Early> {
-    let h = &info.handover;
-    let chosen = ChosenHandover {
-        address_cells: h.root_cells.0,
-        size_cells: h.root_cells.1,
-        kho_fdt: h.kho_fdt,
-        kho_scratch: h.kho_scratch,
-    };
-    let refs = match kho::bootfdt::decode_handover(&chosen) {
+    let refs = match kho::bootfdt::decode_handover(&info.handover) {
         Ok(Some(refs)) => refs,
         Ok(None) => {
             info!("kho: no handover in /chosen: cold boot");
@@ -82,8 +74,8 @@ pub struct KhoBoot {
 /// scratch (reserved at once, so early allocations stay out of it). On a warm boot memblock
 /// still allocates only in scratch afterwards: the preserved blocks are in no memblock
 /// table (no fixed table holds every handover); the frame allocator is built around them.
-/// `avoid`: what nothing preserved may overlap.
-pub fn probe(
+/// `avoid`: what nothing preserved may overlap; `next_needs`: `scratch_need::scratch_need`.
+pub fn validate_or_choose_scratch(
     mem: &IdentityMem,
     early: Option<Early>,
     avoid: &[PhysRange],
