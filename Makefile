@@ -44,6 +44,12 @@ BASE     ?=
 JSON     ?=
 # `make bench-handover`: runner options, e.g. BENCH_ARGS='--ram 1G --sets default'.
 BENCH_ARGS ?=
+# `make bench-linux`: scripts/bench-linux.py options, e.g. BENCH_LINUX_ARGS='--sizes 64M'.
+BENCH_LINUX_ARGS ?=
+# The QEMU TCG plugin bench-linux counts Linux's instructions with (its own crate, not in
+# the workspace: tests/linux-peer/icount-plugin).
+ICOUNT_PLUGIN_DIR := tests/linux-peer/icount-plugin
+ICOUNT_PLUGIN := target/icount-plugin/release/libicount_plugin.so
 HOST      = $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
 OBJCOPY  ?= $(shell rustc --print sysroot 2>/dev/null)/lib/rustlib/$(HOST)/bin/llvm-objcopy
 OBJDUMP  ?= $(dir $(OBJCOPY))llvm-objdump
@@ -58,7 +64,7 @@ CARGO_PROFILE_FLAG := $(if $(filter release,$(PROFILE)),--release,)
 APPEND_ARG := $(if $(APPEND),-append "$(APPEND)",)
 
 .PHONY: linux-peer inspect dump-handover all image image-b image-v1 run run-boot soak rpi4-sdcard check-exclusives run-el2 run-rpi4 run-rpi4-nodtb test test-host test-qemu gdb clippy fmt \
-        fmt-check deps boot-time bench-handover clean help
+        fmt-check deps boot-time bench-handover bench-linux clean help
 
 all: image
 
@@ -80,6 +86,7 @@ help:
 	@echo "make fmt        cargo fmt"
 	@echo "make boot-time  median time from QEMU start to the banner (5 runs)"
 	@echo "make bench-handover  handover blackout under -icount shift=0, RAM x preserved set (BENCH_ARGS=...)"
+	@echo "make bench-linux  Linux's KHO (test_kho) and baton's mixed set side by side, 64M/512M/2G (BENCH_LINUX_ARGS=...)"
 	@echo "make inspect    DUMP=path [FDT=addr] [BASE=addr] [JSON=1]: what the next image makes of a dumped handover"
 	@echo "make dump-handover  GEN=1: generation GEN's handover dumped as it jumps (target/dump/, virt)"
 	@echo "make deps       install (root on Debian) or name what is missing"
@@ -220,6 +227,16 @@ boot-time: deps image
 # over RAM 1G/4G/16G x preserved sets; BENCH line per case, Markdown table, targets.
 bench-handover: deps image
 	python3 scripts/bench-handover.py --image $(IMAGE) --qemu $(QEMU) $(BENCH_ARGS)
+
+# Linux's KHO beside baton's: the Linux peer's test_kho (Linux -> Linux) and baton's mixed
+# set at 64M/512M/2G preserved, RAM 4G, -icount shift=0; Linux timed by the icount plugin
+# at System.map addresses. One table, Linux/baton per page (docs/performance.md).
+bench-linux: deps image
+	$(CARGO) build --release --manifest-path $(ICOUNT_PLUGIN_DIR)/Cargo.toml \
+		--target-dir target/icount-plugin
+	peer=$$(scripts/linux-peer.sh | tail -n 1) && \
+	python3 scripts/bench-linux.py --image $(IMAGE) --qemu $(QEMU) --peer "$$peer" \
+		--plugin $(ICOUNT_PLUGIN) $(BENCH_LINUX_ARGS)
 
 clean:
 	$(CARGO) clean

@@ -1,7 +1,8 @@
 #!/bin/sh
 # Builds baton's Linux KHO peer: Debian's linux-source-7.2 for arm64 from `tinyconfig` plus
 # tests/linux-peer/peer.config, and the static peer init (tests/linux-peer/init.c, with the
-# kernel tree's nolibc). Prints the peer's directory on its last line (Image, init, config).
+# kernel tree's nolibc). Prints the peer's directory on its last line (Image, System.map,
+# init, config; System.map gives `make bench-linux` the kernel's symbol addresses).
 #
 # Cached outside the clone in $BATON_CACHE (default ~/.cache/baton): the source package once
 # per version, the build once per (version, fragment, init, this script). The package comes
@@ -13,7 +14,7 @@ set -eu
 SUITE=sid
 PKG=linux-source-7.2
 # Bump when the way the kernel is built changes (the cache key is this and the fragment).
-BUILD_REV=1
+BUILD_REV=2
 here=$(cd "$(dirname "$0")/.." && pwd)
 frag=$here/tests/linux-peer/peer.config
 initc=$here/tests/linux-peer/init.c
@@ -100,7 +101,7 @@ build_init() {
 # 3. The kernel, keyed by what it is made from.
 hash=$( (echo "$BUILD_REV"; cat "$frag") | sha256sum | cut -c1-12)
 out=$cache/linux-$kver-$hash
-if [ -f "$out/Image" ] && [ -d "$out/usr/include" ]; then
+if [ -f "$out/Image" ] && [ -f "$out/System.map" ] && [ -d "$out/usr/include" ]; then
     build_init
     step "cached: $out"
     echo "$out"; exit 0
@@ -120,6 +121,7 @@ step "installing the UAPI headers"
 $K headers_install INSTALL_HDR_PATH="$out/usr" >&2
 build_init
 cp "$out/build/.config" "$out/config"
+cp "$out/build/System.map" "$out/System.map"
 echo "$kver" > "$out/version"
 cp "$out/build/arch/arm64/boot/Image" "$out/Image.tmp" && mv "$out/Image.tmp" "$out/Image"
 rm -rf "$out/build"

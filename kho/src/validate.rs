@@ -447,15 +447,44 @@ pub fn validate_versioned<M: PhysMem + ?Sized>(
     inp: &Inputs<'_>,
 ) -> Result<(Validated, AbiVersion), RestoreError> {
     let view = read_view(mem, inp)?;
-    let linux = !view.version.is_baton();
-    let fdt_pages = inp.kho_fdt.outer_pages();
+    let (main_keys, split_keys, nodes) = walk_trees(mem, inp, &view)?;
+    let mut blocks = decode_keys(view.version, main_keys)?;
+    check_placement(inp, &blocks, &nodes, !view.version.is_baton())?;
+    if view.version == AbiVersion::V1 {
+        mark_v1_split(&mut blocks, split_keys)?;
+    }
+    check_clients(inp, &view, &blocks)?;
+    let mut metadata = nodes;
+    if view.version.is_baton() {
+        // baton's KHO FDT is metadata; Linux's is a preserved block of its own.
+        metadata.push(inp.kho_fdt.outer_pages());
+    }
+    metadata.sort_unstable();
+    Ok((
+        Validated {
+            blocks,
+            metadata,
+            clients: view.clients,
+        },
+        view.version,
+    ))
+}
 
+/// Trees: walks the tree of every block (and v1's split tree) with every node check, and
+/// checks the metadata checksum (baton's formats). Returns the raw keys of each tree and
+/// the tree nodes, sorted.
+#[allow(clippy::type_complexity)]
+fn walk_trees<M: PhysMem + ?Sized>(
+    mem: &M,
+    inp: &Inputs<'_>,
+    view: &KhoFdtView,
+) -> Result<(Vec<u64>, Vec<u64>, Vec<PhysRange>), RestoreError> {
     let mut w = Walker {
         mem,
         inp,
-        fdt_pages,
+        fdt_pages: inp.kho_fdt.outer_pages(),
         seen: BTreeSet::new(),
-        crc: MetaCrc::for_view(&view),
+        crc: MetaCrc::for_view(view),
     };
     let (mut main_keys, mut split_keys) = (Vec::new(), Vec::new());
     w.walk(TreeName::Main, view.main_root, &mut main_keys)?;
@@ -467,25 +496,30 @@ pub fn validate_versioned<M: PhysMem + ?Sized>(
         crc.client(c);
     }
     let computed = crc.finish();
-    if !linux && computed != view.crc {
+    if view.version.is_baton() && computed != view.crc {
         return Err(RestoreError::Checksum {
             stored: view.crc,
             computed,
         });
     }
-
-    let nodes: Vec<PhysRange> = seen
+    let nodes = seen
         .iter()
         .map(|&p| PhysRange::new(PhysAddr(p), PAGE_SIZE))
         .collect();
+    Ok((main_keys, split_keys, nodes))
+}
+
+/// Keys: decodes every key of the tree of every block in its format's encoding and sorts
+/// the blocks by address.
+fn decode_keys(version: AbiVersion, keys: Vec<u64>) -> Result<Vec<Block>, RestoreError> {
     let bad_main = |err| RestoreError::BadKey {
         tree: TreeName::Main,
         err,
     };
-    let mut blocks = Vec::with_capacity(main_keys.len());
-    match view.version {
+    let mut blocks = Vec::with_capacity(keys.len());
+    match version {
         AbiVersion::V2 => {
-            for &k in &main_keys {
+            for &k in &keys {
                 let (phys, order, kind) = decode_typed(k).map_err(bad_main)?;
                 blocks.push(Block { phys, order, kind });
             }
@@ -493,25 +527,36 @@ pub fn validate_versioned<M: PhysMem + ?Sized>(
         // Linux's keys have no type: every block comes back as it was preserved, CONTIG
         // (a folio, or pages whose head alone holds the reference until split).
         AbiVersion::V1 | AbiVersion::LinuxV4 => {
-            for &k in &main_keys {
+            for &k in &keys {
                 let (phys, order) = decode(k).map_err(bad_main)?;
                 let kind = BlockType::Contig;
                 blocks.push(Block { phys, order, kind });
             }
         }
     }
-    drop(main_keys);
+    drop(keys);
     // The walk yields each (type, order)'s keys in address order: a stable sort (driftsort)
     // finds those runs and merges them, O(n log runs) instead of a full sort.
     blocks.sort();
-    // The checks below in address order: each range list is swept once (O(1) amortised per
-    // block); a block the sweeps cannot clear goes through the exact checks, which name the
-    // failure.
+    Ok(blocks)
+}
+
+/// Placement: every block (sorted) inside one RAM range, clear of scratch, the ranges to
+/// avoid, the KHO FDT (baton's formats) and every tree node, and clear of its neighbours.
+fn check_placement(
+    inp: &Inputs<'_>,
+    blocks: &[Block],
+    nodes: &[PhysRange],
+    linux: bool,
+) -> Result<(), RestoreError> {
+    // In address order: each range list is swept once (O(1) amortised per block); a block
+    // the sweeps cannot clear goes through the exact checks, which name the failure.
+    let fdt_pages = inp.kho_fdt.outer_pages();
     let fdt = [fdt_pages];
     let mut ram = Sweep::new(&[inp.ram]);
     let mut avoid = Sweep::new(&[inp.scratch, inp.avoid, &fdt]);
-    let mut tree_nodes = Sweep::new(&[&nodes]);
-    for b in &blocks {
+    let mut tree_nodes = Sweep::new(&[nodes]);
+    for b in blocks {
         let r = b.region();
         if b.phys.checked_add(PAGE_SIZE << b.order).is_some()
             && ram.within(&r)
@@ -520,30 +565,7 @@ pub fn validate_versioned<M: PhysMem + ?Sized>(
         {
             continue;
         }
-        if b.phys.checked_add(PAGE_SIZE << b.order).is_none() || !in_ram(inp.ram, &r) {
-            return Err(RestoreError::BlockOutsideRam {
-                phys: b.phys,
-                order: b.order,
-            });
-        }
-        // Linux's KHO FDT page is a preserved block of its own; baton's is metadata.
-        let fdt: &[PhysRange] = if linux { &[] } else { &[fdt_pages] };
-        if let Some(with) = first_overlap(&[inp.scratch, inp.avoid, fdt], &r) {
-            return Err(RestoreError::BlockOverlaps {
-                phys: b.phys,
-                order: b.order,
-                with,
-            });
-        }
-        // Tree nodes are sorted: the first node at or after the block start decides.
-        let i = nodes.partition_point(|n| n.end <= r.start);
-        if let Some(n) = nodes.get(i).filter(|n| n.overlaps(&r)) {
-            return Err(RestoreError::BlockOverlaps {
-                phys: b.phys,
-                order: b.order,
-                with: *n,
-            });
-        }
+        check_block_exactly(inp, b, nodes, linux)?;
     }
     // Sorted by address: one pass over neighbours finds any overlap, including one block
     // recorded with both types (v2) — the same region twice.
@@ -557,11 +579,54 @@ pub fn validate_versioned<M: PhysMem + ?Sized>(
             });
         }
     }
-    if view.version == AbiVersion::V1 {
-        mark_v1_split(&mut blocks, split_keys)?;
+    Ok(())
+}
+
+/// The exact placement checks of one block, naming the first that fails.
+fn check_block_exactly(
+    inp: &Inputs<'_>,
+    b: &Block,
+    nodes: &[PhysRange],
+    linux: bool,
+) -> Result<(), RestoreError> {
+    let r = b.region();
+    if b.phys.checked_add(PAGE_SIZE << b.order).is_none() || !in_ram(inp.ram, &r) {
+        return Err(RestoreError::BlockOutsideRam {
+            phys: b.phys,
+            order: b.order,
+        });
     }
+    // Linux's KHO FDT page is a preserved block of its own; baton's is metadata.
+    let fdt_pages = [inp.kho_fdt.outer_pages()];
+    let fdt: &[PhysRange] = if linux { &[] } else { &fdt_pages };
+    if let Some(with) = first_overlap(&[inp.scratch, inp.avoid, fdt], &r) {
+        return Err(RestoreError::BlockOverlaps {
+            phys: b.phys,
+            order: b.order,
+            with,
+        });
+    }
+    // Tree nodes are sorted: the first node at or after the block start decides.
+    let i = nodes.partition_point(|n| n.end <= r.start);
+    if let Some(n) = nodes.get(i).filter(|n| n.overlaps(&r)) {
+        return Err(RestoreError::BlockOverlaps {
+            phys: b.phys,
+            order: b.order,
+            with: *n,
+        });
+    }
+    Ok(())
+}
+
+/// Clients: every client blob covered by preserved blocks, and in `kho-v4` the KHO FDT's
+/// own pages too.
+fn check_clients(
+    inp: &Inputs<'_>,
+    view: &KhoFdtView,
+    blocks: &[Block],
+) -> Result<(), RestoreError> {
     for c in &view.clients {
-        if !covered(&blocks, c.phys, c.size) {
+        if !covered(blocks, c.phys, c.size) {
             return Err(RestoreError::ClientNotPreserved {
                 name: c.name.clone(),
                 phys: c.phys,
@@ -569,25 +634,14 @@ pub fn validate_versioned<M: PhysMem + ?Sized>(
             });
         }
     }
-    if linux && !covered(&blocks, fdt_pages.start.0, fdt_pages.size()) {
+    let fdt_pages = inp.kho_fdt.outer_pages();
+    if !view.version.is_baton() && !covered(blocks, fdt_pages.start.0, fdt_pages.size()) {
         return Err(RestoreError::KhoFdtNotPreserved {
             phys: inp.kho_fdt.start.0,
             size: inp.kho_fdt.size(),
         });
     }
-    let mut metadata = nodes;
-    if !linux {
-        metadata.push(fdt_pages);
-    }
-    metadata.sort_unstable();
-    Ok((
-        Validated {
-            blocks,
-            metadata,
-            clients: view.clients,
-        },
-        view.version,
-    ))
+    Ok(())
 }
 
 /// Reads the KHO FDT named by `inp` (range checked: non-empty, at most

@@ -124,24 +124,7 @@ pub fn parse_args<I>(args: I, fallback_seed: u64) -> Result<Options, CliError>
 where
     I: IntoIterator<Item = String>,
 {
-    let mut o = Options {
-        image: None,
-        board: Board::Virt,
-        el: 0,
-        generations: 1000,
-        seed: fallback_seed,
-        seed_given: false,
-        expect_cold: false,
-        extra_bootargs: String::new(),
-        mem: "1G".to_string(),
-        initrd: None,
-        dtb: None,
-        report_dir: None,
-        timeout_secs: 0,
-        qemu: "qemu-system-aarch64".to_string(),
-        qemu_args: Vec::new(),
-        replay: None,
-    };
+    let mut o = defaults(fallback_seed);
     let mut timeout = None;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -160,32 +143,8 @@ where
             "-h" | "--help" => return Err(CliError::Help),
             "--expect-cold" => o.expect_cold = true,
             "--image" => o.image = Some(value("--image")?.into()),
-            "--board" => {
-                o.board = match value("--board")?.as_str() {
-                    "virt" => Board::Virt,
-                    "rpi4" => Board::Rpi4,
-                    other => {
-                        return Err(CliError::BadValue {
-                            option: "--board",
-                            value: other.to_string(),
-                            expected: "virt or rpi4",
-                        })
-                    }
-                }
-            }
-            "--el" => {
-                o.el = match value("--el")?.as_str() {
-                    "1" => 1,
-                    "2" => 2,
-                    other => {
-                        return Err(CliError::BadValue {
-                            option: "--el",
-                            value: other.to_string(),
-                            expected: "1 or 2",
-                        })
-                    }
-                }
-            }
+            "--board" => o.board = board(&value("--board")?)?,
+            "--el" => o.el = el(&value("--el")?)?,
             "--generations" => {
                 o.generations = parse("--generations", value("--generations")?, "a count ≥ 1")?;
                 if o.generations == 0 {
@@ -222,6 +181,59 @@ where
             _ => return Err(CliError::UnknownOption(arg)),
         }
     }
+    finish(o, timeout)
+}
+
+/// Every option at its default.
+fn defaults(seed: u64) -> Options {
+    Options {
+        image: None,
+        board: Board::Virt,
+        el: 0,
+        generations: 1000,
+        seed,
+        seed_given: false,
+        expect_cold: false,
+        extra_bootargs: String::new(),
+        mem: "1G".to_string(),
+        initrd: None,
+        dtb: None,
+        report_dir: None,
+        timeout_secs: 0,
+        qemu: "qemu-system-aarch64".to_string(),
+        qemu_args: Vec::new(),
+        replay: None,
+    }
+}
+
+/// `--board virt|rpi4`.
+fn board(v: &str) -> Result<Board, CliError> {
+    match v {
+        "virt" => Ok(Board::Virt),
+        "rpi4" => Ok(Board::Rpi4),
+        other => Err(CliError::BadValue {
+            option: "--board",
+            value: other.to_string(),
+            expected: "virt or rpi4",
+        }),
+    }
+}
+
+/// `--el 1|2`.
+fn el(v: &str) -> Result<u8, CliError> {
+    match v {
+        "1" => Ok(1),
+        "2" => Ok(2),
+        other => Err(CliError::BadValue {
+            option: "--el",
+            value: other.to_string(),
+            expected: "1 or 2",
+        }),
+    }
+}
+
+/// The defaults that depend on other options, and the checks across options.
+fn finish(mut o: Options, timeout: Option<u64>) -> Result<Options, CliError> {
     if o.el == 0 {
         o.el = match o.board {
             Board::Virt => 1,

@@ -47,16 +47,166 @@ fn escape(text: &str) -> String {
 pub fn render(samples: &[Sample], title: &str) -> String {
     let last_n = samples.last().map_or(0, |s| u64::from(s.n));
     let max_us = samples.iter().map(|s| s.handover_us).max().unwrap_or(0);
-    let (x_end, x_step) = axis(last_n);
-    let (y_end, y_step) = axis(max_us);
-    let plot_w = WIDTH - LEFT - RIGHT;
-    let plot_h = HEIGHT - TOP - BOTTOM;
-    let x = |n: u64| LEFT + plot_w * n as f64 / x_end as f64;
-    let y = |us: u64| TOP + plot_h - plot_h * us as f64 / y_end as f64;
-    let bottom = TOP + plot_h;
-
+    let p = Plot::new(last_n, max_us);
     let mut out = String::new();
+    header(&mut out, title);
+    p.grid_and_axes(&mut out);
+    p.labels(&mut out);
+    p.data(&mut out, samples);
+    legend(&mut out);
     // `write!` into a String cannot fail; the results are ignored for that reason.
+    let _ = writeln!(out, "</svg>");
+    out
+}
+
+/// The plot area and its axes' ends and tick steps.
+struct Plot {
+    x_end: u64,
+    x_step: u64,
+    y_end: u64,
+    y_step: u64,
+    w: f64,
+    h: f64,
+}
+
+impl Plot {
+    fn new(last_n: u64, max_us: u64) -> Self {
+        let (x_end, x_step) = axis(last_n);
+        let (y_end, y_step) = axis(max_us);
+        Plot {
+            x_end,
+            x_step,
+            y_end,
+            y_step,
+            w: WIDTH - LEFT - RIGHT,
+            h: HEIGHT - TOP - BOTTOM,
+        }
+    }
+
+    fn x(&self, n: u64) -> f64 {
+        LEFT + self.w * n as f64 / self.x_end as f64
+    }
+
+    fn y(&self, us: u64) -> f64 {
+        TOP + self.h - self.h * us as f64 / self.y_end as f64
+    }
+
+    fn bottom(&self) -> f64 {
+        TOP + self.h
+    }
+
+    fn x_ticks(&self) -> impl Iterator<Item = u64> {
+        (0..=self.x_end).step_by(self.x_step as usize)
+    }
+
+    fn y_ticks(&self) -> impl Iterator<Item = u64> {
+        (0..=self.y_end).step_by(self.y_step as usize)
+    }
+
+    /// Grid lines, the two axes and their ticks.
+    fn grid_and_axes(&self, out: &mut String) {
+        let bottom = self.bottom();
+        let _ = writeln!(out, r##"<g stroke="#ddd" stroke-width="1">"##);
+        for tick in self.y_ticks() {
+            let ty = self.y(tick);
+            let _ = writeln!(
+                out,
+                r#"<line x1="{LEFT}" y1="{ty:.1}" x2="{:.1}" y2="{ty:.1}"/>"#,
+                WIDTH - RIGHT
+            );
+        }
+        let _ = writeln!(out, "</g>");
+        let _ = writeln!(out, r##"<g stroke="black" stroke-width="1">"##);
+        let _ = writeln!(
+            out,
+            r#"<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{bottom}"/>"#
+        );
+        let _ = writeln!(
+            out,
+            r#"<line x1="{LEFT}" y1="{bottom}" x2="{:.1}" y2="{bottom}"/>"#,
+            WIDTH - RIGHT
+        );
+        for tick in self.x_ticks() {
+            let tx = self.x(tick);
+            let _ = writeln!(
+                out,
+                r#"<line x1="{tx:.1}" y1="{bottom}" x2="{tx:.1}" y2="{}"/>"#,
+                bottom + 5.0
+            );
+        }
+        for tick in self.y_ticks() {
+            let ty = self.y(tick);
+            let _ = writeln!(
+                out,
+                r#"<line x1="{}" y1="{ty:.1}" x2="{LEFT}" y2="{ty:.1}"/>"#,
+                LEFT - 5.0
+            );
+        }
+        let _ = writeln!(out, "</g>");
+    }
+
+    /// Tick labels and axis titles.
+    fn labels(&self, out: &mut String) {
+        let bottom = self.bottom();
+        let _ = writeln!(out, r#"<g fill="black">"#);
+        for tick in self.x_ticks() {
+            let _ = writeln!(
+                out,
+                r#"<text x="{:.1}" y="{}" text-anchor="middle">{tick}</text>"#,
+                self.x(tick),
+                bottom + 19.0
+            );
+        }
+        for tick in self.y_ticks() {
+            let _ = writeln!(
+                out,
+                r#"<text x="{}" y="{:.1}" text-anchor="end">{tick}</text>"#,
+                LEFT - 8.0,
+                self.y(tick) + 4.0
+            );
+        }
+        let _ = writeln!(
+            out,
+            r#"<text x="{:.1}" y="{}" text-anchor="middle">generation</text>"#,
+            LEFT + self.w / 2.0,
+            HEIGHT - 12.0
+        );
+        let _ = writeln!(
+            out,
+            r#"<text x="18" y="{:.1}" text-anchor="middle" transform="rotate(-90 18 {:.1})">handover time (µs)</text>"#,
+            TOP + self.h / 2.0,
+            TOP + self.h / 2.0
+        );
+        let _ = writeln!(out, "</g>");
+    }
+
+    /// The data: one polyline point per generation, then the cold generations on top.
+    fn data(&self, out: &mut String, samples: &[Sample]) {
+        let points: Vec<String> = samples
+            .iter()
+            .map(|s| format!("{:.1},{:.1}", self.x(u64::from(s.n)), self.y(s.handover_us)))
+            .collect();
+        let _ = writeln!(
+            out,
+            r##"<polyline fill="none" stroke="#1f77b4" stroke-width="1" points="{}"/>"##,
+            points.join(" ")
+        );
+        let _ = writeln!(out, r##"<g fill="#d62728">"##);
+        for s in samples.iter().filter(|s| s.cold) {
+            let _ = writeln!(
+                out,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="3.5"><title>generation {} booted cold</title></circle>"#,
+                self.x(u64::from(s.n)),
+                self.y(s.handover_us),
+                s.n
+            );
+        }
+        let _ = writeln!(out, "</g>");
+    }
+}
+
+/// The document, its background and the title.
+fn header(out: &mut String, title: &str) {
     let _ = writeln!(
         out,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12">"#
@@ -71,97 +221,10 @@ pub fn render(samples: &[Sample], title: &str) -> String {
         WIDTH / 2.0,
         escape(title)
     );
+}
 
-    // Grid, ticks and tick labels.
-    let _ = writeln!(out, r##"<g stroke="#ddd" stroke-width="1">"##);
-    for tick in (0..=y_end).step_by(y_step as usize) {
-        let ty = y(tick);
-        let _ = writeln!(
-            out,
-            r#"<line x1="{LEFT}" y1="{ty:.1}" x2="{:.1}" y2="{ty:.1}"/>"#,
-            WIDTH - RIGHT
-        );
-    }
-    let _ = writeln!(out, "</g>");
-    let _ = writeln!(out, r##"<g stroke="black" stroke-width="1">"##);
-    let _ = writeln!(
-        out,
-        r#"<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{bottom}"/>"#
-    );
-    let _ = writeln!(
-        out,
-        r#"<line x1="{LEFT}" y1="{bottom}" x2="{:.1}" y2="{bottom}"/>"#,
-        WIDTH - RIGHT
-    );
-    for tick in (0..=x_end).step_by(x_step as usize) {
-        let tx = x(tick);
-        let _ = writeln!(
-            out,
-            r#"<line x1="{tx:.1}" y1="{bottom}" x2="{tx:.1}" y2="{}"/>"#,
-            bottom + 5.0
-        );
-    }
-    for tick in (0..=y_end).step_by(y_step as usize) {
-        let ty = y(tick);
-        let _ = writeln!(
-            out,
-            r#"<line x1="{}" y1="{ty:.1}" x2="{LEFT}" y2="{ty:.1}"/>"#,
-            LEFT - 5.0
-        );
-    }
-    let _ = writeln!(out, "</g>");
-    let _ = writeln!(out, r#"<g fill="black">"#);
-    for tick in (0..=x_end).step_by(x_step as usize) {
-        let _ = writeln!(
-            out,
-            r#"<text x="{:.1}" y="{}" text-anchor="middle">{tick}</text>"#,
-            x(tick),
-            bottom + 19.0
-        );
-    }
-    for tick in (0..=y_end).step_by(y_step as usize) {
-        let _ = writeln!(
-            out,
-            r#"<text x="{}" y="{:.1}" text-anchor="end">{tick}</text>"#,
-            LEFT - 8.0,
-            y(tick) + 4.0
-        );
-    }
-    let _ = writeln!(
-        out,
-        r#"<text x="{:.1}" y="{}" text-anchor="middle">generation</text>"#,
-        LEFT + plot_w / 2.0,
-        HEIGHT - 12.0
-    );
-    let _ = writeln!(
-        out,
-        r#"<text x="18" y="{:.1}" text-anchor="middle" transform="rotate(-90 18 {:.1})">handover time (µs)</text>"#,
-        TOP + plot_h / 2.0,
-        TOP + plot_h / 2.0
-    );
-    let _ = writeln!(out, "</g>");
-
-    // The data: one polyline point per generation, then the cold generations on top.
-    let points: Vec<String> = samples
-        .iter()
-        .map(|s| format!("{:.1},{:.1}", x(u64::from(s.n)), y(s.handover_us)))
-        .collect();
-    let _ = writeln!(
-        out,
-        r##"<polyline fill="none" stroke="#1f77b4" stroke-width="1" points="{}"/>"##,
-        points.join(" ")
-    );
-    let _ = writeln!(out, r##"<g fill="#d62728">"##);
-    for s in samples.iter().filter(|s| s.cold) {
-        let _ = writeln!(
-            out,
-            r#"<circle cx="{:.1}" cy="{:.1}" r="3.5"><title>generation {} booted cold</title></circle>"#,
-            x(u64::from(s.n)),
-            y(s.handover_us),
-            s.n
-        );
-    }
-    let _ = writeln!(out, "</g>");
+/// The legend above the plot.
+fn legend(out: &mut String) {
     let _ = writeln!(
         out,
         r##"<g font-size="11"><line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="#1f77b4"/><text x="{}" y="{}">handover_us</text><circle cx="{}" cy="{ly}" r="3.5" fill="#d62728"/><text x="{}" y="{}">cold boot</text></g>"##,
@@ -174,8 +237,6 @@ pub fn render(samples: &[Sample], title: &str) -> String {
         lx = LEFT + 12.0,
         ly = TOP - 6.0,
     );
-    let _ = writeln!(out, "</svg>");
-    out
 }
 
 #[cfg(test)]
