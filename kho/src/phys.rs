@@ -179,11 +179,18 @@ fn run_or(page: &PageBuf, run: usize) -> u64 {
 #[inline]
 pub(crate) fn next_nonzero_word(page: &PageBuf, from: usize) -> Option<(usize, u64)> {
     const RUN: usize = 64;
+    const GROUP: usize = 8;
     let mut i = from;
     while i < PAGE_WORDS {
         // An OR over the run (16 bytes per load), not a slice comparison (a memcmp call).
         if i.is_multiple_of(RUN) && run_or(page, i / RUN) == 0 {
             i += RUN;
+            continue;
+        }
+        // Inside a run that is not all zero: skip zero groups of 8 words (one cache line)
+        // with one OR, not a test per word.
+        if i.is_multiple_of(GROUP) && page.0[i..i + GROUP].iter().fold(0, |a, &w| a | w) == 0 {
+            i += GROUP;
             continue;
         }
         let w = u64::from_le(page[i]);
@@ -248,4 +255,43 @@ pub fn write_bytes<M: PhysMem + ?Sized>(mem: &M, phys: u64, data: &[u8]) -> bool
     // that cannot alias them.
     unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), p, data.len()) };
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every (index, value) `next_nonzero_word` yields walking `page`, by hand.
+    fn nonzero_by_hand(page: &PageBuf) -> alloc::vec::Vec<(usize, u64)> {
+        (0..PAGE_WORDS)
+            .filter(|&i| page.0[i] != 0)
+            .map(|i| (i, u64::from_le(page.0[i])))
+            .collect()
+    }
+
+    #[test]
+    fn next_nonzero_word_yields_every_nonzero_word_in_order() {
+        let layouts: [&[usize]; 6] = [
+            &[],
+            &[0],
+            &[511],
+            &[7, 8, 63, 64, 65, 127],
+            &[1, 9, 17, 200, 201, 202, 448, 505],
+            &[3, 70, 135, 300, 310, 320, 330, 510],
+        ];
+        for (n, layout) in layouts.iter().enumerate() {
+            let mut page = ZERO_PAGE;
+            for (k, &i) in layout.iter().enumerate() {
+                page.0[i] = (k as u64 + 1) << (k * 7 % 64);
+            }
+            let mut got = alloc::vec::Vec::new();
+            let mut from = 0;
+            while let Some((i, w)) = next_nonzero_word(&page, from) {
+                got.push((i, w));
+                from = i + 1;
+            }
+            assert_eq!(got, nonzero_by_hand(&page), "layout {n}");
+            assert_eq!(got.len(), layout.len(), "layout {n}");
+        }
+    }
 }
