@@ -361,6 +361,18 @@ impl Incoming {
         Ok(v)
     }
 
+    /// Gives block `i` (unclaimed) back to the allocator, its stash cleared.
+    fn release_block(&mut self, fa: &mut FrameAllocator<'_>, i: usize) -> Result<(), MmError> {
+        let b = self.blocks[i];
+        let pfn = Pfn(b.phys >> PAGE_SHIFT);
+        fa.set_page_private(pfn, 0)?;
+        fa.release_reserved(pfn, 1 << b.order)?;
+        log::debug!("kho: released {:#x} order {} {}", b.phys, b.order, b.kind);
+        self.claim(i);
+        self.released += 1;
+        Ok(())
+    }
+
     /// How many unclaimed preserved blocks exactly cover `[phys, phys + size)` (a client's
     /// blob), or `None` if they do not.
     pub fn blocks_covering(&self, phys: u64, size: u64) -> Option<usize> {
@@ -377,13 +389,7 @@ impl Incoming {
     ) -> Result<u64, IncomingError> {
         let idx = self.covering(phys, size)?;
         for &i in &idx {
-            let b = self.blocks[i];
-            let pfn = Pfn(b.phys >> PAGE_SHIFT);
-            fa.set_page_private(pfn, 0)?;
-            fa.release_reserved(pfn, 1 << b.order)?;
-            log::debug!("kho: released {:#x} order {} {}", b.phys, b.order, b.kind);
-            self.claim(i);
-            self.released += 1;
+            self.release_block(fa, i)?;
         }
         Ok(idx.len() as u64)
     }
@@ -609,13 +615,7 @@ impl Incoming {
             if self.is_claimed(i) {
                 continue;
             }
-            let b = self.blocks[i];
-            let pfn = Pfn(b.phys >> PAGE_SHIFT);
-            fa.set_page_private(pfn, 0)?;
-            fa.release_reserved(pfn, 1 << b.order)?;
-            log::debug!("kho: released {:#x} order {} {}", b.phys, b.order, b.kind);
-            self.claim(i);
-            self.released += 1;
+            self.release_block(fa, i)?;
             n += 1;
         }
         Ok(n)

@@ -138,6 +138,11 @@ pub fn fold_sum(bytes: &[u8]) -> u32 {
         a[..rest.len()].copy_from_slice(rest);
         sum = add64(sum, u64::from_le_bytes(a));
     }
+    fold(sum)
+}
+
+/// Folds a 64-bit end-around sum to 16 bits (64 -> 32 -> 16), end-around at each step.
+fn fold(sum: u64) -> u32 {
     let s32 = add32((sum >> 32) as u32, sum as u32);
     let s16 = (s32 >> 16) + (s32 & 0xffff);
     (s16 & 0xffff) + (s16 >> 16)
@@ -167,10 +172,7 @@ fn csum_block<M: PhysMem + ?Sized>(
         }
         block = add64(block, u64::from(fold_sum(page_bytes(&page))));
     }
-    let s32 = add32((block >> 32) as u32, block as u32);
-    let s16 = (s32 >> 16) + (s32 & 0xffff);
-    let folded = (s16 & 0xffff) + (s16 >> 16);
-    wsum = add32(folded, wsum);
+    wsum = add32(fold(block), wsum);
     Ok(wsum)
 }
 
@@ -534,9 +536,7 @@ pub fn author_kho_test<M: PhysMem, N: PhysMem + ?Sized>(
             }
             block = add64(block, u64::from(fold_sum(page_bytes(&page))));
         }
-        let s32 = add32((block >> 32) as u32, block as u32);
-        let s16 = (s32 >> 16) + (s32 & 0xffff);
-        csum = add32((s16 & 0xffff) + (s16 >> 16), csum);
+        csum = add32(fold(block), csum);
         kho.preserve_folio(fa, head)?;
         folios.push(phys | u64::from(order));
         done += PAGE_SIZE << order;

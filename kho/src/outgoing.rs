@@ -357,6 +357,17 @@ impl<M: PhysMem> Kho<M> {
             return Err(KhoError::NotFolio { phys });
         }
         self.not_scratch(phys, PAGE_SIZE << order)?;
+        self.insert_clear_of_metadata(fa, phys, order, kind)
+    }
+
+    /// Records `(phys, order, kind)` unless it covers one of this image's metadata pages.
+    fn insert_clear_of_metadata(
+        &mut self,
+        fa: &mut FrameAllocator<'_>,
+        phys: u64,
+        order: u32,
+        kind: BlockType,
+    ) -> Result<(), KhoError> {
         let end = phys + (PAGE_SIZE << order);
         if let Some(&node) = self.meta.range(phys..end).next() {
             return Err(KhoError::Overlaps {
@@ -438,21 +449,7 @@ impl<M: PhysMem> Kho<M> {
         let result = (|| {
             while at < end {
                 let (order, kind) = self.next_block(fa, at, end, raw)?;
-                let (b, e) = (at << PAGE_SHIFT, (at + (1 << order)) << PAGE_SHIFT);
-                if let Some(&node) = self.meta.range(b..e).next() {
-                    return Err(KhoError::Overlaps {
-                        phys: b,
-                        order,
-                        other: node,
-                    });
-                }
-                let src = &mut FaPages {
-                    fa: &mut *fa,
-                    scratch: &self.scratch,
-                    meta: &mut self.meta,
-                };
-                self.set
-                    .insert(&self.mem, src, at << PAGE_SHIFT, order, kind)?;
+                self.insert_clear_of_metadata(fa, at << PAGE_SHIFT, order, kind)?;
                 added.push((at << PAGE_SHIFT, order));
                 at += 1 << order;
             }
