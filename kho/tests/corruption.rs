@@ -58,12 +58,7 @@ fn fixture_of(format: Format, ops: &[Op]) -> Fixture {
     let e = *out.expect.last().unwrap();
     out.kho.add_client("blob", e.phys, 4096).unwrap();
     let boot = out.handover_as(arena, format);
-    let fdt = Fdt::parse(&boot).unwrap();
-    let (kho_fdt, scratch_array) = read_handover(&fdt).unwrap().unwrap();
-    let refs = HandoverRefs {
-        kho_fdt,
-        scratch_array,
-    };
+    let refs = handover_refs(&boot);
     let scratch = kho::read_scratch(arena, &[ram()], &refs).unwrap();
     let image2 = PhysRange::new(scratch[0].start, 1 << 20);
     let mut f = Fixture {

@@ -5,9 +5,8 @@
 mod common;
 
 use common::sim::*;
-use kho::bootfdt::read_handover;
 use kho::linux::{author_kho_test, verify_kho_test, LinuxClientError, KHO_TEST_NODE};
-use kho::{Arena, BlockType, Fdt, HandoverRefs};
+use kho::{Arena, BlockType, Fdt};
 
 fn rand_from(seed: u64) -> impl FnMut() -> u64 {
     let mut s = seed;
@@ -76,23 +75,21 @@ fn kho_v4_laid_out_as_linux_does_validates_and_restores_as_linux() {
     out.apply(Op::Contig(2));
     out.apply(Op::Split(1));
     let boot = out.handover_as(arena, Format::LinuxV4);
-    let fdt = Fdt::parse(&boot).unwrap();
-    let (kho_fdt, scratch_array) = read_handover(&fdt).unwrap().unwrap();
-    let refs = HandoverRefs {
-        kho_fdt,
-        scratch_array,
-    };
+    let refs = handover_refs(&boot);
     // Linux's layout: the array inside scratch, an empty area skipped.
     let scratch = kho::read_scratch(arena, &[ram()], &refs).unwrap();
     assert_eq!(scratch, vec![out.scratch]);
-    assert!(out.scratch.contains_range(&scratch_array));
+    assert!(out.scratch.contains_range(&refs.scratch_array));
     let r = kho::probe(arena, &refs, &[ram()], &scratch, &[]).unwrap();
     assert_eq!(r.format(), kho::AbiVersion::LinuxV4);
     let v = r.validated();
     // Three blocks, the KHO FDT page and kexec-metadata; the SPLIT block arrives untyped.
     assert_eq!(v.blocks.len(), 5);
     assert!(v.blocks.iter().all(|b| b.kind == BlockType::Contig));
-    assert!(v.blocks.iter().any(|b| b.phys == kho_fdt.start.0 & !4095));
+    assert!(v
+        .blocks
+        .iter()
+        .any(|b| b.phys == refs.kho_fdt.start.0 & !4095));
     let names: Vec<&str> = v.clients.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["kexec-metadata"]);
     let (phys, size) = (v.clients[0].phys, v.clients[0].size);

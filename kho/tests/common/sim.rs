@@ -404,18 +404,23 @@ pub struct IncomingImage {
     pub format: kho::AbiVersion,
 }
 
+/// Where the boot FDT's `/chosen` says the handover is (it must name one).
+pub fn handover_refs(boot_fdt: &[u8]) -> HandoverRefs {
+    let fdt = Fdt::parse(boot_fdt).unwrap();
+    let (kho_fdt, scratch_array) = read_handover(&fdt).unwrap().expect("handover in /chosen");
+    HandoverRefs {
+        kho_fdt,
+        scratch_array,
+    }
+}
+
 /// Boots the next image from `boot_fdt` on the same arena; `Err` = boots cold.
 pub fn incoming(
     arena: &'static Arena,
     boot_fdt: &[u8],
     max_order: u32,
 ) -> Result<IncomingImage, kho::RestoreError> {
-    let fdt = Fdt::parse(boot_fdt).unwrap();
-    let (kho_fdt, scratch_array) = read_handover(&fdt).unwrap().expect("handover in /chosen");
-    let refs = HandoverRefs {
-        kho_fdt,
-        scratch_array,
-    };
+    let refs = handover_refs(boot_fdt);
     let ram = [ram()];
     let scratch = kho::read_scratch(arena, &ram, &refs)?;
     let mut mb = Memblock::new();
