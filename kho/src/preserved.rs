@@ -313,7 +313,7 @@ impl PreservedSet {
     ) -> Result<u32, TreeError> {
         let mut crc = MetaCrc::new(self.root());
         let mut read = |p: u64, buf: &mut PageBuf| crc.read_page(mem, p, buf);
-        self.tree.walk_with(&mut read, &mut |_| {})?;
+        self.tree.walk_with(&mut read, None)?;
         for c in clients {
             crc.client(c);
         }

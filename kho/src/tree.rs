@@ -4,7 +4,9 @@
 //! clear, test, range queries and walks. Trusts its own nodes; input from a previous image is
 //! walked by `validate`, never by this module.
 
-use crate::phys::{next_nonzero_word, read_page, read_u64, write_u64, PageBuf, PhysMem, ZERO_PAGE};
+use crate::phys::{
+    next_nonzero_word, nonzero_groups, read_page, read_u64, write_u64, PageBuf, PhysMem, ZERO_PAGE,
+};
 use mm::PAGE_SIZE;
 
 /// Bits of a key indexed by a leaf bitmap (32,768 bits = one page).
@@ -219,6 +221,20 @@ impl Tree {
         self.walk_read(mem, &mut |p, _| page(p), key)
     }
 
+    /// Calls `page` for every node page, in [`walk`](Self::walk)'s order, without reading
+    /// the keys of the leaves.
+    pub fn pages<M: PhysMem + ?Sized>(
+        &self,
+        mem: &M,
+        page: &mut dyn FnMut(u64),
+    ) -> Result<(), TreeError> {
+        let mut read = |p: u64, words: &mut PageBuf| {
+            page(p);
+            read_page(mem, p, words)
+        };
+        self.walk_with(&mut read, None)
+    }
+
     /// [`walk`](Self::walk), handing `page` each node's bytes as the walk read them (`None`
     /// for a node that is not RAM, after which the walk fails): one read per node for a
     /// caller that hashes them (the metadata checksum).
@@ -233,16 +249,17 @@ impl Tree {
             page(p, ok.then_some(&*words));
             ok
         };
-        self.walk_with(&mut read, key)
+        self.walk_with(&mut read, Some(key))
     }
 
     /// [`walk`](Self::walk) with the caller reading each node: `read(phys, buf)` fills
     /// `buf` with the node's bytes (false if it is not RAM, after which the walk fails with
-    /// `NodeNotRam`), in the same order. The metadata checksum hashes while it copies.
+    /// `NodeNotRam`), in the same order. The metadata checksum hashes while it copies. With
+    /// no `key`, leaves are read but not scanned (the checksum needs their bytes only).
     pub fn walk_with(
         &self,
         read: &mut dyn FnMut(u64, &mut PageBuf) -> bool,
-        key: &mut dyn FnMut(u64),
+        key: Option<&mut dyn FnMut(u64)>,
     ) -> Result<(), TreeError> {
         // One page buffer per level, reused down the tree.
         let mut bufs: alloc::vec::Vec<PageBuf> = alloc::vec![ZERO_PAGE; TABLE_LEVELS as usize + 1];
@@ -253,7 +270,7 @@ impl Tree {
     pub fn destroy<M: PhysMem + ?Sized, S: PageSource + ?Sized>(self, mem: &M, src: &mut S) {
         let mut pages = alloc::vec::Vec::with_capacity(self.pages);
         // A tree this image built walks cleanly; on a NodeNotRam we still free what we saw.
-        let _ = self.walk(mem, &mut |p| pages.push(p), &mut |_| {});
+        let _ = self.pages(mem, &mut |p| pages.push(p));
         for p in pages {
             src.free_page(p);
         }
@@ -274,13 +291,13 @@ fn update_bit<M: PhysMem + ?Sized>(
     Ok(word & mask != 0)
 }
 
-fn walk_node(
+fn walk_node<'k>(
     node: u64,
     level: u32,
     prefix: u64,
     bufs: &mut [PageBuf],
     read: &mut dyn FnMut(u64, &mut PageBuf) -> bool,
-    key: &mut dyn FnMut(u64),
+    mut key: Option<&mut (dyn FnMut(u64) + 'k)>,
 ) -> Result<(), TreeError> {
     // bufs[level] holds this node; the levels below are free for its children.
     let (below, this) = bufs.split_at_mut(level as usize);
@@ -288,19 +305,24 @@ fn walk_node(
     if !read(node, words) {
         return Err(TreeError::NodeNotRam { phys: node });
     }
+    let groups = if level > 0 || key.is_some() {
+        nonzero_groups(words)
+    } else {
+        return Ok(());
+    };
     let mut from = 0;
-    while let Some((i, w)) = next_nonzero_word(words, from) {
+    while let Some((i, w)) = next_nonzero_word(words, groups, from) {
         from = i + 1;
-        if level == 0 {
+        if level > 0 {
+            let p = prefix | ((i as u64) << (LEAF_BITS + TABLE_BITS * (level - 1)));
+            walk_node(w, level - 1, p, below, read, key.as_deref_mut())?;
+        } else if let Some(key) = key.as_deref_mut() {
             let mut word = w;
             while word != 0 {
                 let b = word.trailing_zeros() as u64;
                 key(prefix | (i as u64 * 64 + b));
                 word &= word - 1;
             }
-        } else {
-            let p = prefix | ((i as u64) << (LEAF_BITS + TABLE_BITS * (level - 1)));
-            walk_node(w, level - 1, p, below, read, key)?;
         }
     }
     Ok(())
@@ -418,7 +440,8 @@ mod tests {
             seen.push(p);
             meta.read_page(&a, p, buf)
         };
-        t.walk_with(&mut read, &mut |k| keys2.push(k)).unwrap();
+        t.walk_with(&mut read, Some(&mut |k| keys2.push(k)))
+            .unwrap();
         assert_eq!(seen, pages);
         assert_eq!(keys2, keys);
         assert_eq!(pages.len(), t.page_count());
