@@ -459,8 +459,9 @@ struct Decoder {
     /// Keys carry the type bit (v2), or not (v1's main tree, `kho-v4`).
     typed: bool,
     blocks: Vec<Block>,
-    /// Ascending runs in `blocks` (a run ends where a block sorts before the one before it).
-    runs: usize,
+    /// Where each ascending run of `blocks` starts (a run ends where a block sorts before
+    /// the one before it).
+    runs: Vec<usize>,
     bad: Option<KeyError>,
 }
 
@@ -469,7 +470,7 @@ impl Decoder {
         Decoder {
             typed: !version.untyped_keys(),
             blocks: Vec::new(),
-            runs: 0,
+            runs: Vec::new(),
             bad: None,
         }
     }
@@ -515,23 +516,28 @@ impl Decoder {
             kind,
         };
         if self.blocks.last().is_none_or(|last| at < *last) {
-            self.runs += 1;
+            self.runs.push(self.blocks.len());
         }
+        // Room for every key of the leaf first, then each block written straight into it:
+        // no length or capacity update per block.
+        let mut count = 0;
+        let mut from = w;
+        while let Some((w, word)) = next_nonzero_word(leaf, groups, from) {
+            from = w + 1;
+            count += word.count_ones() as usize;
+        }
+        self.blocks.reserve(count);
+        let mut slots = self.blocks.spare_capacity_mut()[..count].iter_mut();
         let mut from = w;
         while let Some((w, mut word)) = next_nonzero_word(leaf, groups, from) {
             from = w + 1;
             let word_base = base + ((w as u64 * 64) << shift);
-            if word == !0 {
-                self.blocks.extend((0..64).map(|b| Block {
-                    phys: word_base + (b << shift),
-                    order,
-                    kind,
-                }));
-                continue;
-            }
             while word != 0 {
                 let b = u64::from(word.trailing_zeros());
-                self.blocks.push(Block {
+                let Some(slot) = slots.next() else {
+                    break;
+                };
+                slot.write(Block {
                     phys: word_base + (b << shift),
                     order,
                     kind,
@@ -539,11 +545,16 @@ impl Decoder {
                 word &= word - 1;
             }
         }
+        let written = count - slots.len();
+        let len = self.blocks.len();
+        // SAFETY: the `written` slots after `len` were just initialised through `slots`, a
+        // view of the spare capacity that `reserve(count)` guaranteed (written <= count).
+        unsafe { self.blocks.set_len(len + written) };
     }
 
     fn push(&mut self, b: Block) {
         if self.blocks.last().is_none_or(|last| b < *last) {
-            self.runs += 1;
+            self.runs.push(self.blocks.len());
         }
         self.blocks.push(b);
     }
@@ -556,13 +567,51 @@ impl Decoder {
                 err,
             });
         }
-        let mut blocks = self.blocks;
-        if self.runs > 1 {
-            // A stable sort (driftsort) finds the runs and merges them: O(n log runs).
-            blocks.sort();
-        }
-        Ok(blocks)
+        Ok(merge_runs(self.blocks, &self.runs))
     }
+}
+
+/// Share of all blocks up to which the runs other than the longest are merged into it one
+/// by one (each found by binary search, the longest copied once in slices); above it, the
+/// stable sort merges every run.
+const SMALL_RUNS_SHARE: usize = 16;
+
+/// `blocks`, made of the ascending runs starting at `runs`, sorted. The usual handover has
+/// one run (every block of one type and order) or one long run and a few short ones (a
+/// scaled set and the workload's own blocks): the short runs are sorted among themselves
+/// and inserted into the long one, one copy of it in all. Otherwise a stable sort
+/// (driftsort) finds the runs and merges them: O(n log runs).
+fn merge_runs(mut blocks: Vec<Block>, runs: &[usize]) -> Vec<Block> {
+    if runs.len() <= 1 {
+        return blocks;
+    }
+    let n = blocks.len();
+    let bounds = |i: usize| runs[i]..runs.get(i + 1).copied().unwrap_or(n);
+    let longest = (0..runs.len())
+        .max_by_key(|&i| bounds(i).len())
+        .unwrap_or(0);
+    let long = bounds(longest);
+    if (n - long.len()) * SMALL_RUNS_SHARE > n {
+        blocks.sort();
+        return blocks;
+    }
+    let mut rest: Vec<Block> = blocks[..long.start]
+        .iter()
+        .chain(&blocks[long.end..])
+        .copied()
+        .collect();
+    rest.sort();
+    let long = &blocks[long];
+    let mut out = Vec::with_capacity(n);
+    let mut at = 0;
+    for b in rest {
+        let upto = at + long[at..].partition_point(|x| *x < b);
+        out.extend_from_slice(&long[at..upto]);
+        out.push(b);
+        at = upto;
+    }
+    out.extend_from_slice(&long[at..]);
+    out
 }
 
 /// Checks the whole handover described by `inp` and returns its blocks, or the first failed
@@ -672,14 +721,13 @@ fn check_placement(
     let mut tree_nodes = Sweep::new(&[nodes]);
     let (mut lo, mut hi) = (0u64, 0u64);
     let mut overlap = None;
-    let mut prev: Option<&Block> = None;
-    for b in blocks {
+    let mut i = 0;
+    loop {
+        i += pass_window(&blocks[i..], &mut lo, hi);
+        let Some(b) = blocks.get(i) else {
+            break;
+        };
         let end = b.phys.checked_add(PAGE_SIZE << b.order);
-        if let Some(end) = end.filter(|&e| b.phys >= lo && e <= hi) {
-            lo = end;
-            prev = Some(b);
-            continue;
-        }
         let r = b.region();
         let swept = end.and_then(|_| {
             let in_ram = ram.within_until(&r)?;
@@ -693,6 +741,7 @@ fn check_placement(
                 hi = 0;
             }
         }
+        let prev = i.checked_sub(1).and_then(|j| blocks.get(j));
         if let Some(p) = prev.filter(|_| overlap.is_none() && b.phys < lo) {
             overlap = Some(RestoreError::BlocksOverlap {
                 phys: b.phys,
@@ -703,9 +752,25 @@ fn check_placement(
         }
         // Placed, so its end did not wrap.
         lo = r.end.0;
-        prev = Some(b);
+        i += 1;
     }
     overlap.map_or(Ok(()), Err)
+}
+
+/// How many blocks at the front of `blocks` lie in the window: each starting at or after
+/// the end of the one before it (the first at or after `*lo`) and ending by `hi`, without
+/// wrapping. `*lo` becomes the end of the last of them. Two comparisons per block.
+#[inline]
+fn pass_window(blocks: &[Block], lo: &mut u64, hi: u64) -> usize {
+    let mut n = 0;
+    for b in blocks {
+        match b.phys.checked_add(PAGE_SIZE << b.order) {
+            Some(end) if b.phys >= *lo && end <= hi => *lo = end,
+            _ => break,
+        }
+        n += 1;
+    }
+    n
 }
 
 /// The exact placement checks of one block, naming the first that fails.
@@ -1005,6 +1070,34 @@ mod tests {
             check_against_reference(&typed, AbiVersion::V2);
             check_against_reference(&untyped, AbiVersion::V1);
             check_against_reference(&untyped, AbiVersion::LinuxV4);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn merging_runs_sorts_like_a_sort(
+            long in proptest::collection::vec((0u64..1 << 20, 0u32..3), 0..400),
+            short in proptest::collection::vec(
+                proptest::collection::vec((0u64..1 << 20, 0u32..3), 1..8), 0..6),
+        ) {
+            // Runs as the walk makes them: each ascending, in any order; one long run or
+            // runs of similar lengths (both merge paths).
+            let mut blocks = Vec::new();
+            let mut runs = Vec::new();
+            for run in core::iter::once(&long).chain(&short) {
+                let mut run: Vec<Block> = run
+                    .iter()
+                    .map(|&(p, o)| Block { phys: p << 12, order: o, kind: BlockType::Contig })
+                    .collect();
+                run.sort();
+                if !run.is_empty() {
+                    runs.push(blocks.len());
+                    blocks.extend(run);
+                }
+            }
+            let mut want = blocks.clone();
+            want.sort();
+            prop_assert_eq!(merge_runs(blocks, &runs), want);
         }
     }
 
