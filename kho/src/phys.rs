@@ -157,6 +157,24 @@ pub(crate) fn read_page_crc32<M: PhysMem + ?Sized>(
     Some(unsafe { mem.copy_crc32(crc, dst, p) })
 }
 
+/// Continues the CRC-32 `crc` over the page at `phys` (page aligned) where it lies, through
+/// [`PhysMem::crc32_update`], without a copy; `None` if it is not RAM. For pages this image
+/// owns and nothing writes meanwhile: its own tree's nodes at finalize.
+pub(crate) fn crc32_page_in_place<M: PhysMem + ?Sized>(
+    mem: &M,
+    phys: u64,
+    crc: u32,
+) -> Option<u32> {
+    if !phys.is_multiple_of(PAGE_SIZE) {
+        return None;
+    }
+    let p = mem.ptr(phys, PAGE_SIZE as usize)?;
+    // SAFETY: PhysMem promises a page of valid bytes at p that no Rust reference aliases;
+    // the caller's contract is that nothing writes it while the slice lives (this call).
+    let bytes = unsafe { core::slice::from_raw_parts(p as *const u8, PAGE_SIZE as usize) };
+    Some(mem.crc32_update(crc, bytes))
+}
+
 /// Words per group of a page's non-zero summary: one 64-byte cache line.
 pub(crate) const GROUP_WORDS: usize = 8;
 /// Groups in a page: one bit each in the summary's u64.
