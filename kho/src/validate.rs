@@ -527,16 +527,19 @@ impl Decoder {
             count += word.count_ones() as usize;
         }
         self.blocks.reserve(count);
-        let mut slots = self.blocks.spare_capacity_mut()[..count].iter_mut();
+        let spare = &mut self.blocks.spare_capacity_mut()[..count];
+        let mut written = 0;
         let mut from = w;
         while let Some((w, mut word)) = next_nonzero_word(leaf, groups, from) {
             from = w + 1;
             let word_base = base + ((w as u64 * 64) << shift);
-            while word != 0 {
+            // One slot per set bit: the loop runs exactly that often, no test of its own.
+            let bits = word.count_ones() as usize;
+            let Some(slots) = spare.get_mut(written..written + bits) else {
+                break;
+            };
+            for slot in slots {
                 let b = u64::from(word.trailing_zeros());
-                let Some(slot) = slots.next() else {
-                    break;
-                };
                 slot.write(Block {
                     phys: word_base + (b << shift),
                     order,
@@ -544,11 +547,11 @@ impl Decoder {
                 });
                 word &= word - 1;
             }
+            written += bits;
         }
-        let written = count - slots.len();
         let len = self.blocks.len();
-        // SAFETY: the `written` slots after `len` were just initialised through `slots`, a
-        // view of the spare capacity that `reserve(count)` guaranteed (written <= count).
+        // SAFETY: the first `written` slots of the spare capacity (which `reserve(count)`
+        // guaranteed, written <= count) were just initialised through `spare`.
         unsafe { self.blocks.set_len(len + written) };
     }
 
