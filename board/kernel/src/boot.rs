@@ -213,16 +213,12 @@ fn init_frames(kb: &mut KhoBoot) {
     );
 }
 
-/// Step 4: the heap's self-check, the rest of RAM to the free lists (a chain generation
-/// does that itself once it has restored the handover, outside the blackout), and the
+/// Step 4: the heap's self-check and the rest of RAM to the free lists (a chain generation
+/// does both itself once it has restored the handover, outside the blackout), and the
 /// `ready` line.
 fn report_ready(boot: &Boot) {
-    let sum = heap::self_check();
-    info!(
-        "heap: talc ok ({} KiB from mm, check sum {sum:#x})",
-        heap::grown_bytes() / 1024
-    );
     if !boot.args.chain_requested() {
+        heap::check_and_log();
         let n = memory::init_deferred();
         info!("mm: deferred init: {n} frames to the free lists");
     }

@@ -158,6 +158,9 @@ fn run_workload<'m>(
         .run(fa, mem, incoming, &mut out, &clock)
         .unwrap_or_else(|f| fail(&f, status));
     info!("{}", outcome.report);
+    // The heap's self-check, after the restore (outside the blackout); `reserve_heap` left
+    // room for it, since the heap cannot grow while the frame allocator is held.
+    heap::check_and_log();
     (out, peer, outcome)
 }
 
@@ -239,7 +242,7 @@ fn choose_next(
 
 /// Reserves the heap the workload asks for while it holds the frame allocator.
 fn reserve_heap(gen: &Generation) {
-    let want = gen.heap_budget();
+    let want = gen.heap_budget() + heap::SELF_CHECK_BYTES;
     let got = heap::reserve(want, mm::MAX_ORDER);
     if got < want {
         warn!(
