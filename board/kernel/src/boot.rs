@@ -67,6 +67,12 @@ fn start(fdt_addr: u64, image_base: u64, entry_el: u64) -> Boot {
     start_console(info.board.facts(), info.console);
     let args = cmdline::parse(info.bootargs);
     logger::init(args.log_level());
+    if args.chain_requested() && info.handover.kho_fdt.is_some() {
+        // A warm generation of a chain: its lines up to the restore wait in RAM (the UART
+        // would cost the blackout ~16 instructions a byte); `chain` releases them once the
+        // handover is restored, and every exit or fatal path sends them first.
+        drivers::console::hold();
+    }
     let image = PhysRange::new(PhysAddr(image_base), layout.size);
     Boot {
         info,

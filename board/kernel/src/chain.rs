@@ -157,6 +157,8 @@ fn run_workload<'m>(
     let outcome = gen
         .run(fa, mem, incoming, &mut out, &clock)
         .unwrap_or_else(|f| fail(&f, status));
+    // The handover is restored: what the boot held back (a warm boot's log) goes out now.
+    drivers::console::release();
     info!("{}", outcome.report);
     // The heap's self-check, after the restore (outside the blackout); `reserve_heap` left
     // room for it, since the heap cannot grow while the frame allocator is held.
