@@ -13,7 +13,7 @@ use arch::ExceptionLevel;
 use baton_image::{self as image, ImageError, ImageHeader};
 use board::bootinfo::BootInfo;
 use board::placement::NoRoom;
-use kho::bootfdt::{BootFdtError, ChosenUpdate};
+use kho::bootfdt::{BootFdtError, ChosenUpdate, RewritePlan};
 use kho::{Handover, Kho, PhysMem};
 use log::{info, warn};
 use mm::{PhysAddr, PhysRange, PAGE_SIZE};
@@ -317,6 +317,8 @@ pub struct Outgoing<'a> {
     /// Where the images and the device tree go (`scratch_need::place`, checked before the
     /// generation's work).
     pub placement: Placement,
+    /// What the check of the boot FDT proved before the generation's work, for its rewrite.
+    pub fdt_plan: &'a RewritePlan,
     /// The workload's last word, right before the trampoline: it stamps the moment and
     /// returns the bytes it wrote (first byte, length), cleaned here.
     pub before_jump: &'a dyn Fn(u64) -> (u64, u64),
@@ -389,14 +391,16 @@ fn write_fdt(
     // SAFETY: the boot FDT is reserved and never written.
     let fdt_in =
         unsafe { mem.bytes(boot_fdt.start.0, boot_fdt.size()) }.ok_or(NextImageError::NoFdt)?;
-    let fdt_out = kho::bootfdt::rewrite(
+    let fdt_out = kho::bootfdt::rewrite_planned(
         fdt_in,
+        out.fdt_plan,
         &ChosenUpdate {
             kho_fdt: Some(out.handover.kho_fdt),
             kho_scratch: Some(out.handover.scratch_array),
             initrd: initrd.map(|(p, at)| PhysRange::new(PhysAddr(at), p.len)),
             bootargs: Some(out.bootargs),
         },
+        arch::crc::crc32_update,
     )
     .map_err(NextImageError::Fdt)?;
     let (room, fdt_len) = (out.placement.fdt, fdt_out.len() as u64);
