@@ -485,6 +485,30 @@ fn handle_prop<'a>(
     Ok(())
 }
 
+/// What a node's `compatible` list says about the devices the boot reads, from one pass
+/// over its strings (each node's list was read three times).
+#[derive(Default)]
+struct Kinds {
+    /// `arm,psci*`: the PSCI node (its `method`).
+    psci: bool,
+    /// `arm,armv8-timer` or `arm,armv7-timer`.
+    timer: bool,
+    /// `arm,pl011`: a console candidate.
+    pl011: bool,
+}
+
+impl Kinds {
+    fn of(compatible: &[u8]) -> Self {
+        let mut k = Kinds::default();
+        for c in strings(compatible) {
+            k.psci |= c.starts_with("arm,psci");
+            k.timer |= c == "arm,armv8-timer" || c == "arm,armv7-timer";
+            k.pl011 |= c == "arm,pl011";
+        }
+        k
+    }
+}
+
 fn finish_node<'a>(
     stack: &mut [Frame<'a>; MAX_DEPTH],
     idx: usize,
@@ -501,11 +525,11 @@ fn finish_node<'a>(
         return Ok(());
     }
     let parent = stack[idx - 1];
-    let compatible = || strings(f.compatible);
-    if compatible().any(|c| c.starts_with("arm,psci")) {
+    let kinds = Kinds::of(f.compatible);
+    if kinds.psci {
         w.info.psci = PsciMethod::from_name(prop_str(f.method, at)?);
     }
-    if compatible().any(|c| c == "arm,armv8-timer" || c == "arm,armv7-timer") {
+    if kinds.timer {
         w.info.timer = Some(TimerInfo {
             clock_frequency: f.clock_frequency,
         });
@@ -517,7 +541,7 @@ fn finish_node<'a>(
     let is_memory = f.device_type == b"memory\0"
         || (idx == 1 && (f.name == "memory" || f.name.starts_with("memory@")));
     let is_reserved = idx == 2 && parent.name == "reserved-memory";
-    let is_pl011 = compatible().any(|c| c == "arm,pl011");
+    let is_pl011 = kinds.pl011;
     for p in pairs(reg, parent.addr_cells, parent.size_cells, "reg")? {
         let Some((addr, size)) = p else { continue };
         if size == 0 {

@@ -72,6 +72,7 @@ pub fn check_tree_visit<'a, V: Visit<'a>>(
         has_child: 0,
         root_done: false,
         visited: Ok(()),
+        names: [None; NAME_CACHE],
     };
     let mut pos = 0usize;
     loop {
@@ -128,16 +129,35 @@ fn check_mem_reserve(b: &[u8], h: &Header) -> Result<(), FdtError> {
     }
 }
 
+/// Property names remembered by the walk (a tree names a few dozen, each many times).
+const NAME_CACHE: usize = 32;
+
 /// The structure walk's state: `depth` open nodes; bit d of `has_child` says the node at
-/// depth d has one; the visitor's first error.
-struct Walk<E> {
+/// depth d has one; the visitor's first error; the property names already read, by name
+/// offset (slot `nameoff % NAME_CACHE`), so each is scanned once, not once per property.
+struct Walk<'a, E> {
     depth: usize,
     has_child: u64,
     root_done: bool,
     visited: Result<(), E>,
+    names: [Option<(u32, &'a str)>; NAME_CACHE],
 }
 
-impl<E> Walk<E> {
+impl<'a, E> Walk<'a, E> {
+    /// The property name at `nameoff` in `strings`, as [`crate::cstr_at`] reads it (the
+    /// same answer, from the cache when this offset was read before).
+    fn prop_name(&mut self, strings: &'a [u8], nameoff: u32) -> Option<&'a str> {
+        let slot = nameoff as usize % NAME_CACHE;
+        if let Some((off, name)) = self.names[slot] {
+            if off == nameoff {
+                return Some(name);
+            }
+        }
+        let name = crate::cstr_at(strings, nameoff as usize)?;
+        self.names[slot] = Some((nameoff, name));
+        Some(name)
+    }
+
     /// Keeps the visitor's first error; later reports are skipped.
     fn report(&mut self, r: impl FnOnce() -> Result<(), E>) {
         if self.visited.is_ok() {
@@ -145,7 +165,7 @@ impl<E> Walk<E> {
         }
     }
 
-    fn begin_node<'a, V: Visit<'a, Error = E>>(
+    fn begin_node<V: Visit<'a, Error = E>>(
         &mut self,
         name: &'a str,
         tok_off: usize,
@@ -166,7 +186,7 @@ impl<E> Walk<E> {
         Ok(())
     }
 
-    fn end_node<'a, V: Visit<'a, Error = E>>(
+    fn end_node<V: Visit<'a, Error = E>>(
         &mut self,
         tok_off: usize,
         v: &mut V,
@@ -182,7 +202,7 @@ impl<E> Walk<E> {
         Ok(())
     }
 
-    fn prop<'a, V: Visit<'a, Error = E>>(
+    fn prop<V: Visit<'a, Error = E>>(
         &mut self,
         strings: &'a [u8],
         nameoff: u32,
@@ -196,7 +216,7 @@ impl<E> Walk<E> {
                 nameoff,
             });
         }
-        let name = match crate::cstr_at(strings, nameoff as usize) {
+        let name = match self.prop_name(strings, nameoff) {
             Some(n) if !n.is_empty() => n,
             _ => return Err(FdtError::BadName { offset: tok_off }),
         };
