@@ -20,21 +20,18 @@ macro_rules! by_va {
         let line = dcache_line_size() as u64;
         let mut addr = ($start as u64) & !(line - 1);
         let end = ($start as u64) + ($len as u64);
-        // Four lines per loop trip (the whole image is invalidated at every boot): one
-        // compare and branch per four operations instead of per one.
-        while addr + 4 * line <= end {
-            // SAFETY: the caller guarantees the range is mapped (the four lines end at or
+        // Sixteen lines per loop trip (the whole image is invalidated at every boot, and
+        // the next image cleaned at every handover): the operation and one add per line,
+        // one compare and branch per sixteen.
+        while addr + 16 * line <= end {
+            // SAFETY: the caller guarantees the range is mapped (the sixteen lines end at or
             // before `end`); DC by VA has no other effect.
             unsafe {
                 core::arch::asm!(
+                    ".rept 16",
                     concat!("dc ", $insn, ", {a}"),
                     "add {a}, {a}, {l}",
-                    concat!("dc ", $insn, ", {a}"),
-                    "add {a}, {a}, {l}",
-                    concat!("dc ", $insn, ", {a}"),
-                    "add {a}, {a}, {l}",
-                    concat!("dc ", $insn, ", {a}"),
-                    "add {a}, {a}, {l}",
+                    ".endr",
                     a = inout(reg) addr,
                     l = in(reg) line,
                     options(nostack)
