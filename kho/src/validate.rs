@@ -1106,7 +1106,7 @@ mod tests {
 
     #[test]
     fn dense_and_sparse_leaves_of_many_runs_decode_sorted() {
-        // Whole words of order-0 keys (the `!0` path), a sparse order-0 leaf, and blocks of
+        // Whole words of order-0 keys (all 64 bits set), a sparse order-0 leaf, and blocks of
         // other orders and both types between them: several runs to merge.
         let mut keys: Vec<u64> = (0..256)
             .map(|i| encode_typed(HIGH + (1 << 20) + i * PAGE_SIZE, 0, BlockType::Contig))
