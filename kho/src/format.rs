@@ -132,22 +132,19 @@ impl MetaCrc {
             None => false,
         }
     }
-    /// Copies the tree page at `phys` into `out` and adds it, hashing while it copies
-    /// ([`PhysMem::copy_crc32`]): what is hashed is exactly what the caller then decodes.
-    /// False (nothing added) if the page is not RAM.
+    /// Copies the tree page at `phys` into `out` and adds it, hashing and summarising
+    /// while it copies ([`PhysMem::copy_crc32_summary`]): what is hashed is exactly what the
+    /// caller then decodes. Returns the copy's non-zero summary (`nonzero_groups`), or
+    /// `None` (nothing added) if the page is not RAM.
     pub fn read_page<M: PhysMem + ?Sized>(
         &mut self,
         mem: &M,
         phys: u64,
         out: &mut PageBuf,
-    ) -> bool {
-        match read_page_crc32(mem, phys, out, self.0) {
-            Some(crc) => {
-                self.0 = crc;
-                true
-            }
-            None => false,
-        }
+    ) -> Option<u64> {
+        let (crc, summary) = read_page_crc32(mem, phys, out, self.0)?;
+        self.0 = crc;
+        Some(summary)
     }
     /// Adds one client entry.
     pub fn client(&mut self, c: &ClientEntry) {

@@ -61,7 +61,9 @@ pub use format::{
 pub use incoming::{probe, read_scratch, HandoverRefs, Incoming, IncomingError, Reserved};
 pub use key::{BlockType, KeyError, MAX_KEY_ORDER};
 pub use outgoing::{Handover, Kho, KhoError};
-pub use phys::{read_bytes, read_into, read_u64, with_words, write_bytes, write_u64, PhysMem};
+pub use phys::{
+    read_bytes, read_into, read_u64, with_words, write_bytes, write_u64, PageBuf, PhysMem,
+};
 pub use scratch::{choose_scratch, linux_early_bytes, scratch_size, SCRATCH_ALIGN};
 pub use validate::{
     peek_format, validate, validate_versioned, Block, Inputs, RestoreError, TreeName, Validated,

@@ -39,6 +39,20 @@ pub unsafe trait PhysMem {
         unsafe { core::ptr::copy_nonoverlapping(src, dst.as_mut_ptr(), dst.len()) };
         self.crc32_update(crc, dst)
     }
+
+    /// [`PhysMem::copy_crc32`] of one page into `dst` that also returns the copy's
+    /// [`nonzero_groups`] summary: the validation walk reads each tree page this way, so an
+    /// image can summarise while it copies and hashes. An override must give exactly this
+    /// default's copy, CRC and summary.
+    ///
+    /// # Safety
+    /// `src` must be valid for reads of a page, must not overlap `dst`, and no one may
+    /// write those bytes during the call.
+    unsafe fn copy_crc32_summary(&self, crc: u32, dst: &mut PageBuf, src: *const u8) -> (u32, u64) {
+        // SAFETY: the caller's contract, for the page's bytes.
+        let crc = unsafe { self.copy_crc32(crc, page_bytes_mut(dst), src) };
+        (crc, nonzero_groups(dst))
+    }
 }
 
 /// [`PhysMem::crc32_update`] in portable code (crc32fast).
@@ -59,6 +73,10 @@ unsafe impl<T: PhysMem + ?Sized> PhysMem for &T {
     unsafe fn copy_crc32(&self, crc: u32, dst: &mut [u8], src: *const u8) -> u32 {
         // SAFETY: the caller upholds the same contract for the forwarded call.
         unsafe { (**self).copy_crc32(crc, dst, src) }
+    }
+    unsafe fn copy_crc32_summary(&self, crc: u32, dst: &mut PageBuf, src: *const u8) -> (u32, u64) {
+        // SAFETY: the caller upholds the same contract for the forwarded call.
+        unsafe { (**self).copy_crc32_summary(crc, dst, src) }
     }
 }
 
@@ -119,6 +137,13 @@ pub fn page_bytes(page: &PageBuf) -> &[u8] {
     unsafe { core::slice::from_raw_parts(page.0.as_ptr() as *const u8, 8 * PAGE_WORDS) }
 }
 
+/// The bytes of `page` as stored in memory, writable.
+fn page_bytes_mut(page: &mut PageBuf) -> &mut [u8] {
+    // SAFETY: a `[u64; N]` is `8 * N` initialised bytes, any of which may be written as
+    // `u8`; the exclusive borrow of `page` covers the view.
+    unsafe { core::slice::from_raw_parts_mut(page.0.as_mut_ptr() as *mut u8, 8 * PAGE_WORDS) }
+}
+
 /// Copies the page at `phys` (must be page aligned) into `out`; false if not RAM. The tree
 /// walks and the metadata checksum read each node once this way rather than word by word:
 /// one bounds check per page, and what a walk checks is exactly what it uses.
@@ -136,25 +161,22 @@ pub(crate) fn read_page<M: PhysMem + ?Sized>(mem: &M, phys: u64, out: &mut PageB
     true
 }
 
-/// [`read_page`] that also continues the CRC-32 `crc` over the page's bytes, in one pass
-/// through [`PhysMem::copy_crc32`]; `None` if the page is not RAM (or not page aligned).
+/// [`read_page`] that also continues the CRC-32 `crc` over the page's bytes and summarises
+/// the copy ([`nonzero_groups`]), in one pass through [`PhysMem::copy_crc32_summary`]:
+/// `(crc, summary)`, or `None` if the page is not RAM (or not page aligned).
 pub(crate) fn read_page_crc32<M: PhysMem + ?Sized>(
     mem: &M,
     phys: u64,
     out: &mut PageBuf,
     crc: u32,
-) -> Option<u32> {
+) -> Option<(u32, u64)> {
     if !phys.is_multiple_of(PAGE_SIZE) {
         return None;
     }
     let p = mem.ptr(phys, PAGE_SIZE as usize)?;
-    // SAFETY: a `[u64; N]` is `8 * N` initialised bytes, any of which may be written as
-    // `u8`; the exclusive borrow of `out` covers the view.
-    let dst =
-        unsafe { core::slice::from_raw_parts_mut(out.0.as_mut_ptr() as *mut u8, 8 * PAGE_WORDS) };
-    // SAFETY: PhysMem promises a page of valid bytes at p that no reference aliases; `dst`
+    // SAFETY: PhysMem promises a page of valid bytes at p that no reference aliases; `out`
     // is a distinct buffer of the same size.
-    Some(unsafe { mem.copy_crc32(crc, dst, p) })
+    Some(unsafe { mem.copy_crc32_summary(crc, out, p) })
 }
 
 /// Continues the CRC-32 `crc` over the page at `phys` (page aligned) where it lies, through
@@ -310,6 +332,37 @@ mod tests {
             .filter(|&i| page.0[i] != 0)
             .map(|i| (i, u64::from_le(page.0[i])))
             .collect()
+    }
+
+    /// A `PhysMem` with no RAM: enough for the provided `copy_crc32_summary`.
+    struct NoRam;
+    // SAFETY: never returns a pointer.
+    unsafe impl PhysMem for NoRam {
+        fn ptr(&self, _phys: u64, _len: usize) -> Option<*mut u8> {
+            None
+        }
+    }
+
+    #[test]
+    fn copy_crc32_summary_is_the_copy_its_crc_and_its_summary() {
+        for (n, layout) in [&[][..], &[0], &[511], &[7, 8, 63, 64, 65, 127, 448]]
+            .iter()
+            .enumerate()
+        {
+            let mut src = ZERO_PAGE;
+            for (k, &i) in layout.iter().enumerate() {
+                src.0[i] = 0x0102_0304_0506_0708u64.rotate_left(k as u32 * 8);
+            }
+            let mut dst = PageBuf([!0; PAGE_WORDS]);
+            // SAFETY: `src` is a distinct page of readable bytes, unwritten during the call.
+            let (crc, summary) =
+                unsafe { NoRam.copy_crc32_summary(7, &mut dst, src.0.as_ptr() as *const u8) };
+            assert_eq!(dst.0, src.0, "layout {n}");
+            assert_eq!(crc, crc32_soft(7, page_bytes(&src)), "layout {n}");
+            let by_hand = layout.iter().fold(0u64, |m, &i| m | 1 << (i / GROUP_WORDS));
+            assert_eq!(summary, by_hand, "layout {n}");
+            assert_eq!(summary, nonzero_groups(&src), "layout {n}");
+        }
     }
 
     #[test]

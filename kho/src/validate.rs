@@ -16,9 +16,7 @@ use crate::format::{
     COMPATIBLE_V1, MAX_KHO_FDT_SIZE,
 };
 use crate::key::{decode, decode_typed, BlockType, KeyError};
-use crate::phys::{
-    next_nonzero_word, nonzero_groups, read_bytes, read_u64, PageBuf, PhysMem, ZERO_PAGE,
-};
+use crate::phys::{next_nonzero_word, read_bytes, read_u64, PageBuf, PhysMem, ZERO_PAGE};
 use crate::sweep::Sweep;
 use crate::tree::{LEAF_BITS, TABLE_BITS, TABLE_LEVELS};
 use mm::{PhysAddr, PhysRange, PAGE_SHIFT, PAGE_SIZE};
@@ -361,7 +359,7 @@ struct Walker<'m, 'i, M: PhysMem + ?Sized> {
 
 impl<M: PhysMem + ?Sized> Walker<'_, '_, M> {
     /// Checks a node address, then reads the node into `page`, adds it to the checksum and
-    /// returns the page's non-zero summary ([`nonzero_groups`]).
+    /// returns the page's non-zero summary (`nonzero_groups`, computed in the same pass).
     fn check_node(
         &mut self,
         tree: TreeName,
@@ -391,13 +389,13 @@ impl<M: PhysMem + ?Sized> Walker<'_, '_, M> {
         if !self.seen.insert(phys) {
             return Err(RestoreError::NodeReachableTwice { tree, level, phys });
         }
-        if !self.crc.read_page(self.mem, phys, page) {
+        let Some(groups) = self.crc.read_page(self.mem, phys, page) else {
             return Err(RestoreError::NodeOutsideRam { tree, level, phys });
-        }
+        };
         // kho-inspect reads these records to list the nodes per tree and level: keep the
         // wording in step with `kho-inspect`'s `NODE_RECORD` parser.
         log::trace!("kho: {tree} tree level-{level} node {phys:#x}");
-        Ok(nonzero_groups(page))
+        Ok(groups)
     }
 
     /// Walks one tree iteratively (depth-first, index order), handing each leaf to `leaf`
@@ -1022,7 +1020,7 @@ mod tests {
             tree.set(&arena, &mut src, k).unwrap();
         }
         let (mut walked, mut crc) = (Vec::new(), MetaCrc::new(tree.root()));
-        let mut read = |p: u64, buf: &mut PageBuf| crc.read_page(&arena, p, buf);
+        let mut read = |p: u64, buf: &mut PageBuf| crc.read_page(&arena, p, buf).is_some();
         tree.walk_with(&mut read, Some(&mut |k| walked.push(k)))
             .unwrap();
         let view = KhoFdtView {

@@ -2,7 +2,7 @@
 //! identity map), for RAM named by the boot memory map only, never the stack guard page.
 
 use board::bootinfo::BootInfo;
-use kho::PhysMem;
+use kho::{PageBuf, PhysMem};
 use mm::{PhysAddr, PhysRange};
 
 /// Most RAM ranges kept (the FDT parser keeps at most as many).
@@ -84,5 +84,15 @@ unsafe impl PhysMem for IdentityMem {
         // SAFETY: the caller guarantees `src` readable for `dst.len()` bytes, disjoint from
         // `dst`, and unwritten meanwhile; `dst` is exclusively borrowed.
         unsafe { arch::crc::copy_crc32(crc, dst.as_mut_ptr(), src, dst.len()) }
+    }
+
+    /// The copy, the CRC and the page's non-zero summary in one pass
+    /// (`arch::crc::copy_crc32_summary`): the validation walk reads each tree page once and
+    /// does not scan its copy again for the summary.
+    unsafe fn copy_crc32_summary(&self, crc: u32, dst: &mut PageBuf, src: *const u8) -> (u32, u64) {
+        let words = dst.0.len();
+        // SAFETY: the caller guarantees `src` readable for a page, disjoint from `dst`, and
+        // unwritten meanwhile; `dst` is exclusively borrowed and holds `words` words.
+        unsafe { arch::crc::copy_crc32_summary(crc, dst.0.as_mut_ptr(), src as *const u64, words) }
     }
 }
