@@ -35,7 +35,9 @@ mod carry; // the list of blocks and clients this image carries for another (bat
 mod format; // KHO FDT names, encoding, metadata checksum
 mod incoming; // reserve, stash, restore, release, finish
 mod key; // radix keys: (phys, order, type) <-> u64
+mod leaf; // validation's leaf decoder: keys of a leaf -> blocks, in ascending runs
 pub mod linux; // Linux's client formats: kexec-metadata, kho_vmalloc, kho-test-v1, csum
+mod merge; // validation's sort: the walk's ascending runs merged
 mod outgoing; // the Kho state machine: preserve, split, clients, finalize
 mod phys; // PhysMem and the safe accessors on it
 mod preserved; // the typed-key tree of this image, kept consistent

@@ -3,7 +3,8 @@
 //! Owns the checks of `docs/abi.md` "Validation" and nothing else: it reads the KHO FDT, the
 //! scratch array and the tree (or v1's two trees) through `PhysMem`, writes nothing and
 //! reserves nothing, and returns either the exact block set or one error naming the failed
-//! check and the address.
+//! check and the address. The walk's leaf decoder (`leaf`) and the sort of the runs it yields
+//! (`merge`) are modules of their own.
 
 use alloc::collections::BTreeSet;
 use alloc::string::String;
@@ -15,11 +16,12 @@ use crate::format::{
     read_kho_fdt, AbiVersion, ClientEntry, FormatError, KhoFdtView, MetaCrc, COMPATIBLE_LINUX_V4,
     COMPATIBLE_V1, MAX_KHO_FDT_SIZE,
 };
-use crate::key::{decode, decode_typed, BlockType, KeyError};
+use crate::key::{decode, BlockType, KeyError};
+use crate::leaf::{for_each_key, Decoder};
 use crate::phys::{next_nonzero_word, read_bytes, read_u64, PageBuf, PhysMem, ZERO_PAGE};
 use crate::sweep::Sweep;
 use crate::tree::{LEAF_BITS, TABLE_BITS, TABLE_LEVELS};
-use mm::{PhysAddr, PhysRange, PAGE_SHIFT, PAGE_SIZE};
+use mm::{PhysAddr, PhysRange, PAGE_SIZE};
 
 /// Most tree pages a handover may have (4 GiB of metadata): bounds the walk.
 pub const MAX_TREE_PAGES: usize = 1 << 20;
@@ -434,185 +436,6 @@ impl<M: PhysMem + ?Sized> Walker<'_, '_, M> {
         }
         Ok(())
     }
-}
-
-/// Calls `f` with every key of the leaf whose key prefix is `prefix`, in increasing order.
-fn for_each_key(prefix: u64, leaf: &PageBuf, groups: u64, mut f: impl FnMut(u64)) {
-    let mut from = 0;
-    while let Some((w, mut word)) = next_nonzero_word(leaf, groups, from) {
-        from = w + 1;
-        while word != 0 {
-            f(prefix | (w as u64 * 64 + u64::from(word.trailing_zeros())));
-            word &= word - 1;
-        }
-    }
-}
-
-/// The tree of every block, decoded leaf by leaf as the walk reads it, into blocks in walk
-/// order: one ascending run per (type, order) present (the walk yields each one's keys in
-/// address order), so a merge of a few runs sorts them. The first key that is not well
-/// formed (in walk order) is kept and reported after the walk, as if every key had been
-/// decoded after it.
-struct Decoder {
-    /// Keys carry the type bit (v2), or not (v1's main tree, `kho-v4`).
-    typed: bool,
-    blocks: Vec<Block>,
-    /// Where each ascending run of `blocks` starts (a run ends where a block sorts before
-    /// the one before it).
-    runs: Vec<usize>,
-    bad: Option<KeyError>,
-}
-
-impl Decoder {
-    fn new(version: AbiVersion) -> Self {
-        Decoder {
-            typed: !version.untyped_keys(),
-            blocks: Vec::new(),
-            runs: Vec::new(),
-            bad: None,
-        }
-    }
-
-    /// `(phys, order, type)` of one key in this tree's encoding.
-    fn decode(&self, key: u64) -> Result<(u64, u32, BlockType), KeyError> {
-        if self.typed {
-            decode_typed(key)
-        } else {
-            // Untyped keys: every block as it was preserved, CONTIG (a folio, or pages whose
-            // head alone holds the reference until split).
-            decode(key).map(|(phys, order)| (phys, order, BlockType::Contig))
-        }
-    }
-
-    /// Adds the keys of one leaf. Every key of a leaf shares its prefix (bits 15 and up),
-    /// which holds the type and, for any order up to [`crate::MAX_KEY_ORDER`], the order
-    /// marker (bit 22 or higher): if the prefix decodes, so does every key of the leaf, to
-    /// the prefix's address plus its bit index in blocks of that order. If it does not,
-    /// no key of the leaf does: each is decoded on its own, and the first error is kept.
-    fn leaf(&mut self, prefix: u64, leaf: &PageBuf, groups: u64) {
-        if self.bad.is_some() {
-            return;
-        }
-        let Ok((base, order, kind)) = self.decode(prefix) else {
-            for_each_key(prefix, leaf, groups, |k| match self.decode(k) {
-                Ok((phys, order, kind)) => self.push(Block { phys, order, kind }),
-                Err(e) => {
-                    self.bad.get_or_insert(e);
-                }
-            });
-            return;
-        };
-        let shift = PAGE_SHIFT + order;
-        let Some((w, _)) = next_nonzero_word(leaf, groups, 0) else {
-            return;
-        };
-        let first = (w as u64 * 64) << shift;
-        // The run goes on if the leaf's first block sorts after the last block so far.
-        let at = Block {
-            phys: base + first,
-            order,
-            kind,
-        };
-        if self.blocks.last().is_none_or(|last| at < *last) {
-            self.runs.push(self.blocks.len());
-        }
-        // Room for every key of the leaf first, then each block written straight into it:
-        // no length or capacity update per block.
-        let mut count = 0;
-        let mut from = w;
-        while let Some((w, word)) = next_nonzero_word(leaf, groups, from) {
-            from = w + 1;
-            count += word.count_ones() as usize;
-        }
-        self.blocks.reserve(count);
-        let spare = &mut self.blocks.spare_capacity_mut()[..count];
-        let mut written = 0;
-        let mut from = w;
-        while let Some((w, mut word)) = next_nonzero_word(leaf, groups, from) {
-            from = w + 1;
-            let word_base = base + ((w as u64 * 64) << shift);
-            // One slot per set bit: the loop runs exactly that often, no test of its own.
-            let bits = word.count_ones() as usize;
-            let Some(slots) = spare.get_mut(written..written + bits) else {
-                break;
-            };
-            for slot in slots {
-                let b = u64::from(word.trailing_zeros());
-                slot.write(Block {
-                    phys: word_base + (b << shift),
-                    order,
-                    kind,
-                });
-                word &= word - 1;
-            }
-            written += bits;
-        }
-        let len = self.blocks.len();
-        // SAFETY: the first `written` slots of the spare capacity (which `reserve(count)`
-        // guaranteed, written <= count) were just initialised through `spare`.
-        unsafe { self.blocks.set_len(len + written) };
-    }
-
-    fn push(&mut self, b: Block) {
-        if self.blocks.last().is_none_or(|last| b < *last) {
-            self.runs.push(self.blocks.len());
-        }
-        self.blocks.push(b);
-    }
-
-    /// The blocks sorted by address (then order and type), or the first bad key.
-    fn finish(self) -> Result<Vec<Block>, RestoreError> {
-        if let Some(err) = self.bad {
-            return Err(RestoreError::BadKey {
-                tree: TreeName::Main,
-                err,
-            });
-        }
-        Ok(merge_runs(self.blocks, &self.runs))
-    }
-}
-
-/// Share of all blocks up to which the runs other than the longest are merged into it one
-/// by one (each found by binary search, the longest copied once in slices); above it, the
-/// stable sort merges every run.
-const SMALL_RUNS_SHARE: usize = 16;
-
-/// `blocks`, made of the ascending runs starting at `runs`, sorted. The usual handover has
-/// one run (every block of one type and order) or one long run and a few short ones (a
-/// scaled set and the workload's own blocks): the short runs are sorted among themselves
-/// and inserted into the long one, one copy of it in all. Otherwise a stable sort
-/// (driftsort) finds the runs and merges them: O(n log runs).
-fn merge_runs(mut blocks: Vec<Block>, runs: &[usize]) -> Vec<Block> {
-    if runs.len() <= 1 {
-        return blocks;
-    }
-    let n = blocks.len();
-    let bounds = |i: usize| runs[i]..runs.get(i + 1).copied().unwrap_or(n);
-    let longest = (0..runs.len())
-        .max_by_key(|&i| bounds(i).len())
-        .unwrap_or(0);
-    let long = bounds(longest);
-    if (n - long.len()) * SMALL_RUNS_SHARE > n {
-        blocks.sort();
-        return blocks;
-    }
-    let mut rest: Vec<Block> = blocks[..long.start]
-        .iter()
-        .chain(&blocks[long.end..])
-        .copied()
-        .collect();
-    rest.sort();
-    let long = &blocks[long];
-    let mut out = Vec::with_capacity(n);
-    let mut at = 0;
-    for b in rest {
-        let upto = at + long[at..].partition_point(|x| *x < b);
-        out.extend_from_slice(&long[at..upto]);
-        out.push(b);
-        at = upto;
-    }
-    out.extend_from_slice(&long[at..]);
-    out
 }
 
 /// Checks the whole handover described by `inp` and returns its blocks, or the first failed
@@ -1071,34 +894,6 @@ mod tests {
             check_against_reference(&typed, AbiVersion::V2);
             check_against_reference(&untyped, AbiVersion::V1);
             check_against_reference(&untyped, AbiVersion::LinuxV4);
-        }
-    }
-
-    proptest! {
-        #[test]
-        fn merging_runs_sorts_like_a_sort(
-            long in proptest::collection::vec((0u64..1 << 20, 0u32..3), 0..400),
-            short in proptest::collection::vec(
-                proptest::collection::vec((0u64..1 << 20, 0u32..3), 1..8), 0..6),
-        ) {
-            // Runs as the walk makes them: each ascending, in any order; one long run or
-            // runs of similar lengths (both merge paths).
-            let mut blocks = Vec::new();
-            let mut runs = Vec::new();
-            for run in core::iter::once(&long).chain(&short) {
-                let mut run: Vec<Block> = run
-                    .iter()
-                    .map(|&(p, o)| Block { phys: p << 12, order: o, kind: BlockType::Contig })
-                    .collect();
-                run.sort();
-                if !run.is_empty() {
-                    runs.push(blocks.len());
-                    blocks.extend(run);
-                }
-            }
-            let mut want = blocks.clone();
-            want.sort();
-            prop_assert_eq!(merge_runs(blocks, &runs), want);
         }
     }
 
