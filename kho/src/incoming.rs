@@ -10,7 +10,9 @@
 use alloc::vec::Vec;
 use core::fmt;
 
-use mm::{BlockKind, FrameAllocator, MmError, PageFlags, Pfn, PhysRange, PAGE_SHIFT, PAGE_SIZE};
+use mm::{
+    BlockKind, FrameAllocator, MmError, PageFlags, Pfn, PhysRange, Preserved, PAGE_SHIFT, PAGE_SIZE,
+};
 
 use crate::format::{AbiVersion, ClientEntry};
 use crate::key::BlockType;
@@ -127,59 +129,43 @@ pub struct Reserved {
     metadata: Vec<PhysRange>,
 }
 
-/// Every range a validated handover keeps, in address order: its blocks and its metadata
-/// merged, touching neighbours joined. What `FrameAllocator::new_deferred` takes. A merge of
-/// two sorted slices by index (it runs once per preserved block, twice per boot).
+/// Everything a validated handover keeps, in address order: each block (with the stash its
+/// first page keeps: index, order, type and magic, docs/abi.md §7) and each metadata range.
+/// What `FrameAllocator::new_deferred` takes: it writes every block's descriptors, stash
+/// included, in its one pass, so no second lookup per block follows. A merge of two sorted
+/// slices by index.
 #[derive(Clone)]
 pub struct PreservedRanges<'a> {
     blocks: &'a [Block],
+    /// Index in the validated list of `blocks[0]`.
+    index: u64,
     metadata: &'a [PhysRange],
 }
 
-impl PreservedRanges<'_> {
-    /// The next range of either list, the lower start first (metadata on a tie never
+impl Iterator for PreservedRanges<'_> {
+    type Item = Preserved;
+
+    /// The next item of either list, the lower start first (metadata on a tie never
     /// happens: validation refuses a block over metadata).
     #[inline]
-    fn next_piece(&mut self) -> Option<PhysRange> {
+    fn next(&mut self) -> Option<Preserved> {
         match (self.blocks.first(), self.metadata.first()) {
             (Some(b), Some(m)) if m.start.0 < b.phys => {
                 self.metadata = &self.metadata[1..];
-                Some(*m)
+                Some(Preserved::from(*m))
             }
             (Some(b), _) => {
                 self.blocks = &self.blocks[1..];
-                Some(b.region())
+                let stash = private_word(self.index, b.order, b.kind);
+                self.index += 1;
+                Some(Preserved::block(b.phys, b.order, stash))
             }
             (None, Some(m)) => {
                 self.metadata = &self.metadata[1..];
-                Some(*m)
+                Some(Preserved::from(*m))
             }
             (None, None) => None,
         }
-    }
-
-    #[inline]
-    fn peek_start(&self) -> Option<u64> {
-        match (self.blocks.first(), self.metadata.first()) {
-            (Some(b), Some(m)) => Some(b.phys.min(m.start.0)),
-            (Some(b), None) => Some(b.phys),
-            (None, m) => m.map(|m| m.start.0),
-        }
-    }
-}
-
-impl Iterator for PreservedRanges<'_> {
-    type Item = PhysRange;
-
-    fn next(&mut self) -> Option<PhysRange> {
-        let mut r = self.next_piece()?;
-        while self.peek_start() == Some(r.end.0) {
-            match self.next_piece() {
-                Some(n) => r.end = n.end,
-                None => break,
-            }
-        }
-        Some(r)
     }
 }
 
@@ -262,25 +248,34 @@ impl Reserved {
         self.format
     }
 
-    /// Every block and metadata range, sorted and merged: the frame allocator keeps them
-    /// RESERVED (`FrameAllocator::new_deferred`).
+    /// Every block (with its stash) and metadata range, sorted: the frame allocator keeps
+    /// them RESERVED (`FrameAllocator::new_deferred`).
     pub fn preserved(&self) -> PreservedRanges<'_> {
         PreservedRanges {
             blocks: &self.v.blocks,
+            index: 0,
             metadata: &self.metadata,
         }
     }
 
-    /// Once the frame allocator exists: stashes index, order, type and magic in each
-    /// block's first-page `private`, and returns the restore handle.
+    /// Once the frame allocator is built around [`Reserved::preserved`] (which stashed
+    /// index, order, type and magic on each block's first page): returns the restore
+    /// handle. O(1): the first and the last block's stashes are checked, so an allocator
+    /// built from other ranges is refused (`NotPreserved`); every restore still checks its
+    /// own block's frame, RESERVED state, stash and index before using it.
     pub fn attach(self, fa: &mut FrameAllocator<'_>) -> Result<Incoming, IncomingError> {
-        for (i, b) in self.v.blocks.iter().enumerate() {
+        let n = self.v.blocks.len();
+        for i in [0, n.saturating_sub(1)].into_iter().take(n) {
+            let b = self.v.blocks[i];
             let pfn = Pfn(b.phys >> PAGE_SHIFT);
-            if !fa.stash_reserved(pfn, private_word(i as u64, b.order, b.kind))? {
+            let want = private_word(i as u64, b.order, b.kind);
+            let reserved = fa
+                .page_flags(pfn)
+                .is_ok_and(|f| f.contains(PageFlags::RESERVED | PageFlags::PRESERVED));
+            if !reserved || fa.page_private(pfn).ok() != Some(want) {
                 return Err(IncomingError::NotPreserved { phys: b.phys });
             }
         }
-        let n = self.v.blocks.len();
         Ok(Incoming {
             format: self.format,
             kho_fdt: self.kho_fdt,

@@ -133,7 +133,7 @@ impl Chain {
                 &mut pages,
                 &mut bits,
                 max_order,
-                core::iter::empty(),
+                core::iter::empty::<mm::PhysRange>(),
             ),
         }
         .expect("frame allocator");
