@@ -164,16 +164,18 @@ impl<'a> FrameAllocator<'a> {
         let first = (u64::from(sec.first) + lo - sec.base) as usize;
         let count = (hi - lo) as usize;
         if self.is_reserved_chunk(c) {
-            for p in &mut self.pages[first..first + count] {
-                *p = Page::new(si as u8, PageFlags::RESERVED);
-            }
+            Page::fill(
+                &mut self.pages[first..first + count],
+                Page::blank(si as u8, PageFlags::RESERVED),
+            );
             self.clear_reserved_chunk(c);
             self.set_ready(c);
             return true;
         }
-        for p in &mut self.pages[first..first + count] {
-            *p = Page::new(si as u8, PageFlags::empty());
-        }
+        Page::fill(
+            &mut self.pages[first..first + count],
+            Page::blank(si as u8, PageFlags::empty()),
+        );
         self.set_ready(c);
         self.deferred -= count as u64;
         self.free_range(first, count as u64);
@@ -286,16 +288,24 @@ impl<'a> FrameAllocator<'a> {
     /// Initialises every deferred chunk that holds a frame of `[start, end)` as RESERVED
     /// frames (the caller frees what is free).
     pub(crate) fn ready_chunks(&mut self, start: u64, end: u64) {
+        self.ready_chunks_around(start, end, start);
+    }
+
+    /// [`Self::ready_chunks`] writing no descriptor of `[start, skip_end)`: the caller
+    /// writes those right after, before anything reads them (a preserved item).
+    pub(crate) fn ready_chunks_around(&mut self, start: u64, end: u64, skip_end: u64) {
         let mut c = self.chunks_in(start, end).next();
         while let Some((si, cur)) = c {
             let (_, clo, chi) = self.chunk_span(cur);
             if !self.is_ready(cur) {
-                let first =
-                    (u64::from(self.sections[si].first) + clo - self.sections[si].base) as usize;
+                let sec = self.sections[si];
+                let first = (u64::from(sec.first) + clo - sec.base) as usize;
                 let n = (chi - clo) as usize;
-                for p in &mut self.pages[first..first + n] {
-                    *p = Page::new(si as u8, PageFlags::RESERVED);
-                }
+                let words = Page::blank(si as u8, PageFlags::RESERVED);
+                let skip_lo = (start.clamp(clo, chi) - clo) as usize;
+                let skip_hi = (skip_end.clamp(clo, chi) - clo) as usize;
+                Page::fill(&mut self.pages[first..first + skip_lo], words);
+                Page::fill(&mut self.pages[first + skip_hi..first + n], words);
                 if self.is_reserved_chunk(cur) {
                     // Counted reserved already.
                     self.clear_reserved_chunk(cur);

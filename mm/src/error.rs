@@ -138,7 +138,7 @@ impl fmt::Display for MmError {
             MmError::Reserved { pfn } => write!(f, "pfn {pfn} is reserved"),
             MmError::PreservedTail { pfn } => write!(
                 f,
-                "pfn {pfn} is inside a preserved block, not its first frame (blocks go whole)"
+                "pfn {pfn} is part of a preserved block not taken whole from its first frame"
             ),
             MmError::NotAllocated { pfn } => write!(f, "pfn {pfn} holds no reference"),
             MmError::AlreadyFree { pfn } => write!(f, "pfn {pfn} is already free (double free)"),

@@ -44,3 +44,5 @@ pub use reserve::Preserved;
 mod tests;
 #[cfg(test)]
 mod tests_deferred;
+#[cfg(test)]
+mod tests_reserve;

@@ -125,8 +125,9 @@ impl fmt::Display for PageFlags {
 ///
 /// Field costs (bytes): `flags` 2, `order` 1, `section` 1, `refcount` 4, `head` 4,
 /// `next` 4, `prev` 4, `spare` 4, `private` 8 — 32 in all, i.e. 0.78 % of RAM.
-/// Fields are private to `mm`; other crates use the `FrameAllocator` accessors.
-#[repr(C)]
+/// Fields are private to `mm`; other crates use the `FrameAllocator` accessors. Aligned to
+/// 16 bytes so that a whole descriptor is written with one pair of 16-byte stores.
+#[repr(C, align(16))]
 pub struct Page {
     /// State bits ([`PageFlags`]).
     pub(crate) flags: u16,
@@ -151,7 +152,7 @@ pub struct Page {
 }
 
 const _: () = assert!(core::mem::size_of::<Page>() == 32, "Page must be 32 bytes");
-const _: () = assert!(core::mem::align_of::<Page>() == 8);
+const _: () = assert!(core::mem::align_of::<Page>() == 16);
 const _: () = assert!(
     cfg!(target_endian = "little"),
     "Page::words is little-endian"
@@ -200,6 +201,12 @@ impl Page {
         [w0, head as u64 | (NONE as u64) << 32, NONE as u64, private]
     }
 
+    /// The words of `Page::new(section, flags)`.
+    #[inline(always)]
+    pub(crate) const fn blank(section: u8, flags: PageFlags) -> [u64; 4] {
+        Self::words(flags.0, 0, section, 0, NONE, 0)
+    }
+
     /// Writes `words` (from [`Page::words`]) over every descriptor of `pages`: two 16-byte
     /// stores a descriptor, no read.
     #[inline(always)]
@@ -213,7 +220,7 @@ impl Page {
     #[inline(always)]
     pub(crate) fn store(p: &mut Page, words: [u64; 4]) {
         let dst: *mut [u64; 4] = (p as *mut Page).cast();
-        // SAFETY: `Page` is `repr(C)`, 32 bytes and 8-aligned (asserted above) and made of
+        // SAFETY: `Page` is `repr(C)`, 32 bytes and 16-aligned (asserted above) and made of
         // integers only (the atomic is a `u32` in memory), so every `[u64; 4]` is a valid
         // `Page`; `p` is a unique reference, so nothing else observes the write.
         unsafe { dst.write(words) };

@@ -107,13 +107,14 @@ impl FrameAllocator<'_> {
         Ok(())
     }
 
-    /// Initialises the deferred chunks of `[s, e)` (frames of section `si`) as RESERVED.
+    /// Initialises the deferred chunks of `[s, e)` (frames of section `si`) as RESERVED,
+    /// except `[s, e)` itself, which [`Self::write_preserved`] writes next.
     #[inline]
     fn ready_chunks_of(&mut self, si: usize, s: u64, e: u64) {
         let sec = self.sections[si];
         let (c0, c1) = (Self::chunk_of(&sec, s), Self::chunk_of(&sec, e - 1));
         if c0 != c1 || !self.is_ready(c0) {
-            self.ready_chunks(s, e);
+            self.ready_chunks_around(s, e, e);
         }
     }
 
