@@ -127,6 +127,8 @@ pub struct Reserved {
     scratch: Vec<PhysRange>,
     /// Page-rounded metadata ranges (tree nodes, KHO FDT, scratch array), sorted, merged.
     metadata: Vec<PhysRange>,
+    /// Pages of every block.
+    block_pages: u64,
 }
 
 /// Everything a validated handover keeps, in address order: each block (with the stash its
@@ -213,11 +215,13 @@ pub fn probe<M: PhysMem + ?Sized>(
         metadata.push(array);
     }
     let metadata = coalesce(metadata);
-    let split = v
-        .blocks
-        .iter()
-        .filter(|b| b.kind == BlockType::Split)
-        .count();
+    // One pass for the log line and the page total.
+    let (split, block_pages) = v.blocks.iter().fold((0usize, 0u64), |(s, p), b| {
+        (
+            s + usize::from(b.kind == BlockType::Split),
+            p + (1u64 << b.order),
+        )
+    });
     log::info!(
         "kho: validated {} preserved blocks ({split} SPLIT), {} metadata ranges, format {format}{}",
         v.blocks.len(),
@@ -234,6 +238,7 @@ pub fn probe<M: PhysMem + ?Sized>(
         kho_fdt: refs.kho_fdt,
         scratch: scratch.to_vec(),
         metadata,
+        block_pages,
     })
 }
 
@@ -246,6 +251,13 @@ impl Reserved {
     /// The format the previous image wrote it in.
     pub fn format(&self) -> AbiVersion {
         self.format
+    }
+
+    /// Bytes of every block and metadata range ([`Reserved::preserved`] summed), with no
+    /// pass over the blocks.
+    pub fn preserved_bytes(&self) -> u64 {
+        let metadata: u64 = self.metadata.iter().map(|m| m.size()).sum();
+        (self.block_pages << PAGE_SHIFT) + metadata
     }
 
     /// Every block (with its stash) and metadata range, sorted: the frame allocator keeps
@@ -286,6 +298,7 @@ impl Reserved {
             scratch: self.scratch,
             restored: 0,
             released: 0,
+            unclaimed_pages: self.block_pages,
         })
     }
 }
@@ -306,6 +319,8 @@ pub struct Incoming {
     scratch: Vec<PhysRange>,
     restored: u64,
     released: u64,
+    /// Pages of the unclaimed blocks.
+    unclaimed_pages: u64,
 }
 
 impl Incoming {
@@ -460,6 +475,12 @@ impl Incoming {
 
     fn claim(&mut self, i: usize) {
         self.claimed[i / 64] |= 1 << (i % 64);
+        self.unclaimed_pages -= 1u64 << self.blocks[i].order;
+    }
+
+    /// Pages of the blocks neither restored nor released yet (O(1)).
+    pub fn unclaimed_pages(&self) -> u64 {
+        self.unclaimed_pages
     }
 
     /// The client blob called `name`: `(phys, size)`.

@@ -10,7 +10,7 @@
 
 use crate::addr::{Pfn, PhysAddr, PhysRange, PAGE_SIZE};
 use crate::error::MmError;
-use crate::frame::{BlockKind, FrameAllocator, MAX_BLOCK_ORDER};
+use crate::frame::{BlockKind, FrameAllocator, CHUNK_ORDER, MAX_BLOCK_ORDER};
 use crate::memblock::Memblock;
 use crate::page::{Page, PageFlags, NONE};
 
@@ -161,12 +161,73 @@ impl FrameAllocator<'_> {
             }
             let (a, b) = (fs.max(lo), fe.min(hi));
             if a < b {
-                self.free_in_ready_chunks(a, b);
+                self.free_gap_piece(a, b);
             }
             if fe > hi {
                 return;
             }
             *cur = rest.next();
+        }
+    }
+
+    /// Frees `[a, b)`, free RAM whose descriptors in initialised chunks say RESERVED so
+    /// far. The common piece between two preserved items, inside one initialised chunk of
+    /// one section, is written straight into the free lists (below); anything else goes
+    /// through the general path.
+    #[inline]
+    fn free_gap_piece(&mut self, a: u64, b: u64) {
+        let sec = self.sections[0];
+        let one_chunk = self.nsections == 1
+            && sec.base <= a
+            && b <= sec.end
+            && a >> CHUNK_ORDER == (b - 1) >> CHUNK_ORDER
+            && self.chunk_is_ready(&sec, a);
+        if !one_chunk {
+            self.free_in_ready_chunks(a, b);
+            return;
+        }
+        let first = (u64::from(sec.first) + a - sec.base) as usize;
+        self.reserved -= b - a;
+        self.push_gap(first, a, b - a);
+    }
+
+    /// Puts the `n` frames at descriptor `idx` (frame `pfn`, one initialised chunk of
+    /// section 0) on the free lists as maximal aligned blocks, each descriptor written
+    /// whole once, no buddy read. No block can merge: the frames just outside the piece
+    /// are not free (a preserved item, a reservation or no RAM: memblock's free ranges are
+    /// maximal and the items disjoint), a block of a greedy cut is the largest aligned one
+    /// that fits, so its buddy either holds one of those frames or is cut itself, and
+    /// buddies never leave the chunk. The property test against the eager build (which
+    /// merges) pins it.
+    fn push_gap(&mut self, mut idx: usize, mut pfn: u64, mut n: u64) {
+        let tail = Page::blank(0, PageFlags::empty());
+        self.free += n;
+        while n > 0 {
+            let o = pfn
+                .trailing_zeros()
+                .min(63 - n.leading_zeros())
+                .min(self.max_order);
+            let old = self.free_head[o as usize];
+            let head = Page::words(PageFlags::FREE.bits(), o as u8, 0, 0, NONE, 0);
+            // `next` is the high half of the second word (see `Page::words`).
+            let head = [
+                head[0],
+                head[1] & u64::from(u32::MAX) | u64::from(old) << 32,
+                head[2],
+                head[3],
+            ];
+            Page::store(&mut self.pages[idx], head);
+            if old != NONE {
+                self.pages[old as usize].prev = idx as u32;
+            }
+            self.free_head[o as usize] = idx as u32;
+            self.free_blocks[o as usize] += 1;
+            self.nonempty |= 1 << o;
+            let size = 1usize << o;
+            Page::fill(&mut self.pages[idx + 1..idx + size], tail);
+            pfn += size as u64;
+            idx += size;
+            n -= size as u64;
         }
     }
 

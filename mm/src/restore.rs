@@ -40,10 +40,13 @@ impl FrameAllocator<'_> {
     /// Any other RESERVED memory is checked frame by frame, and may hold no part of a
     /// preserved block. Nothing changes on a refusal.
     pub fn claim_reserved(&mut self, pfn: Pfn, order: u32, kind: BlockKind) -> Result<(), MmError> {
-        let idx = self.block_index(pfn, order)?;
+        // A preserved block's first frame vouches for the block's shape (aligned, in one
+        // section, every chunk initialised: `new_deferred` checked and wrote all of it).
+        let idx = self.index(pfn)?;
         if self.claim_preserved(idx, pfn, order, kind)?.is_some() {
             return Ok(());
         }
+        let idx = self.block_index(pfn, order)?;
         let n = 1usize << order;
         // Every frame is checked before any changes; the same pass counts the `private`
         // words (an owner's stash) the writes below clear.

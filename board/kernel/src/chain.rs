@@ -179,10 +179,7 @@ fn peer_options(args: &Cmdline<'_>, gen: &Generation) -> PeerOptions {
 /// preserved blocks are the set it restores.
 fn check_set_fits(gen: &Generation, kb: &KhoBoot) {
     let free = super::memory::stats().map_or(0, |s| (s.free + s.deferred) * mm::PAGE_SIZE);
-    let incoming: u64 = kb
-        .reserved
-        .as_ref()
-        .map_or(0, |r| r.preserved().map(|p| p.size()).sum());
+    let incoming: u64 = kb.reserved.as_ref().map_or(0, |r| r.preserved_bytes());
     if let Err(f) = gen.check_ram(free, incoming) {
         fail(&f, board::status::WORKLOAD_FAILED);
     }

@@ -267,7 +267,7 @@ impl<M: PhysMem + ?Sized> Gen<'_, '_, '_, M> {
         clock: &Clock,
     ) -> Result<(Record, Vec<Entry>, bulk::BlockList), Failure> {
         self.report.blocks = inc.unclaimed() as u64;
-        let handed: u64 = inc.unclaimed_blocks().map(|b| 1u64 << b.order).sum();
+        let handed = inc.unclaimed_pages();
         let (rec, rpages, stamps) = self.restore_record(&mut inc)?;
         let held = self.restore_entries(&mut inc, &rec)?;
         // What is left is the scaled set, if the record declares one.
