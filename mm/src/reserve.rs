@@ -98,13 +98,47 @@ impl FrameAllocator<'_> {
             if s < prev_end || s >= e || !in_ram || !shape_ok {
                 return Err(MmError::BadPreservedRange { pfn: Pfn(s) });
             }
-            self.ready_chunks_of(si, s, e);
-            self.write_preserved(si, s, e, item.block);
-            self.free_gap(&mut free, &mut cur_free, prev_end, s);
+            if !self.reserve_in_place(s, e, item.block, prev_end, cur_free) {
+                self.ready_chunks_of(si, s, e);
+                self.write_preserved(si, s, e, item.block);
+                self.free_gap(&mut free, &mut cur_free, prev_end, s);
+            }
             prev_end = e;
         }
         self.free_gap(&mut free, &mut cur_free, prev_end, u64::MAX);
         Ok(())
+    }
+
+    /// The common item, done with no cursor or chunk walk: a block `[s, e)` of the only
+    /// section, in one initialised chunk together with the gap `[prev_end, s)` before it,
+    /// which lies in the free range `free` (so all of it is free RAM). False, nothing
+    /// done, for anything else: the caller takes the general steps.
+    #[inline(always)]
+    fn reserve_in_place(
+        &mut self,
+        s: u64,
+        e: u64,
+        block: Option<(u32, u64)>,
+        prev_end: u64,
+        free: Option<(u64, u64)>,
+    ) -> bool {
+        let sec = self.sections[0];
+        let gap_free = free.is_some_and(|(fs, fe)| fs <= prev_end && s <= fe);
+        let fast = self.nsections == 1
+            && block.is_some()
+            && gap_free
+            && prev_end >> CHUNK_ORDER == (e - 1) >> CHUNK_ORDER
+            && self.chunk_is_ready(&sec, s);
+        if !fast {
+            return false;
+        }
+        self.write_preserved(0, s, e, block);
+        if prev_end < s {
+            let first = (u64::from(sec.first) + prev_end - sec.base) as usize;
+            self.reserved -= s - prev_end;
+            self.push_gap(first, prev_end, s - prev_end);
+        }
+        true
     }
 
     /// Initialises the deferred chunks of `[s, e)` (frames of section `si`) as RESERVED,
