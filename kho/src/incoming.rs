@@ -596,30 +596,41 @@ impl Incoming {
     /// Restores every block not restored or released yet, with the refcounts its type
     /// records (CONTIG: head 1, tails 0; SPLIT: 1 on every page), and hands each to `f`.
     /// Returns the pages restored. O(1) per block: the blocks come from this handover's own
-    /// validated list, so no stash has to be looked up; `mm` still checks every frame is
-    /// RESERVED before it changes one.
+    /// validated list, so no stash has to be looked up; `mm` still checks each block's first
+    /// frame heads a preserved block of that order before it changes a frame. The claimed
+    /// bitmap is walked a word at a time, and stays exact if `mm` refuses one.
     pub fn restore_unclaimed(
         &mut self,
         fa: &mut FrameAllocator<'_>,
         mut f: impl FnMut(Block),
     ) -> Result<u64, IncomingError> {
         let mut pages = 0;
-        for i in 0..self.blocks.len() {
-            if self.is_claimed(i) {
-                continue;
+        let n = self.blocks.len();
+        for w in 0..self.claimed.len() {
+            let mut left = !self.claimed[w];
+            while left != 0 {
+                let i = w * 64 + left.trailing_zeros() as usize;
+                if i >= n {
+                    break;
+                }
+                left &= left - 1;
+                let b = self.blocks[i];
+                let k = match b.kind {
+                    BlockType::Split => BlockKind::Split,
+                    BlockType::Contig => BlockKind::Contig,
+                };
+                if let Err(e) = fa.claim_reserved(Pfn(b.phys >> PAGE_SHIFT), b.order, k) {
+                    self.unclaimed_pages -= pages;
+                    return Err(e.into());
+                }
+                log::debug!("kho: restored {:#x} order {} {}", b.phys, b.order, b.kind);
+                self.claimed[w] |= 1 << (i % 64);
+                pages += 1u64 << b.order;
+                self.restored += 1;
+                f(b);
             }
-            let b = self.blocks[i];
-            let k = match b.kind {
-                BlockType::Split => BlockKind::Split,
-                BlockType::Contig => BlockKind::Contig,
-            };
-            fa.claim_reserved(Pfn(b.phys >> PAGE_SHIFT), b.order, k)?;
-            log::debug!("kho: restored {:#x} order {} {}", b.phys, b.order, b.kind);
-            self.claim(i);
-            self.restored += 1;
-            pages += 1u64 << b.order;
-            f(b);
         }
+        self.unclaimed_pages -= pages;
         Ok(pages)
     }
 
