@@ -237,10 +237,14 @@ impl FrameAllocator<'_> {
         let tail = Page::blank(0, PageFlags::empty());
         self.free += n;
         while n > 0 {
-            let o = pfn
-                .trailing_zeros()
-                .min(63 - n.leading_zeros())
-                .min(self.max_order);
+            // One page (the common gap between two order-0 blocks) needs no cut.
+            let o = if n == 1 {
+                0
+            } else {
+                pfn.trailing_zeros()
+                    .min(63 - n.leading_zeros())
+                    .min(self.max_order)
+            };
             let old = self.free_head[o as usize];
             let head = Page::words(PageFlags::FREE.bits(), o as u8, 0, 0, NONE, 0);
             // `next` is the high half of the second word (see `Page::words`).
@@ -270,6 +274,7 @@ impl FrameAllocator<'_> {
     /// frame must be PRESERVED with this order. `Ok(None)` if `pfn` heads no preserved block
     /// (the caller checks frame by frame); `Err` if it is a tail of one or the order
     /// differs. Then writes every frame once in the state of `kind`.
+    #[inline(always)]
     pub(crate) fn claim_preserved(
         &mut self,
         idx: usize,
@@ -301,6 +306,7 @@ impl FrameAllocator<'_> {
 
     /// Writes the claimed block at `idx` in the state of `kind`: the first frame, then one
     /// whole-descriptor store per other frame (no read, no branch per frame).
+    #[inline]
     pub(crate) fn write_claimed(&mut self, idx: usize, order: u32, kind: BlockKind) {
         let n = 1usize << order;
         let pages = &mut self.pages[idx..idx + n];

@@ -39,13 +39,27 @@ impl FrameAllocator<'_> {
     /// no longer RESERVED: `NotReserved`); a tail of one is refused (`PreservedTail`).
     /// Any other RESERVED memory is checked frame by frame, and may hold no part of a
     /// preserved block. Nothing changes on a refusal.
+    #[inline]
     pub fn claim_reserved(&mut self, pfn: Pfn, order: u32, kind: BlockKind) -> Result<(), MmError> {
         // A preserved block's first frame vouches for the block's shape (aligned, in one
         // section, every chunk initialised: `new_deferred` checked and wrote all of it).
+        // Inline so that a caller's loop over many blocks pays no call for the common case.
         let idx = self.index(pfn)?;
         if self.claim_preserved(idx, pfn, order, kind)?.is_some() {
             return Ok(());
         }
+        self.claim_reserved_frames(pfn, order, kind)
+    }
+
+    /// [`Self::claim_reserved`] of memory that is not an unclaimed preserved block: every
+    /// frame checked before any changes.
+    #[inline(never)]
+    fn claim_reserved_frames(
+        &mut self,
+        pfn: Pfn,
+        order: u32,
+        kind: BlockKind,
+    ) -> Result<(), MmError> {
         let idx = self.block_index(pfn, order)?;
         let n = 1usize << order;
         // Every frame is checked before any changes; the same pass counts the `private`
