@@ -20,21 +20,18 @@ macro_rules! by_va {
         let line = dcache_line_size() as u64;
         let mut addr = ($start as u64) & !(line - 1);
         let end = ($start as u64) + ($len as u64);
-        // Four lines per loop trip (the whole image is invalidated at every boot): one
-        // compare and branch per four operations instead of per one.
-        while addr + 4 * line <= end {
-            // SAFETY: the caller guarantees the range is mapped (the four lines end at or
+        // Sixteen lines per loop trip (the whole image is invalidated at every boot, and
+        // the next image cleaned at every handover): the operation and one add per line,
+        // one compare and branch per sixteen.
+        while addr + 16 * line <= end {
+            // SAFETY: the caller guarantees the range is mapped (the sixteen lines end at or
             // before `end`); DC by VA has no other effect.
             unsafe {
                 core::arch::asm!(
+                    ".rept 16",
                     concat!("dc ", $insn, ", {a}"),
                     "add {a}, {a}, {l}",
-                    concat!("dc ", $insn, ", {a}"),
-                    "add {a}, {a}, {l}",
-                    concat!("dc ", $insn, ", {a}"),
-                    "add {a}, {a}, {l}",
-                    concat!("dc ", $insn, ", {a}"),
-                    "add {a}, {a}, {l}",
+                    ".endr",
                     a = inout(reg) addr,
                     l = in(reg) line,
                     options(nostack)
@@ -118,25 +115,21 @@ pub fn clean_invalidate_dcache_all() {
         let sets = ((ccsidr >> 13) & 0x7fff) + 1;
         let way_shift = (ways as u32 - 1).leading_zeros();
         // Way outer, set inner: the operand of the next set is the last one plus one set
-        // step, so the inner loop is the operation, one add and (every fourth) a branch.
+        // step, so the inner loop is the operation, one add and (every sixteenth) a branch.
         let set_step = 1u64 << line_shift;
         for way in 0..ways {
             let first = (way << way_shift) | (level << 1);
             let end = first + sets * set_step;
             let mut op = first;
-            while op + 4 * set_step <= end {
+            while op + 16 * set_step <= end {
                 // SAFETY: DC CISW on a valid set/way operand (sets below the count CCSIDR
                 // gives) only writes back and drops a line.
                 unsafe {
                     core::arch::asm!(
+                        ".rept 16",
                         "dc cisw, {o}",
                         "add {o}, {o}, {s}",
-                        "dc cisw, {o}",
-                        "add {o}, {o}, {s}",
-                        "dc cisw, {o}",
-                        "add {o}, {o}, {s}",
-                        "dc cisw, {o}",
-                        "add {o}, {o}, {s}",
+                        ".endr",
                         o = inout(reg) op,
                         s = in(reg) set_step,
                         options(nostack)

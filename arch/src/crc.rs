@@ -64,19 +64,23 @@ pub unsafe fn copy_crc32(crc: u32, dst: *mut u8, src: *const u8, len: usize) -> 
     let words = len / 8;
     let (s, d) = (src as *const u64, dst as *mut u64);
     let mut i = 0;
-    while i + 8 <= words {
-        // Eight words loaded before any is stored (the pointers may alias as far as the
+    // Sixteen words (128 bytes) per trip: the loop's pointer and counter updates, compare
+    // and branch (five instructions) come once per 32 loads, stores and CRC steps instead
+    // of once per 16 (22 instructions per 64 bytes became ~18.5; the next image and every
+    // tree page go through here at each handover).
+    while i + 16 <= words {
+        // Sixteen words loaded before any is stored (the pointers may alias as far as the
         // compiler knows): the loads and the stores then pair up (`ldp`/`stp`).
-        // SAFETY: both pointers are 8-aligned and words i..i + 8 lie inside both ranges
-        // (the caller's contract); `[u64; 8]` needs only 8-byte alignment.
-        let w = unsafe { (s.add(i) as *const [u64; 8]).read() };
+        // SAFETY: both pointers are 8-aligned and words i..i + 16 lie inside both ranges
+        // (the caller's contract); `[u64; 16]` needs only 8-byte alignment.
+        let w = unsafe { (s.add(i) as *const [u64; 16]).read() };
         // SAFETY: as above; the ranges do not overlap.
-        unsafe { (d.add(i) as *mut [u64; 8]).write(w) };
+        unsafe { (d.add(i) as *mut [u64; 16]).write(w) };
         for x in w {
             // SAFETY: CRC32 instructions: see `crc32_update`.
             c = unsafe { __crc32d(c, u64::from_le(x)) };
         }
-        i += 8;
+        i += 16;
     }
     while i < words {
         // SAFETY: as in the unrolled loop.

@@ -2,8 +2,9 @@
 //!
 //! Owns everything that runs before Rust: the 64-byte header the loaders read, the drop from
 //! EL3 to EL2 and from EL2 to EL1 (installing the EL2 stub on the way), FP/SIMD enable, the
-//! pristine copy of the loaded file (the next image of a self-handover), the
-//! self-relocation pass over `.rela.dyn`, BSS clearing, both stacks and `VBAR_EL1`. It must
+//! pristine copy of the part of the loaded file that relocation changes (with the text,
+//! which nothing writes, the next image of a self-handover), the self-relocation pass over
+//! `.rela.dyn`, BSS clearing, both stacks and `VBAR_EL1`. It must
 //! never use an absolute address: every address is formed PC-relative (`adr`/`adrp`), because
 //! the image runs wherever a loader put it on a 2 MiB boundary.
 //!
@@ -213,15 +214,19 @@ baton_primary:
     ldr     x0, ={cpacr}
     msr     cpacr_el1, x0
     isb
-    // Keep a pristine copy of the Image file before anything (relocation, .data writes)
-    // changes the loaded bytes: a self-handover enters this copy. Both ends are 8-aligned.
-    // memcpy and memset (arch::mem) are leaf functions that need no stack and keep x19-x22.
+    // Keep a pristine copy of the part of the Image file that relocation and .data writes
+    // change (`__copy_from` to the end) before anything changes it: with the text before
+    // `__copy_from`, which nothing writes, it is the next image of a self-handover. Both
+    // ends are 8-aligned. memcpy and memset (arch::mem) are leaf functions that need no
+    // stack and keep x19-x23.
     adrp    x0, __copy_start
     add     x0, x0, :lo12:__copy_start
-    mov     x1, x20                 // source: the loaded file
+    adrp    x1, __copy_from         // source: the loaded file from __copy_from on
+    add     x1, x1, :lo12:__copy_from
+    sub     x23, x1, x20            // x23 = offset of __copy_from in the file
     adrp    x2, __file_end
     add     x2, x2, :lo12:__file_end
-    sub     x2, x2, x20             // length: the file
+    sub     x2, x2, x1              // length: the rest of the file
     bl      memcpy
 11:
     // Apply R_AARCH64_RELATIVE relocations: *(base + offset) = base + addend. The link
@@ -238,13 +243,16 @@ baton_primary:
     ldr     x4, [x0], #8            // r_addend
     cmp     w3, #{r_relative}       // type lives in the low 32 bits of r_info
     b.ne    5f
+    cmp     x2, x23                 // a target before __copy_from would change the text
+    b.lo    5f                      // the pristine copy leaves out: linked wrongly too
     add     x4, x4, x20
     str     x4, [x20, x2]
     add     x22, x22, #1
     b       4b
 5:
-    // An unexpected relocation type: the image was linked wrongly. Nothing can print yet;
-    // park the CPU with the offending r_info in x3 for a debugger.
+    // An unexpected relocation type, or a target outside the copied part: the image was
+    // linked wrongly. Nothing can print yet; park the CPU with the offending r_offset and
+    // r_info in x2 and x3 for a debugger.
     wfe
     b       5b
 6:
@@ -306,7 +314,11 @@ pub struct ImageLayout {
     pub stack_top: u64,
     /// Length of the Image file (the bytes a loader copied).
     pub file_size: u64,
-    /// The pristine copy of the file the entry code made (`file_size` bytes).
+    /// Offset in the file from which the entry code made the pristine copy: the bytes
+    /// before it are never written (no relocation lands there), so the file is those bytes
+    /// at `base` followed by the copy.
+    pub copy_from: u64,
+    /// The pristine copy of the file from `copy_from` on (`file_size - copy_from` bytes).
     pub copy: u64,
 }
 
@@ -321,6 +333,7 @@ pub fn image_layout() -> ImageLayout {
         static __stack_top: u8;
         static __file_end: u8;
         static __copy_start: u8;
+        static __copy_from: u8;
     }
     // Taking the address of a linker symbol is PC-relative (adrp/add), never relocated.
     let base = core::ptr::addr_of!(_start) as u64;
@@ -332,6 +345,7 @@ pub fn image_layout() -> ImageLayout {
         stack_bottom: core::ptr::addr_of!(__stack_bottom) as u64,
         stack_top: core::ptr::addr_of!(__stack_top) as u64,
         file_size: core::ptr::addr_of!(__file_end) as u64 - base,
+        copy_from: core::ptr::addr_of!(__copy_from) as u64 - base,
         copy: core::ptr::addr_of!(__copy_start) as u64,
     }
 }

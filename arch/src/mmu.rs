@@ -183,6 +183,25 @@ impl PageTableBuilder {
         let mut va = start;
         while va < end {
             let idx = ((va >> shift) & 0x1ff) as usize;
+            if level >= 1 && va.is_multiple_of(size) {
+                // A run of whole blocks (pages at level 3) in this one table (the parent
+                // bounded [start, end) to it): one loop over the entries, the descriptor's
+                // fields computed once; the same checks as one entry at a time below.
+                let whole = ((end - va) >> shift).min((ENTRIES - idx) as u64) as usize;
+                if whole > 0 {
+                    let fields = leaf_descriptor(0, level, attr);
+                    let t = alloc.table(table);
+                    for (i, e) in t[idx..idx + whole].iter_mut().enumerate() {
+                        let pa = va + ((i as u64) << shift);
+                        if *e != 0 {
+                            return Err(MapError::AlreadyMapped { addr: pa });
+                        }
+                        *e = pa | fields;
+                    }
+                    va += (whole as u64) << shift;
+                    continue;
+                }
+            }
             let chunk_end = core::cmp::min(end, (va & !(size - 1)) + size);
             let entry = alloc.table(table)[idx];
             let whole = va.is_multiple_of(size) && chunk_end - va == size;

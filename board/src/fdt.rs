@@ -1,26 +1,23 @@
-//! The one FDT walk: header checks, then fdt-rs's token stream, into a [`BootInfo`].
+//! The one FDT walk: header checks, then one strict pass over the structure block
+//! (`baton_fdt::check_tree_visit`) that feeds every node and property into a [`BootInfo`].
 //!
 //! Owns no memory: it borrows the FDT bytes and fills fixed-capacity lists. Every check on
 //! untrusted input returns a [`BootInfoError`] naming the check and the offset or value: a
 //! malformed tree is a `baton_fdt::FdtError` (the one vocabulary, shared with kho's reader),
 //! content baton cannot use is one of the other variants. Nothing here panics or indexes
-//! past the buffer (fdt-rs is given only a header-checked slice, and every token read is
-//! bounds-checked against the structure block first).
+//! past the buffer (the strict walk bounds every token and value by the structure block).
 //!
 //! Why not kho's reader (`baton_fdt::Fdt`): this walk runs before the heap exists (it finds
 //! the RAM the heap will come from), so it allocates nothing; that reader builds node
 //! tables on the heap. Both check the header with `baton_fdt::check_header`, and this walk
-//! first runs `baton_fdt::check_tree` (that reader's rules, allocation-free), so every tree
-//! the boot accepts is one the handover's rewrite can read. The `/chosen`
+//! is `baton_fdt::check_tree`'s (that reader's rules, allocation-free), so every tree the
+//! boot accepts is one the handover's rewrite can read; a malformed tree is refused with
+//! that check's error before anything this walk found counts. The `/chosen`
 //! handover properties are only recorded here, raw, and decoded by kho
 //! (`kho::bootfdt::decode_handover`).
 
 use arch::PsciMethod;
-use baton_fdt::{FdtError, Header};
-use fdt_rs::base::parse::ParsedTok;
-use fdt_rs::base::DevTree;
-use fdt_rs::error::DevTreeError;
-use fdt_rs::prelude::FallibleIterator;
+use baton_fdt::{FdtError, Header, Visit};
 use mm::{PhysAddr, PhysRange};
 
 use crate::boards::{BoardKind, BoardSource};
@@ -276,21 +273,6 @@ pub fn parse_limited(buf: &[u8], phys: u64, limit: u64) -> Result<BootInfo<'_>, 
         }));
     }
     let buf = &buf[..h.totalsize as usize];
-    // The strict reader's rules first (allocation-free): a tree the boot accepts is one
-    // the handover's rewrite (`kho::bootfdt::rewrite`, on that reader) can read.
-    baton_fdt::check_tree(buf)?;
-    if !(buf.as_ptr() as usize).is_multiple_of(4) {
-        return Err(BootInfoError::Misaligned { addr: phys });
-    }
-    // SAFETY: `buf` is 4-byte aligned and exactly `totalsize` long (fdt-rs's contract); the
-    // header checks above keep every block inside it.
-    let dt = unsafe { DevTree::new(buf) }.map_err(|e| {
-        BootInfoError::Fdt(FdtError::Unreadable {
-            offset: 0,
-            reason: devtree_reason(e),
-        })
-    })?;
-
     let mut w = Walk {
         info: BootInfo::empty(BoardKind::Generic, BoardSource::Compatible),
         uarts: [None; MAX_UARTS],
@@ -298,24 +280,33 @@ pub fn parse_limited(buf: &[u8], phys: u64, limit: u64) -> Result<BootInfo<'_>, 
         nr_aliases: 0,
         limit: limit & !(PAGE - 1),
     };
+    let mut nodes = NodeWalk {
+        stack: [Frame::new("", false); MAX_DEPTH],
+        depth: 0,
+        w: &mut w,
+    };
+    // One pass: the strict reader's rules (allocation-free; a tree the boot accepts is one
+    // the handover's rewrite, `kho::bootfdt::rewrite` on that reader, can read), each node
+    // and property handed to this walk as it is checked. A malformed tree is refused first,
+    // whatever the walk made of it; then the checks in the order they always ran.
+    let (_, walked) = baton_fdt::check_tree_visit(buf, &mut nodes)?;
+    if !(buf.as_ptr() as usize).is_multiple_of(4) {
+        return Err(BootInfoError::Misaligned { addr: phys });
+    }
+    // The `/memreserve/` entries go first in the lists and warnings, as they always did.
+    let walk_warnings = core::mem::take(&mut w.info.range_warnings);
+    let walk_dropped = core::mem::take(&mut w.info.range_warnings_dropped);
     w.info.fdt = Some(PhysRange::new(PhysAddr(phys), h.totalsize as u64));
     parse_memreserve(buf, &h, &mut w.info)?;
-    walk_struct(&dt, buf, &h, &mut w)?;
+    walked?;
+    for warning in walk_warnings.into_iter().flatten() {
+        w.info.warn_range(warning);
+    }
+    w.info.range_warnings_dropped += walk_dropped;
     pick_console(&mut w);
     w.info.memory.sort_and_merge();
     w.info.devices.sort_and_merge();
     Ok(w.info)
-}
-
-fn devtree_reason(e: DevTreeError) -> &'static str {
-    match e {
-        DevTreeError::InvalidParameter(s) => s,
-        DevTreeError::InvalidMagicNumber => "invalid magic",
-        DevTreeError::InvalidOffset => "offset outside the tree",
-        DevTreeError::ParseError => "malformed token or property",
-        DevTreeError::StrError(_) => "node name is not UTF-8",
-        DevTreeError::NotEnoughMemory => "out of memory",
-    }
 }
 
 fn parse_memreserve(buf: &[u8], h: &Header, info: &mut BootInfo<'_>) -> Result<(), BootInfoError> {
@@ -348,99 +339,56 @@ fn parse_memreserve(buf: &[u8], h: &Header, info: &mut BootInfo<'_>) -> Result<(
     Err(FdtError::UnterminatedMemReserve.into())
 }
 
-fn walk_struct<'a>(
-    dt: &DevTree<'a>,
-    buf: &'a [u8],
-    h: &Header,
-    w: &mut Walk<'a>,
-) -> Result<(), BootInfoError> {
-    let struct_end = (h.off_dt_struct + h.size_dt_struct) as usize;
-    let strings = &buf[h.off_dt_strings as usize..(h.off_dt_strings + h.size_dt_strings) as usize];
-    let mut stack = [Frame::new("", false); MAX_DEPTH];
-    let mut depth = 0usize;
-    let mut seen_root = false;
-    let mut it = dt.parse_iter();
-    loop {
-        let at = it.offset;
-        // fdt-rs reads the token word unchecked; keep it inside the structure block (and
-        // strictly inside the buffer, as its debug assertion requires).
-        if at + 4 > struct_end || at + 4 >= buf.len() {
-            return Err(FdtError::Truncated { offset: at }.into());
-        }
-        let tok = it.next().map_err(|e| {
-            BootInfoError::Fdt(FdtError::Unreadable {
-                offset: at,
-                reason: devtree_reason(e),
-            })
-        })?;
-        match tok {
-            None => break,
-            Some(ParsedTok::BeginNode(n)) => {
-                if depth == 0 && seen_root {
-                    return Err(FdtError::BadStructure { offset: at }.into());
-                }
-                if depth == MAX_DEPTH {
-                    return Err(FdtError::TooDeep { offset: at }.into());
-                }
-                if depth > 0 && !stack[depth - 1].props_done {
-                    finish_node(&mut stack, depth - 1, w, at)?;
-                }
-                let name = baton_fdt::utf8(n.name)
-                    .ok_or(BootInfoError::Fdt(FdtError::BadName { offset: at }))?;
-                // Only the root may be nameless: the handover's writer refuses any other
-                // empty name, so the boot refuses it too.
-                if depth > 0 && name.is_empty() {
-                    return Err(FdtError::BadName { offset: at }.into());
-                }
-                let in_cpus = depth > 0
-                    && (stack[depth - 1].in_cpus || (depth == 2 && stack[1].name == "cpus"));
-                stack[depth] = Frame::new(name, in_cpus);
-                depth += 1;
-                seen_root = true;
-            }
-            Some(ParsedTok::Prop(p)) => {
-                if depth == 0 || stack[depth - 1].props_done {
-                    return Err(FdtError::BadStructure { offset: at }.into());
-                }
-                let name = prop_name(strings, p.name_offset, at)?;
-                handle_prop(&mut stack, depth - 1, name, p.prop_buf, w, at)?;
-            }
-            Some(ParsedTok::EndNode) => {
-                if depth == 0 {
-                    return Err(FdtError::BadStructure { offset: at }.into());
-                }
-                if !stack[depth - 1].props_done {
-                    finish_node(&mut stack, depth - 1, w, at)?;
-                }
-                depth -= 1;
-            }
-            Some(ParsedTok::Nop) => {}
-        }
-    }
-    if depth != 0 {
-        return Err(FdtError::BadStructure { offset: it.offset }.into());
-    }
-    if !seen_root {
-        return Err(FdtError::NoRootNode.into());
-    }
-    Ok(())
+/// The walk over the checked tree's nodes: the open nodes' frames and what they add up to.
+struct NodeWalk<'a, 'w> {
+    stack: [Frame<'a>; MAX_DEPTH],
+    depth: usize,
+    w: &'w mut Walk<'a>,
 }
 
-fn prop_name(strings: &[u8], nameoff: usize, at: usize) -> Result<&str, BootInfoError> {
-    let tail = strings
-        .get(nameoff..)
-        .ok_or(BootInfoError::Fdt(FdtError::BadNameOffset {
-            offset: at,
-            nameoff: nameoff as u32,
-        }))?;
-    let end =
-        tail.iter()
-            .position(|&b| b == 0)
-            .ok_or(BootInfoError::Fdt(FdtError::BadNameOffset {
-                offset: at,
-                nameoff: nameoff as u32,
-            }))?;
-    baton_fdt::utf8(&tail[..end]).ok_or(BootInfoError::Fdt(FdtError::BadName { offset: at }))
+impl<'a> Visit<'a> for NodeWalk<'a, '_> {
+    type Error = BootInfoError;
+
+    fn begin_node(&mut self, name: &'a str, at: usize) -> Result<(), BootInfoError> {
+        let depth = self.depth;
+        if depth == MAX_DEPTH {
+            return Err(FdtError::TooDeep { offset: at }.into());
+        }
+        if depth > 0 && !self.stack[depth - 1].props_done {
+            finish_node(&mut self.stack, depth - 1, self.w, at)?;
+        }
+        // Only the root may be nameless: the handover's writer refuses any other empty
+        // name, so the boot refuses it too.
+        if depth > 0 && name.is_empty() {
+            return Err(FdtError::BadName { offset: at }.into());
+        }
+        let in_cpus = depth > 0
+            && (self.stack[depth - 1].in_cpus || (depth == 2 && self.stack[1].name == "cpus"));
+        self.stack[depth] = Frame::new(name, in_cpus);
+        self.depth += 1;
+        Ok(())
+    }
+
+    fn prop(&mut self, name: &'a str, value: &'a [u8], at: usize) -> Result<(), BootInfoError> {
+        // The strict walk puts every property inside a node, before its first child.
+        match self.depth.checked_sub(1) {
+            Some(idx) if !self.stack[idx].props_done => {
+                handle_prop(&mut self.stack, idx, name, value, self.w, at)
+            }
+            _ => Err(FdtError::BadStructure { offset: at }.into()),
+        }
+    }
+
+    fn end_node(&mut self, at: usize) -> Result<(), BootInfoError> {
+        let Some(idx) = self.depth.checked_sub(1) else {
+            return Err(FdtError::BadStructure { offset: at }.into());
+        };
+        if !self.stack[idx].props_done {
+            finish_node(&mut self.stack, idx, self.w, at)?;
+        }
+        self.depth = idx;
+        Ok(())
+    }
 }
 
 fn cells(v: &[u8], at: usize) -> Result<u32, BootInfoError> {
@@ -537,6 +485,30 @@ fn handle_prop<'a>(
     Ok(())
 }
 
+/// What a node's `compatible` list says about the devices the boot reads, from one pass
+/// over its strings (each node's list was read three times).
+#[derive(Default)]
+struct Kinds {
+    /// `arm,psci*`: the PSCI node (its `method`).
+    psci: bool,
+    /// `arm,armv8-timer` or `arm,armv7-timer`.
+    timer: bool,
+    /// `arm,pl011`: a console candidate.
+    pl011: bool,
+}
+
+impl Kinds {
+    fn of(compatible: &[u8]) -> Self {
+        let mut k = Kinds::default();
+        for c in strings(compatible) {
+            k.psci |= c.starts_with("arm,psci");
+            k.timer |= c == "arm,armv8-timer" || c == "arm,armv7-timer";
+            k.pl011 |= c == "arm,pl011";
+        }
+        k
+    }
+}
+
 fn finish_node<'a>(
     stack: &mut [Frame<'a>; MAX_DEPTH],
     idx: usize,
@@ -553,11 +525,11 @@ fn finish_node<'a>(
         return Ok(());
     }
     let parent = stack[idx - 1];
-    let compatible = || strings(f.compatible);
-    if compatible().any(|c| c.starts_with("arm,psci")) {
+    let kinds = Kinds::of(f.compatible);
+    if kinds.psci {
         w.info.psci = PsciMethod::from_name(prop_str(f.method, at)?);
     }
-    if compatible().any(|c| c == "arm,armv8-timer" || c == "arm,armv7-timer") {
+    if kinds.timer {
         w.info.timer = Some(TimerInfo {
             clock_frequency: f.clock_frequency,
         });
@@ -569,7 +541,7 @@ fn finish_node<'a>(
     let is_memory = f.device_type == b"memory\0"
         || (idx == 1 && (f.name == "memory" || f.name.starts_with("memory@")));
     let is_reserved = idx == 2 && parent.name == "reserved-memory";
-    let is_pl011 = compatible().any(|c| c == "arm,pl011");
+    let is_pl011 = kinds.pl011;
     for p in pairs(reg, parent.addr_cells, parent.size_cells, "reg")? {
         let Some((addr, size)) = p else { continue };
         if size == 0 {

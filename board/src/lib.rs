@@ -10,7 +10,8 @@
 pub mod boards; // per-board facts (qemu-virt, rpi4, generic) and detection
 pub mod bootinfo; // BootInfo, RangeList, LogRange: everything the FDT told us
 pub mod cmdline; // the one command line parser: /chosen/bootargs -> typed values
-pub mod fdt; // the one FDT walk: header checks, fdt-rs tokens, BootInfo
+pub mod fdt; // the one FDT walk: header checks, one strict pass, BootInfo
+pub mod logline; // the console log line's prefix, without core::fmt's padding
 pub mod memmap; // BootInfo -> Memblock and the MMU's RAM/device ranges
 pub mod placement; // placing the next image, its FDT and initrd inside scratch
 pub mod status; // exit status codes shared with the QEMU tests

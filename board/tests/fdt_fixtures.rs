@@ -8,7 +8,7 @@ use board::fdt::{self, BootInfoError};
 use mm::{PhysAddr, PhysRange};
 use std::path::Path;
 
-/// The file's bytes in a 4-byte aligned buffer (fdt-rs requires it).
+/// The file's bytes in a 4-byte aligned buffer (the boot parse refuses a misaligned tree).
 fn load(path: &Path) -> Vec<u32> {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut words = vec![0u32; bytes.len().div_ceil(4)];

@@ -10,7 +10,7 @@ use kho::bootfdt::{self, ChosenUpdate};
 use mm::{Memblock, PhysAddr, PhysRange};
 use std::path::Path;
 
-/// A copy of `b` in a 4-byte aligned buffer (fdt-rs requires it).
+/// A copy of `b` in a 4-byte aligned buffer (the boot parse refuses a misaligned tree).
 fn aligned(b: &[u8]) -> Vec<u32> {
     let mut words = vec![0u32; b.len().div_ceil(4)];
     for (i, x) in b.iter().enumerate() {

@@ -3,7 +3,10 @@
 //! Owns the single global UART handle. Writers take an `arch::EarlyMutex` (no exclusives
 //! while the MMU is off: the console prints long before it); the fatal paths (panic,
 //! exception) may steal it, since baton runs on one core without interrupts and a held lock
-//! there means we faulted while printing. Before `init`, writes are dropped.
+//! there means we faulted while printing. Before `init`, writes are dropped. While [`hold`]
+//! is on, lines go to a RAM buffer instead of the UART (a handover's blackout: formatting
+//! them is cheap, the UART is not); [`release`], [`flush`] and the fatal paths send what is
+//! held first, so every line still reaches the console, in order.
 
 use core::fmt;
 
@@ -39,7 +42,54 @@ mod imp {
     use core::fmt::Write;
     use core::ptr::NonNull;
 
-    static CONSOLE: arch::EarlyMutex<Option<Uart<'static>>> = arch::EarlyMutex::new(None);
+    /// Bytes [`hold`] keeps back before it has to send them (a warm boot's lines up to its
+    /// restore are about 3 KiB).
+    const HOLD_BYTES: usize = 8 * 1024;
+
+    /// The UART and the lines held back from it.
+    struct Console {
+        uart: Option<Uart<'static>>,
+        holding: bool,
+        held: usize,
+        buf: [u8; HOLD_BYTES],
+    }
+
+    impl Console {
+        /// Sends the held bytes to the UART (CR LF as ever) and empties the buffer.
+        fn send_held(&mut self) {
+            if let Some(uart) = self.uart.as_mut() {
+                CrLf(uart).put_bytes(&self.buf[..self.held]);
+            }
+            self.held = 0;
+        }
+    }
+
+    impl Write for Console {
+        /// Appends `s` to the held bytes, sending them first when `s` does not fit (and `s`
+        /// itself straight away when it is longer than the buffer).
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            let bytes = s.as_bytes();
+            if bytes.len() > HOLD_BYTES - self.held {
+                self.send_held();
+            }
+            if bytes.len() > HOLD_BYTES {
+                if let Some(uart) = self.uart.as_mut() {
+                    CrLf(uart).put_bytes(bytes);
+                }
+                return Ok(());
+            }
+            self.buf[self.held..self.held + bytes.len()].copy_from_slice(bytes);
+            self.held += bytes.len();
+            Ok(())
+        }
+    }
+
+    static CONSOLE: arch::EarlyMutex<Console> = arch::EarlyMutex::new(Console {
+        uart: None,
+        holding: false,
+        held: 0,
+        buf: [0; HOLD_BYTES],
+    });
     static BASE: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
     /// Bytes written per UARTFR.TXFE poll: [`TX_FIFO_DEPTH`] once `init` has enabled the
     /// FIFOs itself (UARTLCR_H.FEN), 1 when the firmware's settings (FIFO state unknown)
@@ -72,7 +122,7 @@ mod imp {
             // `enable` sets UARTLCR_H.FEN: the transmit FIFO is there to fill.
             BURST.store(TX_FIFO_DEPTH, core::sync::atomic::Ordering::Relaxed);
         }
-        *CONSOLE.lock() = Some(uart);
+        CONSOLE.lock().uart = Some(uart);
         BASE.store(base, core::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
@@ -82,28 +132,53 @@ mod imp {
         BASE.load(core::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Writes `args` to the console (newlines become CR LF).
+    /// Writes `args` to the console (newlines become CR LF), or to the held bytes while
+    /// [`hold`] is on.
     pub fn write_fmt(args: fmt::Arguments<'_>) {
         let mut guard = CONSOLE.lock();
-        if let Some(uart) = guard.as_mut() {
+        let c = &mut *guard;
+        if c.uart.is_none() {
+            return;
+        }
+        if c.holding {
+            let _ = c.write_fmt(args);
+        } else if let Some(uart) = c.uart.as_mut() {
             let _ = CrLf(uart).write_fmt(args);
         }
     }
 
-    /// Writes `args` even if the lock is held (fatal paths only).
+    /// Writes `args` even if the lock is held (fatal paths only), after whatever was held,
+    /// and stops holding: a fatal path's lines go out at once.
     pub fn write_fmt_emergency(args: fmt::Arguments<'_>) {
         if CONSOLE.is_locked() {
             // SAFETY: one core, no interrupts: the holder is the code that just faulted or
             // panicked and will never resume its write.
             unsafe { CONSOLE.force_unlock() };
         }
+        release();
         write_fmt(args);
     }
 
-    /// Waits until every queued byte has left the UART, stop bits included (before
-    /// powering off, and before a handover reprograms or abandons the UART).
+    /// From now on, lines are held in RAM instead of written to the UART, until
+    /// [`release`] or [`flush`] (a buffer's worth at most: a full buffer is sent).
+    pub fn hold() {
+        CONSOLE.lock().holding = true;
+    }
+
+    /// Sends the held lines and writes straight to the UART again.
+    pub fn release() {
+        let mut c = CONSOLE.lock();
+        c.send_held();
+        c.holding = false;
+    }
+
+    /// Sends the held lines, then waits until every queued byte has left the UART, stop
+    /// bits included (before powering off, and before a handover reprograms or abandons
+    /// the UART).
     pub fn flush() {
-        if let Some(uart) = CONSOLE.lock().as_ref() {
+        let mut c = CONSOLE.lock();
+        c.send_held();
+        if let Some(uart) = c.uart.as_ref() {
             wait_tx_idle(uart);
         }
     }
@@ -137,18 +212,23 @@ mod imp {
             self.0.write_word(byte);
             *room -= 1;
         }
-    }
 
-    impl Write for CrLf<'_, '_> {
-        fn write_str(&mut self, s: &str) -> fmt::Result {
+        /// Writes `bytes`, `\n` as CR LF, polling the FIFO once per burst.
+        fn put_bytes(&mut self, bytes: &[u8]) {
             let burst = BURST.load(core::sync::atomic::Ordering::Relaxed).max(1);
             let mut room = 0;
-            for b in s.bytes() {
+            for &b in bytes {
                 if b == b'\n' {
                     self.put(&mut room, burst, b'\r');
                 }
                 self.put(&mut room, burst, b);
             }
+        }
+    }
+
+    impl Write for CrLf<'_, '_> {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            self.put_bytes(s.as_bytes());
             Ok(())
         }
     }
@@ -169,3 +249,11 @@ pub fn write_fmt(args: fmt::Arguments<'_>) {
 pub fn write_fmt_emergency(args: fmt::Arguments<'_>) {
     write_fmt(args);
 }
+
+/// Host build: nothing is held (standard error is cheap).
+#[cfg(not(target_arch = "aarch64"))]
+pub fn hold() {}
+
+/// Host build: nothing is held.
+#[cfg(not(target_arch = "aarch64"))]
+pub fn release() {}

@@ -199,6 +199,32 @@ pub fn check_rewritable(
     highest: u64,
     bootargs_len: usize,
 ) -> Result<(), BootFdtError> {
+    plan_rewrite(incoming, highest, bootargs_len, None).map(|_| ())
+}
+
+/// What [`plan_rewrite`] proved about one boot FDT, for [`rewrite_planned`] at the jump:
+/// the length and the [`fingerprint`] of the bytes it checked, and the facts the splice
+/// takes from the strict reader (root cells, `/memreserve/`, `boot_cpuid_phys`, where
+/// `/chosen`'s properties start).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RewritePlan {
+    crc: Option<u32>,
+    len: usize,
+    cells: (u32, u32),
+    mem_reserve: Vec<(u64, u64)>,
+    boot_cpuid_phys: u32,
+    chosen: Option<usize>,
+}
+
+/// [`check_rewritable`] (one strict parse, both writers' checks: the full writer, and the
+/// splice when there is a `/chosen`), returning what the jump's rewrite of the same bytes
+/// can reuse; with `crc32` (crc32fast's convention) the plan records the bytes' CRC-32.
+pub fn plan_rewrite(
+    incoming: &[u8],
+    highest: u64,
+    bootargs_len: usize,
+    crc32: Option<fn(u32, &[u8]) -> u32>,
+) -> Result<RewritePlan, BootFdtError> {
     let page = 4096u64;
     let at = highest.saturating_sub(page) & !(page - 1);
     let r = PhysRange::from_bounds(at, at.saturating_add(page));
@@ -209,10 +235,63 @@ pub fn check_rewritable(
         initrd: Some(r),
         bootargs: Some(&bootargs),
     };
+    let fdt = Fdt::parse(incoming)?;
+    let (ac, sc) = root_cells(&fdt)?;
+    let add = chosen_additions(ac, sc, &upd)?;
     // The jump splices; the full writer's checks (names it can encode, depth, size) run
     // here too, so the in-place edit accepts no tree the full rewrite would refuse.
-    rewrite_full(incoming, &upd)?;
-    rewrite(incoming, &upd).map(|_| ())
+    write_tree(&fdt, &add, &upd)?;
+    let chosen = crate::splice::chosen_start(incoming)?;
+    if chosen.is_some() {
+        crate::splice::splice_chosen(incoming, &fdt, &add, |n| dropped(n, &upd))?;
+    }
+    Ok(RewritePlan {
+        crc: crc32.and_then(|f| fingerprint(incoming, f)),
+        len: incoming.len(),
+        cells: (ac, sc),
+        mem_reserve: fdt.mem_reserve.clone(),
+        boot_cpuid_phys: fdt.boot_cpuid_phys,
+        chosen,
+    })
+}
+
+/// CRC-32 of every byte of `incoming` the splice reads (the 40-byte header, then the
+/// structure and strings blocks it names), not of the free space a loader may leave after
+/// them (QEMU's tree is 7 KiB in a 1 MiB `totalsize`). `None` if the header does not hold.
+fn fingerprint(incoming: &[u8], crc32: fn(u32, &[u8]) -> u32) -> Option<u32> {
+    let h = crate::fdt::check_header(incoming, incoming.len()).ok()?;
+    let block = |off: u32, size: u32| {
+        let (off, size) = (off as usize, size as usize);
+        incoming.get(off..off.checked_add(size)?)
+    };
+    let mut c = crc32(0, incoming.get(..crate::fdt::FDT_HEADER_SIZE)?);
+    c = crc32(c, block(h.off_dt_struct, h.size_dt_struct)?);
+    Some(crc32(c, block(h.off_dt_strings, h.size_dt_strings)?))
+}
+
+/// [`rewrite`] of the tree `plan` was made for. When `incoming` is provably those bytes
+/// (the same length and [`fingerprint`], through `crc32`) and has a `/chosen`, the splice
+/// runs from the plan without parsing the tree again (the strict parse and both writers'
+/// checks ran over these bytes in [`plan_rewrite`]; `/memreserve/` and the root cells are
+/// the values they read); otherwise this is [`rewrite`], parse first.
+pub fn rewrite_planned(
+    incoming: &[u8],
+    plan: &RewritePlan,
+    upd: &ChosenUpdate<'_>,
+    crc32: fn(u32, &[u8]) -> u32,
+) -> Result<Vec<u8>, BootFdtError> {
+    let same = incoming.len() == plan.len
+        && plan.crc.is_some()
+        && plan.crc == fingerprint(incoming, crc32);
+    let Some(props_start) = plan.chosen.filter(|_| same) else {
+        return rewrite(incoming, upd);
+    };
+    let add = chosen_additions(plan.cells.0, plan.cells.1, upd)?;
+    let facts = crate::splice::TreeFacts {
+        mem_reserve: &plan.mem_reserve,
+        boot_cpuid_phys: plan.boot_cpuid_phys,
+    };
+    crate::splice::splice_at(incoming, props_start, &facts, &add, |n| dropped(n, upd))
 }
 
 /// `/chosen`'s new properties (in order) for `upd`, the root's cells being `(ac, sc)`.
@@ -331,4 +410,62 @@ fn write_tree(
         stack.pop();
     }
     Ok(w.finish()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn crc(c: u32, b: &[u8]) -> u32 {
+        let mut h = crc32fast::Hasher::new_with_initial(c);
+        h.update(b);
+        h.finalize()
+    }
+
+    fn update(bootargs: &[u8]) -> ChosenUpdate<'_> {
+        let r = |a: u64| PhysRange::from_bounds(a, a + 0x1000);
+        ChosenUpdate {
+            kho_fdt: Some(r(0x4700_0000)),
+            kho_scratch: Some(r(0x4701_0000)),
+            initrd: None,
+            bootargs: Some(bootargs),
+        }
+    }
+
+    /// The jump's rewrite from a plan writes exactly what the full-parse rewrite writes.
+    #[test]
+    fn planned_rewrite_is_the_rewrite() {
+        let dtb = include_bytes!("../tests/data/virt.dtb");
+        let plan = plan_rewrite(dtb, 0x8000_0000, 64, Some(crc)).unwrap();
+        assert!(plan.chosen.is_some());
+        let upd = update(b"baton.generations=3");
+        assert_eq!(
+            rewrite_planned(dtb, &plan, &upd, crc).unwrap(),
+            rewrite(dtb, &upd).unwrap()
+        );
+    }
+
+    /// Bytes that are not the planned ones (one byte of a property value changed) take the
+    /// full path: parsed again, and written from what they now say.
+    #[test]
+    fn changed_bytes_are_parsed_again() {
+        let dtb = include_bytes!("../tests/data/virt.dtb");
+        let plan = plan_rewrite(dtb, 0x8000_0000, 64, Some(crc)).unwrap();
+        let mut changed = dtb.to_vec();
+        let model = changed
+            .windows(5)
+            .position(|w| w == b"linux")
+            .expect("a string to change");
+        changed[model] = b'L';
+        let upd = update(b"x");
+        let out = rewrite_planned(&changed, &plan, &upd, crc).unwrap();
+        assert_eq!(out, rewrite(&changed, &upd).unwrap());
+        assert_ne!(out, rewrite(dtb, &upd).unwrap());
+        // Without a CRC in the plan nothing is trusted either.
+        let blind = plan_rewrite(dtb, 0x8000_0000, 64, None).unwrap();
+        assert_eq!(
+            rewrite_planned(dtb, &blind, &upd, crc).unwrap(),
+            rewrite(dtb, &upd).unwrap()
+        );
+    }
 }

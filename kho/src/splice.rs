@@ -2,8 +2,9 @@
 //!
 //! Owns the splice only: the structure block up to `/chosen`'s properties and from its first
 //! child (or end) on, the strings block and the header layout of `FdtWriter::finish`. Runs
-//! only on a tree `Fdt::parse` has accepted (so every offset it meets was checked once), yet
-//! still reads through checked accessors and never panics. Never re-encodes another node.
+//! only on a tree `Fdt::parse` has accepted (so every offset it meets was checked once:
+//! now, or over the same bytes before, `bootfdt::RewritePlan`), yet still reads through
+//! checked accessors and never panics. Never re-encodes another node.
 
 use alloc::vec::Vec;
 
@@ -129,6 +130,32 @@ fn find_string(strings: &[u8], name: &[u8]) -> Option<usize> {
     None
 }
 
+/// What the splice takes from the incoming tree besides its bytes (the strict reader's
+/// `mem_reserve` and `boot_cpuid_phys`).
+pub(crate) struct TreeFacts<'f> {
+    pub mem_reserve: &'f [(u64, u64)],
+    pub boot_cpuid_phys: u32,
+}
+
+/// The structure and strings blocks of `incoming`, through its checked header.
+fn blocks(incoming: &[u8]) -> Result<(&[u8], &[u8]), BootFdtError> {
+    let h = crate::fdt::check_header(incoming, incoming.len())?;
+    let block = |off: u32, size: u32| {
+        let (off, size) = (off as usize, size as usize);
+        incoming.get(off..off.checked_add(size)?)
+    };
+    let st = block(h.off_dt_struct, h.size_dt_struct).ok_or(bad(0))?;
+    let strings = block(h.off_dt_strings, h.size_dt_strings).ok_or(bad(0))?;
+    Ok((st, strings))
+}
+
+/// Offset in the structure block of `/chosen`'s first property (just after its name), or
+/// `None` if the root has no `/chosen`: what [`splice_at`] starts from.
+pub(crate) fn chosen_start(incoming: &[u8]) -> Result<Option<usize>, BootFdtError> {
+    let (st, strings) = blocks(incoming)?;
+    Ok(find_chosen(st, strings)?.map(|c| c.props_start))
+}
+
 /// `incoming` (already accepted by `Fdt::parse` as `fdt`) with `/chosen`'s properties
 /// that `dropped` names removed and `add` appended after the others, every other byte of
 /// the structure and strings blocks copied as it was. `None` if there is no `/chosen` (the
@@ -139,17 +166,42 @@ pub(crate) fn splice_chosen(
     add: &[(&str, Vec<u8>)],
     dropped: impl Fn(&[u8]) -> bool,
 ) -> Result<Option<Vec<u8>>, BootFdtError> {
-    let h = crate::fdt::check_header(incoming, incoming.len())?;
-    let block = |off: u32, size: u32| {
-        let (off, size) = (off as usize, size as usize);
-        incoming.get(off..off.checked_add(size)?)
-    };
-    let st = block(h.off_dt_struct, h.size_dt_struct).ok_or(bad(0))?;
-    let strings = block(h.off_dt_strings, h.size_dt_strings).ok_or(bad(0))?;
+    let (st, strings) = blocks(incoming)?;
     let Some(chosen) = find_chosen(st, strings)? else {
         return Ok(None);
     };
+    let facts = TreeFacts {
+        mem_reserve: &fdt.mem_reserve,
+        boot_cpuid_phys: fdt.boot_cpuid_phys,
+    };
+    emit(st, strings, &chosen, &facts, add, dropped).map(Some)
+}
 
+/// [`splice_chosen`] of a tree whose `/chosen` properties start at `props_start` (from
+/// [`chosen_start`] over the same bytes) and whose `facts` are known: no walk to find it.
+/// Every read is still checked: a wrong offset is an error, never a panic.
+pub(crate) fn splice_at(
+    incoming: &[u8],
+    props_start: usize,
+    facts: &TreeFacts<'_>,
+    add: &[(&str, Vec<u8>)],
+    dropped: impl Fn(&[u8]) -> bool,
+) -> Result<Vec<u8>, BootFdtError> {
+    let (st, strings) = blocks(incoming)?;
+    let chosen = chosen_props(st, strings, props_start)?;
+    emit(st, strings, &chosen, facts, add, dropped)
+}
+
+/// Writes the spliced tree: header, `/memreserve/`, the structure block around `/chosen`'s
+/// new properties, the strings block and the names it lacked.
+fn emit(
+    st: &[u8],
+    strings: &[u8],
+    chosen: &ChosenSpan<'_>,
+    facts: &TreeFacts<'_>,
+    add: &[(&str, Vec<u8>)],
+    dropped: impl Fn(&[u8]) -> bool,
+) -> Result<Vec<u8>, BootFdtError> {
     let mut new_strings: Vec<u8> = Vec::new();
     let mut middle: Vec<u8> = Vec::new();
     for p in chosen.props.iter().filter(|p| !dropped(p.name)) {
@@ -175,12 +227,14 @@ pub(crate) fn splice_chosen(
         middle.resize(middle.len().next_multiple_of(4), 0);
     }
 
-    let head = &st[..chosen.props_start];
-    let tail = &st[chosen.props_end..];
+    let head = st
+        .get(..chosen.props_start)
+        .ok_or(bad(chosen.props_start))?;
+    let tail = st.get(chosen.props_end..).ok_or(bad(chosen.props_end))?;
     let struct_len = head.len() + middle.len() + tail.len();
     let strings_len = strings.len() + new_strings.len();
     let off_rsv = FDT_HEADER_SIZE;
-    let off_struct = off_rsv + 16 * (fdt.mem_reserve.len() + 1);
+    let off_struct = off_rsv + 16 * (facts.mem_reserve.len() + 1);
     let off_strings = off_struct + struct_len;
     let total = off_strings + strings_len;
     let fits =
@@ -194,13 +248,13 @@ pub(crate) fn splice_chosen(
         fits(off_rsv)?,
         17,
         16,
-        fdt.boot_cpuid_phys,
+        facts.boot_cpuid_phys,
         fits(strings_len)?,
         fits(struct_len)?,
     ] {
         out.extend_from_slice(&v.to_be_bytes());
     }
-    for &(a, s) in fdt.mem_reserve.iter().chain(core::iter::once(&(0, 0))) {
+    for &(a, s) in facts.mem_reserve.iter().chain(core::iter::once(&(0, 0))) {
         out.extend_from_slice(&a.to_be_bytes());
         out.extend_from_slice(&s.to_be_bytes());
     }
@@ -209,5 +263,5 @@ pub(crate) fn splice_chosen(
     out.extend_from_slice(tail);
     out.extend_from_slice(strings);
     out.extend_from_slice(&new_strings);
-    Ok(Some(out))
+    Ok(out)
 }

@@ -67,6 +67,12 @@ fn start(fdt_addr: u64, image_base: u64, entry_el: u64) -> Boot {
     start_console(info.board.facts(), info.console);
     let args = cmdline::parse(info.bootargs);
     logger::init(args.log_level());
+    if args.chain_requested() && info.handover.kho_fdt.is_some() {
+        // A warm generation of a chain: its lines up to the restore wait in RAM (the UART
+        // would cost the blackout ~16 instructions a byte); `chain` releases them once the
+        // handover is restored, and every exit or fatal path sends them first.
+        drivers::console::hold();
+    }
     let image = PhysRange::new(PhysAddr(image_base), layout.size);
     Boot {
         info,
@@ -213,16 +219,12 @@ fn init_frames(kb: &mut KhoBoot) {
     );
 }
 
-/// Step 4: the heap's self-check, the rest of RAM to the free lists (a chain generation
-/// does that itself once it has restored the handover, outside the blackout), and the
+/// Step 4: the heap's self-check and the rest of RAM to the free lists (a chain generation
+/// does both itself once it has restored the handover, outside the blackout), and the
 /// `ready` line.
 fn report_ready(boot: &Boot) {
-    let sum = heap::self_check();
-    info!(
-        "heap: talc ok ({} KiB from mm, check sum {sum:#x})",
-        heap::grown_bytes() / 1024
-    );
     if !boot.args.chain_requested() {
+        heap::check_and_log();
         let n = memory::init_deferred();
         info!("mm: deferred init: {n} frames to the free lists");
     }

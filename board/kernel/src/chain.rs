@@ -15,6 +15,7 @@ use arch::ExceptionLevel;
 use board::bootinfo::BootInfo;
 use board::cmdline::Cmdline;
 use board::placement::NoRoom;
+use kho::bootfdt::RewritePlan;
 use kho::{Incoming, Kho};
 use log::{error, info, warn};
 use mm::FrameAllocator;
@@ -43,10 +44,12 @@ pub struct BootTimes {
     pub frames: u64,
 }
 
-/// What the jump enters, and where it goes: chosen and placed before the generation's work.
+/// What the jump enters, and where it goes: chosen and placed before the generation's work,
+/// with what the check of the outgoing device tree proved (its rewrite at the jump reuses it).
 struct Next {
     plan: Plan,
     placement: Placement,
+    fdt: RewritePlan,
 }
 
 /// What `baton.handover-format=` and `baton.kho-test=` asked for.
@@ -157,7 +160,12 @@ fn run_workload<'m>(
     let outcome = gen
         .run(fa, mem, incoming, &mut out, &clock)
         .unwrap_or_else(|f| fail(&f, status));
+    // The handover is restored: what the boot held back (a warm boot's log) goes out now.
+    drivers::console::release();
     info!("{}", outcome.report);
+    // The heap's self-check, after the restore (outside the blackout); `reserve_heap` left
+    // room for it, since the heap cannot grow while the frame allocator is held.
+    heap::check_and_log();
     (out, peer, outcome)
 }
 
@@ -198,7 +206,7 @@ fn choose_next(
     let (n, status) = (gen.number(), board::status::NEXT_IMAGE);
     // Before anything is preserved: a device tree the handover cannot write would lose the
     // generation's preserved set at the jump.
-    or_fail(check_outgoing_fdt(info, mem), n, status);
+    let fdt = or_fail(check_outgoing_fdt(info, mem), n, status);
     let plan = or_fail(next_image::plan(info, layout, mem), n, status);
     // kho_scratch= chose less scratch than the next generation needs (its images, frame
     // allocator storage and early allocations).
@@ -231,12 +239,16 @@ fn choose_next(
             (Some(c), _) => alloc::format!("{c:#010x} ok"),
         }
     );
-    Next { plan, placement }
+    Next {
+        plan,
+        placement,
+        fdt,
+    }
 }
 
 /// Reserves the heap the workload asks for while it holds the frame allocator.
 fn reserve_heap(gen: &Generation) {
-    let want = gen.heap_budget();
+    let want = gen.heap_budget() + heap::SELF_CHECK_BYTES;
     let got = heap::reserve(want, mm::MAX_ORDER);
     if got < want {
         warn!(
@@ -258,15 +270,24 @@ fn end_chain(outcome: &GenOutcome) -> ! {
     })
 }
 
-/// The rewrite the jump will do, tried now on the boot FDT with worst-case values.
-fn check_outgoing_fdt(info: &BootInfo<'_>, mem: &IdentityMem) -> Result<(), NextImageError> {
+/// The rewrite the jump will do, tried now on the boot FDT with worst-case values; the plan
+/// lets the jump skip parsing the same bytes again (it proves them the same by CRC-32).
+fn check_outgoing_fdt(
+    info: &BootInfo<'_>,
+    mem: &IdentityMem,
+) -> Result<RewritePlan, NextImageError> {
     let boot_fdt = info.fdt.ok_or(NextImageError::NoFdt)?;
     // SAFETY: the boot FDT is reserved and never written.
     let bytes =
         unsafe { mem.bytes(boot_fdt.start.0, boot_fdt.size()) }.ok_or(NextImageError::NoFdt)?;
     let highest = info.memory.iter().map(|r| r.end.0).max().unwrap_or(0);
-    kho::bootfdt::check_rewritable(bytes, highest, info.bootargs.len() + BOOTARGS_GROWTH)
-        .map_err(NextImageError::Fdt)
+    kho::bootfdt::plan_rewrite(
+        bytes,
+        highest,
+        info.bootargs.len() + BOOTARGS_GROWTH,
+        Some(arch::crc::crc32_update),
+    )
+    .map_err(NextImageError::Fdt)
 }
 
 /// Attaches the reserved handover to the frame allocator; a failure is logged and the
@@ -335,6 +356,7 @@ fn hand_over(
             bootargs: &args,
             blobs: &blobs,
             placement: next.placement,
+            fdt_plan: &next.fdt,
             before_jump: &before_jump,
         },
     );

@@ -114,10 +114,29 @@ pub fn reserve(bytes: usize, max_order: u32) -> usize {
     added
 }
 
-/// The heap's boot self-check: 4096 squares allocated, summed and freed (the heap grows
-/// from the frame allocator on first use). Returns the sum, `0x5_54d5_5800` when the
-/// heap is sound.
-pub fn self_check() -> u64 {
-    let squares: alloc::vec::Vec<u64> = (0..4096u64).map(|i| i * i).collect();
-    squares.iter().sum()
+/// Squares the heap's self-check allocates, sums and frees.
+const SELF_CHECK_SQUARES: u64 = 4096;
+/// Heap bytes the self-check needs (its one vector), for callers that reserve room for it.
+pub const SELF_CHECK_BYTES: usize = SELF_CHECK_SQUARES as usize * core::mem::size_of::<u64>();
+
+/// The heap's self-check: 4096 squares allocated, summed and freed (the heap grows from the
+/// frame allocator on first use). Returns the sum, `0x5_54d5_5800` when the heap is sound,
+/// or the allocation's error (no room, or the heap could not grow because the caller holds
+/// the frame allocator): never a panic.
+pub fn self_check() -> Result<u64, alloc::collections::TryReserveError> {
+    let mut squares = alloc::vec::Vec::new();
+    squares.try_reserve_exact(SELF_CHECK_SQUARES as usize)?;
+    squares.extend((0..SELF_CHECK_SQUARES).map(|i| i * i));
+    Ok(squares.iter().sum())
+}
+
+/// Runs [`self_check`] and logs its `heap:` line (the boot tests match `heap: talc ok`).
+pub fn check_and_log() {
+    match self_check() {
+        Ok(sum) => log::info!(
+            "heap: talc ok ({} KiB from mm, check sum {sum:#x})",
+            grown_bytes() / 1024
+        ),
+        Err(e) => log::error!("heap: self-check could not allocate: {e}"),
+    }
 }

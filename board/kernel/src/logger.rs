@@ -3,6 +3,7 @@
 //!
 //! Never allocates. The level comes from `loglevel=` in bootargs.
 
+use board::logline;
 use log::{LevelFilter, Log, Metadata, Record};
 
 struct ConsoleLogger;
@@ -19,14 +20,18 @@ impl Log for ConsoleLogger {
             return;
         }
         let us = arch::timer::uptime_micros();
-        drivers::console::write_fmt(format_args!(
-            "[{:5}.{:06}] {:<5} {}: {}\n",
-            us / 1_000_000,
-            us % 1_000_000,
-            record.level(),
-            record.target().split("::").next().unwrap_or(""),
-            record.args()
-        ));
+        let mut prefix = [0u8; logline::PREFIX_MAX];
+        let n = logline::prefix(&mut prefix, us, record.level().as_str());
+        // The prefix is ASCII (digits, brackets, a level name): `utf8`'s ASCII fast path.
+        let prefix = baton_fdt::utf8(&prefix[..n]).unwrap_or("");
+        // The crate: the target up to its first `::`.
+        let target = record.target();
+        let crate_name = target
+            .as_bytes()
+            .windows(2)
+            .position(|w| w == b"::")
+            .map_or(target, |i| &target[..i]);
+        drivers::console::write_fmt(format_args!("{prefix}{crate_name}: {}\n", record.args()));
     }
 
     fn flush(&self) {

@@ -13,7 +13,7 @@ use arch::ExceptionLevel;
 use baton_image::{self as image, ImageError, ImageHeader};
 use board::bootinfo::BootInfo;
 use board::placement::NoRoom;
-use kho::bootfdt::{BootFdtError, ChosenUpdate};
+use kho::bootfdt::{BootFdtError, ChosenUpdate, RewritePlan};
 use kho::{Handover, Kho, PhysMem};
 use log::{info, warn};
 use mm::{PhysAddr, PhysRange, PAGE_SIZE};
@@ -39,13 +39,49 @@ impl fmt::Display for Source {
     }
 }
 
-/// A checked Image in memory.
+/// A checked Image in memory: `len` bytes, the first `split` of them at `at` and the rest at
+/// `rest_at` (one piece when `split == len`; two for the own pristine copy: the running
+/// text, which nothing writes, then the copy of what relocation changes).
 #[derive(Copy, Clone, Debug)]
 pub struct ImageBytes {
     pub source: Source,
     pub at: u64,
     pub len: u64,
     pub header: ImageHeader,
+    pub split: u64,
+    pub rest_at: u64,
+}
+
+/// Where the bytes of an Image come from: one piece, or the file's first `split` bytes at
+/// `at` and the rest at `rest_at`.
+#[derive(Copy, Clone, Debug)]
+struct Pieces {
+    at: u64,
+    len: u64,
+    split: u64,
+    rest_at: u64,
+}
+
+impl Pieces {
+    fn one(at: u64, len: u64) -> Self {
+        Pieces {
+            at,
+            len,
+            split: len,
+            rest_at: at,
+        }
+    }
+
+    /// This image's file: the running bytes before `copy_from`, then the pristine copy.
+    fn own(layout: &ImageLayout) -> Self {
+        let len = layout.file_size;
+        Pieces {
+            at: layout.base,
+            len,
+            split: layout.copy_from.min(len),
+            rest_at: layout.copy,
+        }
+    }
 }
 
 /// Why there is no next image to enter.
@@ -108,25 +144,31 @@ fn check(
     check_with(
         mem,
         source,
-        at,
-        len,
+        Pieces::one(at, len),
         need_stamp,
         image::StampCrc::Compute(arch::crc::crc32_update),
     )
 }
 
-/// [`check`] with the stamp's CRC from `crc` (`Deferred`: only the header now).
+/// [`check`] of the Image in `p` with the stamp's CRC from `crc` (`Deferred`: only the
+/// header now, which lies in the first piece; `Compute` needs one piece).
 fn check_with(
     mem: &IdentityMem,
     source: Source,
-    at: u64,
-    len: u64,
+    p: Pieces,
     need_stamp: bool,
     crc: image::StampCrc,
 ) -> Result<ImageBytes, NextImageError> {
-    // SAFETY: the bytes are this image's pristine copy or the initrd, both reserved at boot
-    // and never written after the entry code.
-    let bytes = unsafe { mem.bytes(at, len) }.ok_or(NextImageError::NotRam { source, at, len })?;
+    let (at, len) = (p.at, p.len);
+    let not_ram = NextImageError::NotRam { source, at, len };
+    mem.ptr(p.rest_at, (len - p.split) as usize)
+        .ok_or(not_ram.clone())?;
+    // The parse reads the header and, with `Compute`, every byte: the first piece is the
+    // whole of `len` bytes at `at` for a one-piece image; for the own copy (`Deferred`)
+    // only its header is read, which lies before `split`.
+    // SAFETY: the bytes are this image's own (its text, which nothing writes), or the
+    // initrd, reserved at boot and never written after the entry code.
+    let bytes = unsafe { mem.bytes(at, len) }.ok_or(not_ram)?;
     let invalid = |err| NextImageError::Invalid {
         source,
         at,
@@ -142,6 +184,8 @@ fn check_with(
         at,
         len,
         header,
+        split: p.split,
+        rest_at: p.rest_at,
     })
 }
 
@@ -167,8 +211,7 @@ pub fn plan(
     let own = check_with(
         mem,
         Source::OwnCopy,
-        layout.copy,
-        layout.file_size,
+        Pieces::own(layout),
         true,
         image::StampCrc::Deferred,
     )?;
@@ -189,8 +232,8 @@ pub fn plan(
 
 /// Copies the checked image `img` to `to` (cleaned to PoC), then checks the copy as `plan`
 /// checked the original: the same header, and the stamp if the original had one. The stamp's
-/// CRC is computed over the bytes as they are copied (one read of the image), from the
-/// destination's header.
+/// CRC is computed over the bytes as they are copied (one read of the image, both pieces),
+/// from the destination's header.
 fn copy_checked(
     mem: &IdentityMem,
     img: &ImageBytes,
@@ -202,21 +245,28 @@ fn copy_checked(
         at: to,
         len: img.len,
     };
-    let (Some(src), Some(dst)) = (mem.ptr(img.at, n), mem.ptr(to, n)) else {
+    // `plan` parsed the image, so it holds at least its header, and the header lies in the
+    // first piece; a split inside it would copy the wrong bytes, which the stamp refuses.
+    let head = image::CRC_PLAIN_FROM.min(n);
+    let split = (img.split as usize).clamp(head, n);
+    let (Some(src), Some(rest), Some(dst)) = (
+        mem.ptr(img.at, split),
+        mem.ptr(img.rest_at, n - split),
+        mem.ptr(to, n),
+    ) else {
         return Err(not_ram);
     };
-    // `plan` parsed the image, so it holds at least its header.
-    let head = image::CRC_PLAIN_FROM.min(n);
-    // SAFETY: both ranges are RAM (checked); `to` lies in free scratch, which nothing in this
-    // image uses, so the ranges are disjoint and nothing aliases the destination until the
-    // jump.
+    // SAFETY: all three ranges are RAM (checked); `to` lies in free scratch, which nothing
+    // in this image uses, so the destination is disjoint from both sources and nothing
+    // aliases it until the jump.
     let crc = unsafe {
         core::ptr::copy_nonoverlapping(src, dst, head);
         let c = image::crc_head(
             core::slice::from_raw_parts(dst, head),
             arch::crc::crc32_update,
         );
-        arch::crc::copy_crc32(c, dst.add(head), src.add(head), n - head)
+        let c = arch::crc::copy_crc32(c, dst.add(head), src.add(head), split - head);
+        arch::crc::copy_crc32(c, dst.add(split), rest, n - split)
     };
     clean(to, img.len);
     // SAFETY: the copy in scratch, which nothing writes between here and the jump.
@@ -237,11 +287,14 @@ fn copy_checked(
             at: to,
         });
     }
+    let copied = Pieces::one(to, img.len);
     Ok(ImageBytes {
         source: img.source,
         at: to,
         len: img.len,
         header,
+        split: copied.split,
+        rest_at: copied.rest_at,
     })
 }
 
@@ -264,6 +317,8 @@ pub struct Outgoing<'a> {
     /// Where the images and the device tree go (`scratch_need::place`, checked before the
     /// generation's work).
     pub placement: Placement,
+    /// What the check of the boot FDT proved before the generation's work, for its rewrite.
+    pub fdt_plan: &'a RewritePlan,
     /// The workload's last word, right before the trampoline: it stamps the moment and
     /// returns the bytes it wrote (first byte, length), cleaned here.
     pub before_jump: &'a dyn Fn(u64) -> (u64, u64),
@@ -336,14 +391,16 @@ fn write_fdt(
     // SAFETY: the boot FDT is reserved and never written.
     let fdt_in =
         unsafe { mem.bytes(boot_fdt.start.0, boot_fdt.size()) }.ok_or(NextImageError::NoFdt)?;
-    let fdt_out = kho::bootfdt::rewrite(
+    let fdt_out = kho::bootfdt::rewrite_planned(
         fdt_in,
+        out.fdt_plan,
         &ChosenUpdate {
             kho_fdt: Some(out.handover.kho_fdt),
             kho_scratch: Some(out.handover.scratch_array),
             initrd: initrd.map(|(p, at)| PhysRange::new(PhysAddr(at), p.len)),
             bootargs: Some(out.bootargs),
         },
+        arch::crc::crc32_update,
     )
     .map_err(NextImageError::Fdt)?;
     let (room, fdt_len) = (out.placement.fdt, fdt_out.len() as u64);

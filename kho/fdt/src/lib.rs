@@ -3,10 +3,11 @@
 //!
 //! Owns the FDT binary format only (header, memory reservation block, structure and strings
 //! blocks). Two readers use it: `Fdt` here (builds node tables on the heap: the KHO FDT,
-//! client sub-trees, the boot-FDT rewrite) and `board::fdt` (walks the boot FDT with fdt-rs
-//! before any heap exists); both check headers with [`check_header`] and name a malformed
-//! tree with the same [`FdtError`]. Never panics and never reads outside the slice it is
-//! given, whatever the bytes; the writer produces trees that `dtc` and libfdt accept.
+//! client sub-trees, the boot-FDT rewrite) and `board::fdt` (walks the boot FDT in
+//! [`check_tree_visit`]'s one strict pass before any heap exists); both check headers with
+//! [`check_header`] and name a malformed tree with the same [`FdtError`]. Never panics and
+//! never reads outside the slice it is given, whatever the bytes; the writer produces trees
+//! that `dtc` and libfdt accept.
 //!
 //! `examples/tree.rs` writes a tree and reads it back: `cargo run -p baton-fdt --example tree`.
 #![cfg_attr(not(test), no_std)]
@@ -18,7 +19,7 @@ mod chosen; // the /chosen handover properties, undecoded
 mod read;
 mod write;
 
-pub use check::check_tree;
+pub use check::{check_tree, check_tree_visit, Visit};
 pub use chosen::ChosenHandover;
 pub use read::{check_header, Fdt, FdtError, Header};
 pub use write::{FdtWriteError, FdtWriter};

@@ -4,9 +4,10 @@
 //! with checked arithmetic before use; malformed input gives an `FdtError`, never a panic.
 //!
 //! One of baton's two FDT readers, on purpose: this one builds node tables on the heap (the
-//! KHO FDT, client sub-trees, the boot-FDT rewrite); `board::fdt` walks the boot FDT with
-//! fdt-rs before any heap exists, into fixed-capacity lists. Both use [`check_header`] and
-//! this module's [`FdtError`].
+//! KHO FDT, client sub-trees, the boot-FDT rewrite); `board::fdt` walks the boot FDT before
+//! any heap exists, into fixed-capacity lists, through [`crate::check_tree_visit`] (this
+//! reader's rules, allocation-free). Both use [`check_header`] and this module's
+//! [`FdtError`].
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -44,8 +45,9 @@ pub enum FdtError {
     BadStructure { offset: usize },
     /// The memory reservation block has no (0, 0) terminator before the structure block.
     UnterminatedMemReserve,
-    /// A token the reader could not take (`reason` says why; the boot parse's fdt-rs
-    /// refusals).
+    /// A token the reader could not take (`reason` says why; kept for readers of the
+    /// vocabulary: no reader of this workspace reports it since the boot parse stopped
+    /// using fdt-rs).
     Unreadable { offset: usize, reason: &'static str },
     /// The structure block holds no root node.
     NoRootNode,
