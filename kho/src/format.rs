@@ -9,7 +9,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use crate::fdt::{Fdt, FdtWriteError, FdtWriter};
-use crate::phys::{crc32_soft, read_page_crc32, PageBuf, PhysMem, ZERO_PAGE};
+use crate::phys::{crc32_page_in_place, crc32_soft, read_page_crc32, PageBuf, PhysMem};
 
 /// Root `compatible` of the KHO FDT this image writes: one tree of typed keys.
 pub const COMPATIBLE: &str = "baton,kho-typed-v2";
@@ -121,10 +121,16 @@ impl MetaCrc {
             None => Self::new(view.main_root),
         }
     }
-    /// Adds one tree page (4096 bytes, page aligned) read through `mem`; false if it is not RAM.
+    /// Adds one tree page (4096 bytes, page aligned) of this image's own tree, hashed where
+    /// it lies (nothing writes it meanwhile); false if it is not RAM.
     pub fn page<M: PhysMem + ?Sized>(&mut self, mem: &M, phys: u64) -> bool {
-        let mut page = ZERO_PAGE;
-        self.read_page(mem, phys, &mut page)
+        match crc32_page_in_place(mem, phys, self.0) {
+            Some(crc) => {
+                self.0 = crc;
+                true
+            }
+            None => false,
+        }
     }
     /// Copies the tree page at `phys` into `out` and adds it, hashing while it copies
     /// ([`PhysMem::copy_crc32`]): what is hashed is exactly what the caller then decodes.

@@ -157,47 +157,90 @@ pub(crate) fn read_page_crc32<M: PhysMem + ?Sized>(
     Some(unsafe { mem.copy_crc32(crc, dst, p) })
 }
 
-/// 64 words of a [`PageBuf`], 16-aligned like the page: what the zero-run test reads.
-#[repr(C, align(16))]
-struct Run([u64; 64]);
+/// Continues the CRC-32 `crc` over the page at `phys` (page aligned) where it lies, through
+/// [`PhysMem::crc32_update`], without a copy; `None` if it is not RAM. For pages this image
+/// owns and nothing writes meanwhile: its own tree's nodes at finalize.
+pub(crate) fn crc32_page_in_place<M: PhysMem + ?Sized>(
+    mem: &M,
+    phys: u64,
+    crc: u32,
+) -> Option<u32> {
+    if !phys.is_multiple_of(PAGE_SIZE) {
+        return None;
+    }
+    let p = mem.ptr(phys, PAGE_SIZE as usize)?;
+    // SAFETY: PhysMem promises a page of valid bytes at p that no Rust reference aliases;
+    // the caller's contract is that nothing writes it while the slice lives (this call).
+    let bytes = unsafe { core::slice::from_raw_parts(p as *const u8, PAGE_SIZE as usize) };
+    Some(mem.crc32_update(crc, bytes))
+}
 
-/// The OR of the words of run `run` (0..8) of `page`. Through [`Run`] the compiler knows
-/// the words are 16-aligned and loads them as vectors; through a slice of the page it knows
-/// only 8 and, under strict alignment, goes word by word through the stack.
-#[inline]
-fn run_or(page: &PageBuf, run: usize) -> u64 {
-    const RUNS: usize = PAGE_WORDS / 64;
+/// Words per group of a page's non-zero summary: one 64-byte cache line.
+pub(crate) const GROUP_WORDS: usize = 8;
+/// Groups in a page: one bit each in the summary's u64.
+const GROUPS: usize = PAGE_WORDS / GROUP_WORDS;
+const _: () = assert!(GROUPS == 64, "the summary is one u64");
+/// Words per run: eight groups, whose bits make one byte of the summary.
+const RUN_WORDS: usize = 8 * GROUP_WORDS;
+
+/// One run of a [`PageBuf`], 16-aligned like the page. Through it the compiler knows the
+/// words are 16-aligned and ORs a run with vector loads (two words per load and per OR);
+/// through a slice of the page it knows only 8 and, under strict alignment, goes word by
+/// word through the stack.
+#[repr(C, align(16))]
+struct Run([u64; RUN_WORDS]);
+
+/// The summary byte of `run`: bit `k` for its group `k`. Out of line: most runs of a tree
+/// page are zero and never get here, and the loop over runs stays small.
+#[inline(never)]
+fn run_groups(run: &Run) -> u64 {
+    run.0
+        .chunks_exact(GROUP_WORDS)
+        .enumerate()
+        .fold(0, |bits, (k, grp)| {
+            let any = grp.iter().fold(0, |a, &w| a | w);
+            bits | (u64::from(any != 0) << k)
+        })
+}
+
+/// The page's non-zero summary: bit `g` is set iff words `8g..8g + 8` are not all zero.
+/// Computed once per page, right after it is read; every later search for a non-zero
+/// entry then skips zero groups with a bit test instead of reading them again. Tables and
+/// leaves are mostly zero: a run of eight groups that ORs to zero costs one vector OR of
+/// its words and no per-group work.
+pub(crate) fn nonzero_groups(page: &PageBuf) -> u64 {
     // SAFETY: PageBuf is 512 u64 at 16-byte alignment, and [Run; 8] has the same size,
     // alignment and (plain-integer) validity; the borrow of `page` covers the view.
-    let runs = unsafe { &*(page as *const PageBuf as *const [Run; RUNS]) };
-    runs[run].0.iter().fold(0, |a, &w| a | w)
+    let runs = unsafe { &*(page as *const PageBuf as *const [Run; PAGE_WORDS / RUN_WORDS]) };
+    let mut mask = 0;
+    for (r, run) in runs.iter().enumerate() {
+        if run.0.iter().fold(0, |a, &w| a | w) != 0 {
+            mask |= run_groups(run) << (8 * r);
+        }
+    }
+    mask
 }
 
 /// The first non-zero little-endian word of `page` at word index `from` or later: its index
-/// and value. Skips all-zero runs of 64 words with one comparison (tables and leaves are
-/// mostly zero).
+/// and value. `groups` is the page's [`nonzero_groups`]: only the groups it marks are read
+/// (tables and leaves are mostly zero).
 #[inline]
-pub(crate) fn next_nonzero_word(page: &PageBuf, from: usize) -> Option<(usize, u64)> {
-    const RUN: usize = 64;
-    const GROUP: usize = 8;
-    let mut i = from;
-    while i < PAGE_WORDS {
-        // An OR over the run (16 bytes per load), not a slice comparison (a memcmp call).
-        if i.is_multiple_of(RUN) && run_or(page, i / RUN) == 0 {
-            i += RUN;
-            continue;
+pub(crate) fn next_nonzero_word(page: &PageBuf, groups: u64, from: usize) -> Option<(usize, u64)> {
+    let first = from / GROUP_WORDS;
+    if first >= GROUPS {
+        return None;
+    }
+    let mut left = groups & (!0u64 << first);
+    while left != 0 {
+        let g = left.trailing_zeros() as usize;
+        let words = &page.0[g * GROUP_WORDS..(g + 1) * GROUP_WORDS];
+        let skip = from.saturating_sub(g * GROUP_WORDS);
+        for (k, &w) in words.iter().enumerate().skip(skip) {
+            if w != 0 {
+                return Some((g * GROUP_WORDS + k, u64::from_le(w)));
+            }
         }
-        // Inside a run that is not all zero: skip zero groups of 8 words (one cache line)
-        // with one OR, not a test per word.
-        if i.is_multiple_of(GROUP) && page.0[i..i + GROUP].iter().fold(0, |a, &w| a | w) == 0 {
-            i += GROUP;
-            continue;
-        }
-        let w = u64::from_le(page[i]);
-        if w != 0 {
-            return Some((i, w));
-        }
-        i += 1;
+        left &= left - 1;
     }
     None
 }
@@ -286,10 +329,13 @@ mod tests {
             }
             let mut got = alloc::vec::Vec::new();
             let mut from = 0;
-            while let Some((i, w)) = next_nonzero_word(&page, from) {
+            let groups = nonzero_groups(&page);
+            while let Some((i, w)) = next_nonzero_word(&page, groups, from) {
                 got.push((i, w));
                 from = i + 1;
             }
+            let by_hand = layout.iter().fold(0u64, |m, &i| m | 1 << (i / GROUP_WORDS));
+            assert_eq!(groups, by_hand, "layout {n}");
             assert_eq!(got, nonzero_by_hand(&page), "layout {n}");
             assert_eq!(got.len(), layout.len(), "layout {n}");
         }

@@ -6,7 +6,7 @@
 
 use crate::format::{ClientEntry, MetaCrc};
 use crate::key::{decode_typed, encode_typed, BlockType, MAX_KEY_ORDER};
-use crate::phys::{PageBuf, PhysMem};
+use crate::phys::PhysMem;
 use crate::tree::{PageSource, Tree, TreeError};
 use mm::{PAGE_SHIFT, PAGE_SIZE};
 
@@ -311,9 +311,14 @@ impl PreservedSet {
         mem: &M,
         clients: &[ClientEntry],
     ) -> Result<u32, TreeError> {
+        // The tree is this image's own: its node list gives the walk's order without
+        // reading a table, and each page is hashed where it lies.
         let mut crc = MetaCrc::new(self.root());
-        let mut read = |p: u64, buf: &mut PageBuf| crc.read_page(mem, p, buf);
-        self.tree.walk_with(&mut read, &mut |_| {})?;
+        for phys in self.tree.pages_in_walk_order() {
+            if !crc.page(mem, phys) {
+                return Err(TreeError::NodeNotRam { phys });
+            }
+        }
         for c in clients {
             crc.client(c);
         }

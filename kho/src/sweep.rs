@@ -30,24 +30,35 @@ impl Sweep {
         }
     }
 
-    /// True if no range overlaps `r`. `r.start` must be at least the last query's.
-    pub(crate) fn clear_of(&mut self, r: &PhysRange) -> bool {
+    /// If no range overlaps `r`: a bound `hi` such that no range overlaps any later query
+    /// that starts at or after `r.end` and ends by `hi` (the lowest start of a range at or
+    /// after `r.end`; `u64::MAX` if none). `None` if a range may overlap `r`. `r.start` must
+    /// be at least the last query's.
+    pub(crate) fn clear_until(&mut self, r: &PhysRange) -> Option<u64> {
         self.advance(r);
-        self.ranges[self.cur..]
-            .iter()
-            .take_while(|x| x.start < r.end)
-            .all(|x| !x.overlaps(r))
+        let rest = &self.ranges[self.cur..];
+        // Sorted by start: the ranges starting before `r.end` come first. Each must miss
+        // `r`, so it ends by `r.start` and misses every later query too.
+        let before = rest.partition_point(|x| x.start < r.end);
+        if rest[..before].iter().any(|x| x.overlaps(r)) {
+            return None;
+        }
+        Some(rest.get(before).map_or(u64::MAX, |x| x.start.0))
     }
 
-    /// True if one range contains all of `r` (non-empty). `r.start` must be at least the
-    /// last query's.
-    pub(crate) fn within(&mut self, r: &PhysRange) -> bool {
+    /// If one range contains all of `r` (non-empty): its end, so that every later query
+    /// starting at or after `r.start` and ending by it is contained too. `None` if no range
+    /// may contain `r`. `r.start` must be at least the last query's.
+    pub(crate) fn within_until(&mut self, r: &PhysRange) -> Option<u64> {
         self.advance(r);
-        !r.is_empty()
-            && self.ranges[self.cur..]
-                .iter()
-                .take_while(|x| x.start <= r.start)
-                .any(|x| x.contains_range(r))
+        if r.is_empty() {
+            return None;
+        }
+        self.ranges[self.cur..]
+            .iter()
+            .take_while(|x| x.start <= r.start)
+            .find(|x| x.contains_range(r))
+            .map(|x| x.end.0)
     }
 }
 
@@ -77,17 +88,32 @@ mod tests {
             r(150, 160),
             r(300, 300),
             r(10, 1000),
+            r(1200, 1300),
         ];
         let mut queries = Vec::new();
-        for s in (0..1100).step_by(7) {
+        for s in (0..1400).step_by(7) {
             for len in [1, 5, 40, 200] {
                 queries.push(r(s, s + len));
             }
         }
-        let (mut a, mut b) = (Sweep::new(&[&list[..3], &list[3..]]), Sweep::new(&[&list]));
-        for q in &queries {
-            assert_eq!(a.clear_of(q), exact_clear(&list, q), "{q:?}");
-            assert_eq!(b.within(q), exact_within(&list, q), "{q:?}");
+        for lists in [[&list[..3], &list[3..]], [&list[..], &[]]] {
+            let (mut a, mut b) = (Sweep::new(&lists), Sweep::new(&lists));
+            for (i, q) in queries.iter().enumerate() {
+                let clear = a.clear_until(q);
+                assert_eq!(clear.is_some(), exact_clear(&list, q), "{q:?}");
+                let within = b.within_until(q);
+                assert_eq!(within.is_some(), exact_within(&list, q), "{q:?}");
+                // Every later query inside a bound gets the same answer from the exact check.
+                for later in &queries[i..] {
+                    let after = later.start >= q.end;
+                    if clear.is_some_and(|hi| after && later.end.0 <= hi) {
+                        assert!(exact_clear(&list, later), "{q:?} then {later:?}");
+                    }
+                    if within.is_some_and(|hi| later.start >= q.start && later.end.0 <= hi) {
+                        assert!(exact_within(&list, later), "{q:?} then {later:?}");
+                    }
+                }
+            }
         }
     }
 }

@@ -4,7 +4,9 @@
 //! clear, test, range queries and walks. Trusts its own nodes; input from a previous image is
 //! walked by `validate`, never by this module.
 
-use crate::phys::{next_nonzero_word, read_page, read_u64, write_u64, PageBuf, PhysMem, ZERO_PAGE};
+use crate::phys::{
+    next_nonzero_word, nonzero_groups, read_page, read_u64, write_u64, PageBuf, PhysMem, ZERO_PAGE,
+};
 use mm::PAGE_SIZE;
 
 /// Bits of a key indexed by a leaf bitmap (32,768 bits = one page).
@@ -61,11 +63,22 @@ fn zero_page<M: PhysMem + ?Sized>(mem: &M, phys: u64) -> Result<(), TreeError> {
     Ok(())
 }
 
+/// One node page of a tree this image built, and where it sits: the lowest key below it
+/// and its level. Sorted by (first key, level from the root down) the nodes are in the
+/// walk's depth-first pre-order: a node before its subtree, subtrees in index order.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+struct Node {
+    first_key: u64,
+    level: u32,
+    phys: u64,
+}
+
 /// A radix tree built by this image. Node pages belong to it until `destroy`.
 #[derive(Debug)]
 pub struct Tree {
     root: u64,
-    pages: usize,
+    /// Every node page, root first, in the order they were linked in.
+    nodes: alloc::vec::Vec<Node>,
 }
 
 impl Tree {
@@ -79,7 +92,15 @@ impl Tree {
             src.free_page(root);
             return Err(e);
         }
-        Ok(Tree { root, pages: 1 })
+        let top = Node {
+            first_key: 0,
+            level: TABLE_LEVELS,
+            phys: root,
+        };
+        Ok(Tree {
+            root,
+            nodes: alloc::vec![top],
+        })
     }
 
     /// Physical address of the root table.
@@ -89,16 +110,26 @@ impl Tree {
 
     /// Node pages (tables and leaves) the tree owns.
     pub fn page_count(&self) -> usize {
-        self.pages
+        self.nodes.len()
     }
 
-    /// Leaf page of `key`, allocating missing nodes if `src` is given (counted in `added`).
+    /// Every node page in the order [`walk`](Self::walk) visits them (depth-first, root
+    /// first, entries in index order), without reading a page: what the metadata checksum
+    /// hashes.
+    pub fn pages_in_walk_order(&self) -> alloc::vec::Vec<u64> {
+        let mut nodes = self.nodes.clone();
+        nodes.sort_unstable_by_key(|n| (n.first_key, core::cmp::Reverse(n.level)));
+        nodes.iter().map(|n| n.phys).collect()
+    }
+
+    /// Leaf page of `key`, allocating missing nodes if `src` is given (each recorded in
+    /// `added` once linked in).
     fn leaf_of<M: PhysMem + ?Sized, S: PageSource + ?Sized>(
         &self,
         mem: &M,
         mut src: Option<&mut S>,
         key: u64,
-        added: &mut usize,
+        added: &mut alloc::vec::Vec<Node>,
     ) -> Result<Option<u64>, TreeError> {
         debug_assert!(key >> KEY_BITS == 0, "key {key:#x} outside the tree");
         let mut node = self.root;
@@ -114,7 +145,12 @@ impl Tree {
                     return Err(e);
                 }
                 write_u64(mem, slot, page);
-                *added += 1;
+                let below = LEAF_BITS + TABLE_BITS * (level - 1);
+                added.push(Node {
+                    first_key: key >> below << below,
+                    level: level - 1,
+                    phys: page,
+                });
                 page
             } else {
                 return Ok(None);
@@ -130,15 +166,15 @@ impl Tree {
         src: &mut S,
         key: u64,
     ) -> Result<bool, TreeError> {
-        let mut added = 0;
+        let mut added = alloc::vec::Vec::new();
         let leaf = self.leaf_of(mem, Some(src), key, &mut added);
-        self.pages += added;
+        self.nodes.append(&mut added);
         update_bit(mem, leaf?.ok_or(TreeError::OutOfMemory)?, key, true)
     }
 
     /// Clears `key`; returns whether it was set. Node pages stay until `destroy`.
     pub fn clear<M: PhysMem + ?Sized>(&mut self, mem: &M, key: u64) -> Result<bool, TreeError> {
-        match self.leaf_of::<M, dyn PageSource>(mem, None, key, &mut 0)? {
+        match self.leaf_of::<M, dyn PageSource>(mem, None, key, &mut alloc::vec::Vec::new())? {
             Some(leaf) => update_bit(mem, leaf, key, false),
             None => Ok(false),
         }
@@ -146,7 +182,7 @@ impl Tree {
 
     /// True if `key` is set.
     pub fn test<M: PhysMem + ?Sized>(&self, mem: &M, key: u64) -> Result<bool, TreeError> {
-        match self.leaf_of::<M, dyn PageSource>(mem, None, key, &mut 0)? {
+        match self.leaf_of::<M, dyn PageSource>(mem, None, key, &mut alloc::vec::Vec::new())? {
             Some(leaf) => {
                 let word = read_u64(mem, leaf + 8 * ((key & 0x7fff) / 64))
                     .ok_or(TreeError::NodeNotRam { phys: leaf })?;
@@ -219,6 +255,20 @@ impl Tree {
         self.walk_read(mem, &mut |p, _| page(p), key)
     }
 
+    /// Calls `page` for every node page, in [`walk`](Self::walk)'s order, without reading
+    /// the keys of the leaves.
+    pub fn pages<M: PhysMem + ?Sized>(
+        &self,
+        mem: &M,
+        page: &mut dyn FnMut(u64),
+    ) -> Result<(), TreeError> {
+        let mut read = |p: u64, words: &mut PageBuf| {
+            page(p);
+            read_page(mem, p, words)
+        };
+        self.walk_with(&mut read, None)
+    }
+
     /// [`walk`](Self::walk), handing `page` each node's bytes as the walk read them (`None`
     /// for a node that is not RAM, after which the walk fails): one read per node for a
     /// caller that hashes them (the metadata checksum).
@@ -233,16 +283,17 @@ impl Tree {
             page(p, ok.then_some(&*words));
             ok
         };
-        self.walk_with(&mut read, key)
+        self.walk_with(&mut read, Some(key))
     }
 
     /// [`walk`](Self::walk) with the caller reading each node: `read(phys, buf)` fills
     /// `buf` with the node's bytes (false if it is not RAM, after which the walk fails with
-    /// `NodeNotRam`), in the same order. The metadata checksum hashes while it copies.
+    /// `NodeNotRam`), in the same order. The metadata checksum hashes while it copies. With
+    /// no `key`, leaves are read but not scanned (the checksum needs their bytes only).
     pub fn walk_with(
         &self,
         read: &mut dyn FnMut(u64, &mut PageBuf) -> bool,
-        key: &mut dyn FnMut(u64),
+        key: Option<&mut dyn FnMut(u64)>,
     ) -> Result<(), TreeError> {
         // One page buffer per level, reused down the tree.
         let mut bufs: alloc::vec::Vec<PageBuf> = alloc::vec![ZERO_PAGE; TABLE_LEVELS as usize + 1];
@@ -251,9 +302,9 @@ impl Tree {
 
     /// Returns every node page to `src`.
     pub fn destroy<M: PhysMem + ?Sized, S: PageSource + ?Sized>(self, mem: &M, src: &mut S) {
-        let mut pages = alloc::vec::Vec::with_capacity(self.pages);
+        let mut pages = alloc::vec::Vec::with_capacity(self.nodes.len());
         // A tree this image built walks cleanly; on a NodeNotRam we still free what we saw.
-        let _ = self.walk(mem, &mut |p| pages.push(p), &mut |_| {});
+        let _ = self.pages(mem, &mut |p| pages.push(p));
         for p in pages {
             src.free_page(p);
         }
@@ -274,13 +325,13 @@ fn update_bit<M: PhysMem + ?Sized>(
     Ok(word & mask != 0)
 }
 
-fn walk_node(
+fn walk_node<'k>(
     node: u64,
     level: u32,
     prefix: u64,
     bufs: &mut [PageBuf],
     read: &mut dyn FnMut(u64, &mut PageBuf) -> bool,
-    key: &mut dyn FnMut(u64),
+    mut key: Option<&mut (dyn FnMut(u64) + 'k)>,
 ) -> Result<(), TreeError> {
     // bufs[level] holds this node; the levels below are free for its children.
     let (below, this) = bufs.split_at_mut(level as usize);
@@ -288,19 +339,24 @@ fn walk_node(
     if !read(node, words) {
         return Err(TreeError::NodeNotRam { phys: node });
     }
+    let groups = if level > 0 || key.is_some() {
+        nonzero_groups(words)
+    } else {
+        return Ok(());
+    };
     let mut from = 0;
-    while let Some((i, w)) = next_nonzero_word(words, from) {
+    while let Some((i, w)) = next_nonzero_word(words, groups, from) {
         from = i + 1;
-        if level == 0 {
+        if level > 0 {
+            let p = prefix | ((i as u64) << (LEAF_BITS + TABLE_BITS * (level - 1)));
+            walk_node(w, level - 1, p, below, read, key.as_deref_mut())?;
+        } else if let Some(key) = key.as_deref_mut() {
             let mut word = w;
             while word != 0 {
                 let b = word.trailing_zeros() as u64;
                 key(prefix | (i as u64 * 64 + b));
                 word &= word - 1;
             }
-        } else {
-            let p = prefix | ((i as u64) << (LEAF_BITS + TABLE_BITS * (level - 1)));
-            walk_node(w, level - 1, p, below, read, key)?;
         }
     }
     Ok(())
@@ -418,7 +474,8 @@ mod tests {
             seen.push(p);
             meta.read_page(&a, p, buf)
         };
-        t.walk_with(&mut read, &mut |k| keys2.push(k)).unwrap();
+        t.walk_with(&mut read, Some(&mut |k| keys2.push(k)))
+            .unwrap();
         assert_eq!(seen, pages);
         assert_eq!(keys2, keys);
         assert_eq!(pages.len(), t.page_count());
@@ -437,6 +494,44 @@ mod tests {
         }
         assert_eq!(got, by_hand);
         t.destroy(&a, &mut src);
+    }
+
+    #[test]
+    fn node_list_order_is_the_walk_order() {
+        let a = Arena::new(0x4000_0000, 256 * PAGE_SIZE);
+        let r = a.region();
+        let mut src = BumpPages::new(r.start.0, r.end.0);
+        let mut t = Tree::new(&a, &mut src).unwrap();
+        // Keys of many (type, order) paths, set out of order, sharing tables at every level
+        // and leaves; then some cleared (their nodes stay).
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut keys = alloc::vec::Vec::new();
+        for _ in 0..300 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let order = (x % 13) as u32;
+            let phys = ((x >> 20) % (1 << 36)) & !((PAGE_SIZE << order) - 1);
+            let kind = if x & 1 == 0 {
+                crate::BlockType::Contig
+            } else {
+                crate::BlockType::Split
+            };
+            keys.push(crate::key::encode_typed(phys, order, kind));
+        }
+        for &k in &keys {
+            t.set(&a, &mut src, k).unwrap();
+        }
+        for &k in keys.iter().step_by(3) {
+            t.clear(&a, k).unwrap();
+        }
+        let mut walked = alloc::vec::Vec::new();
+        t.walk(&a, &mut |p| walked.push(p), &mut |_| {}).unwrap();
+        assert!(walked.len() > 100, "{} pages", walked.len());
+        assert_eq!(t.pages_in_walk_order(), walked);
+        assert_eq!(t.page_count(), walked.len());
+        t.destroy(&a, &mut src);
+        assert_eq!(src.in_use, 0);
     }
 
     #[test]

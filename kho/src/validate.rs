@@ -16,10 +16,12 @@ use crate::format::{
     COMPATIBLE_V1, MAX_KHO_FDT_SIZE,
 };
 use crate::key::{decode, decode_typed, BlockType, KeyError};
-use crate::phys::{next_nonzero_word, read_bytes, read_u64, PageBuf, PhysMem, ZERO_PAGE};
+use crate::phys::{
+    next_nonzero_word, nonzero_groups, read_bytes, read_u64, PageBuf, PhysMem, ZERO_PAGE,
+};
 use crate::sweep::Sweep;
 use crate::tree::{LEAF_BITS, TABLE_BITS, TABLE_LEVELS};
-use mm::{PhysAddr, PhysRange, PAGE_SIZE};
+use mm::{PhysAddr, PhysRange, PAGE_SHIFT, PAGE_SIZE};
 
 /// Most tree pages a handover may have (4 GiB of metadata): bounds the walk.
 pub const MAX_TREE_PAGES: usize = 1 << 20;
@@ -358,14 +360,15 @@ struct Walker<'m, 'i, M: PhysMem + ?Sized> {
 }
 
 impl<M: PhysMem + ?Sized> Walker<'_, '_, M> {
-    /// Checks a node address, then reads the node into `page` and adds it to the checksum.
+    /// Checks a node address, then reads the node into `page`, adds it to the checksum and
+    /// returns the page's non-zero summary ([`nonzero_groups`]).
     fn check_node(
         &mut self,
         tree: TreeName,
         level: u32,
         phys: u64,
         page: &mut PageBuf,
-    ) -> Result<(), RestoreError> {
+    ) -> Result<u64, RestoreError> {
         if !phys.is_multiple_of(PAGE_SIZE) {
             return Err(RestoreError::NodeMisaligned { tree, level, phys });
         }
@@ -394,43 +397,224 @@ impl<M: PhysMem + ?Sized> Walker<'_, '_, M> {
         // kho-inspect reads these records to list the nodes per tree and level: keep the
         // wording in step with `kho-inspect`'s `NODE_RECORD` parser.
         log::trace!("kho: {tree} tree level-{level} node {phys:#x}");
-        Ok(())
+        Ok(nonzero_groups(page))
     }
 
-    /// Walks one tree iteratively (depth-first, index order), collecting raw keys.
-    fn walk(&mut self, tree: TreeName, root: u64, keys: &mut Vec<u64>) -> Result<(), RestoreError> {
-        // The node being walked at each level (leaves are level 0).
-        let mut bufs: Vec<PageBuf> = alloc::vec![ZERO_PAGE; TABLE_LEVELS as usize + 1];
-        self.check_node(tree, TABLE_LEVELS, root, &mut bufs[TABLE_LEVELS as usize])?;
+    /// Walks one tree iteratively (depth-first, index order), handing each leaf to `leaf`
+    /// with its key prefix (key bits 15 and up) and its non-zero summary.
+    fn walk(
+        &mut self,
+        tree: TreeName,
+        root: u64,
+        leaf: &mut dyn FnMut(u64, &PageBuf, u64),
+    ) -> Result<(), RestoreError> {
+        const LEVELS: usize = TABLE_LEVELS as usize + 1;
+        // The node being walked at each level (leaves are level 0), and its summary.
+        let mut bufs: Vec<PageBuf> = alloc::vec![ZERO_PAGE; LEVELS];
+        let mut groups = [0u64; LEVELS];
+        let top = TABLE_LEVELS as usize;
+        groups[top] = self.check_node(tree, TABLE_LEVELS, root, &mut bufs[top])?;
         // Stack of (level, next index, key prefix); bufs[level] holds the node.
-        let mut stack: Vec<(u32, usize, u64)> = Vec::with_capacity(TABLE_LEVELS as usize);
+        let mut stack: Vec<(u32, usize, u64)> = Vec::with_capacity(LEVELS);
         stack.push((TABLE_LEVELS, 0, 0));
         while let Some(top) = stack.last_mut() {
             let (level, from, prefix) = *top;
-            let Some((idx, child)) = next_nonzero_word(&bufs[level as usize], from) else {
+            let (lv, below) = (level as usize, level as usize - 1);
+            let Some((idx, child)) = next_nonzero_word(&bufs[lv], groups[lv], from) else {
                 stack.pop();
                 continue;
             };
             top.1 = idx + 1;
             let child_level = level - 1;
-            self.check_node(tree, child_level, child, &mut bufs[child_level as usize])?;
+            groups[below] = self.check_node(tree, child_level, child, &mut bufs[below])?;
             let p = prefix | ((idx as u64) << (LEAF_BITS + TABLE_BITS * (level - 1)));
             if child_level > 0 {
                 stack.push((child_level, 0, p));
-                continue;
-            }
-            let leaf = &bufs[0];
-            let mut from = 0;
-            while let Some((w, mut word)) = next_nonzero_word(leaf, from) {
-                from = w + 1;
-                while word != 0 {
-                    keys.push(p | (w as u64 * 64 + u64::from(word.trailing_zeros())));
-                    word &= word - 1;
-                }
+            } else {
+                leaf(p, &bufs[0], groups[0]);
             }
         }
         Ok(())
     }
+}
+
+/// Calls `f` with every key of the leaf whose key prefix is `prefix`, in increasing order.
+fn for_each_key(prefix: u64, leaf: &PageBuf, groups: u64, mut f: impl FnMut(u64)) {
+    let mut from = 0;
+    while let Some((w, mut word)) = next_nonzero_word(leaf, groups, from) {
+        from = w + 1;
+        while word != 0 {
+            f(prefix | (w as u64 * 64 + u64::from(word.trailing_zeros())));
+            word &= word - 1;
+        }
+    }
+}
+
+/// The tree of every block, decoded leaf by leaf as the walk reads it, into blocks in walk
+/// order: one ascending run per (type, order) present (the walk yields each one's keys in
+/// address order), so a merge of a few runs sorts them. The first key that is not well
+/// formed (in walk order) is kept and reported after the walk, as if every key had been
+/// decoded after it.
+struct Decoder {
+    /// Keys carry the type bit (v2), or not (v1's main tree, `kho-v4`).
+    typed: bool,
+    blocks: Vec<Block>,
+    /// Where each ascending run of `blocks` starts (a run ends where a block sorts before
+    /// the one before it).
+    runs: Vec<usize>,
+    bad: Option<KeyError>,
+}
+
+impl Decoder {
+    fn new(version: AbiVersion) -> Self {
+        Decoder {
+            typed: !version.untyped_keys(),
+            blocks: Vec::new(),
+            runs: Vec::new(),
+            bad: None,
+        }
+    }
+
+    /// `(phys, order, type)` of one key in this tree's encoding.
+    fn decode(&self, key: u64) -> Result<(u64, u32, BlockType), KeyError> {
+        if self.typed {
+            decode_typed(key)
+        } else {
+            // Untyped keys: every block as it was preserved, CONTIG (a folio, or pages whose
+            // head alone holds the reference until split).
+            decode(key).map(|(phys, order)| (phys, order, BlockType::Contig))
+        }
+    }
+
+    /// Adds the keys of one leaf. Every key of a leaf shares its prefix (bits 15 and up),
+    /// which holds the type and, for any order up to [`crate::MAX_KEY_ORDER`], the order
+    /// marker (bit 22 or higher): if the prefix decodes, so does every key of the leaf, to
+    /// the prefix's address plus its bit index in blocks of that order. If it does not,
+    /// no key of the leaf does: each is decoded on its own, and the first error is kept.
+    fn leaf(&mut self, prefix: u64, leaf: &PageBuf, groups: u64) {
+        if self.bad.is_some() {
+            return;
+        }
+        let Ok((base, order, kind)) = self.decode(prefix) else {
+            for_each_key(prefix, leaf, groups, |k| match self.decode(k) {
+                Ok((phys, order, kind)) => self.push(Block { phys, order, kind }),
+                Err(e) => {
+                    self.bad.get_or_insert(e);
+                }
+            });
+            return;
+        };
+        let shift = PAGE_SHIFT + order;
+        let Some((w, _)) = next_nonzero_word(leaf, groups, 0) else {
+            return;
+        };
+        let first = (w as u64 * 64) << shift;
+        // The run goes on if the leaf's first block sorts after the last block so far.
+        let at = Block {
+            phys: base + first,
+            order,
+            kind,
+        };
+        if self.blocks.last().is_none_or(|last| at < *last) {
+            self.runs.push(self.blocks.len());
+        }
+        // Room for every key of the leaf first, then each block written straight into it:
+        // no length or capacity update per block.
+        let mut count = 0;
+        let mut from = w;
+        while let Some((w, word)) = next_nonzero_word(leaf, groups, from) {
+            from = w + 1;
+            count += word.count_ones() as usize;
+        }
+        self.blocks.reserve(count);
+        let spare = &mut self.blocks.spare_capacity_mut()[..count];
+        let mut written = 0;
+        let mut from = w;
+        while let Some((w, mut word)) = next_nonzero_word(leaf, groups, from) {
+            from = w + 1;
+            let word_base = base + ((w as u64 * 64) << shift);
+            // One slot per set bit: the loop runs exactly that often, no test of its own.
+            let bits = word.count_ones() as usize;
+            let Some(slots) = spare.get_mut(written..written + bits) else {
+                break;
+            };
+            for slot in slots {
+                let b = u64::from(word.trailing_zeros());
+                slot.write(Block {
+                    phys: word_base + (b << shift),
+                    order,
+                    kind,
+                });
+                word &= word - 1;
+            }
+            written += bits;
+        }
+        let len = self.blocks.len();
+        // SAFETY: the first `written` slots of the spare capacity (which `reserve(count)`
+        // guaranteed, written <= count) were just initialised through `spare`.
+        unsafe { self.blocks.set_len(len + written) };
+    }
+
+    fn push(&mut self, b: Block) {
+        if self.blocks.last().is_none_or(|last| b < *last) {
+            self.runs.push(self.blocks.len());
+        }
+        self.blocks.push(b);
+    }
+
+    /// The blocks sorted by address (then order and type), or the first bad key.
+    fn finish(self) -> Result<Vec<Block>, RestoreError> {
+        if let Some(err) = self.bad {
+            return Err(RestoreError::BadKey {
+                tree: TreeName::Main,
+                err,
+            });
+        }
+        Ok(merge_runs(self.blocks, &self.runs))
+    }
+}
+
+/// Share of all blocks up to which the runs other than the longest are merged into it one
+/// by one (each found by binary search, the longest copied once in slices); above it, the
+/// stable sort merges every run.
+const SMALL_RUNS_SHARE: usize = 16;
+
+/// `blocks`, made of the ascending runs starting at `runs`, sorted. The usual handover has
+/// one run (every block of one type and order) or one long run and a few short ones (a
+/// scaled set and the workload's own blocks): the short runs are sorted among themselves
+/// and inserted into the long one, one copy of it in all. Otherwise a stable sort
+/// (driftsort) finds the runs and merges them: O(n log runs).
+fn merge_runs(mut blocks: Vec<Block>, runs: &[usize]) -> Vec<Block> {
+    if runs.len() <= 1 {
+        return blocks;
+    }
+    let n = blocks.len();
+    let bounds = |i: usize| runs[i]..runs.get(i + 1).copied().unwrap_or(n);
+    let longest = (0..runs.len())
+        .max_by_key(|&i| bounds(i).len())
+        .unwrap_or(0);
+    let long = bounds(longest);
+    if (n - long.len()) * SMALL_RUNS_SHARE > n {
+        blocks.sort();
+        return blocks;
+    }
+    let mut rest: Vec<Block> = blocks[..long.start]
+        .iter()
+        .chain(&blocks[long.end..])
+        .copied()
+        .collect();
+    rest.sort();
+    let long = &blocks[long];
+    let mut out = Vec::with_capacity(n);
+    let mut at = 0;
+    for b in rest {
+        let upto = at + long[at..].partition_point(|x| *x < b);
+        out.extend_from_slice(&long[at..upto]);
+        out.push(b);
+        at = upto;
+    }
+    out.extend_from_slice(&long[at..]);
+    out
 }
 
 /// Checks the whole handover described by `inp` and returns its blocks, or the first failed
@@ -447,8 +631,8 @@ pub fn validate_versioned<M: PhysMem + ?Sized>(
     inp: &Inputs<'_>,
 ) -> Result<(Validated, AbiVersion), RestoreError> {
     let view = read_view(mem, inp)?;
-    let (main_keys, split_keys, nodes) = walk_trees(mem, inp, &view)?;
-    let mut blocks = decode_keys(view.version, main_keys)?;
+    let (main, split_keys, nodes) = walk_trees(mem, inp, &view)?;
+    let mut blocks = main.finish()?;
     check_placement(inp, &blocks, &nodes, !view.version.is_baton())?;
     if view.version == AbiVersion::V1 {
         mark_v1_split(&mut blocks, split_keys)?;
@@ -471,14 +655,14 @@ pub fn validate_versioned<M: PhysMem + ?Sized>(
 }
 
 /// Trees: walks the tree of every block (and v1's split tree) with every node check, and
-/// checks the metadata checksum (baton's formats). Returns the raw keys of each tree and
-/// the tree nodes, sorted.
-#[allow(clippy::type_complexity)]
+/// checks the metadata checksum (baton's formats). Returns the blocks of the tree of every
+/// block as decoded during the walk (a bad key is reported only after every node check and
+/// the checksum), v1's raw split keys, and the tree nodes, sorted.
 fn walk_trees<M: PhysMem + ?Sized>(
     mem: &M,
     inp: &Inputs<'_>,
     view: &KhoFdtView,
-) -> Result<(Vec<u64>, Vec<u64>, Vec<PhysRange>), RestoreError> {
+) -> Result<(Decoder, Vec<u64>, Vec<PhysRange>), RestoreError> {
     let mut w = Walker {
         mem,
         inp,
@@ -486,10 +670,17 @@ fn walk_trees<M: PhysMem + ?Sized>(
         seen: BTreeSet::new(),
         crc: MetaCrc::for_view(view),
     };
-    let (mut main_keys, mut split_keys) = (Vec::new(), Vec::new());
-    w.walk(TreeName::Main, view.main_root, &mut main_keys)?;
+    let mut main = Decoder::new(view.version);
+    let mut split_keys = Vec::new();
+    w.walk(
+        TreeName::Main,
+        view.main_root,
+        &mut |prefix, leaf, groups| main.leaf(prefix, leaf, groups),
+    )?;
     if let Some(split_root) = view.split_root {
-        w.walk(TreeName::Split, split_root, &mut split_keys)?;
+        w.walk(TreeName::Split, split_root, &mut |prefix, leaf, groups| {
+            for_each_key(prefix, leaf, groups, |k| split_keys.push(k))
+        })?;
     }
     let Walker { seen, mut crc, .. } = w;
     for c in &view.clients {
@@ -506,80 +697,83 @@ fn walk_trees<M: PhysMem + ?Sized>(
         .iter()
         .map(|&p| PhysRange::new(PhysAddr(p), PAGE_SIZE))
         .collect();
-    Ok((main_keys, split_keys, nodes))
-}
-
-/// Keys: decodes every key of the tree of every block in its format's encoding and sorts
-/// the blocks by address.
-fn decode_keys(version: AbiVersion, keys: Vec<u64>) -> Result<Vec<Block>, RestoreError> {
-    let bad_main = |err| RestoreError::BadKey {
-        tree: TreeName::Main,
-        err,
-    };
-    let mut blocks = Vec::with_capacity(keys.len());
-    match version {
-        AbiVersion::V2 => {
-            for &k in &keys {
-                let (phys, order, kind) = decode_typed(k).map_err(bad_main)?;
-                blocks.push(Block { phys, order, kind });
-            }
-        }
-        // Linux's keys have no type: every block comes back as it was preserved, CONTIG
-        // (a folio, or pages whose head alone holds the reference until split).
-        AbiVersion::V1 | AbiVersion::LinuxV4 => {
-            for &k in &keys {
-                let (phys, order) = decode(k).map_err(bad_main)?;
-                let kind = BlockType::Contig;
-                blocks.push(Block { phys, order, kind });
-            }
-        }
-    }
-    drop(keys);
-    // The walk yields each (type, order)'s keys in address order: a stable sort (driftsort)
-    // finds those runs and merges them, O(n log runs) instead of a full sort.
-    blocks.sort();
-    Ok(blocks)
+    Ok((main, split_keys, nodes))
 }
 
 /// Placement: every block (sorted) inside one RAM range, clear of scratch, the ranges to
 /// avoid, the KHO FDT (baton's formats) and every tree node, and clear of its neighbours.
+/// A placement failure is reported before any overlap between blocks, wherever they are.
 fn check_placement(
     inp: &Inputs<'_>,
     blocks: &[Block],
     nodes: &[PhysRange],
     linux: bool,
 ) -> Result<(), RestoreError> {
-    // In address order: each range list is swept once (O(1) amortised per block); a block
-    // the sweeps cannot clear goes through the exact checks, which name the failure.
-    let fdt_pages = inp.kho_fdt.outer_pages();
-    let fdt = [fdt_pages];
+    // In address order. A block the sweeps clear gives a window [its start, `hi`) that every
+    // later block starting at or after its end and ending by `hi` is cleared by too (the
+    // sweeps' bounds); such a block costs two comparisons. Any other block goes through the
+    // sweeps, and one they do not clear through the exact checks, which name the failure.
+    // `lo` is the end of the block before: sorted blocks overlap iff one starts before the
+    // end of the one before it (aligned blocks nest or are disjoint), which includes one
+    // block recorded with both types (v2): the same region twice.
+    let fdt_pages = [inp.kho_fdt.outer_pages()];
+    // Linux's KHO FDT page is a preserved block of its own; baton's is metadata.
+    let fdt: &[PhysRange] = if linux { &[] } else { &fdt_pages };
     let mut ram = Sweep::new(&[inp.ram]);
-    let mut avoid = Sweep::new(&[inp.scratch, inp.avoid, &fdt]);
+    let mut avoid = Sweep::new(&[inp.scratch, inp.avoid, fdt]);
     let mut tree_nodes = Sweep::new(&[nodes]);
-    for b in blocks {
+    let (mut lo, mut hi) = (0u64, 0u64);
+    let mut overlap = None;
+    let mut i = 0;
+    loop {
+        i += pass_window(&blocks[i..], &mut lo, hi);
+        let Some(b) = blocks.get(i) else {
+            break;
+        };
+        let end = b.phys.checked_add(PAGE_SIZE << b.order);
         let r = b.region();
-        if b.phys.checked_add(PAGE_SIZE << b.order).is_some()
-            && ram.within(&r)
-            && avoid.clear_of(&r)
-            && tree_nodes.clear_of(&r)
-        {
-            continue;
+        let swept = end.and_then(|_| {
+            let in_ram = ram.within_until(&r)?;
+            let clear = avoid.clear_until(&r)?;
+            Some(in_ram.min(clear).min(tree_nodes.clear_until(&r)?))
+        });
+        match swept {
+            Some(bound) => hi = bound,
+            None => {
+                check_block_exactly(inp, b, nodes, linux)?;
+                hi = 0;
+            }
         }
-        check_block_exactly(inp, b, nodes, linux)?;
-    }
-    // Sorted by address: one pass over neighbours finds any overlap, including one block
-    // recorded with both types (v2) — the same region twice.
-    for pair in blocks.windows(2) {
-        if pair[0].region().overlaps(&pair[1].region()) {
-            return Err(RestoreError::BlocksOverlap {
-                phys: pair[1].phys,
-                order: pair[1].order,
-                other: pair[0].phys,
-                other_order: pair[0].order,
+        let prev = i.checked_sub(1).and_then(|j| blocks.get(j));
+        if let Some(p) = prev.filter(|_| overlap.is_none() && b.phys < lo) {
+            overlap = Some(RestoreError::BlocksOverlap {
+                phys: b.phys,
+                order: b.order,
+                other: p.phys,
+                other_order: p.order,
             });
         }
+        // Placed, so its end did not wrap.
+        lo = r.end.0;
+        i += 1;
     }
-    Ok(())
+    overlap.map_or(Ok(()), Err)
+}
+
+/// How many blocks at the front of `blocks` lie in the window: each starting at or after
+/// the end of the one before it (the first at or after `*lo`) and ending by `hi`, without
+/// wrapping. `*lo` becomes the end of the last of them. Two comparisons per block.
+#[inline]
+fn pass_window(blocks: &[Block], lo: &mut u64, hi: u64) -> usize {
+    let mut n = 0;
+    for b in blocks {
+        match b.phys.checked_add(PAGE_SIZE << b.order) {
+            Some(end) if b.phys >= *lo && end <= hi => *lo = end,
+            _ => break,
+        }
+        n += 1;
+    }
+    n
 }
 
 /// The exact placement checks of one block, naming the first that fails.
@@ -731,4 +925,196 @@ pub(crate) fn covered(sorted: &[Block], phys: u64, size: u64) -> bool {
         i += 1;
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::{encode, encode_typed};
+    use crate::tree::{BumpPages, Tree};
+    use crate::Arena;
+    use proptest::prelude::*;
+
+    const ARENA: u64 = 0x4000_0000;
+    const ARENA_PAGES: u64 = 256;
+    /// The RAM range most blocks fall in, small enough for blocks to collide.
+    const HIGH: u64 = 0x1_0000_0000;
+    const HIGH_SIZE: u64 = 1 << 24;
+
+    /// What validation did before the walk decoded its leaves: every key decoded in walk
+    /// order, a full sort, the exact placement checks of every block, then neighbours.
+    fn reference(
+        keys: &[u64],
+        version: AbiVersion,
+        inp: &Inputs<'_>,
+        nodes: &[PhysRange],
+    ) -> Result<Vec<Block>, RestoreError> {
+        let d = Decoder::new(version);
+        let mut blocks = Vec::new();
+        for &k in keys {
+            let (phys, order, kind) = d.decode(k).map_err(|err| RestoreError::BadKey {
+                tree: TreeName::Main,
+                err,
+            })?;
+            blocks.push(Block { phys, order, kind });
+        }
+        blocks.sort();
+        let linux = !version.is_baton();
+        for b in &blocks {
+            check_block_exactly(inp, b, nodes, linux)?;
+        }
+        for pair in blocks.windows(2) {
+            if pair[0].region().overlaps(&pair[1].region()) {
+                return Err(RestoreError::BlocksOverlap {
+                    phys: pair[1].phys,
+                    order: pair[1].order,
+                    other: pair[0].phys,
+                    other_order: pair[0].order,
+                });
+            }
+        }
+        Ok(blocks)
+    }
+
+    /// One key. Tame: a block of order 0..=8 and either type inside the RAM at `HIGH` (it
+    /// may still meet scratch, a range to avoid or another block). Wild: a block in the
+    /// arena (on tree nodes, the KHO FDT, a range to avoid), reaching past RAM, or a key
+    /// that is not well formed in the format.
+    fn key_strategy(typed: bool, wild: bool) -> impl Strategy<Value = u64> {
+        (0u64..4096, 0u32..9, any::<bool>(), 0u8..6).prop_map(move |(slot, order, split, how)| {
+            let size = PAGE_SIZE << order;
+            let how = if wild { how } else { 5 };
+            let phys = match how {
+                0 | 1 => ARENA + (slot % ARENA_PAGES) * PAGE_SIZE,
+                2 => HIGH + HIGH_SIZE - size + (slot % 2) * size,
+                _ => HIGH + (slot % (HIGH_SIZE / size)) * size,
+            };
+            let kind = if split && typed {
+                BlockType::Split
+            } else {
+                BlockType::Contig
+            };
+            match how {
+                3 => encode(phys, order) | 1 << 55,
+                4 if typed => 1 << 21 | slot,
+                4 => encode(phys, order) | 1 << 59,
+                _ => encode_typed(phys, order, kind),
+            }
+        })
+    }
+
+    fn keys_strategy(typed: bool) -> impl Strategy<Value = Vec<u64>> {
+        let tame = proptest::collection::vec(key_strategy(typed, false), 0..60);
+        let wild = proptest::collection::vec(key_strategy(typed, true), 0..3);
+        (tame, wild).prop_map(|(mut t, w)| {
+            t.extend(w);
+            t
+        })
+    }
+
+    fn check_against_reference(keys: &[u64], version: AbiVersion) {
+        let arena = Arena::new(ARENA, ARENA_PAGES * PAGE_SIZE);
+        // Tree pages from the first half of the arena; the KHO FDT and the ranges to avoid
+        // in the second.
+        let mut src = BumpPages::new(ARENA, ARENA + ARENA_PAGES / 2 * PAGE_SIZE);
+        let mut tree = Tree::new(&arena, &mut src).unwrap();
+        for &k in keys {
+            tree.set(&arena, &mut src, k).unwrap();
+        }
+        let (mut walked, mut crc) = (Vec::new(), MetaCrc::new(tree.root()));
+        let mut read = |p: u64, buf: &mut PageBuf| crc.read_page(&arena, p, buf);
+        tree.walk_with(&mut read, Some(&mut |k| walked.push(k)))
+            .unwrap();
+        let view = KhoFdtView {
+            version,
+            main_root: tree.root(),
+            split_root: None,
+            crc: if version.is_baton() { crc.finish() } else { 0 },
+            clients: Vec::new(),
+        };
+        let half = ARENA + ARENA_PAGES / 2 * PAGE_SIZE;
+        let ram = [
+            PhysRange::new(PhysAddr(ARENA), ARENA_PAGES * PAGE_SIZE),
+            PhysRange::new(PhysAddr(HIGH), HIGH_SIZE),
+        ];
+        let scratch = [PhysRange::new(PhysAddr(HIGH + (3 << 20)), 1 << 20)];
+        let avoid = [
+            PhysRange::new(PhysAddr(half + 8 * PAGE_SIZE), 2 * PAGE_SIZE),
+            PhysRange::new(PhysAddr(HIGH + (9 << 20) + 0x3000), PAGE_SIZE),
+        ];
+        let inp = Inputs {
+            kho_fdt: PhysRange::new(PhysAddr(half), 0x1800),
+            ram: &ram,
+            scratch: &scratch,
+            avoid: &avoid,
+        };
+        let got = walk_trees(&arena, &inp, &view).and_then(|(main, _, nodes)| {
+            let blocks = main.finish()?;
+            check_placement(&inp, &blocks, &nodes, !version.is_baton())?;
+            Ok((blocks, nodes))
+        });
+        let mut nodes = Vec::new();
+        tree.pages(&arena, &mut |p| {
+            nodes.push(PhysRange::new(PhysAddr(p), PAGE_SIZE))
+        })
+        .unwrap();
+        nodes.sort_unstable();
+        let want = reference(&walked, version, &inp, &nodes).map(|b| (b, nodes));
+        assert_eq!(got, want, "{version} keys {keys:#x?}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+        #[test]
+        fn decoding_in_the_walk_agrees_with_decode_sort_and_exact_checks(
+            typed in keys_strategy(true),
+            untyped in keys_strategy(false),
+        ) {
+            check_against_reference(&typed, AbiVersion::V2);
+            check_against_reference(&untyped, AbiVersion::V1);
+            check_against_reference(&untyped, AbiVersion::LinuxV4);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn merging_runs_sorts_like_a_sort(
+            long in proptest::collection::vec((0u64..1 << 20, 0u32..3), 0..400),
+            short in proptest::collection::vec(
+                proptest::collection::vec((0u64..1 << 20, 0u32..3), 1..8), 0..6),
+        ) {
+            // Runs as the walk makes them: each ascending, in any order; one long run or
+            // runs of similar lengths (both merge paths).
+            let mut blocks = Vec::new();
+            let mut runs = Vec::new();
+            for run in core::iter::once(&long).chain(&short) {
+                let mut run: Vec<Block> = run
+                    .iter()
+                    .map(|&(p, o)| Block { phys: p << 12, order: o, kind: BlockType::Contig })
+                    .collect();
+                run.sort();
+                if !run.is_empty() {
+                    runs.push(blocks.len());
+                    blocks.extend(run);
+                }
+            }
+            let mut want = blocks.clone();
+            want.sort();
+            prop_assert_eq!(merge_runs(blocks, &runs), want);
+        }
+    }
+
+    #[test]
+    fn dense_and_sparse_leaves_of_many_runs_decode_sorted() {
+        // Whole words of order-0 keys (all 64 bits set), a sparse order-0 leaf, and blocks of
+        // other orders and both types between them: several runs to merge.
+        let mut keys: Vec<u64> = (0..256)
+            .map(|i| encode_typed(HIGH + (1 << 20) + i * PAGE_SIZE, 0, BlockType::Contig))
+            .collect();
+        keys.extend((0..40).map(|i| encode(HIGH + (6 << 20) + 2 * i * PAGE_SIZE, 0)));
+        keys.extend((0..8).map(|i| encode_typed(HIGH + (i << 21), 9, BlockType::Split)));
+        keys.retain(|&k| k != encode_typed(HIGH + (2 << 21), 9, BlockType::Split));
+        keys.push(encode_typed(HIGH + (12 << 20), 4, BlockType::Split));
+        check_against_reference(&keys, AbiVersion::V2);
+    }
 }
