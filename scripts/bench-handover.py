@@ -4,11 +4,14 @@
 Boots an already-built Image on QEMU virt with `-icount shift=0` (guest time is an instruction
 count: 1 instruction = 1 ns, so every run prints the same figures), once per case of a
 RAM x preserved-set matrix, runs a short handover chain in each and reads the GEN lines of the
-serial console. Prints one BENCH line per case, a Markdown table and the project's targets
+serial console. The figures are those of the last generation that hands over too (n =
+generations - 2: it received a handover and prepared the next), so a blackout that leaves
+the next handover's work out of the generation receiving it shows. Prints one BENCH line per
+case, a `#` line with every warm generation's handover_us, a Markdown table and the project's targets
 (met/missed). Runs QEMU one case at a time; writes no file but `--out`.
 
   scripts/bench-handover.py [--image build/Image] [--ram 1G,4G,16G] [--sets default,...]
-                            [--qemu qemu-system-aarch64] [--timeout 600] [--generations 3]
+                            [--qemu qemu-system-aarch64] [--timeout 600] [--generations 4]
                             [--out FILE] [--verbose]
   scripts/bench-handover.py --self-test
 
@@ -55,7 +58,8 @@ TAIL_LINES = 20          # console lines shown for a failed case
 HEADER = (
     "Guest µs under QEMU `-icount shift=0` (1 instruction = 1 ns: every run gives the same "
     "figures), QEMU virt, cortex-a72, EL1; chain `baton.generations={g} baton.seed={s}`, "
-    "figures of the last warm generation (n={last}). `handover_us` is the blackout: from the "
+    "figures of generation n={measured}, the last that both receives a handover and hands "
+    "over (checking the next image and boot FDT after its restore). `handover_us` is the blackout: from the "
     "old image sealing its record to the new image having restored every preserved block "
     "with its allocator ready. Its phases: " + ", ".join(f"`{p}`" for p in PHASES[:7]) +
     ". `verify_us` (checking the restored contents) and `deferred_us` (deferred init) are "
@@ -100,11 +104,18 @@ def as_int(value):
         return None
 
 
+def measured_generation(generations):
+    """The generation whose figures a case reports: the last one that hands over."""
+    return generations - 2
+
+
 def evaluate(lines, rc, timed_out_after, generations):
     """Judges one case's console. Returns (figures or None, failure reasons, warnings).
 
     timed_out_after: None, or the seconds after which the case was killed.
-    figures: the FIELDS of the last warm (cold=0) GEN line, '-' for the absent ones.
+    figures: the FIELDS of the warm (cold=0) GEN line of generation
+    `measured_generation(generations)`, '-' for the absent ones; if that one is cold or
+    missing, of the last warm generation that hands over (or the last warm one), warned.
     """
     reasons, warnings = [], []
     gens, soaks, fails = [], [], []
@@ -137,10 +148,20 @@ def evaluate(lines, rc, timed_out_after, generations):
         warnings.append("warm generations disagree in blocks: " + ", ".join(blocks))
     if reasons:
         return None, reasons, warnings
-    last = warm[-1]
-    if last.get("n") not in (None, str(generations - 1)):
-        warnings.append(f"last warm generation is n={last.get('n')}, not {generations - 1}")
-    return {k: last.get(k, "-") for k in FIELDS}, reasons, warnings
+    want = str(measured_generation(generations))
+    at = [g for g in warm if g.get("n") == want]
+    handing = [g for g in warm if g.get("n") != str(generations - 1)]
+    pick = (at or handing or warm)[-1]
+    if pick.get("n") != want:
+        warnings.append(f"measured warm generation is n={pick.get('n', '?')}, not {want}")
+    return {k: pick.get(k, "-") for k in FIELDS}, reasons, warnings
+
+
+def handover_by_generation(lines):
+    """`n=<n> <handover_us>` of every warm GEN line, in order, as one string."""
+    recs = [parse_record(line) for line in lines]
+    return ", ".join(f"n={f.get('n', '?')} {f.get('handover_us', '-')}"
+                     for m, f in filter(None, recs) if m == "GEN" and f.get("cold") == "0")
 
 
 # ---- running a case -----------------------------------------------------------------------
@@ -291,7 +312,8 @@ def main(argv):
                          f"{', '.join(k for k in SETS if k not in DEFAULT_SETS.split(','))})")
     ap.add_argument("--qemu", default="qemu-system-aarch64", help="the QEMU binary")
     ap.add_argument("--timeout", type=float, default=600, help="seconds per case (600)")
-    ap.add_argument("--generations", type=int, default=3, help="chain length per case (3)")
+    ap.add_argument("--generations", type=int, default=4,
+                    help="chain length per case (4); generation generations-2 is measured")
     ap.add_argument("--out", help="also write the table and targets as Markdown to this file")
     ap.add_argument("--verbose", "-v", action="store_true", help="echo the guest console to stderr")
     ap.add_argument("--self-test", action="store_true", help="test the parser and report, no QEMU")
@@ -309,8 +331,9 @@ def main(argv):
     for s in sets:
         if s not in SETS:
             ap.error(f"unknown set {s!r} (known: {', '.join(SETS)})")
-    if a.generations < 2:
-        ap.error("--generations must be at least 2 (generation 0 is cold)")
+    if a.generations < 3:
+        ap.error("--generations must be at least 3 (generation 0 is cold, the last does not "
+                 "hand over)")
     if not os.path.isfile(a.image):
         print(f"bench-handover: no Image at {a.image} (run make)", file=sys.stderr)
         return 1
@@ -335,12 +358,14 @@ def main(argv):
             for line in lines[-TAIL_LINES:]:
                 print("    " + line)
         else:
+            print(f"# ram={ram} set={name} handover_us by warm generation: "
+                  + handover_by_generation(lines))
             print(bench_line(ram, name, figures))
         sys.stdout.flush()
         results.append({"ram": ram, "set": name, "figures": figures, "reasons": reasons})
 
-    last = a.generations - 1
-    report = [HEADER.format(g=a.generations, s=SEED, last=last), ""]
+    measured = measured_generation(a.generations)
+    report = [HEADER.format(g=a.generations, s=SEED, measured=measured), ""]
     report += markdown_table(results)
     failed = [r for r in results if r["figures"] is None]
     if failed:
@@ -365,10 +390,10 @@ OLD_GEN = ("GEN n={n} cold={c} restored=6 verified_bytes=4426271 freed=2 split=1
 NEW_GEN = ("GEN n={n} cold={c} blocks={b} restored=6 leaked=0 handover_us={h} finalize_us=11 "
            "copyout_us=12 trampoline_us=13 early_us=14 reserve_us={r} ready_us=16 "
            "restore_us=17 verify_us=18 deferred_us=19")
-SOAK_OK = "SOAK generations=3 cold=1 verified_bytes=6076195 leaked=0 status=ok"
+SOAK_OK = "SOAK generations=4 cold=1 verified_bytes=6076195 leaked=0 status=ok"
 
 
-def chain(gen_format, generations=3, soak=SOAK_OK, over=None):
+def chain(gen_format, generations=4, soak=SOAK_OK, over=None):
     """A console of a whole chain; over: generation -> fields to change in its GEN line."""
     lines = ["[    0.000100] INFO  baton: baton 0.1.0 on virt, entered at EL1, running at EL1"]
     for n in range(generations):
@@ -387,7 +412,7 @@ class SelfTest(unittest.TestCase):
         self.assertEqual(rec[0], "GEN")
         self.assertEqual((rec[1]["n"], rec[1]["cold"], rec[1]["handover_us"]), ("1", "0", "6641"))
         self.assertNotIn("blocks", rec[1])
-        figures, reasons, _ = evaluate(chain(OLD_GEN), 0, None, 3)
+        figures, reasons, _ = evaluate(chain(OLD_GEN), 0, None, 4)
         self.assertEqual(reasons, [])
         self.assertEqual(figures["handover_us"], "1002")
         self.assertEqual([figures[k] for k in ["blocks"] + PHASES], ["-"] * 10)
@@ -400,7 +425,7 @@ class SelfTest(unittest.TestCase):
         rec = parse_record(PREFIX + NEW_GEN.format(n=2, c=0, b=262144, h=1234, r=15))
         self.assertEqual(rec[1]["blocks"], "262144")
         self.assertEqual(rec[1]["deferred_us"], "19")
-        figures, reasons, warnings = evaluate(chain(NEW_GEN), 0, None, 3)
+        figures, reasons, warnings = evaluate(chain(NEW_GEN), 0, None, 4)
         self.assertEqual((reasons, warnings), ([], []))
         self.assertEqual(bench_line("4G", "scatter1G", figures),
                          "BENCH ram=4G set=scatter1G blocks=262144 handover_us=1002 "
@@ -413,7 +438,7 @@ class SelfTest(unittest.TestCase):
         self.assertEqual(rec, ("FAIL", {"gen": "12", "check": "checksum",
                                         "detail": "block 0x4000_0000 got 0x1 want 0x2"}))
         lines = chain(OLD_GEN, soak=None) + [PREFIX + "FAIL gen=2 check=leak detail=3 pages"]
-        figures, reasons, _ = evaluate(lines, 1, None, 3)
+        figures, reasons, _ = evaluate(lines, 1, None, 4)
         self.assertIsNone(figures)
         self.assertEqual(reasons, ["QEMU exit status 1", "FAIL gen=2 check=leak detail=3 pages",
                                    "no SOAK line"])
@@ -421,7 +446,7 @@ class SelfTest(unittest.TestCase):
     def test_soak_line_and_its_status(self):
         self.assertEqual(parse_record(PREFIX + SOAK_OK)[1]["status"], "ok")
         bad = "SOAK generations=3 cold=2 verified_bytes=1 leaked=4 status=leak"
-        figures, reasons, _ = evaluate(chain(OLD_GEN, soak=bad), 0, None, 3)
+        figures, reasons, _ = evaluate(chain(OLD_GEN, soak=bad), 0, None, 4)
         self.assertIsNone(figures)
         self.assertEqual(reasons, ["SOAK status=leak"])
 
@@ -431,26 +456,33 @@ class SelfTest(unittest.TestCase):
             self.assertIsNone(parse_record(line), line)
 
     def test_timeout_and_missing_soak_fail_the_case(self):
-        figures, reasons, _ = evaluate(chain(OLD_GEN, generations=2, soak=None), -9, 600, 3)
+        figures, reasons, _ = evaluate(chain(OLD_GEN, generations=3, soak=None), -9, 600, 4)
         self.assertIsNone(figures)
         self.assertEqual(reasons, ["timed out after 600 s", "no SOAK line"])
 
     def test_warm_generations_disagreeing_in_blocks_warn(self):
-        figures, reasons, warnings = evaluate(chain(NEW_GEN, over={1: {"b": 7}}), 0, None, 3)
+        figures, reasons, warnings = evaluate(chain(NEW_GEN, over={1: {"b": 7}}), 0, None, 4)
         self.assertEqual(reasons, [])
         self.assertEqual(figures["blocks"], "262144")
         self.assertEqual(warnings, ["warm generations disagree in blocks: 7, 262144"])
 
     def test_cold_boot_after_generation_0_warns(self):
-        figures, _, warnings = evaluate(chain(NEW_GEN, over={2: {"c": 1}}), 0, None, 3)
+        figures, _, warnings = evaluate(chain(NEW_GEN, over={2: {"c": 1}}), 0, None, 4)
         self.assertEqual(figures["handover_us"], "1001")
         self.assertIn("generation 2 booted cold (handover rejected)", warnings)
-        self.assertIn("last warm generation is n=1, not 2", warnings)
+        self.assertIn("measured warm generation is n=1, not 2", warnings)
+
+    def test_the_measured_generation_is_the_last_that_hands_over(self):
+        lines = chain(NEW_GEN, over={3: {"h": 5}})
+        figures, reasons, warnings = evaluate(lines, 0, None, 4)
+        self.assertEqual((reasons, warnings), ([], []))
+        self.assertEqual(figures["handover_us"], "1002")
+        self.assertEqual(handover_by_generation(lines), "n=1 1001, n=2 1002, n=3 5")
 
     def test_targets(self):
         def res(ram, name, h, r, b=262144):
             over = {2: {"h": h, "r": r, "b": b}}
-            figures, _, _ = evaluate(chain(NEW_GEN, over=over), 0, None, 3)
+            figures, _, _ = evaluate(chain(NEW_GEN, over=over), 0, None, 4)
             return {"ram": ram, "set": name, "figures": figures, "reasons": []}
         out = targets([res("1G", "default", 1000, 15), res("16G", "default", 1100, 15, 14),
                        res("16G", "scatter1G", 2500, 15 + 10486)])
@@ -464,7 +496,7 @@ class SelfTest(unittest.TestCase):
         out = targets([res("1G", "default", 1000, 15)])
         self.assertIn("n/a (not run at 16G)", out[1])
         self.assertIn("n/a (not run)", out[3])
-        old = evaluate(chain(OLD_GEN), 0, None, 3)[0]
+        old = evaluate(chain(OLD_GEN), 0, None, 4)[0]
         out = targets([{"ram": "4G", "set": "default", "figures": old, "reasons": []},
                        {"ram": "4G", "set": "scatter1G", "figures": old, "reasons": []}])
         self.assertIn("n/a (reserve_us/ready_us/restore_us not printed)", out[3])

@@ -10,7 +10,9 @@
 use alloc::vec::Vec;
 use core::fmt;
 
-use mm::{BlockKind, FrameAllocator, MmError, PageFlags, Pfn, PhysRange, PAGE_SHIFT, PAGE_SIZE};
+use mm::{
+    BlockKind, FrameAllocator, MmError, PageFlags, Pfn, PhysRange, Preserved, PAGE_SHIFT, PAGE_SIZE,
+};
 
 use crate::format::{AbiVersion, ClientEntry};
 use crate::key::BlockType;
@@ -125,61 +127,47 @@ pub struct Reserved {
     scratch: Vec<PhysRange>,
     /// Page-rounded metadata ranges (tree nodes, KHO FDT, scratch array), sorted, merged.
     metadata: Vec<PhysRange>,
+    /// Pages of every block.
+    block_pages: u64,
 }
 
-/// Every range a validated handover keeps, in address order: its blocks and its metadata
-/// merged, touching neighbours joined. What `FrameAllocator::new_deferred` takes. A merge of
-/// two sorted slices by index (it runs once per preserved block, twice per boot).
+/// Everything a validated handover keeps, in address order: each block (with the stash its
+/// first page keeps: index, order, type and magic, docs/abi.md §7) and each metadata range.
+/// What `FrameAllocator::new_deferred` takes: it writes every block's descriptors, stash
+/// included, in its one pass, so no second lookup per block follows. A merge of two sorted
+/// slices by index.
 #[derive(Clone)]
 pub struct PreservedRanges<'a> {
     blocks: &'a [Block],
+    /// Index in the validated list of `blocks[0]`.
+    index: u64,
     metadata: &'a [PhysRange],
 }
 
-impl PreservedRanges<'_> {
-    /// The next range of either list, the lower start first (metadata on a tie never
+impl Iterator for PreservedRanges<'_> {
+    type Item = Preserved;
+
+    /// The next item of either list, the lower start first (metadata on a tie never
     /// happens: validation refuses a block over metadata).
     #[inline]
-    fn next_piece(&mut self) -> Option<PhysRange> {
+    fn next(&mut self) -> Option<Preserved> {
         match (self.blocks.first(), self.metadata.first()) {
             (Some(b), Some(m)) if m.start.0 < b.phys => {
                 self.metadata = &self.metadata[1..];
-                Some(*m)
+                Some(Preserved::from(*m))
             }
             (Some(b), _) => {
                 self.blocks = &self.blocks[1..];
-                Some(b.region())
+                let stash = private_word(self.index, b.order, b.kind);
+                self.index += 1;
+                Some(Preserved::block(b.phys, b.order, stash))
             }
             (None, Some(m)) => {
                 self.metadata = &self.metadata[1..];
-                Some(*m)
+                Some(Preserved::from(*m))
             }
             (None, None) => None,
         }
-    }
-
-    #[inline]
-    fn peek_start(&self) -> Option<u64> {
-        match (self.blocks.first(), self.metadata.first()) {
-            (Some(b), Some(m)) => Some(b.phys.min(m.start.0)),
-            (Some(b), None) => Some(b.phys),
-            (None, m) => m.map(|m| m.start.0),
-        }
-    }
-}
-
-impl Iterator for PreservedRanges<'_> {
-    type Item = PhysRange;
-
-    fn next(&mut self) -> Option<PhysRange> {
-        let mut r = self.next_piece()?;
-        while self.peek_start() == Some(r.end.0) {
-            match self.next_piece() {
-                Some(n) => r.end = n.end,
-                None => break,
-            }
-        }
-        Some(r)
     }
 }
 
@@ -227,11 +215,13 @@ pub fn probe<M: PhysMem + ?Sized>(
         metadata.push(array);
     }
     let metadata = coalesce(metadata);
-    let split = v
-        .blocks
-        .iter()
-        .filter(|b| b.kind == BlockType::Split)
-        .count();
+    // One pass for the log line and the page total.
+    let (split, block_pages) = v.blocks.iter().fold((0usize, 0u64), |(s, p), b| {
+        (
+            s + usize::from(b.kind == BlockType::Split),
+            p + (1u64 << b.order),
+        )
+    });
     log::info!(
         "kho: validated {} preserved blocks ({split} SPLIT), {} metadata ranges, format {format}{}",
         v.blocks.len(),
@@ -248,6 +238,7 @@ pub fn probe<M: PhysMem + ?Sized>(
         kho_fdt: refs.kho_fdt,
         scratch: scratch.to_vec(),
         metadata,
+        block_pages,
     })
 }
 
@@ -262,25 +253,41 @@ impl Reserved {
         self.format
     }
 
-    /// Every block and metadata range, sorted and merged: the frame allocator keeps them
-    /// RESERVED (`FrameAllocator::new_deferred`).
+    /// Bytes of every block and metadata range ([`Reserved::preserved`] summed), with no
+    /// pass over the blocks.
+    pub fn preserved_bytes(&self) -> u64 {
+        let metadata: u64 = self.metadata.iter().map(|m| m.size()).sum();
+        (self.block_pages << PAGE_SHIFT) + metadata
+    }
+
+    /// Every block (with its stash) and metadata range, sorted: the frame allocator keeps
+    /// them RESERVED (`FrameAllocator::new_deferred`).
     pub fn preserved(&self) -> PreservedRanges<'_> {
         PreservedRanges {
             blocks: &self.v.blocks,
+            index: 0,
             metadata: &self.metadata,
         }
     }
 
-    /// Once the frame allocator exists: stashes index, order, type and magic in each
-    /// block's first-page `private`, and returns the restore handle.
+    /// Once the frame allocator is built around [`Reserved::preserved`] (which stashed
+    /// index, order, type and magic on each block's first page): returns the restore
+    /// handle. O(1): the first and the last block's stashes are checked, so an allocator
+    /// built from other ranges is refused (`NotPreserved`); every restore still checks its
+    /// own block's frame, RESERVED state, stash and index before using it.
     pub fn attach(self, fa: &mut FrameAllocator<'_>) -> Result<Incoming, IncomingError> {
-        for (i, b) in self.v.blocks.iter().enumerate() {
+        let n = self.v.blocks.len();
+        for i in [0, n.saturating_sub(1)].into_iter().take(n) {
+            let b = self.v.blocks[i];
             let pfn = Pfn(b.phys >> PAGE_SHIFT);
-            if !fa.stash_reserved(pfn, private_word(i as u64, b.order, b.kind))? {
+            let want = private_word(i as u64, b.order, b.kind);
+            let reserved = fa
+                .page_flags(pfn)
+                .is_ok_and(|f| f.contains(PageFlags::RESERVED | PageFlags::PRESERVED));
+            if !reserved || fa.page_private(pfn).ok() != Some(want) {
                 return Err(IncomingError::NotPreserved { phys: b.phys });
             }
         }
-        let n = self.v.blocks.len();
         Ok(Incoming {
             format: self.format,
             kho_fdt: self.kho_fdt,
@@ -291,6 +298,7 @@ impl Reserved {
             scratch: self.scratch,
             restored: 0,
             released: 0,
+            unclaimed_pages: self.block_pages,
         })
     }
 }
@@ -311,6 +319,8 @@ pub struct Incoming {
     scratch: Vec<PhysRange>,
     restored: u64,
     released: u64,
+    /// Pages of the unclaimed blocks.
+    unclaimed_pages: u64,
 }
 
 impl Incoming {
@@ -465,6 +475,12 @@ impl Incoming {
 
     fn claim(&mut self, i: usize) {
         self.claimed[i / 64] |= 1 << (i % 64);
+        self.unclaimed_pages -= 1u64 << self.blocks[i].order;
+    }
+
+    /// Pages of the blocks neither restored nor released yet (O(1)).
+    pub fn unclaimed_pages(&self) -> u64 {
+        self.unclaimed_pages
     }
 
     /// The client blob called `name`: `(phys, size)`.
@@ -580,30 +596,41 @@ impl Incoming {
     /// Restores every block not restored or released yet, with the refcounts its type
     /// records (CONTIG: head 1, tails 0; SPLIT: 1 on every page), and hands each to `f`.
     /// Returns the pages restored. O(1) per block: the blocks come from this handover's own
-    /// validated list, so no stash has to be looked up; `mm` still checks every frame is
-    /// RESERVED before it changes one.
+    /// validated list, so no stash has to be looked up; `mm` still checks each block's first
+    /// frame heads a preserved block of that order before it changes a frame. The claimed
+    /// bitmap is walked a word at a time, and stays exact if `mm` refuses one.
     pub fn restore_unclaimed(
         &mut self,
         fa: &mut FrameAllocator<'_>,
         mut f: impl FnMut(Block),
     ) -> Result<u64, IncomingError> {
         let mut pages = 0;
-        for i in 0..self.blocks.len() {
-            if self.is_claimed(i) {
-                continue;
+        let n = self.blocks.len();
+        for w in 0..self.claimed.len() {
+            let mut left = !self.claimed[w];
+            while left != 0 {
+                let i = w * 64 + left.trailing_zeros() as usize;
+                if i >= n {
+                    break;
+                }
+                left &= left - 1;
+                let b = self.blocks[i];
+                let k = match b.kind {
+                    BlockType::Split => BlockKind::Split,
+                    BlockType::Contig => BlockKind::Contig,
+                };
+                if let Err(e) = fa.claim_reserved(Pfn(b.phys >> PAGE_SHIFT), b.order, k) {
+                    self.unclaimed_pages -= pages;
+                    return Err(e.into());
+                }
+                log::debug!("kho: restored {:#x} order {} {}", b.phys, b.order, b.kind);
+                self.claimed[w] |= 1 << (i % 64);
+                pages += 1u64 << b.order;
+                self.restored += 1;
+                f(b);
             }
-            let b = self.blocks[i];
-            let k = match b.kind {
-                BlockType::Split => BlockKind::Split,
-                BlockType::Contig => BlockKind::Contig,
-            };
-            fa.claim_reserved(Pfn(b.phys >> PAGE_SHIFT), b.order, k)?;
-            log::debug!("kho: restored {:#x} order {} {}", b.phys, b.order, b.kind);
-            self.claim(i);
-            self.restored += 1;
-            pages += 1u64 << b.order;
-            f(b);
         }
+        self.unclaimed_pages -= pages;
         Ok(pages)
     }
 

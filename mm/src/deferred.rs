@@ -10,11 +10,12 @@
 //! descriptor array itself: written as RESERVED only by `init_deferred`), so that neither
 //! the RAM size nor the reservations cost the build anything but their edges.
 
-use crate::addr::{Pfn, PhysRange};
+use crate::addr::Pfn;
 use crate::error::MmError;
 use crate::frame::{chunks_of, FrameAllocator, Section, CHUNK_ORDER};
 use crate::memblock::Memblock;
 use crate::page::{Page, PageFlags};
+use crate::reserve::Preserved;
 
 /// What [`FrameAllocator::new_deferred`] needs from its caller, in elements.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -54,11 +55,13 @@ impl<'a> FrameAllocator<'a> {
     /// range of `mb` or a `preserved` range; every other frame stays deferred (counted in
     /// `Stats::deferred`) until an allocation needs it or [`Self::init_deferred`] runs.
     ///
-    /// `preserved`: page-aligned RAM ranges, sorted and disjoint (a previous image's
-    /// preserved blocks and metadata); they become RESERVED | NOINIT frames, as
-    /// `Memblock::reserve_noinit` ranges would, with no table to hold them. `pages` may
-    /// hold any bytes (every bit pattern is a valid `Page`): a descriptor is written before
-    /// it is first read. Cost: O(touched chunks × 2^CHUNK_ORDER + ranges), not O(RAM).
+    /// `preserved`: a previous image's blocks and metadata ([`Preserved`], or plain
+    /// `PhysRange`s), page-aligned RAM, sorted and disjoint; they become RESERVED | NOINIT
+    /// frames, as `Memblock::reserve_noinit` ranges would, with no table to hold them, each
+    /// written once (a block's first frame PRESERVED with its order and `private`: see
+    /// [`Self::claim_reserved`]). `pages` may hold any bytes (every bit pattern is a valid
+    /// `Page`): a descriptor is written before it is first read. Cost: O(touched chunks ×
+    /// 2^CHUNK_ORDER + items), not O(RAM).
     pub fn new_deferred<I>(
         mb: &Memblock,
         pages: &'a mut [Page],
@@ -67,8 +70,8 @@ impl<'a> FrameAllocator<'a> {
         preserved: I,
     ) -> Result<Self, MmError>
     where
-        I: IntoIterator<Item = PhysRange>,
-        I::IntoIter: Clone,
+        I: IntoIterator,
+        I::Item: Into<Preserved>,
     {
         let need = DeferredStorage::for_memblock(mb);
         let (pages, chunk_ready) = Self::deferred_storage(need, pages, chunk_ready)?;
@@ -77,9 +80,7 @@ impl<'a> FrameAllocator<'a> {
         fa.reserved = 0;
         fa.uninit_chunks = fa.nchunks();
         fa.write_reservation_edges(mb);
-        let preserved = preserved.into_iter();
-        fa.mark_preserved(preserved.clone())?;
-        fa.free_ready_ram(mb, preserved);
+        fa.reserve_preserved(mb, preserved.into_iter().map(Into::into))?;
         Ok(fa)
     }
 
@@ -118,73 +119,6 @@ impl<'a> FrameAllocator<'a> {
             let (s, e) = r.outer_pfns();
             self.ready_chunks(s.0, e.0);
             self.mark_noinit(s.0, e.0);
-        }
-    }
-
-    /// Step 3: every preserved range becomes RESERVED | NOINIT frames in initialised chunks.
-    /// Refuses a range out of order, empty, or not inside one RAM section.
-    fn mark_preserved(
-        &mut self,
-        preserved: impl Iterator<Item = PhysRange>,
-    ) -> Result<(), MmError> {
-        let mut prev_end = 0u64;
-        let mut si = 0;
-        for r in preserved {
-            let (s, e) = r.outer_pfns();
-            let (s, e) = (s.0, e.0);
-            // One RAM section must hold the whole range (sections are apart: a range over
-            // two would cover a hole). Sorted input keeps the section cursor moving forward.
-            while si < self.nsections && self.sections[si].end <= s {
-                si += 1;
-            }
-            let in_ram = self
-                .sections
-                .get(si)
-                .filter(|_| si < self.nsections)
-                .is_some_and(|sec| sec.base <= s && e <= sec.end);
-            if s < prev_end || s >= e || !in_ram {
-                return Err(MmError::BadPreservedRange { pfn: Pfn(s) });
-            }
-            prev_end = e;
-            let sec = self.sections[si];
-            let (c0, c1) = (Self::chunk_of(&sec, s), Self::chunk_of(&sec, e - 1));
-            if (c0..=c1).any(|c| !self.is_ready(c)) {
-                self.ready_chunks(s, e);
-            }
-            let first = (u64::from(sec.first) + s - sec.base) as usize;
-            for p in &mut self.pages[first..first + (e - s) as usize] {
-                p.set(PageFlags::NOINIT);
-            }
-        }
-        Ok(())
-    }
-
-    /// Step 4: free RAM = memblock's free ranges minus the preserved ranges; only its parts
-    /// in initialised chunks go to the lists now (the rest is already counted deferred).
-    fn free_ready_ram(&mut self, mb: &Memblock, preserved: impl Iterator<Item = PhysRange>) {
-        let mut pres = preserved.map(|r| r.outer_pfns()).peekable();
-        for r in mb.free_ranges() {
-            let (mut s, e) = {
-                let (s, e) = r.inner_pfns();
-                (s.0, e.0)
-            };
-            while s < e {
-                while pres.peek().is_some_and(|&(_, pe)| pe.0 <= s) {
-                    pres.next();
-                }
-                match pres.peek() {
-                    Some(&(ps, pe)) if ps.0 < e => {
-                        if ps.0 > s {
-                            self.free_in_ready_chunks(s, ps.0);
-                        }
-                        s = pe.0;
-                    }
-                    _ => {
-                        self.free_in_ready_chunks(s, e);
-                        s = e;
-                    }
-                }
-            }
         }
     }
 
@@ -230,16 +164,18 @@ impl<'a> FrameAllocator<'a> {
         let first = (u64::from(sec.first) + lo - sec.base) as usize;
         let count = (hi - lo) as usize;
         if self.is_reserved_chunk(c) {
-            for p in &mut self.pages[first..first + count] {
-                *p = Page::new(si as u8, PageFlags::RESERVED);
-            }
+            Page::fill(
+                &mut self.pages[first..first + count],
+                Page::blank(si as u8, PageFlags::RESERVED),
+            );
             self.clear_reserved_chunk(c);
             self.set_ready(c);
             return true;
         }
-        for p in &mut self.pages[first..first + count] {
-            *p = Page::new(si as u8, PageFlags::empty());
-        }
+        Page::fill(
+            &mut self.pages[first..first + count],
+            Page::blank(si as u8, PageFlags::empty()),
+        );
         self.set_ready(c);
         self.deferred -= count as u64;
         self.free_range(first, count as u64);
@@ -290,7 +226,7 @@ impl<'a> FrameAllocator<'a> {
 
     /// Global chunk index of frame `pfn` of section `sec`.
     #[inline(always)]
-    fn chunk_of(sec: &Section, pfn: u64) -> u64 {
+    pub(crate) fn chunk_of(sec: &Section, pfn: u64) -> u64 {
         u64::from(sec.first_chunk) + (pfn >> CHUNK_ORDER) - (sec.base >> CHUNK_ORDER)
     }
 
@@ -302,7 +238,7 @@ impl<'a> FrameAllocator<'a> {
 
     /// Whether chunk `c` has its descriptors written.
     #[inline(always)]
-    fn is_ready(&self, c: u64) -> bool {
+    pub(crate) fn is_ready(&self, c: u64) -> bool {
         self.chunk_ready[(c / 64) as usize] & (1u64 << (c % 64)) != 0
     }
 
@@ -351,17 +287,25 @@ impl<'a> FrameAllocator<'a> {
 
     /// Initialises every deferred chunk that holds a frame of `[start, end)` as RESERVED
     /// frames (the caller frees what is free).
-    fn ready_chunks(&mut self, start: u64, end: u64) {
+    pub(crate) fn ready_chunks(&mut self, start: u64, end: u64) {
+        self.ready_chunks_around(start, end, start);
+    }
+
+    /// [`Self::ready_chunks`] writing no descriptor of `[start, skip_end)`: the caller
+    /// writes those right after, before anything reads them (a preserved item).
+    pub(crate) fn ready_chunks_around(&mut self, start: u64, end: u64, skip_end: u64) {
         let mut c = self.chunks_in(start, end).next();
         while let Some((si, cur)) = c {
             let (_, clo, chi) = self.chunk_span(cur);
             if !self.is_ready(cur) {
-                let first =
-                    (u64::from(self.sections[si].first) + clo - self.sections[si].base) as usize;
+                let sec = self.sections[si];
+                let first = (u64::from(sec.first) + clo - sec.base) as usize;
                 let n = (chi - clo) as usize;
-                for p in &mut self.pages[first..first + n] {
-                    *p = Page::new(si as u8, PageFlags::RESERVED);
-                }
+                let words = Page::blank(si as u8, PageFlags::RESERVED);
+                let skip_lo = (start.clamp(clo, chi) - clo) as usize;
+                let skip_hi = (skip_end.clamp(clo, chi) - clo) as usize;
+                Page::fill(&mut self.pages[first..first + skip_lo], words);
+                Page::fill(&mut self.pages[first + skip_hi..first + n], words);
                 if self.is_reserved_chunk(cur) {
                     // Counted reserved already.
                     self.clear_reserved_chunk(cur);
@@ -398,7 +342,7 @@ impl<'a> FrameAllocator<'a> {
 
     /// Frees the frames of `[start, end)` (free RAM, RESERVED so far) that lie in
     /// initialised chunks; frames in deferred chunks stay deferred.
-    fn free_in_ready_chunks(&mut self, start: u64, end: u64) {
+    pub(crate) fn free_in_ready_chunks(&mut self, start: u64, end: u64) {
         // The common case between preserved blocks: one gap inside one initialised chunk.
         if self.nsections == 1 {
             let sec = self.sections[0];

@@ -82,6 +82,9 @@ pub enum MmError {
     NotReserved { pfn: Pfn },
     /// The frame is RESERVED and the operation needs an allocated frame.
     Reserved { pfn: Pfn },
+    /// The frame lies inside a preserved block and is not its first frame, or a range cuts
+    /// a preserved block: a block is claimed, released or stashed only whole.
+    PreservedTail { pfn: Pfn },
     /// The frame holds no reference (a tail of a non-compound block, or a leaked frame).
     NotAllocated { pfn: Pfn },
     /// The frame is already on a buddy free list (double free).
@@ -133,6 +136,10 @@ impl fmt::Display for MmError {
             }
             MmError::NotReserved { pfn } => write!(f, "pfn {pfn} is not reserved"),
             MmError::Reserved { pfn } => write!(f, "pfn {pfn} is reserved"),
+            MmError::PreservedTail { pfn } => write!(
+                f,
+                "pfn {pfn} is part of a preserved block not taken whole from its first frame"
+            ),
             MmError::NotAllocated { pfn } => write!(f, "pfn {pfn} holds no reference"),
             MmError::AlreadyFree { pfn } => write!(f, "pfn {pfn} is already free (double free)"),
             MmError::NotHead { pfn } => write!(f, "pfn {pfn} is a compound tail"),

@@ -506,9 +506,13 @@ impl<'a> FrameAllocator<'a> {
     }
 
     /// Sets the `private` word of `pfn` (any frame, including RESERVED ones: kho stashes
-    /// restore data there). It must be 0 again before the frame is freed.
+    /// restore data there). It must be 0 again before the frame is freed. A preserved
+    /// block's tail is refused (`PreservedTail`): its block's word is on its first frame.
     pub fn set_page_private(&mut self, pfn: Pfn, v: u64) -> Result<(), MmError> {
         let idx = self.index(pfn)?;
+        if self.pages[idx].has(PageFlags::PRESERVED_TAIL) {
+            return Err(MmError::PreservedTail { pfn });
+        }
         self.write_private(idx, v);
         Ok(())
     }

@@ -10,6 +10,8 @@
 //!   limits and the deferred-init chunk geometry.
 //! - `buddy`: the per-order free lists.
 //! - `refs`: alloc/free, folios, `split_page`, get/put, free-path checks.
+//! - `reserve`: `Preserved`, the one pass that writes preserved descriptors, the O(1)
+//!   claim of a preserved block.
 //! - `restore`: claiming and releasing reserved (preserved) blocks.
 //! - `deferred`: deferred descriptor init (`new_deferred`, on-demand and bulk init).
 //! - `error`: `MmError`, `BadPage`.
@@ -27,6 +29,7 @@ mod frame;
 mod memblock;
 mod page;
 mod refs;
+mod reserve;
 mod restore;
 
 pub use addr::{Pfn, PhysAddr, PhysRange, PAGE_SHIFT, PAGE_SIZE};
@@ -35,8 +38,11 @@ pub use error::{BadPage, BadPageReason, MmError};
 pub use frame::{BlockKind, FrameAllocator, Stats, MAX_BLOCK_ORDER, MAX_ORDER, NR_ORDERS};
 pub use memblock::Memblock;
 pub use page::{Page, PageFlags};
+pub use reserve::Preserved;
 
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_deferred;
+#[cfg(test)]
+mod tests_reserve;

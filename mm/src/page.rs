@@ -30,8 +30,14 @@ impl PageFlags {
     pub const NOINIT: PageFlags = PageFlags(1 << 5);
     /// Leaked after a failed free-path check; never handed out again.
     pub const BAD: PageFlags = PageFlags(1 << 6);
+    /// First frame of a preserved block (with RESERVED | NOINIT; `order` is the block's):
+    /// every frame of `[pfn, pfn + 2^order)` belongs to it, so a claim checks this frame only.
+    pub const PRESERVED: PageFlags = PageFlags(1 << 7);
+    /// Any other frame of a preserved block (with RESERVED | NOINIT; `head` links to its
+    /// first frame). Claimed, released or stashed only with its whole block.
+    pub const PRESERVED_TAIL: PageFlags = PageFlags(1 << 8);
 
-    const NAMES: [(PageFlags, &'static str); 7] = [
+    const NAMES: [(PageFlags, &'static str); 9] = [
         (Self::FREE, "free"),
         (Self::HEAD, "head"),
         (Self::TAIL, "tail"),
@@ -39,6 +45,8 @@ impl PageFlags {
         (Self::SPLIT, "split"),
         (Self::NOINIT, "noinit"),
         (Self::BAD, "bad"),
+        (Self::PRESERVED, "preserved"),
+        (Self::PRESERVED_TAIL, "preserved-tail"),
     ];
 
     /// No flag.
@@ -117,8 +125,9 @@ impl fmt::Display for PageFlags {
 ///
 /// Field costs (bytes): `flags` 2, `order` 1, `section` 1, `refcount` 4, `head` 4,
 /// `next` 4, `prev` 4, `spare` 4, `private` 8 — 32 in all, i.e. 0.78 % of RAM.
-/// Fields are private to `mm`; other crates use the `FrameAllocator` accessors.
-#[repr(C)]
+/// Fields are private to `mm`; other crates use the `FrameAllocator` accessors. Aligned to
+/// 16 bytes so that a whole descriptor is written with one pair of 16-byte stores.
+#[repr(C, align(16))]
 pub struct Page {
     /// State bits ([`PageFlags`]).
     pub(crate) flags: u16,
@@ -143,7 +152,11 @@ pub struct Page {
 }
 
 const _: () = assert!(core::mem::size_of::<Page>() == 32, "Page must be 32 bytes");
-const _: () = assert!(core::mem::align_of::<Page>() == 8);
+const _: () = assert!(core::mem::align_of::<Page>() == 16);
+const _: () = assert!(
+    cfg!(target_endian = "little"),
+    "Page::words is little-endian"
+);
 
 impl Default for Page {
     /// A blank descriptor: what storage for `FrameAllocator::new_deferred` may start as
@@ -169,6 +182,48 @@ impl Page {
             spare: 0,
             private: 0,
         }
+    }
+
+    /// A whole descriptor in one value: `flags`, `order` and `section` as the first word's
+    /// low 32 bits, `refcount` above them, then `head | next << 32`, `prev | spare << 32`
+    /// and `private` (the `repr(C)` layout, little-endian). What the bulk writers store.
+    #[inline(always)]
+    pub(crate) const fn words(
+        flags: u16,
+        order: u8,
+        section: u8,
+        count: u32,
+        head: u32,
+        private: u64,
+    ) -> [u64; 4] {
+        let w0 =
+            flags as u64 | (order as u64) << 16 | (section as u64) << 24 | (count as u64) << 32;
+        [w0, head as u64 | (NONE as u64) << 32, NONE as u64, private]
+    }
+
+    /// The words of `Page::new(section, flags)`.
+    #[inline(always)]
+    pub(crate) const fn blank(section: u8, flags: PageFlags) -> [u64; 4] {
+        Self::words(flags.0, 0, section, 0, NONE, 0)
+    }
+
+    /// Writes `words` (from [`Page::words`]) over every descriptor of `pages`: two 16-byte
+    /// stores a descriptor, no read.
+    #[inline(always)]
+    pub(crate) fn fill(pages: &mut [Page], words: [u64; 4]) {
+        for p in pages {
+            Self::store(p, words);
+        }
+    }
+
+    /// Writes `words` (from [`Page::words`]) over `p` as one 32-byte store.
+    #[inline(always)]
+    pub(crate) fn store(p: &mut Page, words: [u64; 4]) {
+        let dst: *mut [u64; 4] = (p as *mut Page).cast();
+        // SAFETY: `Page` is `repr(C)`, 32 bytes and 16-aligned (asserted above) and made of
+        // integers only (the atomic is a `u32` in memory), so every `[u64; 4]` is a valid
+        // `Page`; `p` is a unique reference, so nothing else observes the write.
+        unsafe { dst.write(words) };
     }
 
     #[inline]

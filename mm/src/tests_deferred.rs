@@ -14,8 +14,8 @@ use crate::frame::CHUNK_ORDER;
 use crate::tests::assert_stats_consistent as assert_consistent;
 use crate::*;
 
-const MIB: u64 = 1 << 20;
-const CHUNK: u64 = 1 << CHUNK_ORDER;
+pub(crate) const MIB: u64 = 1 << 20;
+pub(crate) const CHUNK: u64 = 1 << CHUNK_ORDER;
 
 /// A descriptor full of `byte`: for 0x01 it reads as a FREE block of order 1 with links
 /// to index 0x01010101, the worst thing a stray read could believe.
@@ -25,12 +25,12 @@ fn garbage(byte: u8) -> Page {
     unsafe { core::mem::transmute::<[u8; 32], Page>([byte; 32]) }
 }
 
-fn raw(p: &Page) -> [u8; 32] {
+pub(crate) fn raw(p: &Page) -> [u8; 32] {
     // SAFETY: as in `garbage`: 32 initialised bytes, no padding.
     unsafe { core::mem::transmute_copy::<Page, [u8; 32]>(p) }
 }
 
-fn memblock(ram: &[(u64, u64)], reserved: &[(u64, u64)]) -> Memblock {
+pub(crate) fn memblock(ram: &[(u64, u64)], reserved: &[(u64, u64)]) -> Memblock {
     let mut mb = Memblock::new();
     for &(s, e) in ram {
         mb.add_memory(PhysRange::from_bounds(s, e)).unwrap();
@@ -42,7 +42,7 @@ fn memblock(ram: &[(u64, u64)], reserved: &[(u64, u64)]) -> Memblock {
 }
 
 /// Storage for a deferred build: garbage descriptors and a garbage bitmap.
-fn storage(mb: &Memblock, byte: u8) -> (Vec<Page>, Vec<u64>) {
+pub(crate) fn storage(mb: &Memblock, byte: u8) -> (Vec<Page>, Vec<u64>) {
     let need = DeferredStorage::for_memblock(mb);
     (
         (0..need.descriptors).map(|_| garbage(byte)).collect(),
@@ -56,14 +56,14 @@ fn ranges(v: &[(u64, u64)]) -> Vec<PhysRange> {
         .collect()
 }
 
-fn free_set(fa: &FrameAllocator) -> Vec<(u64, u32)> {
+pub(crate) fn free_set(fa: &FrameAllocator) -> Vec<(u64, u32)> {
     let mut v: Vec<(u64, u32)> = fa.free_blocks().map(|(p, o)| (p.0, o)).collect();
     v.sort_unstable();
     v
 }
 
 /// The eager build of the same memory, preserved ranges as `reserve_noinit`.
-fn eager_free_set(
+pub(crate) fn eager_free_set(
     ram: &[(u64, u64)],
     reserved: &[(u64, u64)],
     preserved: &[(u64, u64)],
@@ -79,12 +79,12 @@ fn eager_free_set(
     free_set(&fa)
 }
 
-const BASE: u64 = 0x4000_0000;
-const BASE_PFN: u64 = BASE >> PAGE_SHIFT;
+pub(crate) const BASE: u64 = 0x4000_0000;
+pub(crate) const BASE_PFN: u64 = BASE >> PAGE_SHIFT;
 
 /// 64 MiB of RAM (16 chunks), the image in chunk 0, two preserved pieces in chunks 5 and 9.
-const RAM: &[(u64, u64)] = &[(BASE, BASE + 64 * MIB)];
-const IMAGE: &[(u64, u64)] = &[(BASE, BASE + 0x3000)];
+pub(crate) const RAM: &[(u64, u64)] = &[(BASE, BASE + 64 * MIB)];
+pub(crate) const IMAGE: &[(u64, u64)] = &[(BASE, BASE + 0x3000)];
 const PRESERVED: &[(u64, u64)] = &[
     (BASE + 20 * MIB + 0x5000, BASE + 20 * MIB + 0x6000),
     (BASE + 36 * MIB, BASE + 37 * MIB),

@@ -70,7 +70,9 @@ fn or_fail<T, E: Display>(r: Result<T, E>, generation: u32, status: u32) -> T {
 }
 
 /// Runs this boot's generation; never returns (next image, or exit). Every refusal that
-/// can be known before the work comes first.
+/// can be known before the work comes first: the values now, the next image and outgoing
+/// device tree right after the restore (they prepare the next handover, not this one's
+/// blackout), before the workload frees, allocates or preserves anything.
 #[allow(clippy::too_many_arguments)]
 pub fn run(
     info: &BootInfo<'_>,
@@ -78,15 +80,14 @@ pub fn run(
     layout: &ImageLayout,
     el: ExceptionLevel,
     mem: &IdentityMem,
-    kb: KhoBoot,
+    mut kb: KhoBoot,
     times: BootTimes,
 ) -> ! {
     let gen = Generation::from_cmdline(args, mm::MAX_ORDER)
         .unwrap_or_else(|f| fail(&f, board::status::WORKLOAD_FAILED));
     let opts = peer_options(args, &gen);
     check_set_fits(&gen, &kb);
-    let next = (!gen.is_last()).then(|| choose_next(info, layout, mem, &kb, &gen));
-    reserve_heap(&gen);
+    reserve_heap(&gen, info, mem);
 
     let mut frames = FRAMES.lock();
     let Some(fa) = frames.as_mut() else {
@@ -95,10 +96,24 @@ pub fn run(
             board::status::NO_MEMORY,
         )
     };
+    let reserved = kb.reserved.take();
+    let mut next = None;
+    let mut choose = || {
+        if !gen.is_last() {
+            next = Some(choose_next(info, layout, mem, &kb, &gen));
+        }
+        Ok(())
+    };
     let (mut out, mut peer, mut outcome) =
-        run_workload(&gen, fa, mem, kb.reserved, &kb.scratch, times);
-    let Some(next) = next else {
+        run_workload(&gen, fa, mem, reserved, &kb.scratch, times, &mut choose);
+    if gen.is_last() {
         end_chain(&outcome)
+    }
+    let Some(next) = next else {
+        fail(
+            &Failure::handover(gen.number(), "next image not checked before the work"),
+            board::status::NEXT_IMAGE,
+        )
     };
 
     let format = peer::out_format(opts.format, next.plan.next.header.stamp.is_some());
@@ -125,7 +140,8 @@ pub fn run(
 }
 
 /// The generation's work: attach the handover, start the outgoing one, carry what the
-/// workload does not own, run the workload and print its `GEN` line.
+/// workload does not own, run the workload (`before_work` after its restore) and print its
+/// `GEN` line.
 fn run_workload<'m>(
     gen: &Generation,
     fa: &mut FrameAllocator<'_>,
@@ -133,6 +149,7 @@ fn run_workload<'m>(
     reserved: Option<kho::Reserved>,
     scratch: &[mm::PhysRange],
     times: BootTimes,
+    before_work: &mut dyn FnMut() -> Result<(), Failure>,
 ) -> (Kho<&'m IdentityMem>, Peer, GenOutcome) {
     let (n, status) = (gen.number(), board::status::WORKLOAD_FAILED);
     let incoming = attach(reserved, fa);
@@ -158,7 +175,7 @@ fn run_workload<'m>(
         now: arch::timer::ticks,
     };
     let outcome = gen
-        .run(fa, mem, incoming, &mut out, &clock)
+        .run(fa, mem, incoming, &mut out, &clock, before_work)
         .unwrap_or_else(|f| fail(&f, status));
     // The handover is restored: what the boot held back (a warm boot's log) goes out now.
     drivers::console::release();
@@ -187,10 +204,7 @@ fn peer_options(args: &Cmdline<'_>, gen: &Generation) -> PeerOptions {
 /// preserved blocks are the set it restores.
 fn check_set_fits(gen: &Generation, kb: &KhoBoot) {
     let free = super::memory::stats().map_or(0, |s| (s.free + s.deferred) * mm::PAGE_SIZE);
-    let incoming: u64 = kb
-        .reserved
-        .as_ref()
-        .map_or(0, |r| r.preserved().map(|p| p.size()).sum());
+    let incoming: u64 = kb.reserved.as_ref().map_or(0, |r| r.preserved_bytes());
     if let Err(f) = gen.check_ram(free, incoming) {
         fail(&f, board::status::WORKLOAD_FAILED);
     }
@@ -250,8 +264,16 @@ fn choose_next(
 }
 
 /// Reserves the heap the workload asks for while it holds the frame allocator.
-fn reserve_heap(gen: &Generation) {
-    let want = gen.heap_budget() + heap::SELF_CHECK_BYTES;
+///
+/// The next-handover check runs while the workload holds the frame allocator too: room for
+/// it when there is a next image.
+fn reserve_heap(gen: &Generation, info: &BootInfo<'_>, mem: &IdentityMem) {
+    let check = if gen.is_last() {
+        0
+    } else {
+        next_check_heap(info, mem)
+    };
+    let want = gen.heap_budget() + heap::SELF_CHECK_BYTES + check;
     let got = heap::reserve(want, mm::MAX_ORDER);
     if got < want {
         warn!(
@@ -260,6 +282,27 @@ fn reserve_heap(gen: &Generation) {
             want / 1024
         );
     }
+}
+
+/// Heap the next-handover check needs beyond the boot FDT's own blocks: the plan, the
+/// worst-case command line, the next image's checks and their messages.
+const NEXT_CHECK_HEAP_BASE: usize = 64 << 10;
+/// Heap per byte of the boot FDT's structure and strings blocks that the check may hold at
+/// once: the strict parse's nodes and properties, the full writer's output, the splice's.
+const NEXT_CHECK_HEAP_PER_FDT_BYTE: usize = 8;
+
+/// Heap for `choose_next`, from the boot FDT's header (a tree without one, or with one the
+/// check refuses before parsing, needs only the base).
+fn next_check_heap(info: &BootInfo<'_>, mem: &IdentityMem) -> usize {
+    let Some(fdt) = info.fdt else {
+        return NEXT_CHECK_HEAP_BASE;
+    };
+    // SAFETY: the boot FDT is reserved and never written.
+    let bytes = unsafe { mem.bytes(fdt.start.0, fdt.size()) }.unwrap_or(&[]);
+    let used = kho::check_fdt_header(bytes, bytes.len()).map_or(0, |h| {
+        h.size_dt_struct as usize + h.size_dt_strings as usize
+    });
+    NEXT_CHECK_HEAP_BASE + NEXT_CHECK_HEAP_PER_FDT_BYTE * used
 }
 
 /// The last generation: print `SOAK` and exit with its verdict.

@@ -14,8 +14,8 @@ use arch::EarlyMutex;
 use board::bootinfo::BootInfo;
 use board::memmap;
 use mm::{
-    DeferredStorage, FrameAllocator, Memblock, MmError, Page, Pfn, PhysAddr, PhysRange, Stats,
-    PAGE_SIZE,
+    DeferredStorage, FrameAllocator, Memblock, MmError, Page, Pfn, PhysAddr, PhysRange, Preserved,
+    Stats, PAGE_SIZE,
 };
 
 pub static MEMBLOCK: EarlyMutex<Memblock> = EarlyMutex::new(Memblock::new());
@@ -158,7 +158,7 @@ pub fn frame_storage_bytes() -> u64 {
 /// `preserved` ranges instead (sorted, as kho validated them): a valid handover is never
 /// dropped for want of scratch.
 pub fn alloc_frame_storage(
-    preserved: Option<impl Iterator<Item = PhysRange>>,
+    preserved: Option<impl Iterator<Item = Preserved>>,
 ) -> Result<FrameStorage, MemError> {
     let mut mb = MEMBLOCK.lock();
     let need = DeferredStorage::for_memblock(&mb);
@@ -167,7 +167,7 @@ pub fn alloc_frame_storage(
         (Ok(PhysAddr(base)), _) => Ok(FrameStorage { base, need }),
         (Err(e), None) => Err(e.into()),
         (Err(_), Some(preserved)) => {
-            let PhysAddr(base) = mb.alloc_avoiding(bytes, preserved)?;
+            let PhysAddr(base) = mb.alloc_avoiding(bytes, preserved.map(|p| p.range))?;
             log::warn!(
                 "memory: scratch too small for the frame allocator's {} KiB; took [{base:#x}, +{bytes:#x}) between the preserved blocks",
                 bytes / 1024
@@ -178,10 +178,11 @@ pub fn alloc_frame_storage(
 }
 
 /// Builds the frame allocator over `storage`, keeping `preserved` (a previous image's
-/// sorted blocks and metadata) RESERVED, with deferred descriptor init for the rest.
+/// sorted blocks, each with its owner's stash, and metadata) RESERVED, with deferred
+/// descriptor init for the rest: one pass writes each preserved descriptor once.
 pub fn init_frames(
     storage: FrameStorage,
-    preserved: impl Iterator<Item = PhysRange> + Clone,
+    preserved: impl Iterator<Item = Preserved>,
 ) -> Result<Stats, MemError> {
     let FrameStorage { base, need } = storage;
     let bitmap = base + need.descriptors as u64 * Page::SIZE as u64;

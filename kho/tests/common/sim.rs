@@ -82,7 +82,7 @@ pub fn garbage_page() -> Page {
 pub fn deferred_frame_allocator(
     mb: &Memblock,
     max_order: u32,
-    preserved: impl Iterator<Item = PhysRange> + Clone,
+    preserved: impl Iterator<Item = impl Into<mm::Preserved>>,
 ) -> FrameAllocator<'static> {
     let need = mm::DeferredStorage::for_memblock(mb);
     let pages: &'static mut [Page] = crate::common::keep(

@@ -130,6 +130,7 @@ pub struct BlockList {
 
 impl BlockList {
     /// Appends `b`.
+    #[inline]
     pub fn push(&mut self, b: Block) {
         if self.chunks.last().is_none_or(|c| c.len() == LIST_CHUNK) {
             self.chunks.push(Vec::with_capacity(LIST_CHUNK));

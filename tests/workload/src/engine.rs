@@ -267,7 +267,7 @@ impl<M: PhysMem + ?Sized> Gen<'_, '_, '_, M> {
         clock: &Clock,
     ) -> Result<(Record, Vec<Entry>, bulk::BlockList), Failure> {
         self.report.blocks = inc.unclaimed() as u64;
-        let handed: u64 = inc.unclaimed_blocks().map(|b| 1u64 << b.order).sum();
+        let handed = inc.unclaimed_pages();
         let (rec, rpages, stamps) = self.restore_record(&mut inc)?;
         let held = self.restore_entries(&mut inc, &rec)?;
         // What is left is the scaled set, if the record declares one.
@@ -604,9 +604,12 @@ impl<M: PhysMem + ?Sized> Gen<'_, '_, '_, M> {
 ///
 /// `incoming` is the attached handover of the previous image, `None` on a cold boot (first
 /// boot, or the handover was rejected: the caller logged why). `out` is this image's fresh
-/// outgoing handover; `mem` reaches the blocks' bytes. On success every kept and new block is
-/// preserved in `out`, the record's pages are preserved and named as client
-/// [`CLIENT_NAME`]; the caller seals, finalizes and hands over.
+/// outgoing handover; `mem` reaches the blocks' bytes. `before_work` runs once, after the
+/// restore (its blackout stamped, the rest of RAM free) and before anything is freed,
+/// allocated or preserved: the caller's checks for the next handover, whose refusal is
+/// returned as is. On success every kept and new block is preserved in `out`, the record's
+/// pages are preserved and named as client [`CLIENT_NAME`]; the caller seals, finalizes
+/// and hands over.
 pub fn run_generation<M: PhysMem + ?Sized, K: PhysMem>(
     cfg: &Config,
     fa: &mut FrameAllocator<'_>,
@@ -614,6 +617,7 @@ pub fn run_generation<M: PhysMem + ?Sized, K: PhysMem>(
     incoming: Option<Incoming>,
     out: &mut Kho<K>,
     clock: &Clock,
+    before_work: &mut dyn FnMut() -> Result<(), Failure>,
 ) -> Result<GenOutcome, Failure> {
     let start = Start {
         stats: fa.stats(),
@@ -650,6 +654,8 @@ pub fn run_generation<M: PhysMem + ?Sized, K: PhysMem>(
     let t = (clock.now)();
     g.fa.init_deferred(usize::MAX);
     g.report.deferred_us = clock.us(t, (clock.now)());
+    // This handover is received; what comes next prepares the next one.
+    before_work()?;
 
     // 2. Free a random share; churn and top up the scaled set.
     let (kept, freed_pages) = g.free_share(restored)?;

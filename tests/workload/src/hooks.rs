@@ -106,8 +106,8 @@ impl Generation {
         self.cfg.check_ram(usable).map_err(|e| e.to_failure())
     }
 
-    /// Runs the generation (restore, verify, free, split, allocate, preserve, account):
-    /// see [`engine::run_generation`].
+    /// Runs the generation (restore, verify, `before_work`, free, split, allocate,
+    /// preserve, account): see [`engine::run_generation`].
     pub fn run<M: PhysMem + ?Sized, K: PhysMem>(
         &self,
         fa: &mut FrameAllocator<'_>,
@@ -115,8 +115,9 @@ impl Generation {
         incoming: Option<Incoming>,
         out: &mut Kho<K>,
         clock: &Clock,
+        before_work: &mut dyn FnMut() -> Result<(), Failure>,
     ) -> Result<GenOutcome, Failure> {
-        engine::run_generation(&self.cfg, fa, mem, incoming, out, clock)
+        engine::run_generation(&self.cfg, fa, mem, incoming, out, clock, before_work)
     }
 
     /// The damage `baton.damage=` asks of this generation's outgoing handover, by name

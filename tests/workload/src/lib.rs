@@ -14,8 +14,9 @@
 //!    error kho logs the failed check and the boot is cold), build the `FrameAllocator`,
 //!    `reserved.attach(&mut fa)` → `Some(incoming)`. Cold: new scratch, `None`.
 //!    Then `kho::Kho::new(mem, &mut fa, scratch)`.
-//! 3. `run_generation(&cfg, &mut fa, &mem, incoming, &mut kho, &Clock { boot_ticks, freq })`:
-//!    `Ok(outcome)` → print `outcome.report` (a `GEN` line); `Err(f)` → print `f` (a `FAIL`
+//! 3. `run_generation(&cfg, &mut fa, &mem, incoming, &mut kho, &Clock { boot_ticks, freq },
+//!    before_work)`, `before_work` checking the next image and boot FDT after the restore,
+//!    before anything is preserved (not inside this handover's blackout): `Ok(outcome)` → print `outcome.report` (a `GEN` line); `Err(f)` → print `f` (a `FAIL`
 //!    line), exit non-zero.
 //! 4. If `cfg.is_last()`: print `outcome.soak()` (`SOAK`), exit 0. Otherwise
 //!    `outcome.seal(&mem, now_ticks)`, `h = kho.finalize(&mut fa)`, and if

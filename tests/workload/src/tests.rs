@@ -56,6 +56,12 @@ struct Chain {
     ticks: u64,
     /// Test hook: preserve one page the record does not list (a leak) before finalize.
     leak_one_page: bool,
+    /// Test hook: the generation whose next-handover check (`before_work`) refuses.
+    refuse_next: Option<u32>,
+    /// Preserved pages `out` held after each generation's `before_work` refused.
+    refused_with: Vec<u64>,
+    /// Generations whose `before_work` ran, in order.
+    prepared: Vec<u32>,
 }
 
 impl Chain {
@@ -66,6 +72,9 @@ impl Chain {
             handover: None,
             ticks: 1_000,
             leak_one_page: false,
+            refuse_next: None,
+            refused_with: Vec::new(),
+            prepared: Vec::new(),
         }
     }
 
@@ -133,7 +142,7 @@ impl Chain {
                 &mut pages,
                 &mut bits,
                 max_order,
-                core::iter::empty(),
+                core::iter::empty::<mm::PhysRange>(),
             ),
         }
         .expect("frame allocator");
@@ -148,16 +157,41 @@ impl Chain {
             now,
         };
         NOW.with(|n| n.set(self.ticks + T_RESTORED));
-        let mut outcome = match run_generation(&cfg, &mut fa, mem, incoming, &mut out, &clock) {
+        // The kernel's checks of the next image and boot FDT: after the restore, before work.
+        let (prepared, refuse) = (&mut self.prepared, self.refuse_next == Some(cfg.generation));
+        let mut before_work = || {
+            prepared.push(cfg.generation);
+            if refuse {
+                return Err(Failure::handover(
+                    cfg.generation,
+                    "next image refused (test)",
+                ));
+            }
+            Ok(())
+        };
+        let run = run_generation(
+            &cfg,
+            &mut fa,
+            mem,
+            incoming,
+            &mut out,
+            &clock,
+            &mut before_work,
+        );
+        let mut outcome = match run {
             Ok(o) => o,
             Err(f) => {
+                if refuse {
+                    self.refused_with
+                        .push(out.preserved_pages().expect("listing"));
+                }
                 return Boot {
                     result: Err(f),
                     rejected,
                     soak: None,
                     record: None,
                     record_blob: (0, 0),
-                }
+                };
             }
         };
         let soak = cfg.is_last().then(|| outcome.soak());
@@ -423,6 +457,20 @@ fn a_preserved_page_missing_from_the_record_is_a_leak() {
             .starts_with("1 preserved blocks (1 pages) not in the record"),
         "{f}"
     );
+}
+
+#[test]
+fn the_next_handover_is_checked_once_after_the_restore_and_a_refusal_preserves_nothing() {
+    let mut chain = Chain::new("baton.seed=11 baton.generations=4");
+    chain.refuse_next = Some(2);
+    chain.boot(10).result.expect("generation 0");
+    chain.boot(10).result.expect("generation 1");
+    let f = chain.boot(10).result.expect_err("refusal not returned");
+    assert_eq!((f.generation, f.check), (2, Check::Handover), "{f}");
+    assert_eq!(f.detail, "next image refused (test)");
+    assert_eq!(chain.prepared, [0, 1, 2]);
+    // The refusal came before the workload freed, allocated or preserved anything.
+    assert_eq!(chain.refused_with, [0]);
 }
 
 #[test]

@@ -1,0 +1,331 @@
+//! Reserving a previous image's preserved memory: the one pass of `new_deferred` over the
+//! sorted preserved items, and the O(1) claim of a whole preserved block.
+//!
+//! Owns the `PRESERVED` / `PRESERVED_TAIL` descriptor states. Each preserved frame is
+//! written once here, as a whole descriptor: a block's first frame records the block's
+//! order and its owner's `private` word (kho's stash), its other frames link to it. Because
+//! the input is sorted and disjoint, a frame marked `PRESERVED` vouches for every frame of
+//! its block, so a claim reads one descriptor and writes each frame once. The free memory
+//! between two items is freed in the same pass. Never frees or claims part of a block.
+
+use crate::addr::{Pfn, PhysAddr, PhysRange, PAGE_SIZE};
+use crate::error::MmError;
+use crate::frame::{BlockKind, FrameAllocator, CHUNK_ORDER, MAX_BLOCK_ORDER};
+use crate::memblock::Memblock;
+use crate::page::{Page, PageFlags, NONE};
+
+/// One thing a previous image preserved, as [`FrameAllocator::new_deferred`] takes them
+/// (sorted by address, disjoint): a block its owner claims whole, or a plain range (kho's
+/// metadata), which is only ever released.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Preserved {
+    /// The bytes it covers (page-rounded outward).
+    pub range: PhysRange,
+    /// For a block: `(order, private)`: the range is `2^order` pages aligned to their size,
+    /// and its first frame keeps `private` for its owner until the block is claimed.
+    pub block: Option<(u32, u64)>,
+}
+
+impl Preserved {
+    /// The block of `2^order` pages at `phys` whose first frame keeps `private`.
+    pub const fn block(phys: u64, order: u32, private: u64) -> Self {
+        Preserved {
+            range: PhysRange::new(PhysAddr(phys), PAGE_SIZE << order),
+            block: Some((order, private)),
+        }
+    }
+
+    /// Bytes covered.
+    pub const fn size(&self) -> u64 {
+        self.range.size()
+    }
+}
+
+impl From<PhysRange> for Preserved {
+    fn from(range: PhysRange) -> Self {
+        Preserved { range, block: None }
+    }
+}
+
+/// Descriptor words of a preserved frame that is not a block's first one (tails; every
+/// frame of a plain range): RESERVED | NOINIT (| PRESERVED_TAIL, linked to `head`).
+const fn reserved_words(section: u8, tail: bool, head: u32) -> [u64; 4] {
+    let mut flags = PageFlags::RESERVED.union(PageFlags::NOINIT);
+    if tail {
+        flags = flags.union(PageFlags::PRESERVED_TAIL);
+    }
+    Page::words(flags.bits(), 0, section, 0, head, 0)
+}
+
+/// Flags of an unclaimed preserved block's first frame, exactly.
+const HEAD_FLAGS: u16 = PageFlags::RESERVED
+    .union(PageFlags::NOINIT)
+    .union(PageFlags::PRESERVED)
+    .bits();
+
+impl FrameAllocator<'_> {
+    /// Step 3 of `new_deferred`, one pass over `preserved`: each item's chunks initialised
+    /// (as RESERVED), its frames written once in their preserved state, then the free RAM
+    /// between the previous item and this one freed. Refuses an item out of order, empty,
+    /// not inside one RAM section, or a block that is not `2^order` aligned pages.
+    pub(crate) fn reserve_preserved(
+        &mut self,
+        mb: &Memblock,
+        preserved: impl Iterator<Item = Preserved>,
+    ) -> Result<(), MmError> {
+        let mut free = mb.free_ranges().map(|r| {
+            let (s, e) = r.inner_pfns();
+            (s.0, e.0)
+        });
+        let mut cur_free = free.next();
+        let mut prev_end = 0u64;
+        let mut si = 0;
+        for item in preserved {
+            let (s, e) = item.range.outer_pfns();
+            let (s, e) = (s.0, e.0);
+            // Sorted input keeps the section cursor moving forward; one section must hold
+            // the whole item (sections are apart: an item over two would cover a hole).
+            while si < self.nsections && self.sections[si].end <= s {
+                si += 1;
+            }
+            let in_ram = si < self.nsections && {
+                let sec = &self.sections[si];
+                sec.base <= s && e <= sec.end
+            };
+            let shape_ok = item.block.is_none_or(|(order, _)| {
+                order <= MAX_BLOCK_ORDER && e - s == 1u64 << order && Pfn(s).is_aligned(order)
+            });
+            if s < prev_end || s >= e || !in_ram || !shape_ok {
+                return Err(MmError::BadPreservedRange { pfn: Pfn(s) });
+            }
+            if !self.reserve_in_place(s, e, item.block, prev_end, cur_free) {
+                self.ready_chunks_of(si, s, e);
+                self.write_preserved(si, s, e, item.block);
+                self.free_gap(&mut free, &mut cur_free, prev_end, s);
+            }
+            prev_end = e;
+        }
+        self.free_gap(&mut free, &mut cur_free, prev_end, u64::MAX);
+        Ok(())
+    }
+
+    /// The common item, done with no cursor or chunk walk: a block `[s, e)` of the only
+    /// section, in one initialised chunk together with the gap `[prev_end, s)` before it,
+    /// which lies in the free range `free` (so all of it is free RAM). False, nothing
+    /// done, for anything else: the caller takes the general steps.
+    #[inline(always)]
+    fn reserve_in_place(
+        &mut self,
+        s: u64,
+        e: u64,
+        block: Option<(u32, u64)>,
+        prev_end: u64,
+        free: Option<(u64, u64)>,
+    ) -> bool {
+        let sec = self.sections[0];
+        let gap_free = free.is_some_and(|(fs, fe)| fs <= prev_end && s <= fe);
+        let fast = self.nsections == 1
+            && block.is_some()
+            && gap_free
+            && prev_end >> CHUNK_ORDER == (e - 1) >> CHUNK_ORDER
+            && self.chunk_is_ready(&sec, s);
+        if !fast {
+            return false;
+        }
+        self.write_preserved(0, s, e, block);
+        if prev_end < s {
+            let first = (u64::from(sec.first) + prev_end - sec.base) as usize;
+            self.reserved -= s - prev_end;
+            self.push_gap(first, prev_end, s - prev_end);
+        }
+        true
+    }
+
+    /// Initialises the deferred chunks of `[s, e)` (frames of section `si`) as RESERVED,
+    /// except `[s, e)` itself, which [`Self::write_preserved`] writes next.
+    #[inline]
+    fn ready_chunks_of(&mut self, si: usize, s: u64, e: u64) {
+        let sec = self.sections[si];
+        let (c0, c1) = (Self::chunk_of(&sec, s), Self::chunk_of(&sec, e - 1));
+        if c0 != c1 || !self.is_ready(c0) {
+            self.ready_chunks_around(s, e, e);
+        }
+    }
+
+    /// Writes the descriptors of `[s, e)` (section `si`, initialised chunks) once each: a
+    /// block's first frame PRESERVED with its order and `private`, the rest tails linked to
+    /// it; a plain range RESERVED | NOINIT.
+    #[inline]
+    fn write_preserved(&mut self, si: usize, s: u64, e: u64, block: Option<(u32, u64)>) {
+        let sec = self.sections[si];
+        let first = (u64::from(sec.first) + s - sec.base) as usize;
+        let n = (e - s) as usize;
+        let pages = &mut self.pages[first..first + n];
+        match block {
+            Some((order, private)) => {
+                let head = Page::words(HEAD_FLAGS, order as u8, si as u8, 0, NONE, private);
+                Page::store(&mut pages[0], head);
+                Page::fill(
+                    &mut pages[1..],
+                    reserved_words(si as u8, true, first as u32),
+                );
+                self.private_set += u64::from(private != 0);
+            }
+            None => Page::fill(pages, reserved_words(si as u8, false, NONE)),
+        }
+    }
+
+    /// Frees the free RAM of `[lo, hi)` (memblock's free ranges, walked by `cur`/`rest`)
+    /// that lies in initialised chunks.
+    #[inline]
+    fn free_gap(
+        &mut self,
+        rest: &mut impl Iterator<Item = (u64, u64)>,
+        cur: &mut Option<(u64, u64)>,
+        lo: u64,
+        hi: u64,
+    ) {
+        while let Some((fs, fe)) = *cur {
+            if fe <= lo {
+                *cur = rest.next();
+                continue;
+            }
+            if fs >= hi {
+                return;
+            }
+            let (a, b) = (fs.max(lo), fe.min(hi));
+            if a < b {
+                self.free_gap_piece(a, b);
+            }
+            if fe > hi {
+                return;
+            }
+            *cur = rest.next();
+        }
+    }
+
+    /// Frees `[a, b)`, free RAM whose descriptors in initialised chunks say RESERVED so
+    /// far. The common piece between two preserved items, inside one initialised chunk of
+    /// one section, is written straight into the free lists (below); anything else goes
+    /// through the general path.
+    #[inline]
+    fn free_gap_piece(&mut self, a: u64, b: u64) {
+        let sec = self.sections[0];
+        let one_chunk = self.nsections == 1
+            && sec.base <= a
+            && b <= sec.end
+            && a >> CHUNK_ORDER == (b - 1) >> CHUNK_ORDER
+            && self.chunk_is_ready(&sec, a);
+        if !one_chunk {
+            self.free_in_ready_chunks(a, b);
+            return;
+        }
+        let first = (u64::from(sec.first) + a - sec.base) as usize;
+        self.reserved -= b - a;
+        self.push_gap(first, a, b - a);
+    }
+
+    /// Puts the `n` frames at descriptor `idx` (frame `pfn`, one initialised chunk of
+    /// section 0) on the free lists as maximal aligned blocks, each descriptor written
+    /// whole once, no buddy read. No block can merge: the frames just outside the piece
+    /// are not free (a preserved item, a reservation or no RAM: memblock's free ranges are
+    /// maximal and the items disjoint), a block of a greedy cut is the largest aligned one
+    /// that fits, so its buddy either holds one of those frames or is cut itself, and
+    /// buddies never leave the chunk. The property test against the eager build (which
+    /// merges) pins it.
+    fn push_gap(&mut self, mut idx: usize, mut pfn: u64, mut n: u64) {
+        let tail = Page::blank(0, PageFlags::empty());
+        self.free += n;
+        while n > 0 {
+            // One page (the common gap between two order-0 blocks) needs no cut.
+            let o = if n == 1 {
+                0
+            } else {
+                pfn.trailing_zeros()
+                    .min(63 - n.leading_zeros())
+                    .min(self.max_order)
+            };
+            let old = self.free_head[o as usize];
+            let head = Page::words(PageFlags::FREE.bits(), o as u8, 0, 0, NONE, 0);
+            // `next` is the high half of the second word (see `Page::words`).
+            let head = [
+                head[0],
+                head[1] & u64::from(u32::MAX) | u64::from(old) << 32,
+                head[2],
+                head[3],
+            ];
+            Page::store(&mut self.pages[idx], head);
+            if old != NONE {
+                self.pages[old as usize].prev = idx as u32;
+            }
+            self.free_head[o as usize] = idx as u32;
+            self.free_blocks[o as usize] += 1;
+            self.nonempty |= 1 << o;
+            let size = 1usize << o;
+            Page::fill(&mut self.pages[idx + 1..idx + size], tail);
+            pfn += size as u64;
+            idx += size;
+            n -= size as u64;
+        }
+    }
+
+    /// Claims the unclaimed preserved block `[pfn, pfn + 2^order)` (reserved by
+    /// `new_deferred` as one block of that order), reading only its first frame: the
+    /// frame must be PRESERVED with this order. `Ok(None)` if `pfn` heads no preserved block
+    /// (the caller checks frame by frame); `Err` if it is a tail of one or the order
+    /// differs. Then writes every frame once in the state of `kind`.
+    #[inline(always)]
+    pub(crate) fn claim_preserved(
+        &mut self,
+        idx: usize,
+        pfn: Pfn,
+        order: u32,
+        kind: BlockKind,
+    ) -> Result<Option<()>, MmError> {
+        let p = &self.pages[idx];
+        if p.has(PageFlags::PRESERVED_TAIL) {
+            return Err(MmError::PreservedTail { pfn });
+        }
+        if p.flags != HEAD_FLAGS {
+            return Ok(None);
+        }
+        if u32::from(p.order) != order {
+            return Err(MmError::OrderMismatch {
+                pfn,
+                expected: u32::from(p.order),
+                got: order,
+            });
+        }
+        self.private_set -= u64::from(p.private != 0);
+        let n = 1usize << order;
+        self.reserved -= n as u64;
+        self.allocated += n as u64;
+        self.write_claimed(idx, order, kind);
+        Ok(Some(()))
+    }
+
+    /// Writes the claimed block at `idx` in the state of `kind`: the first frame, then one
+    /// whole-descriptor store per other frame (no read, no branch per frame).
+    #[inline]
+    pub(crate) fn write_claimed(&mut self, idx: usize, order: u32, kind: BlockKind) {
+        let n = 1usize << order;
+        let pages = &mut self.pages[idx..idx + n];
+        let section = pages[0].section;
+        let (head, tail) = match kind {
+            BlockKind::Folio if order > 0 => (
+                Page::words(PageFlags::HEAD.bits(), order as u8, section, 1, NONE, 0),
+                Page::words(PageFlags::TAIL.bits(), 0, section, 0, idx as u32, 0),
+            ),
+            BlockKind::Folio | BlockKind::Contig => (
+                Page::words(0, order as u8, section, 1, NONE, 0),
+                Page::words(0, 0, section, 0, NONE, 0),
+            ),
+            BlockKind::Split => {
+                let w = Page::words(PageFlags::SPLIT.bits(), 0, section, 1, NONE, 0);
+                (w, w)
+            }
+        };
+        Page::store(&mut pages[0], head);
+        Page::fill(&mut pages[1..], tail);
+    }
+}

@@ -1,0 +1,320 @@
+//! Tests of the preserved-block states `new_deferred` writes: each block's first frame
+//! (PRESERVED, order, stash) vouching for its tails, the O(1) claim on it and every refusal
+//! that keeps a block whole (a tail, a wrong order, a second claim, a release that cuts it).
+
+use proptest::prelude::*;
+
+use crate::tests::assert_stats_consistent as assert_consistent;
+use crate::tests_deferred::{
+    eager_free_set, free_set, memblock, storage, BASE, BASE_PFN, CHUNK, IMAGE, MIB, RAM,
+};
+use crate::*;
+
+/// The stash the tests put on a block's first frame.
+const STASH: u64 = 0x4b48_0000_0000_0203;
+/// An order-3 block at 20 MiB (chunk 5), a plain range after it, an order-10 block (a whole
+/// chunk) at 40 MiB.
+const BLOCK: u64 = BASE + 20 * MIB;
+const BLOCK_PFN: u64 = BLOCK >> PAGE_SHIFT;
+const RANGE: (u64, u64) = (BLOCK + 0x9000, BLOCK + 0xb000);
+const BIG: u64 = BASE + 40 * MIB;
+
+fn items() -> Vec<Preserved> {
+    vec![
+        Preserved::block(BLOCK, 3, STASH),
+        PhysRange::from_bounds(RANGE.0, RANGE.1).into(),
+        Preserved::block(BIG, 10, 0),
+    ]
+}
+
+/// Runs `f` on an allocator built around [`items`] over garbage storage.
+fn with_blocks(f: impl FnOnce(&mut FrameAllocator)) {
+    let mb = memblock(RAM, IMAGE);
+    let (mut pages, mut bits) = storage(&mb, 0x01);
+    let mut fa =
+        FrameAllocator::new_deferred(&mb, &mut pages, &mut bits, MAX_ORDER, items()).unwrap();
+    assert_consistent(&fa);
+    f(&mut fa);
+    assert_consistent(&fa);
+}
+
+const RES: PageFlags = PageFlags::RESERVED.union(PageFlags::NOINIT);
+
+#[test]
+fn reserve_writes_the_head_with_order_and_stash_and_tails_linked() {
+    with_blocks(|fa| {
+        let head = Pfn(BLOCK_PFN);
+        assert_eq!(fa.page_flags(head), Ok(RES | PageFlags::PRESERVED));
+        assert_eq!(fa.page_order(head), Ok(3));
+        assert_eq!(fa.page_private(head), Ok(STASH));
+        for i in 1..8 {
+            assert_eq!(
+                fa.page_flags(head.add(i)),
+                Ok(RES | PageFlags::PRESERVED_TAIL)
+            );
+            assert_eq!(fa.page_private(head.add(i)), Ok(0));
+        }
+        assert_eq!(fa.page_flags(PhysAddr(RANGE.0).pfn()), Ok(RES));
+        // The frames between are free, the whole chunk of the big block reserved.
+        assert_eq!(fa.page_flags(head.add(8)), Ok(PageFlags::FREE));
+        let s = fa.stats();
+        assert_eq!(s.reserved, 3 + 8 + 2 + CHUNK);
+        assert_eq!(s.deferred, 13 * CHUNK, "chunks 0, 5 and 10 initialised");
+    });
+}
+
+#[test]
+fn claim_checks_the_head_and_writes_each_kind() {
+    for kind in [BlockKind::Contig, BlockKind::Folio, BlockKind::Split] {
+        with_blocks(|fa| {
+            let head = Pfn(BLOCK_PFN);
+            fa.claim_reserved(head, 3, kind).unwrap();
+            let tail_count = u32::from(kind == BlockKind::Split);
+            assert_eq!(fa.page_ref_count(head), Ok(1));
+            assert_eq!(fa.page_private(head), Ok(0));
+            for i in 1..8 {
+                assert_eq!(fa.page_ref_count(head.add(i)), Ok(tail_count), "{kind:?}");
+                let want = match kind {
+                    BlockKind::Folio => PageFlags::TAIL,
+                    BlockKind::Split => PageFlags::SPLIT,
+                    BlockKind::Contig => PageFlags::empty(),
+                };
+                assert_eq!(fa.page_flags(head.add(i)), Ok(want), "{kind:?}");
+            }
+            match kind {
+                BlockKind::Folio => {
+                    assert_eq!(fa.folio_order(head), Ok(3));
+                    assert_eq!(fa.page_folio(head.add(5)), Ok(head));
+                    fa.folio_put(head).unwrap();
+                }
+                BlockKind::Contig => fa.free_pages(head, 3).unwrap(),
+                BlockKind::Split => (0..8).for_each(|i| fa.put_page(head.add(i)).unwrap()),
+            }
+            assert_eq!(
+                fa.stats().bad,
+                0,
+                "the free path finds the claimed state clean"
+            );
+            assert_eq!(fa.stats().reserved, 3 + 2 + CHUNK);
+        });
+    }
+}
+
+#[test]
+fn a_block_of_a_whole_chunk_claims_and_frees() {
+    with_blocks(|fa| {
+        let big = PhysAddr(BIG).pfn();
+        fa.claim_reserved(big, 10, BlockKind::Contig).unwrap();
+        assert_eq!(fa.stats().allocated, CHUNK);
+        fa.free_pages(big, 10).unwrap();
+        assert_eq!(fa.stats().bad, 0);
+    });
+}
+
+#[test]
+fn claim_of_a_tail_wrong_order_or_twice_is_refused_and_changes_nothing() {
+    with_blocks(|fa| {
+        let head = Pfn(BLOCK_PFN);
+        let before = fa.stats();
+        let tail = MmError::PreservedTail { pfn: head.add(1) };
+        assert_eq!(
+            fa.claim_reserved(head.add(1), 0, BlockKind::Contig),
+            Err(tail)
+        );
+        assert_eq!(
+            fa.claim_reserved(head.add(2), 1, BlockKind::Split),
+            Err(MmError::PreservedTail { pfn: head.add(2) })
+        );
+        assert_eq!(
+            fa.claim_reserved(head, 2, BlockKind::Contig),
+            Err(MmError::OrderMismatch {
+                pfn: head,
+                expected: 3,
+                got: 2
+            })
+        );
+        assert_eq!(
+            fa.claim_reserved(head, 4, BlockKind::Folio),
+            Err(MmError::OrderMismatch {
+                pfn: head,
+                expected: 3,
+                got: 4
+            })
+        );
+        assert_eq!(fa.stats(), before);
+        assert_eq!(fa.page_flags(head), Ok(RES | PageFlags::PRESERVED));
+        assert_eq!(fa.page_private(head), Ok(STASH));
+        fa.claim_reserved(head, 3, BlockKind::Contig).unwrap();
+        assert_eq!(
+            fa.claim_reserved(head, 3, BlockKind::Contig),
+            Err(MmError::NotReserved { pfn: head })
+        );
+        assert_eq!(
+            fa.release_reserved(head, 8),
+            Err(MmError::NotReserved { pfn: head }),
+            "release after claim"
+        );
+    });
+}
+
+#[test]
+fn a_claim_of_plain_reserved_memory_may_not_cover_a_preserved_block() {
+    // Eight plain reserved pages, then an order-3 block: order 4 from the plain range's
+    // first frame would take the block without its head check.
+    let mb = memblock(RAM, IMAGE);
+    let (mut pages, mut bits) = storage(&mb, 0x01);
+    let items = [
+        Preserved::from(PhysRange::new(PhysAddr(BLOCK), 0x8000)),
+        Preserved::block(BLOCK + 0x8000, 3, STASH),
+    ];
+    let mut fa =
+        FrameAllocator::new_deferred(&mb, &mut pages, &mut bits, MAX_ORDER, items).unwrap();
+    let before = fa.stats();
+    let head = Pfn(BLOCK_PFN + 8);
+    assert_eq!(
+        fa.claim_reserved(Pfn(BLOCK_PFN), 4, BlockKind::Contig),
+        Err(MmError::PreservedTail { pfn: head })
+    );
+    assert_eq!(fa.stats(), before);
+    // The plain range claims frame by frame, the block on its head.
+    fa.claim_reserved(Pfn(BLOCK_PFN), 3, BlockKind::Contig)
+        .unwrap();
+    fa.claim_reserved(head, 3, BlockKind::Contig).unwrap();
+    assert_eq!(fa.stats().allocated, 16);
+    assert_consistent(&fa);
+}
+
+#[test]
+fn a_release_that_cuts_a_block_is_refused() {
+    with_blocks(|fa| {
+        let head = Pfn(BLOCK_PFN);
+        let before = fa.stats();
+        assert_eq!(
+            fa.release_reserved(head, 4),
+            Err(MmError::PreservedTail { pfn: head.add(4) })
+        );
+        assert_eq!(
+            fa.release_reserved(head.add(1), 7),
+            Err(MmError::PreservedTail { pfn: head.add(1) })
+        );
+        assert_eq!(fa.stats(), before);
+        // Whole, with its stash cleared first: fine, and then it is not claimable.
+        fa.set_page_private(head, 0).unwrap();
+        fa.release_reserved(head, 8).unwrap();
+        assert_eq!(fa.stats().reserved, before.reserved - 8);
+        assert_eq!(
+            fa.claim_reserved(head, 3, BlockKind::Contig),
+            Err(MmError::NotReserved { pfn: head })
+        );
+    });
+}
+
+#[test]
+fn a_tail_keeps_no_private_word() {
+    with_blocks(|fa| {
+        let t = Pfn(BLOCK_PFN + 3);
+        assert_eq!(
+            fa.set_page_private(t, 7),
+            Err(MmError::PreservedTail { pfn: t })
+        );
+        assert_eq!(
+            fa.stash_reserved(t, 7),
+            Err(MmError::PreservedTail { pfn: t })
+        );
+        assert_eq!(fa.page_private(t), Ok(0));
+        assert_eq!(fa.stash_reserved(Pfn(BLOCK_PFN), 9), Ok(true));
+        assert_eq!(fa.page_private(Pfn(BLOCK_PFN)), Ok(9));
+    });
+}
+
+#[test]
+fn a_block_item_must_be_its_orders_size_and_aligned() {
+    let mb = memblock(RAM, IMAGE);
+    let bad = [
+        // Misaligned for order 3.
+        Preserved::block(BLOCK + 0x1000, 3, 0),
+        // A range that claims to be an order-2 block but covers 8 pages.
+        Preserved {
+            range: PhysRange::new(PhysAddr(BLOCK), 0x8000),
+            block: Some((2, 0)),
+        },
+    ];
+    for b in bad {
+        let (mut pages, mut bits) = storage(&mb, 0);
+        assert_eq!(
+            FrameAllocator::new_deferred(&mb, &mut pages, &mut bits, MAX_ORDER, [b]).unwrap_err(),
+            MmError::BadPreservedRange {
+                pfn: b.range.start.pfn()
+            }
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Blocks reserved as blocks give the same free lists as the eager build with them
+    /// as `reserve_noinit` ranges; every block then claims and frees back clean.
+    #[test]
+    fn blocks_reserve_like_ranges_and_claim_whole(
+        pres in prop::collection::vec((0u64..12_000, 0u32..11), 0..40),
+    ) {
+        let reserved = [(BASE, BASE + 0x3000), (BASE + 30 * MIB + 0x800, BASE + 31 * MIB)];
+        let res_pfn = |i: usize| (reserved[i].0 >> PAGE_SHIFT, reserved[i].1.div_ceil(4096));
+        let mut sorted = pres.clone();
+        sorted.sort_unstable();
+        let mut blocks: Vec<(u64, u32)> = Vec::new();
+        let mut end = 0;
+        for (o, order) in sorted {
+            let n = 1u64 << order;
+            let f = (BASE_PFN + o) & !(n - 1);
+            let clear = (0..reserved.len()).all(|i| {
+                let (s, e) = res_pfn(i);
+                f + n <= s || e <= f
+            });
+            if f >= end && f + n <= BASE_PFN + 16 * CHUNK && clear {
+                blocks.push((f, order));
+                end = f + n;
+            }
+        }
+        let as_ranges: Vec<(u64, u64)> = blocks
+            .iter()
+            .map(|&(f, o)| (f << PAGE_SHIFT, (f + (1 << o)) << PAGE_SHIFT))
+            .collect();
+        let mb = memblock(RAM, &reserved);
+        let (mut pages, mut bits) = storage(&mb, 0x01);
+        let items = blocks
+            .iter()
+            .enumerate()
+            .map(|(i, &(f, o))| Preserved::block(f << PAGE_SHIFT, o, i as u64 + 1));
+        let mut fa = FrameAllocator::new_deferred(&mb, &mut pages, &mut bits, MAX_ORDER, items)
+            .unwrap();
+        assert_consistent(&fa);
+        let total: u64 = blocks.iter().map(|&(_, o)| 1u64 << o).sum();
+        for (i, &(f, o)) in blocks.iter().enumerate() {
+            prop_assert_eq!(fa.page_private(Pfn(f)), Ok(i as u64 + 1));
+            let kind = [BlockKind::Contig, BlockKind::Folio, BlockKind::Split][i % 3];
+            fa.claim_reserved(Pfn(f), o, kind).unwrap();
+            prop_assert_eq!(fa.claim_reserved(Pfn(f), o, kind), Err(MmError::NotReserved { pfn: Pfn(f) }));
+        }
+        prop_assert_eq!(fa.stats().allocated, total);
+        for (i, &(f, o)) in blocks.iter().enumerate() {
+            match i % 3 {
+                0 => fa.free_pages(Pfn(f), o).unwrap(),
+                1 => fa.folio_put(Pfn(f)).unwrap(),
+                _ => (0..1u64 << o).for_each(|j| fa.put_page(Pfn(f + j)).unwrap()),
+            }
+        }
+        prop_assert_eq!(fa.stats().bad, 0);
+        fa.init_deferred(usize::MAX);
+        assert_consistent(&fa);
+        prop_assert_eq!(free_set(&fa), eager_free_set(RAM, &reserved, &[]));
+        // And before any claim, the free lists equal the eager build's.
+        let (mut pages, mut bits) = storage(&mb, 0x01);
+        let items = blocks.iter().map(|&(f, o)| Preserved::block(f << PAGE_SHIFT, o, 0));
+        let mut fa = FrameAllocator::new_deferred(&mb, &mut pages, &mut bits, MAX_ORDER, items)
+            .unwrap();
+        fa.init_deferred(usize::MAX);
+        prop_assert_eq!(free_set(&fa), eager_free_set(RAM, &reserved, &as_ranges));
+    }
+}
