@@ -1,17 +1,19 @@
 //! The leaf decoder of validation: a tree's keys, leaf by leaf as the walk reads them, into
 //! blocks.
 //!
-//! Owns the decoding of one leaf (its prefix decoded once, each set bit a block of that type
-//! and order) and the bookkeeping of the ascending runs the walk yields, one per (type,
-//! order); sorting them is `merge`'s. Reads only the leaf copies it is handed; a key that is
-//! not well formed is kept and reported after the walk (`docs/abi.md` "Validation").
+//! Owns the decoding of leaves (a leaf's prefix decoded once, each set bit a block of that
+//! type and order): during the walk each leaf's prefix is decoded and its non-zero words
+//! kept, with its exact count of blocks; after it, the blocks are written once into a
+//! vector of exactly their number, through `merge`. Reads only the leaf copies it is
+//! handed; a key that is not well formed is kept and reported after the walk
+//! (`docs/abi.md` "Validation").
 
 use alloc::vec::Vec;
 
 use crate::format::AbiVersion;
 use crate::key::{decode, decode_typed, BlockType, KeyError};
-use crate::merge::merge_runs;
-use crate::phys::{next_nonzero_word, PageBuf};
+use crate::merge::{few_outside, Merger};
+use crate::phys::{next_nonzero_word, PageBuf, GROUP_WORDS};
 use crate::validate::{Block, RestoreError, TreeName};
 use mm::PAGE_SHIFT;
 
@@ -27,18 +29,45 @@ pub(crate) fn for_each_key(prefix: u64, leaf: &PageBuf, groups: u64, mut f: impl
     }
 }
 
-/// The tree of every block, decoded leaf by leaf as the walk reads it, into blocks in walk
-/// order: one ascending run per (type, order) present (the walk yields each one's keys in
-/// address order), so a merge of a few runs sorts them. The first key that is not well
-/// formed (in walk order) is kept and reported after the walk, as if every key had been
-/// decoded after it.
+/// One leaf whose prefix decoded, kept for after the walk: the block of its bit `i` is at
+/// `base + (i << (PAGE_SHIFT + order))`.
+struct Leaf {
+    base: u64,
+    order: u32,
+    kind: BlockType,
+    /// The leaf's non-zero summary: which of its groups are kept.
+    groups: u64,
+    /// Where its kept groups (`GROUP_WORDS` words each, in order) start in `Decoder::words`.
+    at: usize,
+    /// Its blocks: the set bits of its words.
+    count: usize,
+}
+
+/// The tree of every block, decoded leaf by leaf as the walk reads it: each leaf's prefix
+/// decoded and its non-zero words kept (memory at most the tree's own size), so that the
+/// number of blocks is exact when the walk ends and each block is written once, into a
+/// vector of exactly that size. The leaves form one ascending run per (type, order)
+/// present (the walk yields each one's keys in address order): the longest is written in
+/// order with the others' few blocks inserted, or, if the others hold more than a
+/// sixteenth, every block is written and sorted. The first key that is not well formed (in
+/// walk order) is kept and reported after the walk, as if every key had been decoded after
+/// it.
 pub(crate) struct Decoder {
     /// Keys carry the type bit (v2), or not (v1's main tree, `kho-v4`).
     typed: bool,
-    blocks: Vec<Block>,
-    /// Where each ascending run of `blocks` starts (a run ends where a block sorts before
-    /// the one before it).
+    leaves: Vec<Leaf>,
+    /// The kept groups of every leaf, in the order of `leaves`.
+    words: Vec<u64>,
+    /// Where each ascending run of `leaves` starts (a run ends where a leaf's first block
+    /// sorts before the last block of the leaf before it).
     runs: Vec<usize>,
+    /// The last block of the last leaf.
+    last: Option<Block>,
+    /// Blocks in all leaves.
+    len: usize,
+    /// Blocks of keys decoded one by one, in a leaf whose prefix does not decode (no tree
+    /// has one: if the prefix does not decode, no key of the leaf does).
+    loose: Vec<Block>,
     bad: Option<KeyError>,
 }
 
@@ -46,8 +75,12 @@ impl Decoder {
     pub(crate) fn new(version: AbiVersion) -> Self {
         Decoder {
             typed: !version.untyped_keys(),
-            blocks: Vec::new(),
+            leaves: Vec::new(),
+            words: Vec::new(),
             runs: Vec::new(),
+            last: None,
+            len: 0,
+            loose: Vec::new(),
             bad: None,
         }
     }
@@ -66,80 +99,86 @@ impl Decoder {
     /// Adds the keys of one leaf. Every key of a leaf shares its prefix (bits 15 and up),
     /// which holds the type and, for any order up to [`crate::MAX_KEY_ORDER`], the order
     /// marker (bit 22 or higher): if the prefix decodes, so does every key of the leaf, to
-    /// the prefix's address plus its bit index in blocks of that order. If it does not,
-    /// no key of the leaf does: each is decoded on its own, and the first error is kept.
+    /// the prefix's address plus its bit index in blocks of that order; the leaf's non-zero
+    /// groups are kept and its blocks counted. If it does not, no key of the leaf does:
+    /// each is decoded on its own, and the first error is kept.
     pub(crate) fn leaf(&mut self, prefix: u64, leaf: &PageBuf, groups: u64) {
         if self.bad.is_some() {
             return;
         }
         let Ok((base, order, kind)) = self.decode(prefix) else {
             for_each_key(prefix, leaf, groups, |k| match self.decode(k) {
-                Ok((phys, order, kind)) => self.push(Block { phys, order, kind }),
+                Ok((phys, order, kind)) => self.loose.push(Block { phys, order, kind }),
                 Err(e) => {
                     self.bad.get_or_insert(e);
                 }
             });
             return;
         };
-        let shift = PAGE_SHIFT + order;
-        let Some((w, _)) = next_nonzero_word(leaf, groups, 0) else {
+        let at = self.words.len();
+        let mut left = groups;
+        while left != 0 {
+            let g = left.trailing_zeros() as usize;
+            left &= left - 1;
+            let group = leaf
+                .0
+                .get(g * GROUP_WORDS..(g + 1) * GROUP_WORDS)
+                .unwrap_or(&[]);
+            self.words.extend(group.iter().map(|&w| u64::from_le(w)));
+        }
+        // The first and last set bits, and the count.
+        let (mut first, mut last, mut count) = (None, 0, 0);
+        let kept = self.words.get(at..).unwrap_or(&[]);
+        for (grp, g) in kept.chunks_exact(GROUP_WORDS).zip(set_bits(groups)) {
+            for (j, &w) in grp.iter().enumerate() {
+                if w != 0 {
+                    let bit = (g * GROUP_WORDS + j) as u64 * 64;
+                    first.get_or_insert(bit + u64::from(w.trailing_zeros()));
+                    last = bit + u64::from(63 - w.leading_zeros());
+                    count += w.count_ones() as usize;
+                }
+            }
+        }
+        let Some(first) = first else {
+            self.words.truncate(at);
             return;
         };
-        let first = (w as u64 * 64) << shift;
-        // The run goes on if the leaf's first block sorts after the last block so far.
-        let at = Block {
-            phys: base + first,
+        let shift = PAGE_SHIFT + order;
+        let block = |bit: u64| Block {
+            phys: base + (bit << shift),
             order,
             kind,
         };
-        if self.blocks.last().is_none_or(|last| at < *last) {
-            self.runs.push(self.blocks.len());
+        if self.last.is_none_or(|l| block(first) < l) {
+            self.runs.push(self.leaves.len());
         }
-        // Room for every key of the leaf first, then each block written straight into it:
-        // no length or capacity update per block.
-        let mut count = 0;
-        let mut from = w;
-        while let Some((w, word)) = next_nonzero_word(leaf, groups, from) {
-            from = w + 1;
-            count += word.count_ones() as usize;
-        }
-        self.blocks.reserve(count);
-        let spare = &mut self.blocks.spare_capacity_mut()[..count];
-        let mut written = 0;
-        let mut from = w;
-        while let Some((w, mut word)) = next_nonzero_word(leaf, groups, from) {
-            from = w + 1;
-            let word_base = base + ((w as u64 * 64) << shift);
-            // One slot per set bit: the loop runs exactly that often, no test of its own.
-            let bits = word.count_ones() as usize;
-            let Some(slots) = spare.get_mut(written..written + bits) else {
-                break;
-            };
-            for slot in slots {
-                let b = u64::from(word.trailing_zeros());
-                slot.write(Block {
-                    phys: word_base + (b << shift),
-                    order,
-                    kind,
-                });
-                word &= word - 1;
+        self.last = Some(block(last));
+        self.len += count;
+        self.leaves.push(Leaf {
+            base,
+            order,
+            kind,
+            groups,
+            at,
+            count,
+        });
+    }
+
+    /// Writes the blocks of `leaf` into `m`, in address order.
+    fn write_leaf(&self, leaf: &Leaf, m: &mut Merger) {
+        let shift = PAGE_SHIFT + leaf.order;
+        let n = GROUP_WORDS * leaf.groups.count_ones() as usize;
+        let kept = self.words.get(leaf.at..leaf.at + n).unwrap_or(&[]);
+        for (grp, g) in kept.chunks_exact(GROUP_WORDS).zip(set_bits(leaf.groups)) {
+            for (j, &w) in grp.iter().enumerate() {
+                let bit = (g * GROUP_WORDS + j) as u64 * 64;
+                m.word(w, leaf.base + (bit << shift), shift, leaf.order, leaf.kind);
             }
-            written += bits;
         }
-        let len = self.blocks.len();
-        // SAFETY: the first `written` slots of the spare capacity (which `reserve(count)`
-        // guaranteed, written <= count) were just initialised through `spare`.
-        unsafe { self.blocks.set_len(len + written) };
     }
 
-    fn push(&mut self, b: Block) {
-        if self.blocks.last().is_none_or(|last| b < *last) {
-            self.runs.push(self.blocks.len());
-        }
-        self.blocks.push(b);
-    }
-
-    /// The blocks sorted by address (then order and type), or the first bad key.
+    /// The blocks sorted by address (then order and type), in a vector of exactly their
+    /// number, or the first bad key.
     pub(crate) fn finish(self) -> Result<Vec<Block>, RestoreError> {
         if let Some(err) = self.bad {
             return Err(RestoreError::BadKey {
@@ -147,6 +186,51 @@ impl Decoder {
                 err,
             });
         }
-        Ok(merge_runs(self.blocks, &self.runs))
+        let all = self.len + self.loose.len();
+        let run = |r: usize| {
+            let end = self.runs.get(r + 1).copied().unwrap_or(self.leaves.len());
+            self.runs[r]..end
+        };
+        let blocks_in = |r: &core::ops::Range<usize>| -> usize {
+            self.leaves[r.clone()].iter().map(|l| l.count).sum()
+        };
+        let long = (0..self.runs.len())
+            .map(run)
+            .max_by_key(blocks_in)
+            .unwrap_or(0..0);
+        let long_len = blocks_in(&long);
+        if !few_outside(long_len, all) {
+            let mut m = Merger::new(all, Vec::new());
+            for leaf in &self.leaves {
+                self.write_leaf(leaf, &mut m);
+            }
+            let mut out = m.finish();
+            out.extend_from_slice(&self.loose);
+            out.sort();
+            return Ok(out);
+        }
+        let mut rest = Merger::new(all - long_len, Vec::new());
+        let outside = self.leaves[..long.start]
+            .iter()
+            .chain(&self.leaves[long.end..]);
+        for leaf in outside {
+            self.write_leaf(leaf, &mut rest);
+        }
+        let mut rest = rest.finish();
+        rest.extend_from_slice(&self.loose);
+        let mut m = Merger::new(all, rest);
+        for leaf in &self.leaves[long] {
+            self.write_leaf(leaf, &mut m);
+        }
+        Ok(m.finish())
     }
+}
+
+/// The indices of the set bits of `bits`, ascending.
+fn set_bits(mut bits: u64) -> impl Iterator<Item = usize> {
+    core::iter::from_fn(move || {
+        let i = bits.trailing_zeros() as usize;
+        bits &= bits.wrapping_sub(1);
+        (i < 64).then_some(i)
+    })
 }

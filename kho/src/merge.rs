@@ -1,87 +1,162 @@
-//! Sorting validation's blocks from the ascending runs the tree walk yields.
+//! Writing validation's blocks sorted: the long ascending run the tree walk yields (one
+//! (type, order) covering almost every block), decoded straight into a vector of exactly
+//! the blocks' number, with the few blocks of the other runs, sorted, inserted as it goes.
 //!
-//! Owns `merge_runs`: one run is already sorted; one long run and a few short ones (the
-//! usual handover) become one copy of the long run with the short ones inserted; anything
-//! else goes to the stable sort. Pure: no memory access beyond the vectors it is handed.
+//! Owns `Merger` and the share that chooses it over a sort. Pure: no memory access beyond
+//! the vectors it holds; every block is written once.
 
 use alloc::vec::Vec;
 
+use crate::key::BlockType;
 use crate::validate::Block;
 
-/// Share of all blocks up to which the runs other than the longest are merged into it one
-/// by one (each found by binary search, the longest copied once in slices); above it, the
+/// Share of all blocks up to which the runs other than the longest are inserted into it
+/// (sorted among themselves, each at its place as the long run is written); above it, the
 /// stable sort merges every run.
 const SMALL_RUNS_SHARE: usize = 16;
 
-/// `blocks`, made of the ascending runs starting at `runs`, sorted. The usual handover has
-/// one run (every block of one type and order) or one long run and a few short ones (a
-/// scaled set and the workload's own blocks): the short runs are sorted among themselves
-/// and inserted into the long one, one copy of it in all. Otherwise a stable sort
-/// (driftsort) finds the runs and merges them: O(n log runs).
-pub(crate) fn merge_runs(mut blocks: Vec<Block>, runs: &[usize]) -> Vec<Block> {
-    if runs.len() <= 1 {
-        return blocks;
+/// True if `all - long` blocks (those outside the longest run, of `long`) are few enough to
+/// be inserted into it rather than sorted with it.
+pub(crate) fn few_outside(long: usize, all: usize) -> bool {
+    all.saturating_sub(long).saturating_mul(SMALL_RUNS_SHARE) <= all
+}
+
+/// A vector of exactly the blocks to come, filled with ascending words of blocks (a leaf
+/// word: bit `i` the block at `base + (i << shift)`) and every block of `rest` inserted
+/// before the first written block it sorts below.
+pub(crate) struct Merger {
+    out: Vec<Block>,
+    /// Sorted.
+    rest: Vec<Block>,
+    /// The first block of `rest` not yet written.
+    next: usize,
+}
+
+impl Merger {
+    /// Room for exactly `len` blocks (`rest` among them).
+    pub(crate) fn new(len: usize, mut rest: Vec<Block>) -> Self {
+        rest.sort_unstable();
+        Merger {
+            out: Vec::with_capacity(len),
+            rest,
+            next: 0,
+        }
     }
-    let n = blocks.len();
-    let bounds = |i: usize| runs[i]..runs.get(i + 1).copied().unwrap_or(n);
-    let longest = (0..runs.len())
-        .max_by_key(|&i| bounds(i).len())
-        .unwrap_or(0);
-    let long = bounds(longest);
-    if (n - long.len()) * SMALL_RUNS_SHARE > n {
-        blocks.sort();
-        return blocks;
+
+    /// Appends the blocks of one leaf word, each of `order` and `kind` at `base + (i <<
+    /// shift)` for every set bit `i` of `word`, with the blocks of `rest` that sort below
+    /// them. Every block of the word must sort after every block appended before.
+    #[inline]
+    pub(crate) fn word(
+        &mut self,
+        mut word: u64,
+        base: u64,
+        shift: u32,
+        order: u32,
+        kind: BlockType,
+    ) {
+        if word == 0 {
+            return;
+        }
+        let top = u64::from(63 - word.leading_zeros());
+        let last = Block {
+            phys: base + (top << shift),
+            order,
+            kind,
+        };
+        let bits = word.count_ones() as usize;
+        if self.rest.get(self.next).is_some_and(|b| *b < last) {
+            // A block of `rest` goes among this word's: one comparison per block.
+            while word != 0 {
+                let x = Block {
+                    phys: base + (u64::from(word.trailing_zeros()) << shift),
+                    order,
+                    kind,
+                };
+                while let Some(b) = self.rest.get(self.next).filter(|b| **b < x) {
+                    self.out.push(*b);
+                    self.next += 1;
+                }
+                self.out.push(x);
+                word &= word - 1;
+            }
+            return;
+        }
+        // No test per block: one slot per set bit, written straight. The vector was made
+        // for every block, so `reserve` only compares.
+        self.out.reserve(bits);
+        let len = self.out.len();
+        let Some(slots) = self.out.spare_capacity_mut().get_mut(..bits) else {
+            return;
+        };
+        for slot in slots {
+            slot.write(Block {
+                phys: base + (u64::from(word.trailing_zeros()) << shift),
+                order,
+                kind,
+            });
+            word &= word - 1;
+        }
+        // SAFETY: the `bits` slots after the length (room `reserve(bits)` guaranteed) were
+        // just initialised through `slots`.
+        unsafe { self.out.set_len(len + bits) };
     }
-    let mut rest: Vec<Block> = blocks[..long.start]
-        .iter()
-        .chain(&blocks[long.end..])
-        .copied()
-        .collect();
-    rest.sort();
-    let long = &blocks[long];
-    let mut out = Vec::with_capacity(n);
-    let mut at = 0;
-    for b in rest {
-        let upto = at + long[at..].partition_point(|x| *x < b);
-        out.extend_from_slice(&long[at..upto]);
-        out.push(b);
-        at = upto;
+
+    /// The blocks written, then the blocks of `rest` above them all.
+    pub(crate) fn finish(mut self) -> Vec<Block> {
+        let rest = self.rest.get(self.next..).unwrap_or(&[]);
+        self.out.extend_from_slice(rest);
+        self.out
     }
-    out.extend_from_slice(&long[at..]);
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::key::BlockType;
     use proptest::prelude::*;
 
     proptest! {
         #[test]
-        fn merging_runs_sorts_like_a_sort(
-            long in proptest::collection::vec((0u64..1 << 20, 0u32..3), 0..400),
-            short in proptest::collection::vec(
-                proptest::collection::vec((0u64..1 << 20, 0u32..3), 1..8), 0..6),
+        fn merging_into_the_long_run_sorts_like_a_sort(
+            long in proptest::collection::vec(any::<u64>(), 0..64),
+            sparse in 0u32..3,
+            rest in proptest::collection::vec((0u64..1 << 12, 0u32..4, any::<bool>()), 0..40),
         ) {
-            // Runs as the walk makes them: each ascending, in any order; one long run or
-            // runs of similar lengths (both merge paths).
-            let mut blocks = Vec::new();
-            let mut runs = Vec::new();
-            for run in core::iter::once(&long).chain(&short) {
-                let mut run: Vec<Block> = run
-                    .iter()
-                    .map(|&(p, o)| Block { phys: p << 12, order: o, kind: BlockType::Contig })
-                    .collect();
-                run.sort();
-                if !run.is_empty() {
-                    runs.push(blocks.len());
-                    blocks.extend(run);
+            // The long run: order-0 CONTIG blocks, bit i of word w at page 64w + i; the rest
+            // of other orders or SPLIT (never equal to a block of the long run), any order.
+            let page = |p: u64| p << 12;
+            let mut want = Vec::new();
+            let mut m_rest = Vec::new();
+            for &(p, order, split) in &rest {
+                let kind = if split || order == 0 { BlockType::Split } else { BlockType::Contig };
+                let b = Block { phys: page(p & !((1 << order) - 1)), order, kind };
+                if !m_rest.contains(&b) {
+                    m_rest.push(b);
+                    want.push(b);
                 }
             }
-            let mut want = blocks.clone();
+            let words: Vec<u64> = long.iter().map(|w| (0..sparse).fold(*w, |a, _| a & (a >> 7))).collect();
+            for (w, &word) in words.iter().enumerate() {
+                for i in 0..64 {
+                    if word >> i & 1 != 0 {
+                        want.push(Block { phys: page(64 * w as u64 + i), order: 0, kind: BlockType::Contig });
+                    }
+                }
+            }
+            let mut m = Merger::new(want.len(), m_rest);
+            for (w, &word) in words.iter().enumerate() {
+                m.word(word, page(64 * w as u64), 12, 0, BlockType::Contig);
+            }
             want.sort();
-            prop_assert_eq!(merge_runs(blocks, &runs), want);
+            let got = m.finish();
+            prop_assert_eq!(got, want);
         }
+    }
+
+    #[test]
+    fn few_outside_is_a_sixteenth() {
+        assert!(few_outside(15, 16));
+        assert!(!few_outside(14, 16));
+        assert!(few_outside(0, 0));
     }
 }
