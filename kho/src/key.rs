@@ -18,8 +18,10 @@ pub const TYPE_BIT: u32 = 59;
 pub const RESERVED_KEY_BITS: u64 =
     ((1u64 << TYPE_BIT) - 1) & !((1u64 << (ORDER0_MARKER_BIT + 1)) - 1);
 
-/// How the pages of a preserved block hold references.
+/// How the pages of a preserved block hold references. One byte, 0 or 1 (validation writes
+/// blocks as words: `kho::merge`).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
 pub enum BlockType {
     /// Not split: the head holds the only reference, tails are at 0 (folios are always this).
     Contig,

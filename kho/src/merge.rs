@@ -15,6 +15,24 @@ use crate::validate::Block;
 /// stable sort merges every run.
 const SMALL_RUNS_SHARE: usize = 16;
 
+/// A block as two words, as `Block`'s `repr(C)` lays it out: `phys`, then `order` (bytes
+/// 8..12), `kind` (byte 12, `repr(u8)`) and three bytes of padding.
+const _: () = assert!(
+    core::mem::size_of::<Block>() == 16
+        && core::mem::align_of::<Block>() == core::mem::align_of::<[u64; 2]>()
+        && core::mem::offset_of!(Block, order) == 8
+        && core::mem::offset_of!(Block, kind) == 12,
+    "Block is written as [phys, order_and_kind]"
+);
+
+/// The second word of every block of `order` and `kind` (zero padding).
+fn order_and_kind(order: u32, kind: BlockType) -> u64 {
+    let mut bytes = [0u8; 8];
+    bytes[..4].copy_from_slice(&order.to_ne_bytes());
+    bytes[4] = kind as u8;
+    u64::from_ne_bytes(bytes)
+}
+
 /// True if `all - long` blocks (those outside the longest run, of `long`) are few enough to
 /// be inserted into it rather than sorted with it.
 pub(crate) fn few_outside(long: usize, all: usize) -> bool {
@@ -89,12 +107,13 @@ impl Merger {
         let Some(slots) = self.out.spare_capacity_mut().get_mut(..bits) else {
             return;
         };
+        let second = order_and_kind(order, kind);
         for slot in slots {
-            slot.write(Block {
-                phys: base + (u64::from(word.trailing_zeros()) << shift),
-                order,
-                kind,
-            });
+            let phys = base + (u64::from(word.trailing_zeros()) << shift);
+            // SAFETY: `slot` is a block's room, aligned as `[u64; 2]` and as large (the
+            // assertion above); `[phys, second]` are the bytes of `Block { phys, order,
+            // kind }` in its `repr(C)` layout, `kind` a valid `repr(u8)` discriminant.
+            unsafe { slot.as_mut_ptr().cast::<[u64; 2]>().write([phys, second]) };
             word &= word - 1;
         }
         // SAFETY: the `bits` slots after the length (room `reserve(bits)` guaranteed) were
@@ -150,6 +169,25 @@ mod tests {
             want.sort();
             let got = m.finish();
             prop_assert_eq!(got, want);
+        }
+    }
+
+    #[test]
+    fn a_block_written_as_words_is_the_block() {
+        for (order, kind) in [
+            (0, BlockType::Contig),
+            (30, BlockType::Split),
+            (7, BlockType::Split),
+        ] {
+            let mut m = Merger::new(2, Vec::new());
+            m.word(0b101, 1 << 40, 12 + order, order, kind);
+            let got = m.finish();
+            let want = [0, 2].map(|i| Block {
+                phys: (1 << 40) + (i << (12 + order)),
+                order,
+                kind,
+            });
+            assert_eq!(got, want);
         }
     }
 

@@ -37,8 +37,10 @@ pub enum TreeName {
     Split,
 }
 
-/// One preserved block of the previous image.
+/// One preserved block of the previous image. `repr(C)`: two words, `phys` then `order`
+/// and `kind` (validation writes blocks as words: `kho::merge`).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(C)]
 pub struct Block {
     /// Physical address, aligned to the block size.
     pub phys: u64,
