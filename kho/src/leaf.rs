@@ -12,7 +12,7 @@ use alloc::vec::Vec;
 
 use crate::format::AbiVersion;
 use crate::key::{decode, decode_typed, BlockType, KeyError};
-use crate::merge::{few_outside, Merger};
+use crate::merge::{few_outside, Merger, Sorted};
 use crate::phys::{next_nonzero_word, PageBuf, GROUP_WORDS};
 use crate::validate::{Block, RestoreError, TreeName};
 use mm::PAGE_SHIFT;
@@ -166,6 +166,7 @@ impl Decoder {
 
     /// Writes the blocks of `leaf` into `m`, in address order.
     fn write_leaf(&self, leaf: &Leaf, m: &mut Merger) {
+        m.next_leaf();
         let shift = PAGE_SHIFT + leaf.order;
         let n = GROUP_WORDS * leaf.groups.count_ones() as usize;
         let kept = self.words.get(leaf.at..leaf.at + n).unwrap_or(&[]);
@@ -178,8 +179,8 @@ impl Decoder {
     }
 
     /// The blocks sorted by address (then order and type), in a vector of exactly their
-    /// number, or the first bad key.
-    pub(crate) fn finish(self) -> Result<Vec<Block>, RestoreError> {
+    /// number, with their uniform stretches; or the first bad key.
+    pub(crate) fn finish(self) -> Result<Sorted, RestoreError> {
         if let Some(err) = self.bad {
             return Err(RestoreError::BadKey {
                 tree: TreeName::Main,
@@ -204,10 +205,13 @@ impl Decoder {
             for leaf in &self.leaves {
                 self.write_leaf(leaf, &mut m);
             }
-            let mut out = m.finish();
-            out.extend_from_slice(&self.loose);
-            out.sort();
-            return Ok(out);
+            let mut blocks = m.finish();
+            blocks.extend_from_slice(&self.loose);
+            blocks.sort();
+            return Ok(Sorted {
+                blocks,
+                uniform: Vec::new(),
+            });
         }
         let mut rest = Merger::new(all - long_len, Vec::new());
         let outside = self.leaves[..long.start]
@@ -222,7 +226,7 @@ impl Decoder {
         for leaf in &self.leaves[long] {
             self.write_leaf(leaf, &mut m);
         }
-        Ok(m.finish())
+        Ok(m.finish_uniform())
     }
 }
 

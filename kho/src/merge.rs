@@ -6,6 +6,7 @@
 //! the vectors it holds; every block is written once.
 
 use alloc::vec::Vec;
+use core::ops::Range;
 
 use crate::key::BlockType;
 use crate::validate::Block;
@@ -48,6 +49,20 @@ pub(crate) struct Merger {
     rest: Vec<Block>,
     /// The first block of `rest` not yet written.
     next: usize,
+    /// Uniform stretches of `out`, in order.
+    uniform: Vec<Range<usize>>,
+    /// The last of `uniform` ends at the end of `out` and may grow: the words since it
+    /// began are one leaf's, written with nothing inserted.
+    open: bool,
+}
+
+/// The blocks sorted, and their uniform stretches: ranges of indices, in order, each of
+/// blocks of one order and type at strictly increasing addresses (one leaf's, with nothing
+/// inserted between them). Such blocks are aligned to one size, so each starts at or after
+/// the end of the one before: none overlaps another.
+pub(crate) struct Sorted {
+    pub(crate) blocks: Vec<Block>,
+    pub(crate) uniform: Vec<Range<usize>>,
 }
 
 impl Merger {
@@ -58,7 +73,14 @@ impl Merger {
             out: Vec::with_capacity(len),
             rest,
             next: 0,
+            uniform: Vec::new(),
+            open: false,
         }
+    }
+
+    /// The words that follow are another leaf's: they start a uniform stretch of their own.
+    pub(crate) fn next_leaf(&mut self) {
+        self.open = false;
     }
 
     /// Appends the blocks of one leaf word, each of `order` and `kind` at `base + (i <<
@@ -84,7 +106,9 @@ impl Merger {
         };
         let bits = word.count_ones() as usize;
         if self.rest.get(self.next).is_some_and(|b| *b < last) {
-            // A block of `rest` goes among this word's: one comparison per block.
+            // A block of `rest` goes among this word's: one comparison per block, and no
+            // uniform stretch across it.
+            self.open = false;
             while word != 0 {
                 let x = Block {
                     phys: base + (u64::from(word.trailing_zeros()) << shift),
@@ -119,13 +143,26 @@ impl Merger {
         // SAFETY: the `bits` slots after the length (room `reserve(bits)` guaranteed) were
         // just initialised through `slots`.
         unsafe { self.out.set_len(len + bits) };
+        match self.uniform.last_mut() {
+            Some(u) if self.open => u.end = len + bits,
+            _ => self.uniform.push(len..len + bits),
+        }
+        self.open = true;
     }
 
     /// The blocks written, then the blocks of `rest` above them all.
-    pub(crate) fn finish(mut self) -> Vec<Block> {
+    pub(crate) fn finish(self) -> Vec<Block> {
+        self.finish_uniform().blocks
+    }
+
+    /// [`Merger::finish`], with the uniform stretches.
+    pub(crate) fn finish_uniform(mut self) -> Sorted {
         let rest = self.rest.get(self.next..).unwrap_or(&[]);
         self.out.extend_from_slice(rest);
-        self.out
+        Sorted {
+            blocks: self.out,
+            uniform: self.uniform,
+        }
     }
 }
 

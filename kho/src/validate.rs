@@ -10,6 +10,7 @@ use alloc::collections::BTreeSet;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
+use core::ops::Range;
 
 use crate::fdt::{Fdt, FdtError};
 use crate::format::{
@@ -18,6 +19,7 @@ use crate::format::{
 };
 use crate::key::{decode, BlockType, KeyError};
 use crate::leaf::{for_each_key, Decoder};
+use crate::merge::Sorted;
 use crate::phys::{next_nonzero_word, read_bytes, read_u64, PageBuf, PhysMem, ZERO_PAGE};
 use crate::sweep::Sweep;
 use crate::tree::{LEAF_BITS, TABLE_BITS, TABLE_LEVELS};
@@ -455,8 +457,11 @@ pub fn validate_versioned<M: PhysMem + ?Sized>(
 ) -> Result<(Validated, AbiVersion), RestoreError> {
     let view = read_view(mem, inp)?;
     let (main, split_keys, nodes) = walk_trees(mem, inp, &view)?;
-    let mut blocks = main.finish()?;
-    check_placement(inp, &blocks, &nodes, !view.version.is_baton())?;
+    let Sorted {
+        mut blocks,
+        uniform,
+    } = main.finish()?;
+    check_placement(inp, &blocks, &uniform, &nodes, !view.version.is_baton())?;
     if view.version == AbiVersion::V1 {
         mark_v1_split(&mut blocks, split_keys)?;
     }
@@ -529,6 +534,7 @@ fn walk_trees<M: PhysMem + ?Sized>(
 fn check_placement(
     inp: &Inputs<'_>,
     blocks: &[Block],
+    uniform: &[Range<usize>],
     nodes: &[PhysRange],
     linux: bool,
 ) -> Result<(), RestoreError> {
@@ -547,9 +553,9 @@ fn check_placement(
     let mut tree_nodes = Sweep::new(&[nodes]);
     let (mut lo, mut hi) = (0u64, 0u64);
     let mut overlap = None;
-    let mut i = 0;
+    let (mut i, mut u) = (0, 0);
     loop {
-        i += pass_window(&blocks[i..], &mut lo, hi);
+        i = pass_windows(blocks, uniform, &mut u, i, &mut lo, hi);
         let Some(b) = blocks.get(i) else {
             break;
         };
@@ -581,6 +587,57 @@ fn check_placement(
         i += 1;
     }
     overlap.map_or(Ok(()), Err)
+}
+
+/// The index of the first block from `i` on that is not in the window (see [`pass_window`]):
+/// a uniform stretch (`merge::Sorted`) is passed by a binary search of its ends, any other
+/// block one by one. `u` is the first stretch that does not end at or before `i`.
+fn pass_windows(
+    blocks: &[Block],
+    uniform: &[Range<usize>],
+    u: &mut usize,
+    mut i: usize,
+    lo: &mut u64,
+    hi: u64,
+) -> usize {
+    loop {
+        while uniform.get(*u).is_some_and(|r| r.end <= i) {
+            *u += 1;
+        }
+        let (upto, stretch) = match uniform.get(*u) {
+            Some(r) if r.start <= i => (r.end, true),
+            Some(r) => (r.start, false),
+            None => (blocks.len(), false),
+        };
+        let Some(part) = blocks.get(i..upto).filter(|p| !p.is_empty()) else {
+            return i;
+        };
+        let passed = if stretch {
+            pass_stretch(part, lo, hi)
+        } else {
+            pass_window(part, lo, hi)
+        };
+        i += passed;
+        if passed < part.len() {
+            return i;
+        }
+    }
+}
+
+/// [`pass_window`] of a uniform stretch: blocks of one order at increasing addresses, so
+/// each starts at or after the end of the one before and the ends increase (only the
+/// stretch's last block may wrap). The first start is tested, then the ends by a binary
+/// search.
+fn pass_stretch(stretch: &[Block], lo: &mut u64, hi: u64) -> usize {
+    if stretch.first().is_none_or(|b| b.phys < *lo) {
+        return 0;
+    }
+    let end = |b: &Block| b.phys.checked_add(PAGE_SIZE << b.order);
+    let n = stretch.partition_point(|b| end(b).is_some_and(|e| e <= hi));
+    if let Some(e) = n.checked_sub(1).and_then(|k| stretch.get(k)).and_then(end) {
+        *lo = e;
+    }
+    n
 }
 
 /// How many blocks at the front of `blocks` lie in the window: each starting at or after
@@ -872,8 +929,8 @@ mod tests {
             avoid: &avoid,
         };
         let got = walk_trees(&arena, &inp, &view).and_then(|(main, _, nodes)| {
-            let blocks = main.finish()?;
-            check_placement(&inp, &blocks, &nodes, !version.is_baton())?;
+            let Sorted { blocks, uniform } = main.finish()?;
+            check_placement(&inp, &blocks, &uniform, &nodes, !version.is_baton())?;
             Ok((blocks, nodes))
         });
         let mut nodes = Vec::new();
@@ -896,6 +953,30 @@ mod tests {
             check_against_reference(&typed, AbiVersion::V2);
             check_against_reference(&untyped, AbiVersion::V1);
             check_against_reference(&untyped, AbiVersion::LinuxV4);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn a_stretch_passes_the_window_like_block_by_block(
+            order in 0u32..4,
+            pages in proptest::collection::btree_set(0u64..512, 0..40),
+            lo in 0u64..600,
+            hi in 0u64..600,
+            top in any::<bool>(),
+        ) {
+            // Blocks of one order at increasing addresses (a uniform stretch), possibly
+            // ending at the top of the address space (the last end wraps).
+            let size = PAGE_SIZE << order;
+            let base = if top { 0u64.wrapping_sub(512 * size) } else { 0 };
+            let stretch: Vec<Block> = pages
+                .iter()
+                .map(|&p| Block { phys: base.wrapping_add(p * size), order, kind: BlockType::Contig })
+                .collect();
+            let (lo, hi) = (base.wrapping_add(lo * PAGE_SIZE), base.wrapping_add(hi * size));
+            let (mut lo_a, mut lo_b) = (lo, lo);
+            prop_assert_eq!(pass_stretch(&stretch, &mut lo_a, hi), pass_window(&stretch, &mut lo_b, hi));
+            prop_assert_eq!(lo_a, lo_b);
         }
     }
 
