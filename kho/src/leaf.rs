@@ -41,6 +41,8 @@ struct Leaf {
     at: usize,
     /// Its blocks: the set bits of its words.
     count: usize,
+    /// Its last set bit.
+    last: u64,
 }
 
 /// The tree of every block, decoded leaf by leaf as the walk reads it: each leaf's prefix
@@ -161,6 +163,7 @@ impl Decoder {
             groups,
             at,
             count,
+            last,
         });
     }
 
@@ -170,6 +173,15 @@ impl Decoder {
         let shift = PAGE_SHIFT + leaf.order;
         let n = GROUP_WORDS * leaf.groups.count_ones() as usize;
         let kept = self.words.get(leaf.at..leaf.at + n).unwrap_or(&[]);
+        let last = Block {
+            phys: leaf.base + (leaf.last << shift),
+            order: leaf.order,
+            kind: leaf.kind,
+        };
+        if m.clear_up_to(&last) {
+            m.straight(kept, leaf.groups, leaf.count, leaf.base, shift, last);
+            return;
+        }
         for (grp, g) in kept.chunks_exact(GROUP_WORDS).zip(set_bits(leaf.groups)) {
             for (j, &w) in grp.iter().enumerate() {
                 let bit = (g * GROUP_WORDS + j) as u64 * 64;

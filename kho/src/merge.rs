@@ -9,6 +9,7 @@ use alloc::vec::Vec;
 use core::ops::Range;
 
 use crate::key::BlockType;
+use crate::phys::GROUP_WORDS;
 use crate::validate::Block;
 
 /// Share of all blocks up to which the runs other than the longest are inserted into it
@@ -75,6 +76,62 @@ impl Merger {
             next: 0,
             uniform: Vec::new(),
             open: false,
+        }
+    }
+
+    /// True if no block of `rest` still to come sorts below `last`: the blocks up to it can
+    /// be written [`Merger::straight`].
+    pub(crate) fn clear_up_to(&self, last: &Block) -> bool {
+        self.rest.get(self.next).is_none_or(|b| *b >= *last)
+    }
+
+    /// Appends the `count` blocks of one leaf as one uniform stretch, with no test per block
+    /// or word: `kept` holds the leaf's groups `groups` marks (`GROUP_WORDS` words each, in
+    /// order), bit `i` of the leaf the block at `base + (i << shift)`, of `last`'s order and
+    /// type. Every block must sort after those written before and, up to `last` (the
+    /// leaf's last block), below what is left of `rest` ([`Merger::clear_up_to`]).
+    pub(crate) fn straight(
+        &mut self,
+        kept: &[u64],
+        groups: u64,
+        count: usize,
+        base: u64,
+        shift: u32,
+        last: Block,
+    ) {
+        self.open = false;
+        self.out.reserve(count);
+        let len = self.out.len();
+        let Some(spare) = self.out.spare_capacity_mut().get_mut(..count) else {
+            return;
+        };
+        let second = order_and_kind(last.order, last.kind);
+        let mut written = 0;
+        let mut left = groups;
+        for grp in kept.chunks_exact(GROUP_WORDS) {
+            let g = left.trailing_zeros() as u64;
+            left &= left.wrapping_sub(1);
+            for (j, &w) in (0u64..).zip(grp) {
+                let word_base = base + (((g * GROUP_WORDS as u64 + j) * 64) << shift);
+                let bits = w.count_ones() as usize;
+                let Some(slots) = spare.get_mut(written..written + bits) else {
+                    break;
+                };
+                let mut word = w;
+                for slot in slots {
+                    let phys = word_base + (u64::from(word.trailing_zeros()) << shift);
+                    // SAFETY: as in `Merger::word`: a block's room, `[phys, second]` its bytes.
+                    unsafe { slot.as_mut_ptr().cast::<[u64; 2]>().write([phys, second]) };
+                    word &= word - 1;
+                }
+                written += bits;
+            }
+        }
+        // SAFETY: the first `written` slots after the length (room `reserve(count)`
+        // guaranteed, written <= count) were just initialised.
+        unsafe { self.out.set_len(len + written) };
+        if written > 0 {
+            self.uniform.push(len..len + written);
         }
     }
 
