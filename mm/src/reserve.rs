@@ -57,6 +57,15 @@ const fn reserved_words(section: u8, tail: bool, head: u32) -> [u64; 4] {
     Page::words(flags.bits(), 0, section, 0, head, 0)
 }
 
+/// Frames `[lo, hi)` of section `si`, in a chunk marked initialised, whose descriptors
+/// `reserve_preserved` has not written yet (see `ready_chunks_of`).
+#[derive(Copy, Clone, Debug)]
+struct Unwritten {
+    si: usize,
+    lo: u64,
+    hi: u64,
+}
+
 /// Flags of an unclaimed preserved block's first frame, exactly.
 const HEAD_FLAGS: u16 = PageFlags::RESERVED
     .union(PageFlags::NOINIT)
@@ -80,6 +89,9 @@ impl FrameAllocator<'_> {
         let mut cur_free = free.next();
         let mut prev_end = 0u64;
         let mut si = 0;
+        // The rest of the chunk the last item readied, not written yet: always starts at
+        // `prev_end`, so the next item and its gap write it once when they fit in it.
+        let mut unwritten: Option<Unwritten> = None;
         for item in preserved {
             let (s, e) = item.range.outer_pfns();
             let (s, e) = (s.0, e.0);
@@ -98,15 +110,37 @@ impl FrameAllocator<'_> {
             if s < prev_end || s >= e || !in_ram || !shape_ok {
                 return Err(MmError::BadPreservedRange { pfn: Pfn(s) });
             }
-            if !self.reserve_in_place(s, e, item.block, prev_end, cur_free) {
-                self.ready_chunks_of(si, s, e);
+            if self.reserve_in_place(s, e, item.block, prev_end, cur_free) {
+                // The gap and the item, in the chunk of `prev_end`, are written now.
+                unwritten = unwritten
+                    .map(|u| Unwritten { lo: e, ..u })
+                    .filter(|u| e < u.hi);
+            } else {
+                self.settle(unwritten.take());
+                unwritten = self.ready_chunks_of(si, s, e);
                 self.write_preserved(si, s, e, item.block);
                 self.free_gap(&mut free, &mut cur_free, prev_end, s);
             }
             prev_end = e;
         }
+        self.settle(unwritten);
         self.free_gap(&mut free, &mut cur_free, prev_end, u64::MAX);
         Ok(())
+    }
+
+    /// Writes the frames `reserve_preserved` left unwritten in an initialised chunk as
+    /// RESERVED, what `ready_chunks` would have written there.
+    #[inline]
+    fn settle(&mut self, unwritten: Option<Unwritten>) {
+        if let Some(u) = unwritten {
+            let sec = self.sections[u.si];
+            let first = (u64::from(sec.first) + u.lo - sec.base) as usize;
+            let n = (u.hi - u.lo) as usize;
+            Page::fill(
+                &mut self.pages[first..first + n],
+                Page::blank(u.si as u8, PageFlags::RESERVED),
+            );
+        }
     }
 
     /// The common item, done with no cursor or chunk walk: a block `[s, e)` of the only
@@ -142,14 +176,25 @@ impl FrameAllocator<'_> {
     }
 
     /// Initialises the deferred chunks of `[s, e)` (frames of section `si`) as RESERVED,
-    /// except `[s, e)` itself, which [`Self::write_preserved`] writes next.
+    /// except `[s, e)` itself, which [`Self::write_preserved`] writes next. An item in one
+    /// chunk it readies leaves the chunk's frames after it unwritten too, and returns them:
+    /// the items that follow in the chunk and their gaps write most of them once (a
+    /// preserved frame would otherwise be written RESERVED here, then again as preserved);
+    /// the caller settles the rest.
     #[inline]
-    fn ready_chunks_of(&mut self, si: usize, s: u64, e: u64) {
+    fn ready_chunks_of(&mut self, si: usize, s: u64, e: u64) -> Option<Unwritten> {
         let sec = self.sections[si];
         let (c0, c1) = (Self::chunk_of(&sec, s), Self::chunk_of(&sec, e - 1));
-        if c0 != c1 || !self.is_ready(c0) {
+        if c0 != c1 {
             self.ready_chunks_around(s, e, e);
+            return None;
         }
+        if self.is_ready(c0) {
+            return None;
+        }
+        let hi = sec.end.min(((s >> CHUNK_ORDER) + 1) << CHUNK_ORDER);
+        self.ready_chunks_around(s, e, hi);
+        (e < hi).then_some(Unwritten { si, lo: e, hi })
     }
 
     /// Writes the descriptors of `[s, e)` (section `si`, initialised chunks) once each: a
