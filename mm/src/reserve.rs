@@ -145,8 +145,9 @@ impl FrameAllocator<'_> {
 
     /// The common item, done with no cursor or chunk walk: a block `[s, e)` of the only
     /// section, in one initialised chunk together with the gap `[prev_end, s)` before it,
-    /// which lies in the free range `free` (so all of it is free RAM). False, nothing
-    /// done, for anything else: the caller takes the general steps.
+    /// which is empty (the block follows the previous item) or lies in the free range
+    /// `free` (so all of it is free RAM). False, nothing done, for anything else: the
+    /// caller takes the general steps.
     #[inline(always)]
     fn reserve_in_place(
         &mut self,
@@ -157,7 +158,7 @@ impl FrameAllocator<'_> {
         free: Option<(u64, u64)>,
     ) -> bool {
         let sec = self.sections[0];
-        let gap_free = free.is_some_and(|(fs, fe)| fs <= prev_end && s <= fe);
+        let gap_free = prev_end == s || free.is_some_and(|(fs, fe)| fs <= prev_end && s <= fe);
         let fast = self.nsections == 1
             && block.is_some()
             && gap_free

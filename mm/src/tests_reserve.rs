@@ -326,11 +326,12 @@ proptest! {
 fn a_chunk_readied_by_a_block_has_every_frame_written() {
     let chunk = BASE + 12 * MIB;
     let chunk_pfn = chunk >> PAGE_SHIFT;
-    // In one chunk: a block, a one-page gap, a block; then free frames up to a block two
-    // chunks on.
+    // In one chunk: a block, a block right after it, a one-page gap, a block; then free
+    // frames up to a block two chunks on.
     let items = [
         Preserved::block(chunk + 0x4000, 2, STASH),
-        Preserved::block(chunk + 0x9000, 0, 0),
+        Preserved::block(chunk + 0x8000, 0, 0),
+        Preserved::block(chunk + 0xa000, 1, 0),
         Preserved::block(chunk + 8 * MIB, 0, 0),
     ];
     let mb = memblock(RAM, IMAGE);
@@ -338,8 +339,8 @@ fn a_chunk_readied_by_a_block_has_every_frame_written() {
     let fa = FrameAllocator::new_deferred(&mb, &mut pages, &mut bits, MAX_ORDER, items).unwrap();
     assert_consistent(&fa);
     let want = |i: u64| match i {
-        4 | 9 => RES | PageFlags::PRESERVED,
-        5..=7 => RES | PageFlags::PRESERVED_TAIL,
+        4 | 8 | 0xa => RES | PageFlags::PRESERVED,
+        5..=7 | 0xb => RES | PageFlags::PRESERVED_TAIL,
         _ => PageFlags::empty(),
     };
     for i in 0..CHUNK {
@@ -350,6 +351,6 @@ fn a_chunk_readied_by_a_block_has_every_frame_written() {
         assert_eq!(got, want(i), "frame {i:#x} of the chunk");
     }
     let s = fa.stats();
-    assert_eq!(s.reserved, 3 + 4 + 1 + 1);
+    assert_eq!(s.reserved, 3 + 4 + 1 + 2 + 1);
     assert_eq!(s.free + s.reserved + s.deferred, s.total);
 }
