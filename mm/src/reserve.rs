@@ -210,11 +210,12 @@ impl FrameAllocator<'_> {
         match block {
             Some((order, private)) => {
                 let head = Page::words(HEAD_FLAGS, order as u8, si as u8, 0, NONE, private);
+                // Every frame as a tail, then the head over the first: a power-of-two
+                // count leaves the fill loop no remainder (see `write_claimed`).
+                if order > 0 {
+                    Page::fill(pages, reserved_words(si as u8, true, first as u32));
+                }
                 Page::store(&mut pages[0], head);
-                Page::fill(
-                    &mut pages[1..],
-                    reserved_words(si as u8, true, first as u32),
-                );
                 self.private_set += u64::from(private != 0);
             }
             None => Page::fill(pages, reserved_words(si as u8, false, NONE)),
@@ -300,6 +301,11 @@ impl FrameAllocator<'_> {
                 head[2],
                 head[3],
             ];
+            let size = 1usize << o;
+            // Tails over the whole block, then its head (see `write_claimed`).
+            if size > 1 {
+                Page::fill(&mut self.pages[idx..idx + size], tail);
+            }
             Page::store(&mut self.pages[idx], head);
             if old != NONE {
                 self.pages[old as usize].prev = idx as u32;
@@ -307,8 +313,6 @@ impl FrameAllocator<'_> {
             self.free_head[o as usize] = idx as u32;
             self.free_blocks[o as usize] += 1;
             self.nonempty |= 1 << o;
-            let size = 1usize << o;
-            Page::fill(&mut self.pages[idx + 1..idx + size], tail);
             pfn += size as u64;
             idx += size;
             n -= size as u64;
@@ -371,7 +375,12 @@ impl FrameAllocator<'_> {
                 (w, w)
             }
         };
+        // The tails' store over all `2^order` frames, then the head's over the first: the
+        // fill loop stores four descriptors a trip, so `2^order - 1` tails would leave it
+        // three single stores (and their setup) on every block of order 2 and more.
+        if order > 0 {
+            Page::fill(pages, tail);
+        }
         Page::store(&mut pages[0], head);
-        Page::fill(&mut pages[1..], tail);
     }
 }
