@@ -604,7 +604,8 @@ impl Incoming {
         fa: &mut FrameAllocator<'_>,
         mut f: impl FnMut(Block),
     ) -> Result<u64, IncomingError> {
-        let mut pages = 0;
+        // Counted here, added once (also when `mm` refuses a block).
+        let (mut pages, mut restored) = (0, 0);
         let n = self.blocks.len();
         for w in 0..self.claimed.len() {
             let mut left = !self.claimed[w];
@@ -621,16 +622,18 @@ impl Incoming {
                 };
                 if let Err(e) = fa.claim_reserved(Pfn(b.phys >> PAGE_SHIFT), b.order, k) {
                     self.unclaimed_pages -= pages;
+                    self.restored += restored;
                     return Err(e.into());
                 }
                 log::debug!("kho: restored {:#x} order {} {}", b.phys, b.order, b.kind);
                 self.claimed[w] |= 1 << (i % 64);
                 pages += 1u64 << b.order;
-                self.restored += 1;
+                restored += 1;
                 f(b);
             }
         }
         self.unclaimed_pages -= pages;
+        self.restored += restored;
         Ok(pages)
     }
 

@@ -10,7 +10,7 @@
 
 use crate::addr::{Pfn, PhysAddr, PhysRange, PAGE_SIZE};
 use crate::error::MmError;
-use crate::frame::{BlockKind, FrameAllocator, CHUNK_ORDER, MAX_BLOCK_ORDER};
+use crate::frame::{BlockKind, FrameAllocator, Section, CHUNK_ORDER, MAX_BLOCK_ORDER};
 use crate::memblock::Memblock;
 use crate::page::{Page, PageFlags, NONE};
 
@@ -57,6 +57,15 @@ const fn reserved_words(section: u8, tail: bool, head: u32) -> [u64; 4] {
     Page::words(flags.bits(), 0, section, 0, head, 0)
 }
 
+/// Frames `[lo, hi)` of section `si`, in a chunk marked initialised, whose descriptors
+/// `reserve_preserved` has not written yet (see `ready_chunks_of`).
+#[derive(Copy, Clone, Debug)]
+struct Unwritten {
+    si: usize,
+    lo: u64,
+    hi: u64,
+}
+
 /// Flags of an unclaimed preserved block's first frame, exactly.
 const HEAD_FLAGS: u16 = PageFlags::RESERVED
     .union(PageFlags::NOINIT)
@@ -79,96 +88,165 @@ impl FrameAllocator<'_> {
         });
         let mut cur_free = free.next();
         let mut prev_end = 0u64;
-        let mut si = 0;
+        // The section cursor and a copy of its section (no field reload per item).
+        let single = self.nsections == 1;
+        let (mut si, mut sec) = self.section_from(0, 0);
+        // The rest of the chunk the last item readied, not written yet: always starts at
+        // `prev_end`, so the next item and its gap write it once when they fit in it.
+        let mut unwritten: Option<Unwritten> = None;
         for item in preserved {
             let (s, e) = item.range.outer_pfns();
             let (s, e) = (s.0, e.0);
             // Sorted input keeps the section cursor moving forward; one section must hold
             // the whole item (sections are apart: an item over two would cover a hole).
-            while si < self.nsections && self.sections[si].end <= s {
-                si += 1;
+            if sec.end <= s {
+                (si, sec) = self.section_from(si, s);
             }
-            let in_ram = si < self.nsections && {
-                let sec = &self.sections[si];
-                sec.base <= s && e <= sec.end
-            };
+            let in_ram = sec.base <= s && e <= sec.end;
             let shape_ok = item.block.is_none_or(|(order, _)| {
                 order <= MAX_BLOCK_ORDER && e - s == 1u64 << order && Pfn(s).is_aligned(order)
             });
             if s < prev_end || s >= e || !in_ram || !shape_ok {
                 return Err(MmError::BadPreservedRange { pfn: Pfn(s) });
             }
-            if !self.reserve_in_place(s, e, item.block, prev_end, cur_free) {
-                self.ready_chunks_of(si, s, e);
-                self.write_preserved(si, s, e, item.block);
+            if single && self.reserve_in_place(&sec, s, e, item.block, prev_end, cur_free) {
+                // The gap and the item, in the chunk of `prev_end`, are written now.
+                unwritten = unwritten
+                    .map(|u| Unwritten { lo: e, ..u })
+                    .filter(|u| e < u.hi);
+            } else {
+                self.settle(unwritten.take());
+                unwritten = self.ready_chunks_of(si, s, e);
+                self.write_preserved(si, &sec, s, e, item.block);
                 self.free_gap(&mut free, &mut cur_free, prev_end, s);
             }
             prev_end = e;
         }
+        self.settle(unwritten);
         self.free_gap(&mut free, &mut cur_free, prev_end, u64::MAX);
         Ok(())
     }
 
-    /// The common item, done with no cursor or chunk walk: a block `[s, e)` of the only
-    /// section, in one initialised chunk together with the gap `[prev_end, s)` before it,
-    /// which lies in the free range `free` (so all of it is free RAM). False, nothing
-    /// done, for anything else: the caller takes the general steps.
+    /// The first section from `si` on that ends after `pfn`, and its index; past the last
+    /// one, `nsections` and a section at `u64::MAX` that holds no frame.
+    fn section_from(&self, mut si: usize, pfn: u64) -> (usize, Section) {
+        while si < self.nsections && self.sections[si].end <= pfn {
+            si += 1;
+        }
+        let none = Section {
+            base: u64::MAX,
+            end: u64::MAX,
+            first: 0,
+            first_chunk: 0,
+        };
+        (
+            si,
+            self.sections[..self.nsections]
+                .get(si)
+                .copied()
+                .unwrap_or(none),
+        )
+    }
+
+    /// Writes the frames `reserve_preserved` left unwritten in an initialised chunk as
+    /// RESERVED, what `ready_chunks` would have written there.
+    #[inline]
+    fn settle(&mut self, unwritten: Option<Unwritten>) {
+        if let Some(u) = unwritten {
+            let sec = self.sections[u.si];
+            let first = (u64::from(sec.first) + u.lo - sec.base) as usize;
+            let n = (u.hi - u.lo) as usize;
+            Page::fill(
+                &mut self.pages[first..first + n],
+                Page::blank(u.si as u8, PageFlags::RESERVED),
+            );
+        }
+    }
+
+    /// The common item, done with no cursor or chunk walk: a block `[s, e)` of `sec`, the
+    /// only section (the caller checks there is one), in one initialised chunk together with the gap `[prev_end, s)` before it,
+    /// which is empty (the block follows the previous item) or lies in the free range
+    /// `free` (so all of it is free RAM). False, nothing done, for anything else: the
+    /// caller takes the general steps.
     #[inline(always)]
     fn reserve_in_place(
         &mut self,
+        sec: &Section,
         s: u64,
         e: u64,
         block: Option<(u32, u64)>,
         prev_end: u64,
         free: Option<(u64, u64)>,
     ) -> bool {
-        let sec = self.sections[0];
-        let gap_free = free.is_some_and(|(fs, fe)| fs <= prev_end && s <= fe);
-        let fast = self.nsections == 1
-            && block.is_some()
+        let gap_free = prev_end == s || free.is_some_and(|(fs, fe)| fs <= prev_end && s <= fe);
+        let fast = block.is_some()
             && gap_free
             && prev_end >> CHUNK_ORDER == (e - 1) >> CHUNK_ORDER
-            && self.chunk_is_ready(&sec, s);
+            && self.chunk_is_ready(sec, s);
         if !fast {
             return false;
         }
-        self.write_preserved(0, s, e, block);
+        self.write_preserved(0, sec, s, e, block);
         if prev_end < s {
             let first = (u64::from(sec.first) + prev_end - sec.base) as usize;
             self.reserved -= s - prev_end;
-            self.push_gap(first, prev_end, s - prev_end);
+            // One free page, scatter's gap between two order-0 blocks, needs no cut.
+            if s - prev_end == 1 {
+                self.free += 1;
+                self.push_free_head(first, 0);
+            } else {
+                self.push_gap(first, prev_end, s - prev_end);
+            }
         }
         true
     }
 
     /// Initialises the deferred chunks of `[s, e)` (frames of section `si`) as RESERVED,
-    /// except `[s, e)` itself, which [`Self::write_preserved`] writes next.
+    /// except `[s, e)` itself, which [`Self::write_preserved`] writes next. An item in one
+    /// chunk it readies leaves the chunk's frames after it unwritten too, and returns them:
+    /// the items that follow in the chunk and their gaps write most of them once (a
+    /// preserved frame would otherwise be written RESERVED here, then again as preserved);
+    /// the caller settles the rest.
     #[inline]
-    fn ready_chunks_of(&mut self, si: usize, s: u64, e: u64) {
+    fn ready_chunks_of(&mut self, si: usize, s: u64, e: u64) -> Option<Unwritten> {
         let sec = self.sections[si];
         let (c0, c1) = (Self::chunk_of(&sec, s), Self::chunk_of(&sec, e - 1));
-        if c0 != c1 || !self.is_ready(c0) {
+        if c0 != c1 {
             self.ready_chunks_around(s, e, e);
+            return None;
         }
+        if self.is_ready(c0) {
+            return None;
+        }
+        let hi = sec.end.min(((s >> CHUNK_ORDER) + 1) << CHUNK_ORDER);
+        self.ready_chunks_around(s, e, hi);
+        (e < hi).then_some(Unwritten { si, lo: e, hi })
     }
 
-    /// Writes the descriptors of `[s, e)` (section `si`, initialised chunks) once each: a
-    /// block's first frame PRESERVED with its order and `private`, the rest tails linked to
-    /// it; a plain range RESERVED | NOINIT.
+    /// Writes the descriptors of `[s, e)` (of `sec`, section `si`; initialised chunks) once
+    /// each: a block's first frame PRESERVED with its order and `private`, the rest tails
+    /// linked to it; a plain range RESERVED | NOINIT.
     #[inline]
-    fn write_preserved(&mut self, si: usize, s: u64, e: u64, block: Option<(u32, u64)>) {
-        let sec = self.sections[si];
+    fn write_preserved(
+        &mut self,
+        si: usize,
+        sec: &Section,
+        s: u64,
+        e: u64,
+        block: Option<(u32, u64)>,
+    ) {
         let first = (u64::from(sec.first) + s - sec.base) as usize;
         let n = (e - s) as usize;
         let pages = &mut self.pages[first..first + n];
         match block {
             Some((order, private)) => {
                 let head = Page::words(HEAD_FLAGS, order as u8, si as u8, 0, NONE, private);
+                // Every frame as a tail, then the head over the first: a power-of-two
+                // count leaves the fill loop no remainder (see `write_claimed`).
+                if order > 0 {
+                    Page::fill(pages, reserved_words(si as u8, true, first as u32));
+                }
                 Page::store(&mut pages[0], head);
-                Page::fill(
-                    &mut pages[1..],
-                    reserved_words(si as u8, true, first as u32),
-                );
                 self.private_set += u64::from(private != 0);
             }
             None => Page::fill(pages, reserved_words(si as u8, false, NONE)),
@@ -245,28 +323,39 @@ impl FrameAllocator<'_> {
                     .min(63 - n.leading_zeros())
                     .min(self.max_order)
             };
-            let old = self.free_head[o as usize];
-            let head = Page::words(PageFlags::FREE.bits(), o as u8, 0, 0, NONE, 0);
-            // `next` is the high half of the second word (see `Page::words`).
-            let head = [
-                head[0],
-                head[1] & u64::from(u32::MAX) | u64::from(old) << 32,
-                head[2],
-                head[3],
-            ];
-            Page::store(&mut self.pages[idx], head);
-            if old != NONE {
-                self.pages[old as usize].prev = idx as u32;
-            }
-            self.free_head[o as usize] = idx as u32;
-            self.free_blocks[o as usize] += 1;
-            self.nonempty |= 1 << o;
             let size = 1usize << o;
-            Page::fill(&mut self.pages[idx + 1..idx + size], tail);
+            // Tails over the whole block, then its head (see `write_claimed`).
+            if size > 1 {
+                Page::fill(&mut self.pages[idx..idx + size], tail);
+            }
+            self.push_free_head(idx, o);
             pfn += size as u64;
             idx += size;
             n -= size as u64;
         }
+    }
+
+    /// Writes descriptor `idx` whole as the head of a free block of order `o` and puts it
+    /// first on that order's list (the block's tails are written already; `free` is the
+    /// caller's to count).
+    #[inline(always)]
+    fn push_free_head(&mut self, idx: usize, o: u32) {
+        let old = self.free_head[o as usize];
+        let head = Page::words(PageFlags::FREE.bits(), o as u8, 0, 0, NONE, 0);
+        // `next` is the high half of the second word (see `Page::words`).
+        let head = [
+            head[0],
+            head[1] & u64::from(u32::MAX) | u64::from(old) << 32,
+            head[2],
+            head[3],
+        ];
+        Page::store(&mut self.pages[idx], head);
+        if old != NONE {
+            self.pages[old as usize].prev = idx as u32;
+        }
+        self.free_head[o as usize] = idx as u32;
+        self.free_blocks[o as usize] += 1;
+        self.nonempty |= 1 << o;
     }
 
     /// Claims the unclaimed preserved block `[pfn, pfn + 2^order)` (reserved by
@@ -325,7 +414,12 @@ impl FrameAllocator<'_> {
                 (w, w)
             }
         };
+        // The tails' store over all `2^order` frames, then the head's over the first: the
+        // fill loop stores four descriptors a trip, so `2^order - 1` tails would leave it
+        // three single stores (and their setup) on every block of order 2 and more.
+        if order > 0 {
+            Page::fill(pages, tail);
+        }
         Page::store(&mut pages[0], head);
-        Page::fill(&mut pages[1..], tail);
     }
 }

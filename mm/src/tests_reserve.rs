@@ -318,3 +318,39 @@ proptest! {
         prop_assert_eq!(free_set(&fa), eager_free_set(RAM, &reserved, &as_ranges));
     }
 }
+
+/// The frames of a chunk after the item that readied it are written by the items and gaps
+/// that follow in the chunk; what they leave (here a free gap into the next chunks, freed
+/// through the buddy path, which reads them) is settled first, never the storage's garbage.
+#[test]
+fn a_chunk_readied_by_a_block_has_every_frame_written() {
+    let chunk = BASE + 12 * MIB;
+    let chunk_pfn = chunk >> PAGE_SHIFT;
+    // In one chunk: a block, a block right after it, a one-page gap, a block; then free
+    // frames up to a block two chunks on.
+    let items = [
+        Preserved::block(chunk + 0x4000, 2, STASH),
+        Preserved::block(chunk + 0x8000, 0, 0),
+        Preserved::block(chunk + 0xa000, 1, 0),
+        Preserved::block(chunk + 8 * MIB, 0, 0),
+    ];
+    let mb = memblock(RAM, IMAGE);
+    let (mut pages, mut bits) = storage(&mb, 0x01);
+    let fa = FrameAllocator::new_deferred(&mb, &mut pages, &mut bits, MAX_ORDER, items).unwrap();
+    assert_consistent(&fa);
+    let want = |i: u64| match i {
+        4 | 8 | 0xa => RES | PageFlags::PRESERVED,
+        5..=7 | 0xb => RES | PageFlags::PRESERVED_TAIL,
+        _ => PageFlags::empty(),
+    };
+    for i in 0..CHUNK {
+        let got = fa
+            .page_flags(Pfn(chunk_pfn + i))
+            .unwrap()
+            .difference(PageFlags::FREE);
+        assert_eq!(got, want(i), "frame {i:#x} of the chunk");
+    }
+    let s = fa.stats();
+    assert_eq!(s.reserved, 3 + 4 + 1 + 2 + 1);
+    assert_eq!(s.free + s.reserved + s.deferred, s.total);
+}
