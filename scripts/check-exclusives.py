@@ -10,7 +10,9 @@ import re, sys
 EXCL = re.compile(r'^(ld[a]?xr[bh]?|st[l]?xr[bh]?|ld[a]?xp|st[l]?xp|cas\w*|ld(add|clr|set|eor|smax|smin|umax|umin)\w*|swp\w*)$')
 FN = re.compile(r'^([0-9a-f]+) <(.*)>:$')
 INS = re.compile(r'^\s*([0-9a-f]+):\s+(\S+)\s*(.*)$')
-CAS = re.compile(r'<arch::sync::EarlyRawMutex\$LT\$M\$GT\$::(try_)?lock_exclusive::h[0-9a-f]+>')
+# LLVM may give a local copy a `.llvm.<n>` suffix, which the demangler prints as ` (.llvm.<n>)`.
+CAS = re.compile(r'<arch::sync::EarlyRawMutex\$LT\$M\$GT\$::(try_)?lock_exclusive::h[0-9a-f]+'
+                 r'( \(\.llvm\.\d+\))?>')
 TGT = re.compile(r'\b0x([0-9a-f]+) <')
 funcs, fn = {}, None
 for line in open(sys.argv[1]):
