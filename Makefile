@@ -183,7 +183,7 @@ test-host:
 # handover (tests/dump.rs, through scripts/dump-handover.sh).
 # The Linux peer (tests/linux.rs) is built on first use and cached outside the clone.
 test-qemu: image $(IMAGE_B) $(IMAGE_V1)
-	peer=$$(scripts/linux-peer.sh | tail -n 1) && \
+	out=$$(scripts/linux-peer.sh) && peer=$$(printf '%s\n' "$$out" | tail -n 1) && \
 	BATON_IMAGE=$(CURDIR)/$(IMAGE) BATON_IMAGE_B=$(CURDIR)/$(IMAGE_B) BATON_IMAGE_V1=$(CURDIR)/$(IMAGE_V1) \
 		BATON_ELF=$(CURDIR)/$(ELF) BATON_RPI4_DTB=$(abspath $(RPI4_DTB)) QEMU=$(QEMU) GDB=$(GDB) \
 		BATON_LINUX_PEER=$$peer \
@@ -234,7 +234,7 @@ bench-handover: deps image
 bench-linux: deps image
 	$(CARGO) build --release --manifest-path $(ICOUNT_PLUGIN_DIR)/Cargo.toml \
 		--target-dir target/icount-plugin
-	peer=$$(scripts/linux-peer.sh | tail -n 1) && \
+	out=$$(scripts/linux-peer.sh) && peer=$$(printf '%s\n' "$$out" | tail -n 1) && \
 	python3 scripts/bench-linux.py --image $(IMAGE) --qemu $(QEMU) --peer "$$peer" \
 		--plugin $(ICOUNT_PLUGIN) $(BENCH_LINUX_ARGS)
 

@@ -26,7 +26,7 @@ die() { echo "linux-peer: error: $*" >&2; exit 1; }
 # 1. Build tools.
 need=""
 for t in aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu bc:bc bison:bison flex:flex \
-         xz:xz-utils make:make perl:perl; do
+         xz:xz-utils make:make perl:perl rsync:rsync; do
     command -v "${t%%:*}" >/dev/null 2>&1 || need="$need ${t#*:}"
 done
 [ -f /usr/include/openssl/ssl.h ] || need="$need libssl-dev"
