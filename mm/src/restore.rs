@@ -108,9 +108,12 @@ impl FrameAllocator<'_> {
                     break None;
                 };
                 let off = pfn.0.wrapping_sub(w.lo);
-                if off < w.len && order == 0 {
+                if off < w.len {
                     if let Some(p) = pages.get_mut(w.first + off as usize) {
-                        if p.flags == PRESERVED_HEAD && p.order == 0 {
+                        // Flags, the frame's order and the block's (0) in one compare.
+                        let key =
+                            u64::from(p.flags) | u64::from(p.order) << 16 | u64::from(order) << 24;
+                        if key == u64::from(PRESERVED_HEAD) {
                             stashed += u64::from(p.private != 0);
                             small += 1;
                             let words = match kind {
