@@ -18,6 +18,16 @@ pub(crate) const PRESERVED_HEAD: u16 = PageFlags::RESERVED
     .union(PageFlags::PRESERVED)
     .bits();
 
+/// The place of `kind` in a table of claimed words by kind.
+#[inline(always)]
+const fn kind_slot(kind: BlockKind) -> usize {
+    match kind {
+        BlockKind::Folio => 0,
+        BlockKind::Contig => 1,
+        BlockKind::Split => 2,
+    }
+}
+
 /// Frames `[lo, lo + len)`: RAM of section `section` in chunks whose descriptors are
 /// written, so `index` of any of them is `first + (pfn - lo)` with nothing left to check.
 /// Empty (`len` 0) until a first lookup.
@@ -103,6 +113,11 @@ impl FrameAllocator<'_> {
             let pages: &mut [Page] = self.pages;
             let contig = Page::words(0, 0, w.section, 1, NONE, 0);
             let split = Page::words(PageFlags::SPLIT.bits(), 0, w.section, 1, NONE, 0);
+            // The first word by kind, as `kind_slot` numbers them (an order-0 folio is a
+            // plain page); the other three are the same for every kind.
+            let first = [contig[0], contig[0], split[0]];
+            let [_, w1, w2, w3] = contig;
+            debug_assert_eq!(contig[1..], split[1..]);
             let next = loop {
                 let Some((pfn, order, kind)) = blocks.next() else {
                     break None;
@@ -116,11 +131,7 @@ impl FrameAllocator<'_> {
                         if key == u64::from(PRESERVED_HEAD) {
                             stashed += u64::from(p.private != 0);
                             small += 1;
-                            let words = match kind {
-                                BlockKind::Split => split,
-                                BlockKind::Folio | BlockKind::Contig => contig,
-                            };
-                            Page::store(p, words);
+                            Page::store(p, [first[kind_slot(kind)], w1, w2, w3]);
                             continue;
                         }
                     }
