@@ -88,10 +88,10 @@ impl FrameAllocator<'_> {
     /// claimed.
     ///
     /// For a run of blocks (kho's sorted list) it costs less per block: the section and
-    /// chunk of a lookup are kept for the next blocks' frames, an unclaimed preserved
-    /// block's first frame is tested with one compare of its flags and one of its order,
-    /// the counters are added once, and an order-0 block is written in the loop (larger
-    /// ones by `write_claimed`, out of line). Anything else takes `claim_reserved`.
+    /// chunk of a lookup are kept for the next blocks' frames, an order-0 block's first
+    /// frame is tested with one compare (its flags and both orders) and written in the
+    /// loop, a larger one by `write_claimed` out of line, and the counters are added once.
+    /// Anything else takes `claim_reserved`.
     #[inline]
     pub fn claim_reserved_batch<I>(&mut self, blocks: I) -> Result<u64, (usize, MmError)>
     where
@@ -176,9 +176,9 @@ impl FrameAllocator<'_> {
         self.write_claimed(idx, order, kind);
     }
 
-    /// The [`Window`] from `pfn` (a RAM frame in a written chunk: empty otherwise): its
-    /// section from `pfn`'s chunk on, while some chunks are deferred only as far as the
-    /// written chunks after it in the same word of the ready bitmap.
+    /// The [`Window`] holding `pfn` (a RAM frame in a written chunk; empty otherwise): its
+    /// whole section or, while some chunks are deferred, `pfn`'s chunk and the written
+    /// chunks right after it in the same word of the ready bitmap.
     #[inline(never)]
     fn window(&self, pfn: Pfn) -> Window {
         let Ok(idx) = self.index(pfn) else {
