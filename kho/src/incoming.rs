@@ -50,6 +50,38 @@ fn decode_private(v: u64) -> Option<(usize, u32, BlockType)> {
     (order <= mm::MAX_BLOCK_ORDER).then_some((index, order, kind))
 }
 
+/// The first index in `[from, n)` whose bit in `bits` is `set` (bit `i % 64` of word
+/// `i / 64`), or `n` if none is.
+fn next_bit(bits: &[u64], from: usize, n: usize, set: bool) -> usize {
+    let flip = if set { 0 } else { u64::MAX };
+    let mut w = from / 64;
+    let Some(&first) = bits.get(w) else {
+        return n;
+    };
+    let mut word = (first ^ flip) & (u64::MAX << (from % 64));
+    loop {
+        if word != 0 {
+            return n.min(w * 64 + word.trailing_zeros() as usize);
+        }
+        w += 1;
+        match bits.get(w) {
+            Some(&b) => word = b ^ flip,
+            None => return n,
+        }
+    }
+}
+
+/// Sets bits `[lo, hi)` of `bits` (as [`next_bit`] numbers them).
+fn set_bits(bits: &mut [u64], lo: usize, hi: usize) {
+    let mut i = lo;
+    while i < hi {
+        let (w, b) = (i / 64, i % 64);
+        let len = (hi - i).min(64 - b);
+        bits[w] |= (u64::MAX >> (64 - len)) << b;
+        i += len;
+    }
+}
+
 /// Why a restore-side call failed.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum IncomingError {
@@ -595,46 +627,75 @@ impl Incoming {
 
     /// Restores every block not restored or released yet, with the refcounts its type
     /// records (CONTIG: head 1, tails 0; SPLIT: 1 on every page), and hands each to `f`.
-    /// Returns the pages restored. O(1) per block: the blocks come from this handover's own
-    /// validated list, so no stash has to be looked up; `mm` still checks each block's first
-    /// frame heads a preserved block of that order before it changes a frame. The claimed
-    /// bitmap is walked a word at a time, and stays exact if `mm` refuses one.
+    /// Returns the pages restored. [`Incoming::restore_unclaimed_runs`] one block at a time.
     pub fn restore_unclaimed(
         &mut self,
         fa: &mut FrameAllocator<'_>,
         mut f: impl FnMut(Block),
     ) -> Result<u64, IncomingError> {
+        self.restore_unclaimed_runs(fa, |run| run.iter().for_each(|b| f(*b)))
+    }
+
+    /// [`Incoming::restore_unclaimed`], handing `f` the restored blocks a run at a time:
+    /// blocks next to each other in the validated list (address order), none claimed
+    /// before, every one restored when `f` sees it. O(1) per block: the blocks come from
+    /// this handover's own validated list, so no stash has to be looked up; `mm` still
+    /// checks each block's first frame heads a preserved block of that order before it
+    /// changes a frame. The claimed bitmap is walked a run of clear bits at a time (a
+    /// word at a time), each run claimed by one `mm` batch call (`claim_reserved_batch`),
+    /// and stays exact if `mm` refuses a block: the blocks before it are restored and
+    /// handed to `f`, it and those after stay unclaimed.
+    pub fn restore_unclaimed_runs(
+        &mut self,
+        fa: &mut FrameAllocator<'_>,
+        mut f: impl FnMut(&[Block]),
+    ) -> Result<u64, IncomingError> {
         // Counted here, added once (also when `mm` refuses a block).
         let (mut pages, mut restored) = (0, 0);
+        let mut res = Ok(());
         let n = self.blocks.len();
-        for w in 0..self.claimed.len() {
-            let mut left = !self.claimed[w];
-            while left != 0 {
-                let i = w * 64 + left.trailing_zeros() as usize;
-                if i >= n {
-                    break;
-                }
-                left &= left - 1;
-                let b = self.blocks[i];
-                let k = match b.kind {
+        // Asked once: a disabled debug line then costs one test per run.
+        let debug = log::log_enabled!(log::Level::Debug);
+        let mut from = 0;
+        loop {
+            let lo = next_bit(&self.claimed, from, n, false);
+            if lo == n {
+                break;
+            }
+            let hi = next_bit(&self.claimed, lo, n, true);
+            let run = &self.blocks[lo..hi];
+            let claim = fa.claim_reserved_batch(run.iter().map(|b| {
+                let kind = match b.kind {
                     BlockType::Split => BlockKind::Split,
                     BlockType::Contig => BlockKind::Contig,
                 };
-                if let Err(e) = fa.claim_reserved(Pfn(b.phys >> PAGE_SHIFT), b.order, k) {
-                    self.unclaimed_pages -= pages;
-                    self.restored += restored;
-                    return Err(e.into());
+                (Pfn(b.phys >> PAGE_SHIFT), b.order, kind)
+            }));
+            let (done, got) = match claim {
+                Ok(got) => (run, got),
+                Err((k, e)) => {
+                    res = Err(e);
+                    let done = &run[..k];
+                    (done, done.iter().map(|b| 1u64 << b.order).sum())
                 }
-                log::debug!("kho: restored {:#x} order {} {}", b.phys, b.order, b.kind);
-                self.claimed[w] |= 1 << (i % 64);
-                pages += 1u64 << b.order;
-                restored += 1;
-                f(b);
+            };
+            set_bits(&mut self.claimed, lo, lo + done.len());
+            pages += got;
+            restored += done.len() as u64;
+            if debug {
+                for b in done {
+                    log::debug!("kho: restored {:#x} order {} {}", b.phys, b.order, b.kind);
+                }
             }
+            f(done);
+            if res.is_err() {
+                break;
+            }
+            from = hi;
         }
         self.unclaimed_pages -= pages;
         self.restored += restored;
-        Ok(pages)
+        res.map(|()| pages).map_err(IncomingError::Mm)
     }
 
     /// Gives every unclaimed block back to the allocator (in chunks it supports); returns how
@@ -661,5 +722,40 @@ impl Incoming {
             pages += n;
         }
         Ok(pages)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `next_bit` and `set_bits` against a plain `Vec<bool>`, over word edges and a last
+    /// word with bits past `n`.
+    #[test]
+    fn bitmap_runs_match_a_bool_per_block() {
+        for n in [0usize, 1, 63, 64, 65, 130, 200] {
+            let mut bits = alloc::vec![0u64; n.div_ceil(64)];
+            let mut model = alloc::vec![false; n];
+            let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+            for _ in 0..40 {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                let (a, b) = ((rng % (n as u64 + 1)) as usize, ((rng >> 32) % 70) as usize);
+                let hi = n.min(a + b);
+                set_bits(&mut bits, a, hi);
+                model[a..hi].iter_mut().for_each(|m| *m = true);
+                for from in 0..=n {
+                    for set in [false, true] {
+                        let want = (from..n).find(|&i| model[i] == set).unwrap_or(n);
+                        assert_eq!(next_bit(&bits, from, n, set), want, "{n} {from} {set}");
+                    }
+                }
+            }
+            // Nothing past `n` is ever set.
+            if !n.is_multiple_of(64) {
+                assert_eq!(bits[n / 64] >> (n % 64), 0);
+            }
+        }
     }
 }

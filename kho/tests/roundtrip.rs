@@ -229,6 +229,99 @@ fn second_restore_and_unknown_addresses_are_refused() {
     );
 }
 
+/// An incoming image over 200 preserved blocks (order 0 CONTIG and SPLIT, order 2 CONTIG):
+/// more than three words of kho's claimed bitmap. Returns it, the blocks and the model.
+fn many_blocks() -> (IncomingImage, Vec<kho::Block>, Vec<Expect>) {
+    let arena = leak_arena();
+    let mut out = outgoing(arena, 10);
+    for i in 0..200 {
+        out.apply(match i % 5 {
+            0 => Op::Split(0),
+            1 => Op::Contig(2),
+            _ => Op::Contig(0),
+        });
+    }
+    let boot = out.handover(arena);
+    let inc = incoming(arena, &boot, 10).unwrap();
+    let all: Vec<_> = inc.inc.unclaimed_blocks().collect();
+    assert_eq!(all.len(), 200);
+    (inc, all, out.expect.clone())
+}
+
+#[test]
+fn unclaimed_runs_restore_the_rest_in_order_between_claimed_blocks() {
+    let (mut inc, all, expect) = many_blocks();
+    // Claimed first: one inside the first word, the last of it and the first of the next.
+    for i in [5, 63, 64] {
+        let b = all[i];
+        inc.inc
+            .restore_pages(&mut inc.fa, b.phys, 1 << b.order)
+            .unwrap();
+    }
+    let rest: Vec<_> = inc.inc.unclaimed_blocks().collect();
+    let mut runs = Vec::new();
+    let pages = inc
+        .inc
+        .restore_unclaimed_runs(&mut inc.fa, |r| runs.push(r.to_vec()))
+        .unwrap();
+    // Runs break only at claimed blocks: [0, 5), [6, 63), [65, 200).
+    assert_eq!(runs.iter().map(Vec::len).collect::<Vec<_>>(), [5, 57, 135]);
+    assert_eq!(runs.concat(), rest);
+    assert_eq!(pages, rest.iter().map(|b| 1u64 << b.order).sum::<u64>());
+    assert_eq!((inc.inc.unclaimed(), inc.inc.unclaimed_pages()), (0, 0));
+    assert_eq!(inc.inc.restored(), 200);
+    for b in &rest {
+        let head = Pfn(b.phys >> 12);
+        assert_eq!(inc.fa.page_ref_count(head), Ok(1), "{b:?}");
+        for i in 1..1u64 << b.order {
+            let want = u32::from(b.kind == BlockType::Split);
+            assert_eq!(inc.fa.page_ref_count(Pfn(head.0 + i)), Ok(want), "{b:?}");
+        }
+    }
+    // Nothing is left: no run, no page.
+    assert_eq!(
+        inc.inc
+            .restore_unclaimed_runs(&mut inc.fa, |_| panic!("a run of nothing")),
+        Ok(0)
+    );
+    inc.free_all(&expect);
+}
+
+#[test]
+fn unclaimed_restore_stops_at_a_refused_block_with_the_bitmap_exact() {
+    let (mut inc, all, _) = many_blocks();
+    inc.inc.restore_pages(&mut inc.fa, all[70].phys, 1).unwrap();
+    // Block 100 claimed behind kho's back: mm refuses kho's claim of it.
+    let bad = all[100];
+    let pfn = Pfn(bad.phys >> 12);
+    inc.fa
+        .claim_reserved(pfn, bad.order, mm::BlockKind::Contig)
+        .unwrap();
+    let mut got = Vec::new();
+    assert_eq!(
+        inc.inc.restore_unclaimed(&mut inc.fa, |b| got.push(b)),
+        Err(kho::IncomingError::Mm(mm::MmError::NotReserved { pfn }))
+    );
+    let before: Vec<_> = (0..100).filter(|&i| i != 70).map(|i| all[i]).collect();
+    assert_eq!(got, before);
+    assert!(all[..100]
+        .iter()
+        .all(|b| !inc.inc.has_block(b.phys, b.order)));
+    assert!(all[100..]
+        .iter()
+        .all(|b| inc.inc.has_block(b.phys, b.order)));
+    assert_eq!(inc.inc.restored(), 100);
+    assert_eq!(inc.inc.unclaimed(), 100);
+    assert_eq!(
+        inc.inc.unclaimed_pages(),
+        all[100..].iter().map(|b| 1u64 << b.order).sum::<u64>()
+    );
+    assert_eq!(
+        inc.inc.unclaimed_blocks().collect::<Vec<_>>(),
+        all[100..].to_vec()
+    );
+}
+
 #[test]
 fn unclaimed_blocks_are_released_with_a_count() {
     let arena = leak_arena();

@@ -2,12 +2,42 @@
 //! blocks with the right refcount pattern, or giving them to the buddy allocator.
 //!
 //! Owns the RESERVED -> allocated and RESERVED -> free transitions. Every frame is checked
-//! before any descriptor changes, so a refused call leaves no trace.
+//! before any descriptor changes, so a refused call leaves no trace. A batch claim of many
+//! blocks (`claim_reserved_batch`) makes the same checks per block as `claim_reserved`.
 
 use crate::addr::Pfn;
 use crate::error::MmError;
-use crate::frame::{BlockKind, FrameAllocator};
-use crate::page::{PageFlags, NONE};
+use crate::frame::{BlockKind, FrameAllocator, CHUNK_ORDER};
+use crate::page::{Page, PageFlags, NONE};
+
+/// Flags of an unclaimed preserved block's first frame as `new_deferred` writes them: a
+/// batch claim takes its short path on exactly these (any other state goes through
+/// `claim_reserved`, whose checks decide).
+pub(crate) const PRESERVED_HEAD: u16 = PageFlags::RESERVED
+    .union(PageFlags::NOINIT)
+    .union(PageFlags::PRESERVED)
+    .bits();
+
+/// The place of `kind` in a table of claimed words by kind.
+#[inline(always)]
+const fn kind_slot(kind: BlockKind) -> usize {
+    match kind {
+        BlockKind::Folio => 0,
+        BlockKind::Contig => 1,
+        BlockKind::Split => 2,
+    }
+}
+
+/// Frames `[lo, lo + len)`: RAM of section `section` in chunks whose descriptors are
+/// written, so `index` of any of them is `first + (pfn - lo)` with nothing left to check.
+/// Empty (`len` 0) until a first lookup.
+#[derive(Copy, Clone, Debug, Default)]
+struct Window {
+    lo: u64,
+    len: u64,
+    first: usize,
+    section: u8,
+}
 
 impl FrameAllocator<'_> {
     /// Writes `v` to the `private` word of `pfn` if the frame is RESERVED (an owner's stash
@@ -49,6 +79,129 @@ impl FrameAllocator<'_> {
             return Ok(());
         }
         self.claim_reserved_frames(pfn, order, kind)
+    }
+
+    /// [`Self::claim_reserved`] of every `(pfn, order, kind)` of `blocks` in turn: the
+    /// same checks per block, the same errors, the same descriptors and counters after.
+    /// Stops at the first refusal: `Err((k, e))` with the first `k` blocks claimed, block
+    /// `k` refused with `e` and unchanged, none after it touched. `Ok` holds the frames
+    /// claimed.
+    ///
+    /// For a run of blocks (kho's sorted list) it costs less per block: the section and
+    /// chunk of a lookup are kept for the next blocks' frames, an order-0 block's first
+    /// frame is tested with one compare (its flags and both orders) and written in the
+    /// loop, a larger one by `write_claimed` out of line, and the counters are added once.
+    /// Anything else takes `claim_reserved`.
+    #[inline]
+    pub fn claim_reserved_batch<I>(&mut self, blocks: I) -> Result<u64, (usize, MmError)>
+    where
+        I: IntoIterator<Item = (Pfn, u32, BlockKind)>,
+    {
+        let mut blocks = blocks.into_iter();
+        let mut w = Window::default();
+        // Order-0 blocks the loop claimed, frames of the larger ones claimed here: the
+        // counters owe them until the end, with the stashes cleared (no underflow
+        // meanwhile: `reserved` and `private_set` still count these frames while
+        // `claim_reserved` takes its own).
+        let (mut small, mut large, mut stashed) = (0u64, 0u64, 0u64);
+        // Frames `claim_reserved` claimed and counted; blocks claimed outside the loop.
+        let (mut counted, mut others) = (0u64, 0usize);
+        let mut res = Ok(());
+        loop {
+            // Order-0 preserved blocks in the window, with the descriptor slice in hand and
+            // the claimed first frame's words (`write_claimed` of order 0) made once.
+            let pages: &mut [Page] = self.pages;
+            let contig = Page::words(0, 0, w.section, 1, NONE, 0);
+            let split = Page::words(PageFlags::SPLIT.bits(), 0, w.section, 1, NONE, 0);
+            // The first word by kind, as `kind_slot` numbers them (an order-0 folio is a
+            // plain page); the other three are the same for every kind.
+            let first = [contig[0], contig[0], split[0]];
+            let [_, w1, w2, w3] = contig;
+            debug_assert_eq!(contig[1..], split[1..]);
+            let next = loop {
+                let Some((pfn, order, kind)) = blocks.next() else {
+                    break None;
+                };
+                let off = pfn.0.wrapping_sub(w.lo);
+                if off < w.len {
+                    if let Some(p) = pages.get_mut(w.first + off as usize) {
+                        // Flags, the frame's order and the block's (0) in one compare.
+                        let key =
+                            u64::from(p.flags) | u64::from(p.order) << 16 | u64::from(order) << 24;
+                        if key == u64::from(PRESERVED_HEAD) {
+                            stashed += u64::from(p.private != 0);
+                            small += 1;
+                            Page::store(p, [first[kind_slot(kind)], w1, w2, w3]);
+                            continue;
+                        }
+                    }
+                }
+                break Some((pfn, order, kind));
+            };
+            let Some((pfn, order, kind)) = next else {
+                break;
+            };
+            // A larger block, the first of a window, or not an unclaimed preserved block.
+            if pfn.0.wrapping_sub(w.lo) >= w.len {
+                w = self.window(pfn);
+            }
+            let off = pfn.0.wrapping_sub(w.lo);
+            let head = (off < w.len).then(|| w.first + off as usize).filter(|&i| {
+                self.pages
+                    .get(i)
+                    .is_some_and(|p| p.flags == PRESERVED_HEAD && u32::from(p.order) == order)
+            });
+            if let Some(idx) = head {
+                stashed += u64::from(self.pages[idx].private != 0);
+                large += 1u64 << order;
+                self.write_claimed_block(idx, order, kind);
+            } else if let Err(e) = self.claim_reserved(pfn, order, kind) {
+                res = Err((small as usize + others, e));
+                break;
+            } else {
+                counted += 1u64 << order;
+            }
+            others += 1;
+        }
+        let frames = small + large;
+        self.private_set -= stashed;
+        self.reserved -= frames;
+        self.allocated += frames;
+        res.map(|()| frames + counted)
+    }
+
+    /// `write_claimed` out of line: a batch claim's loop keeps its registers for order 0.
+    #[inline(never)]
+    fn write_claimed_block(&mut self, idx: usize, order: u32, kind: BlockKind) {
+        self.write_claimed(idx, order, kind);
+    }
+
+    /// The [`Window`] holding `pfn` (a RAM frame in a written chunk; empty otherwise): its
+    /// whole section or, while some chunks are deferred, `pfn`'s chunk and the written
+    /// chunks right after it in the same word of the ready bitmap.
+    #[inline(never)]
+    fn window(&self, pfn: Pfn) -> Window {
+        let Ok(idx) = self.index(pfn) else {
+            return Window::default();
+        };
+        let section = self.pages[idx].section;
+        let sec = self.sections[usize::from(section)];
+        let (mut lo, mut hi) = (sec.base, sec.end);
+        if self.uninit_chunks != 0 {
+            let c = Self::chunk_of(&sec, pfn.0);
+            // Chunk `c` is written (`index` checked): count it and the written ones after.
+            let ready = self.chunk_ready[(c / 64) as usize] >> (c % 64);
+            let chunks = u64::from((!ready).trailing_zeros());
+            let start = pfn.0 & !((1u64 << CHUNK_ORDER) - 1);
+            lo = lo.max(start);
+            hi = hi.min(start + (chunks << CHUNK_ORDER));
+        }
+        Window {
+            lo,
+            len: hi - lo,
+            first: idx - (pfn.0 - lo) as usize,
+            section,
+        }
     }
 
     /// [`Self::claim_reserved`] of memory that is not an unclaimed preserved block: every

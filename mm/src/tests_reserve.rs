@@ -6,7 +6,7 @@ use proptest::prelude::*;
 
 use crate::tests::assert_stats_consistent as assert_consistent;
 use crate::tests_deferred::{
-    eager_free_set, free_set, memblock, storage, BASE, BASE_PFN, CHUNK, IMAGE, MIB, RAM,
+    eager_free_set, free_set, memblock, raw, storage, BASE, BASE_PFN, CHUNK, IMAGE, MIB, RAM,
 };
 use crate::*;
 
@@ -353,4 +353,130 @@ fn a_chunk_readied_by_a_block_has_every_frame_written() {
     let s = fa.stats();
     assert_eq!(s.reserved, 3 + 4 + 1 + 2 + 1);
     assert_eq!(s.free + s.reserved + s.deferred, s.total);
+}
+
+/// Two RAM sections with a hole between them (frames 6144..8192 of [`BASE_PFN`]).
+const RAM2: &[(u64, u64)] = &[(BASE, BASE + 24 * MIB), (BASE + 32 * MIB, BASE + 64 * MIB)];
+
+/// What one claim in a list does to the blocks of [`batch_claim_matches_claims_one_at_a_time`].
+fn claim_list(blocks: &[(u64, u32)], muts: &[(u8, u8)]) -> Vec<(Pfn, u32, BlockKind)> {
+    let kinds = [BlockKind::Contig, BlockKind::Folio, BlockKind::Split];
+    let mut out: Vec<(Pfn, u32, BlockKind)> = Vec::new();
+    for (i, &(f, o)) in blocks.iter().enumerate() {
+        let (m, k) = muts.get(i).copied().unwrap_or((0, 0));
+        let kind = kinds[usize::from(k % 3)];
+        out.push(match m {
+            // Another order: `OrderMismatch` (or `Misaligned`, `OrderTooLarge`).
+            8 => (Pfn(f), o + 1, kind),
+            // A tail, or the frame after an order-0 block.
+            9 => (Pfn(f + 1), o, kind),
+            // The previous claim again: `NotReserved` on the second.
+            10 => out.last().copied().unwrap_or((Pfn(f), o, kind)),
+            // Reserved memory that is no preserved block (the image), then the hole.
+            11 => (Pfn(BASE_PFN + u64::from(k % 3)), 0, kind),
+            12 => (Pfn(BASE_PFN + 7000), 0, kind),
+            // The same frame a chunk on: often in a deferred chunk (`Deferred`).
+            13 => (Pfn(f + CHUNK), 0, kind),
+            _ => (Pfn(f), o, kind),
+        });
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// A batch claim (in one or two calls) leaves every descriptor byte, every counter and
+    /// the result exactly as `claim_reserved` one block at a time, stopping at the same
+    /// refusal: over two sections, deferred chunks, order 0 and larger blocks, stashes
+    /// and none, and every refusal the claim list can make.
+    #[test]
+    fn batch_claim_matches_claims_one_at_a_time(
+        pres in prop::collection::vec(
+            (0u64..16_384, prop_oneof![3 => Just(0u32), 1 => 0u32..11]),
+            0..120,
+        ),
+        muts in prop::collection::vec((prop_oneof![12 => 0u8..8, 1 => 8u8..14], 0u8..3), 0..120),
+        cut in 0usize..130,
+    ) {
+        let hole = (BASE_PFN + 6144, BASE_PFN + 8192);
+        let mut sorted = pres.clone();
+        sorted.sort_unstable();
+        let mut blocks: Vec<(u64, u32)> = Vec::new();
+        let mut end = BASE_PFN + 3;
+        for (o, order) in sorted {
+            let n = 1u64 << order;
+            let f = (BASE_PFN + o) & !(n - 1);
+            if f >= end && (f + n <= hole.0 || f >= hole.1) {
+                blocks.push((f, order));
+                end = f + n;
+            }
+        }
+        let list = claim_list(&blocks, &muts);
+        let mb = memblock(RAM2, IMAGE);
+        let items = || {
+            blocks.iter().enumerate().map(|(i, &(f, o))| {
+                Preserved::block(f << PAGE_SHIFT, o, if i % 4 == 0 { 0 } else { i as u64 })
+            })
+        };
+        let (mut pages_a, mut bits_a) = storage(&mb, 0x01);
+        let (mut pages_b, mut bits_b) = storage(&mb, 0x01);
+        let mut a = FrameAllocator::new_deferred(&mb, &mut pages_a, &mut bits_a, MAX_ORDER, items())
+            .unwrap();
+        let mut b = FrameAllocator::new_deferred(&mb, &mut pages_b, &mut bits_b, MAX_ORDER, items())
+            .unwrap();
+        // A deferred chunk's garbage made to look like unclaimed preserved blocks: a claim
+        // there must still be refused (`Deferred`), never taken for one.
+        for fa in [&mut a, &mut b] {
+            let (secs, n) = (fa.sections, fa.nsections);
+            for sec in &secs[..n] {
+                for f in sec.base..sec.end {
+                    if let Err(MmError::Deferred { .. }) = fa.index(Pfn(f)) {
+                        let p = &mut fa.pages[(sec.first as u64 + f - sec.base) as usize];
+                        p.flags = crate::restore::PRESERVED_HEAD;
+                        p.order = 0;
+                    }
+                }
+            }
+        }
+        let mut want = Ok(0u64);
+        for (k, &(pfn, order, kind)) in list.iter().enumerate() {
+            match a.claim_reserved(pfn, order, kind) {
+                Ok(()) => want = want.map(|n| n + (1u64 << order)),
+                Err(e) => {
+                    want = Err((k, e));
+                    break;
+                }
+            }
+        }
+        let cut = cut.min(list.len());
+        let got = b.claim_reserved_batch(list[..cut].iter().copied()).and_then(|n| {
+            b.claim_reserved_batch(list[cut..].iter().copied())
+                .map(|m| n + m)
+                .map_err(|(k, e)| (k + cut, e))
+        });
+        prop_assert_eq!(got, want);
+        prop_assert_eq!(a.stats(), b.stats());
+        prop_assert_eq!(a.private_set, b.private_set);
+        let differ = a.pages.iter().zip(b.pages.iter()).position(|(x, y)| raw(x) != raw(y));
+        prop_assert_eq!(differ, None);
+        assert_consistent(&a);
+        assert_consistent(&b);
+    }
+}
+
+#[test]
+fn a_preserved_blocks_first_frame_has_the_batch_claims_flags() {
+    with_blocks(|fa| {
+        for (pfn, order) in [(Pfn(BLOCK_PFN), 3), (PhysAddr(BIG).pfn(), 10)] {
+            assert_eq!(
+                fa.page_flags(pfn).map(|f| f.bits()),
+                Ok(crate::restore::PRESERVED_HEAD)
+            );
+            assert_eq!(
+                fa.claim_reserved_batch([(pfn, order, BlockKind::Contig)]),
+                Ok(1 << order)
+            );
+        }
+    });
 }

@@ -129,6 +129,31 @@ pub struct BlockList {
 }
 
 impl BlockList {
+    /// An empty list with room for the chunk vector of `n` blocks (the chunks themselves
+    /// are taken as they fill).
+    pub fn with_capacity(n: usize) -> BlockList {
+        BlockList {
+            chunks: Vec::with_capacity(n.div_ceil(LIST_CHUNK)),
+            len: 0,
+        }
+    }
+
+    /// Appends `f` of every item of `src`, in order: one copy loop per chunk it fills.
+    pub fn extend_map<T>(&mut self, mut src: &[T], f: impl Fn(&T) -> Block) {
+        while !src.is_empty() {
+            if self.chunks.last().is_none_or(|c| c.len() == LIST_CHUNK) {
+                self.chunks.push(Vec::with_capacity(LIST_CHUNK));
+            }
+            let Some(c) = self.chunks.last_mut() else {
+                return;
+            };
+            let (now, rest) = src.split_at((LIST_CHUNK - c.len()).min(src.len()));
+            c.extend(now.iter().map(&f));
+            self.len += now.len();
+            src = rest;
+        }
+    }
+
     /// Appends `b`.
     #[inline]
     pub fn push(&mut self, b: Block) {
@@ -201,10 +226,10 @@ pub fn restore(
     inc: &mut Incoming,
     fa: &mut FrameAllocator<'_>,
 ) -> Result<(BlockList, u64), Problem> {
-    let mut out = BlockList::default();
+    let mut out = BlockList::with_capacity(inc.unclaimed());
     let pages = inc
-        .restore_unclaimed(fa, |b| {
-            out.push(Block {
+        .restore_unclaimed_runs(fa, |run| {
+            out.extend_map(run, |b| Block {
                 phys: b.phys,
                 order: b.order,
                 split: b.kind == BlockType::Split,
@@ -427,4 +452,39 @@ pub fn mismatch(found: &Totals, recorded: &Totals) -> String {
         "bulk set: found {} blocks / {} pages / sum {:#x}, the record says {} / {} / {:#x}",
         found.blocks, found.pages, found.sum, recorded.blocks, recorded.pages, recorded.sum
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(i: u64) -> Block {
+        Block {
+            phys: i << PAGE_SHIFT,
+            order: (i % 3) as u32,
+            split: i.is_multiple_of(2),
+            fill_gen: 0,
+            checksum: 0,
+        }
+    }
+
+    /// `extend_map` in pieces of any size gives the list `push` gives, chunks never past
+    /// `LIST_CHUNK`, across chunk edges.
+    #[test]
+    fn extend_map_fills_chunks_like_push() {
+        let n = 2 * LIST_CHUNK as u64 + 5;
+        let ids: Vec<u64> = (0..n).collect();
+        let mut pushed = BlockList::default();
+        ids.iter().for_each(|&i| pushed.push(block(i)));
+        for piece in [1, 7, LIST_CHUNK - 1, LIST_CHUNK, LIST_CHUNK + 3] {
+            let mut list = BlockList::with_capacity(ids.len());
+            for part in ids.chunks(piece) {
+                list.extend_map(part, |&i| block(i));
+            }
+            assert_eq!(list.len(), pushed.len());
+            assert!(list.iter().eq(pushed.iter()), "pieces of {piece}");
+            assert!(list.chunks.iter().all(|c| c.len() <= LIST_CHUNK));
+            assert_eq!(list.chunks.len(), pushed.chunks.len());
+        }
+    }
 }
