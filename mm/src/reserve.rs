@@ -8,9 +8,9 @@
 //! its block, so a claim reads one descriptor and writes each frame once. The free memory
 //! between two items is freed in the same pass. Never frees or claims part of a block.
 
-use crate::addr::{Pfn, PhysAddr, PhysRange, PAGE_SIZE};
+use crate::addr::{Pfn, PhysAddr, PhysRange, PAGE_SHIFT, PAGE_SIZE};
 use crate::error::MmError;
-use crate::frame::{BlockKind, FrameAllocator, Section, CHUNK_ORDER, MAX_BLOCK_ORDER};
+use crate::frame::{BlockKind, FrameAllocator, Section, CHUNK_ORDER, MAX_BLOCK_ORDER, NR_ORDERS};
 use crate::memblock::Memblock;
 use crate::page::{Page, PageFlags, NONE};
 
@@ -66,6 +66,249 @@ struct Unwritten {
     hi: u64,
 }
 
+/// A run of [`FrameAllocator::reserve_run`]: where it may write and what it has counted.
+#[derive(Copy, Clone, Debug)]
+struct Run {
+    /// Blocks end by here (the end of the chunk).
+    hi: u64,
+    /// Gaps end by here (the end of the free range they lie in).
+    free_end: u64,
+    /// Frame `pfn` has descriptor `pfn + off` (wrapping: a section's `first` may be below
+    /// its `base`).
+    off: u64,
+    /// Where the last block ends.
+    end: u64,
+    /// One-page gaps go onto order 0's list through this.
+    order0: Order0,
+    /// Gap frames freed (RESERVED so far).
+    gaps: u64,
+    /// Blocks whose stash is not zero.
+    private_set: u64,
+}
+
+impl Run {
+    /// Takes the blocks that follow `end` in the run's chunk, each after a gap in free RAM
+    /// (see [`FrameAllocator::reserve_run`]), writing their descriptors in `pages` and
+    /// pushing one-page gaps. Stops at a longer gap, returned as `(pfn, frames)` for the
+    /// caller to cut (the block after it written), or at the first item it does not take,
+    /// left in `stop` (`None` at the end of the input). The loop makes no call, so its
+    /// state lives in registers.
+    #[inline(never)]
+    fn blocks(
+        &mut self,
+        items: &mut impl Iterator<Item = Preserved>,
+        pages: &mut [Page],
+        stop: &mut Option<Preserved>,
+    ) -> Option<(u64, u64)> {
+        let Run {
+            hi,
+            free_end,
+            off,
+            mut end,
+            mut order0,
+            mut gaps,
+            mut private_set,
+        } = *self;
+        let gap = loop {
+            let Some(item) = items.next() else {
+                *stop = None;
+                break None;
+            };
+            let (start, bytes_end) = (item.range.start.0, item.range.end.0);
+            let Some((order, private)) = item.block else {
+                *stop = Some(item);
+                break None;
+            };
+            // The general steps' checks for a block, on the bytes: sorted, 2^order whole
+            // pages aligned to their size (`bytes_end` saturates: a wrapped range fails), in this
+            // chunk (hence in RAM), after a gap in free RAM.
+            if order > MAX_BLOCK_ORDER {
+                *stop = Some(item);
+                break None;
+            }
+            let size = PAGE_SIZE << order;
+            let (s, e) = (start >> PAGE_SHIFT, bytes_end >> PAGE_SHIFT);
+            if start & (size - 1) != 0
+                || bytes_end.wrapping_sub(start) != size
+                || s < end
+                || e > hi
+                || s > free_end
+            {
+                *stop = Some(item);
+                break None;
+            }
+            let idx = s.wrapping_add(off) as usize;
+            if order > 0 {
+                // Tails over the whole block, then the head (see `write_claimed`).
+                Page::fill(
+                    &mut pages[idx..idx + (1usize << order)],
+                    reserved_words(0, true, idx as u32),
+                );
+            }
+            let head = Page::words(HEAD_FLAGS, order as u8, 0, 0, NONE, private);
+            Page::store(&mut pages[idx], head);
+            private_set += u64::from(private != 0);
+            let (pfn, n) = (end, s - end);
+            gaps += n;
+            end = e;
+            if n == 1 {
+                order0.push(pages, idx as u32 - 1);
+            } else if n > 1 {
+                break Some((pfn, n));
+            }
+        };
+        *self = Run {
+            end,
+            order0,
+            gaps,
+            private_set,
+            ..*self
+        };
+        gap
+    }
+}
+
+/// Order 0's free list while a run pushes one-page gaps onto it. The last frame pushed
+/// (`head`) has its descriptor written only when the next push gives its `prev` (or when
+/// the run closes), so each frame takes one whole store and no other descriptor is read or
+/// written, except the list's old head once (its `prev`). The lists end as
+/// `push_free_head` would leave them.
+#[derive(Copy, Clone, Debug)]
+struct Order0 {
+    /// The list's first block (descriptor index), or `NONE`.
+    head: u32,
+    /// `head`'s `next`, once `head` is a frame this run pushed (`pushed > 0`).
+    next: u32,
+    /// Frames pushed by this run.
+    pushed: u64,
+}
+
+impl Order0 {
+    /// Pushes start on the list whose first block is `head`.
+    #[inline(always)]
+    fn new(head: u32) -> Self {
+        Order0 {
+            head,
+            next: NONE,
+            pushed: 0,
+        }
+    }
+
+    /// Puts free frame `idx` first: the frame pushed before it written now, its `prev` now
+    /// known; the list's old head relinked on the run's first push.
+    #[inline(always)]
+    fn push(&mut self, pages: &mut [Page], idx: u32) {
+        if self.pushed > 0 {
+            Page::store(
+                &mut pages[self.head as usize],
+                free_words(0, self.next, idx),
+            );
+        } else if self.head != NONE {
+            pages[self.head as usize].prev = idx;
+        }
+        self.next = self.head;
+        self.head = idx;
+        self.pushed += 1;
+    }
+}
+
+/// Descriptor words of the first frame of a free block of order `o` (section 0) linked
+/// between `prev` and `next`: what `push_free_head` leaves once the next push sets `prev`.
+#[inline(always)]
+const fn free_words(o: u32, next: u32, prev: u32) -> [u64; 4] {
+    let w = Page::words(PageFlags::FREE.bits(), o as u8, 0, 0, NONE, 0);
+    [
+        w[0],
+        w[1] & u32::MAX as u64 | (next as u64) << 32,
+        prev as u64,
+        w[3],
+    ]
+}
+
+/// The descriptors and the free lists of a [`FrameAllocator`], borrowed apart from its other
+/// fields: a run keeps them in registers while it counts the rest in locals.
+struct Lists<'l> {
+    pages: &'l mut [Page],
+    head: &'l mut [u32; NR_ORDERS],
+    blocks: &'l mut [u64; NR_ORDERS],
+    nonempty: &'l mut u32,
+    free: &'l mut u64,
+    max_order: u32,
+}
+
+impl Lists<'_> {
+    /// Ends a run's pushes onto order 0's list: the last one's descriptor written, the
+    /// list's head and counters brought up to date.
+    #[inline(always)]
+    fn close(&mut self, order0: Order0) {
+        if order0.pushed > 0 {
+            Page::store(
+                &mut self.pages[order0.head as usize],
+                free_words(0, order0.next, NONE),
+            );
+            self.head[0] = order0.head;
+            self.blocks[0] += order0.pushed;
+            *self.free += order0.pushed;
+            *self.nonempty |= 1;
+        }
+    }
+
+    /// Puts the `n` frames at descriptor `idx` (frame `pfn`, one initialised chunk of
+    /// section 0) on the free lists as maximal aligned blocks, each descriptor written
+    /// whole once, no buddy read. No block can merge: the frames just outside the piece
+    /// are not free (a preserved item, a reservation or no RAM: memblock's free ranges are
+    /// maximal and the items disjoint), a block of a greedy cut is the largest aligned one
+    /// that fits, so its buddy either holds one of those frames or is cut itself, and
+    /// buddies never leave the chunk. The property test against the eager build (which
+    /// merges) pins it.
+    fn push_gap(&mut self, mut idx: usize, mut pfn: u64, mut n: u64) {
+        let tail = Page::blank(0, PageFlags::empty());
+        *self.free += n;
+        while n > 0 {
+            // One page (the common gap between two order-0 blocks) needs no cut.
+            let o = if n == 1 {
+                0
+            } else {
+                pfn.trailing_zeros()
+                    .min(63 - n.leading_zeros())
+                    .min(self.max_order)
+            };
+            let size = 1usize << o;
+            // Tails over the whole block, then its head (see `write_claimed`).
+            if size > 1 {
+                Page::fill(&mut self.pages[idx..idx + size], tail);
+            }
+            self.push_free_head(idx, o);
+            pfn += size as u64;
+            idx += size;
+            n -= size as u64;
+        }
+    }
+
+    /// Writes descriptor `idx` whole as the head of a free block of order `o` and puts it
+    /// first on that order's list (the block's tails are written already; `free` is the
+    /// caller's to count).
+    #[inline(always)]
+    fn push_free_head(&mut self, idx: usize, o: u32) {
+        let old = self.head[o as usize];
+        let head = Page::words(PageFlags::FREE.bits(), o as u8, 0, 0, NONE, 0);
+        // `next` is the high half of the second word (see `Page::words`).
+        let head = [
+            head[0],
+            head[1] & u64::from(u32::MAX) | u64::from(old) << 32,
+            head[2],
+            head[3],
+        ];
+        Page::store(&mut self.pages[idx], head);
+        if old != NONE {
+            self.pages[old as usize].prev = idx as u32;
+        }
+        self.head[o as usize] = idx as u32;
+        self.blocks[o as usize] += 1;
+        *self.nonempty |= 1 << o;
+    }
+}
+
 /// Flags of an unclaimed preserved block's first frame, exactly.
 const HEAD_FLAGS: u16 = PageFlags::RESERVED
     .union(PageFlags::NOINIT)
@@ -76,11 +319,12 @@ impl FrameAllocator<'_> {
     /// Step 3 of `new_deferred`, one pass over `preserved`: each item's chunks initialised
     /// (as RESERVED), its frames written once in their preserved state, then the free RAM
     /// between the previous item and this one freed. Refuses an item out of order, empty,
-    /// not inside one RAM section, or a block that is not `2^order` aligned pages.
-    pub(crate) fn reserve_preserved(
+    /// not inside one RAM section, or a block that is not `2^order` aligned pages. After
+    /// each item, the blocks that follow it in its chunk go through [`Self::reserve_run`].
+    pub(crate) fn reserve_preserved<const RUNS: bool>(
         &mut self,
         mb: &Memblock,
-        preserved: impl Iterator<Item = Preserved>,
+        mut preserved: impl Iterator<Item = Preserved>,
     ) -> Result<(), MmError> {
         let mut free = mb.free_ranges().map(|r| {
             let (s, e) = r.inner_pfns();
@@ -88,13 +332,15 @@ impl FrameAllocator<'_> {
         });
         let mut cur_free = free.next();
         let mut prev_end = 0u64;
+        // Runs need one section (and may be turned off, for the tests).
+        let runs = RUNS && self.nsections == 1;
         // The section cursor and a copy of its section (no field reload per item).
-        let single = self.nsections == 1;
         let (mut si, mut sec) = self.section_from(0, 0);
         // The rest of the chunk the last item readied, not written yet: always starts at
         // `prev_end`, so the next item and its gap write it once when they fit in it.
         let mut unwritten: Option<Unwritten> = None;
-        for item in preserved {
+        let mut next = preserved.next();
+        while let Some(item) = next {
             let (s, e) = item.range.outer_pfns();
             let (s, e) = (s.0, e.0);
             // Sorted input keeps the section cursor moving forward; one section must hold
@@ -109,18 +355,21 @@ impl FrameAllocator<'_> {
             if s < prev_end || s >= e || !in_ram || !shape_ok {
                 return Err(MmError::BadPreservedRange { pfn: Pfn(s) });
             }
-            if single && self.reserve_in_place(&sec, s, e, item.block, prev_end, cur_free) {
-                // The gap and the item, in the chunk of `prev_end`, are written now.
-                unwritten = unwritten
-                    .map(|u| Unwritten { lo: e, ..u })
-                    .filter(|u| e < u.hi);
-            } else {
-                self.settle(unwritten.take());
-                unwritten = self.ready_chunks_of(si, s, e);
-                self.write_preserved(si, &sec, s, e, item.block);
-                self.free_gap(&mut free, &mut cur_free, prev_end, s);
-            }
+            self.settle(unwritten.take());
+            unwritten = self.ready_chunks_of(si, s, e);
+            self.write_preserved(si, &sec, s, e, item.block);
+            self.free_gap(&mut free, &mut cur_free, prev_end, s);
             prev_end = e;
+            match self.run_end(runs, &sec, prev_end, cur_free) {
+                Some(run) => {
+                    prev_end = self.reserve_run(&mut preserved, run, &mut next);
+                    // The run wrote up to `prev_end`, in the chunk of `unwritten`.
+                    unwritten = unwritten
+                        .map(|u| Unwritten { lo: prev_end, ..u })
+                        .filter(|u| prev_end < u.hi);
+                }
+                None => next = preserved.next(),
+            }
         }
         self.settle(unwritten);
         self.free_gap(&mut free, &mut cur_free, prev_end, u64::MAX);
@@ -163,42 +412,76 @@ impl FrameAllocator<'_> {
         }
     }
 
-    /// The common item, done with no cursor or chunk walk: a block `[s, e)` of `sec`, the
-    /// only section (the caller checks there is one), in one initialised chunk together with the gap `[prev_end, s)` before it,
-    /// which is empty (the block follows the previous item) or lies in the free range
-    /// `free` (so all of it is free RAM). False, nothing done, for anything else: the
-    /// caller takes the general steps.
+    /// A run from `prev_end` (see [`Self::reserve_run`]), if one may start there: one
+    /// section, `prev_end` inside it and its chunk initialised. Its blocks end by the
+    /// chunk's end, its gaps by the end of `free` (the free range the gap after `prev_end`
+    /// starts in; `prev_end` when it starts in none).
     #[inline(always)]
-    fn reserve_in_place(
-        &mut self,
+    fn run_end(
+        &self,
+        runs: bool,
         sec: &Section,
-        s: u64,
-        e: u64,
-        block: Option<(u32, u64)>,
         prev_end: u64,
         free: Option<(u64, u64)>,
-    ) -> bool {
-        let gap_free = prev_end == s || free.is_some_and(|(fs, fe)| fs <= prev_end && s <= fe);
-        let fast = block.is_some()
-            && gap_free
-            && prev_end >> CHUNK_ORDER == (e - 1) >> CHUNK_ORDER
-            && self.chunk_is_ready(sec, s);
-        if !fast {
-            return false;
+    ) -> Option<Run> {
+        let fits = runs
+            && sec.base <= prev_end
+            && prev_end < sec.end
+            && self.chunk_is_ready(sec, prev_end);
+        let free_end = match free {
+            Some((fs, fe)) if fs <= prev_end => fe,
+            _ => prev_end,
+        };
+        fits.then(|| Run {
+            hi: sec.end.min(((prev_end >> CHUNK_ORDER) + 1) << CHUNK_ORDER),
+            free_end,
+            off: u64::from(sec.first).wrapping_sub(sec.base),
+            end: prev_end,
+            order0: Order0::new(NONE),
+            gaps: 0,
+            private_set: 0,
+        })
+    }
+
+    /// The common items, taken from `items` with no section, chunk or free-range walk:
+    /// blocks that follow `run.end` in its chunk (of the only section, initialised: see
+    /// [`Self::run_end`]), each after a gap that lies in free RAM. Each block is written as
+    /// [`Self::write_preserved`] writes it, each gap freed as `push_gap` frees it; the
+    /// counters and the order-0 list head stay in locals until the run ends. Returns where
+    /// the last block ends; leaves in `stop` the first item that is not such a block
+    /// (`None`: the input ended), for the general steps (which check it again).
+    #[inline(always)]
+    fn reserve_run(
+        &mut self,
+        items: &mut impl Iterator<Item = Preserved>,
+        mut run: Run,
+        stop: &mut Option<Preserved>,
+    ) -> u64 {
+        let mut lists = self.lists();
+        run.order0 = Order0::new(lists.head[0]);
+        while let Some((pfn, n)) = run.blocks(items, lists.pages, stop) {
+            // A longer gap is cut as the general steps cut it.
+            lists.close(run.order0);
+            lists.push_gap(pfn.wrapping_add(run.off) as usize, pfn, n);
+            run.order0 = Order0::new(lists.head[0]);
         }
-        self.write_preserved(0, sec, s, e, block);
-        if prev_end < s {
-            let first = (u64::from(sec.first) + prev_end - sec.base) as usize;
-            self.reserved -= s - prev_end;
-            // One free page, scatter's gap between two order-0 blocks, needs no cut.
-            if s - prev_end == 1 {
-                self.free += 1;
-                self.push_free_head(first, 0);
-            } else {
-                self.push_gap(first, prev_end, s - prev_end);
-            }
+        lists.close(run.order0);
+        self.reserved -= run.gaps;
+        self.private_set += run.private_set;
+        run.end
+    }
+
+    /// The descriptors and free lists, borrowed apart from the rest of `self`.
+    #[inline(always)]
+    fn lists(&mut self) -> Lists<'_> {
+        Lists {
+            pages: self.pages,
+            head: &mut self.free_head,
+            blocks: &mut self.free_blocks,
+            nonempty: &mut self.nonempty,
+            free: &mut self.free,
+            max_order: self.max_order,
         }
-        true
     }
 
     /// Initialises the deferred chunks of `[s, e)` (frames of section `si`) as RESERVED,
@@ -300,62 +583,7 @@ impl FrameAllocator<'_> {
         }
         let first = (u64::from(sec.first) + a - sec.base) as usize;
         self.reserved -= b - a;
-        self.push_gap(first, a, b - a);
-    }
-
-    /// Puts the `n` frames at descriptor `idx` (frame `pfn`, one initialised chunk of
-    /// section 0) on the free lists as maximal aligned blocks, each descriptor written
-    /// whole once, no buddy read. No block can merge: the frames just outside the piece
-    /// are not free (a preserved item, a reservation or no RAM: memblock's free ranges are
-    /// maximal and the items disjoint), a block of a greedy cut is the largest aligned one
-    /// that fits, so its buddy either holds one of those frames or is cut itself, and
-    /// buddies never leave the chunk. The property test against the eager build (which
-    /// merges) pins it.
-    fn push_gap(&mut self, mut idx: usize, mut pfn: u64, mut n: u64) {
-        let tail = Page::blank(0, PageFlags::empty());
-        self.free += n;
-        while n > 0 {
-            // One page (the common gap between two order-0 blocks) needs no cut.
-            let o = if n == 1 {
-                0
-            } else {
-                pfn.trailing_zeros()
-                    .min(63 - n.leading_zeros())
-                    .min(self.max_order)
-            };
-            let size = 1usize << o;
-            // Tails over the whole block, then its head (see `write_claimed`).
-            if size > 1 {
-                Page::fill(&mut self.pages[idx..idx + size], tail);
-            }
-            self.push_free_head(idx, o);
-            pfn += size as u64;
-            idx += size;
-            n -= size as u64;
-        }
-    }
-
-    /// Writes descriptor `idx` whole as the head of a free block of order `o` and puts it
-    /// first on that order's list (the block's tails are written already; `free` is the
-    /// caller's to count).
-    #[inline(always)]
-    fn push_free_head(&mut self, idx: usize, o: u32) {
-        let old = self.free_head[o as usize];
-        let head = Page::words(PageFlags::FREE.bits(), o as u8, 0, 0, NONE, 0);
-        // `next` is the high half of the second word (see `Page::words`).
-        let head = [
-            head[0],
-            head[1] & u64::from(u32::MAX) | u64::from(old) << 32,
-            head[2],
-            head[3],
-        ];
-        Page::store(&mut self.pages[idx], head);
-        if old != NONE {
-            self.pages[old as usize].prev = idx as u32;
-        }
-        self.free_head[o as usize] = idx as u32;
-        self.free_blocks[o as usize] += 1;
-        self.nonempty |= 1 << o;
+        self.lists().push_gap(first, a, b - a);
     }
 
     /// Claims the unclaimed preserved block `[pfn, pfn + 2^order)` (reserved by
