@@ -88,18 +88,18 @@ struct Run {
 
 impl Run {
     /// Takes the blocks that follow `end` in the run's chunk, each after a gap in free RAM
-    /// (see [`FrameAllocator::reserve_run`]), writing their descriptors in `pages` and
-    /// pushing one-page gaps. Stops at a longer gap, returned as `(pfn, frames)` for the
-    /// caller to cut (the block after it written), or at the first item it does not take,
-    /// left in `stop` (`None` at the end of the input). The loop makes no call, so its
-    /// state lives in registers.
+    /// (see [`FrameAllocator::reserve_run`]), writing their descriptors in `pages`, pushing
+    /// one-page gaps onto order 0 inline and cutting longer ones out of line (`Lists::cut`,
+    /// the only call in the loop, so the rest of its state stays in registers). Stops at
+    /// the first item it does not take, left in `stop` (`None` at the end of the input).
     #[inline(never)]
     fn blocks(
         &mut self,
         items: &mut impl Iterator<Item = Preserved>,
         pages: &mut [Page],
+        lists: &mut Lists,
         stop: &mut Option<Preserved>,
-    ) -> Option<(u64, u64)> {
+    ) {
         let Run {
             hi,
             free_end,
@@ -109,22 +109,22 @@ impl Run {
             mut gaps,
             mut private_set,
         } = *self;
-        let gap = loop {
+        loop {
             let Some(item) = items.next() else {
                 *stop = None;
-                break None;
+                break;
             };
             let (start, bytes_end) = (item.range.start.0, item.range.end.0);
             let Some((order, private)) = item.block else {
                 *stop = Some(item);
-                break None;
+                break;
             };
             // The general steps' checks for a block, on the bytes: sorted, 2^order whole
-            // pages aligned to their size (`bytes_end` saturates: a wrapped range fails), in this
-            // chunk (hence in RAM), after a gap in free RAM.
+            // pages aligned to their size (`bytes_end` saturates: a wrapped range fails), in
+            // this chunk (hence in RAM), after a gap in free RAM.
             if order > MAX_BLOCK_ORDER {
                 *stop = Some(item);
-                break None;
+                break;
             }
             let size = PAGE_SIZE << order;
             let (s, e) = (start >> PAGE_SHIFT, bytes_end >> PAGE_SHIFT);
@@ -135,7 +135,7 @@ impl Run {
                 || s > free_end
             {
                 *stop = Some(item);
-                break None;
+                break;
             }
             let idx = s.wrapping_add(off) as usize;
             if order > 0 {
@@ -154,9 +154,10 @@ impl Run {
             if n == 1 {
                 order0.push(pages, idx as u32 - 1);
             } else if n > 1 {
-                break Some((pfn, n));
+                // A longer gap is cut as the general steps cut it.
+                order0 = lists.cut(pages, order0, pfn.wrapping_add(off) as usize, pfn, n);
             }
-        };
+        }
         *self = Run {
             end,
             order0,
@@ -164,7 +165,6 @@ impl Run {
             private_set,
             ..*self
         };
-        gap
     }
 }
 
@@ -225,10 +225,10 @@ const fn free_words(o: u32, next: u32, prev: u32) -> [u64; 4] {
     ]
 }
 
-/// The descriptors and the free lists of a [`FrameAllocator`], borrowed apart from its other
-/// fields: a run keeps them in registers while it counts the rest in locals.
+/// The free lists of a [`FrameAllocator`], borrowed apart from its other fields (the
+/// descriptors are passed beside them): a run keeps them in registers while it counts the
+/// rest in locals.
 struct Lists<'l> {
-    pages: &'l mut [Page],
     head: &'l mut [u32; NR_ORDERS],
     blocks: &'l mut [u64; NR_ORDERS],
     nonempty: &'l mut u32,
@@ -240,10 +240,10 @@ impl Lists<'_> {
     /// Ends a run's pushes onto order 0's list: the last one's descriptor written, the
     /// list's head and counters brought up to date.
     #[inline(always)]
-    fn close(&mut self, order0: Order0) {
+    fn close(&mut self, pages: &mut [Page], order0: Order0) {
         if order0.pushed > 0 {
             Page::store(
-                &mut self.pages[order0.head as usize],
+                &mut pages[order0.head as usize],
                 free_words(0, order0.next, NONE),
             );
             self.head[0] = order0.head;
@@ -251,6 +251,15 @@ impl Lists<'_> {
             *self.free += order0.pushed;
             *self.nonempty |= 1;
         }
+    }
+
+    /// Cuts a gap of `n` frames at descriptor `idx` (frame `pfn`) while a run pushes onto
+    /// order 0 through `order0`: the list closed, the gap pushed, a new `Order0` returned.
+    #[inline(never)]
+    fn cut(&mut self, pages: &mut [Page], order0: Order0, idx: usize, pfn: u64, n: u64) -> Order0 {
+        self.close(pages, order0);
+        self.push_gap(pages, idx, pfn, n);
+        Order0::new(self.head[0])
     }
 
     /// Puts the `n` frames at descriptor `idx` (frame `pfn`, one initialised chunk of
@@ -261,7 +270,7 @@ impl Lists<'_> {
     /// that fits, so its buddy either holds one of those frames or is cut itself, and
     /// buddies never leave the chunk. The property test against the eager build (which
     /// merges) pins it.
-    fn push_gap(&mut self, mut idx: usize, mut pfn: u64, mut n: u64) {
+    fn push_gap(&mut self, pages: &mut [Page], mut idx: usize, mut pfn: u64, mut n: u64) {
         let tail = Page::blank(0, PageFlags::empty());
         *self.free += n;
         while n > 0 {
@@ -276,9 +285,9 @@ impl Lists<'_> {
             let size = 1usize << o;
             // Tails over the whole block, then its head (see `write_claimed`).
             if size > 1 {
-                Page::fill(&mut self.pages[idx..idx + size], tail);
+                Page::fill(&mut pages[idx..idx + size], tail);
             }
-            self.push_free_head(idx, o);
+            self.push_free_head(pages, idx, o);
             pfn += size as u64;
             idx += size;
             n -= size as u64;
@@ -289,7 +298,7 @@ impl Lists<'_> {
     /// first on that order's list (the block's tails are written already; `free` is the
     /// caller's to count).
     #[inline(always)]
-    fn push_free_head(&mut self, idx: usize, o: u32) {
+    fn push_free_head(&mut self, pages: &mut [Page], idx: usize, o: u32) {
         let old = self.head[o as usize];
         let head = Page::words(PageFlags::FREE.bits(), o as u8, 0, 0, NONE, 0);
         // `next` is the high half of the second word (see `Page::words`).
@@ -299,9 +308,9 @@ impl Lists<'_> {
             head[2],
             head[3],
         ];
-        Page::store(&mut self.pages[idx], head);
+        Page::store(&mut pages[idx], head);
         if old != NONE {
-            self.pages[old as usize].prev = idx as u32;
+            pages[old as usize].prev = idx as u32;
         }
         self.head[o as usize] = idx as u32;
         self.blocks[o as usize] += 1;
@@ -457,31 +466,26 @@ impl FrameAllocator<'_> {
         mut run: Run,
         stop: &mut Option<Preserved>,
     ) -> u64 {
-        let mut lists = self.lists();
+        let (pages, mut lists) = self.lists();
         run.order0 = Order0::new(lists.head[0]);
-        while let Some((pfn, n)) = run.blocks(items, lists.pages, stop) {
-            // A longer gap is cut as the general steps cut it.
-            lists.close(run.order0);
-            lists.push_gap(pfn.wrapping_add(run.off) as usize, pfn, n);
-            run.order0 = Order0::new(lists.head[0]);
-        }
-        lists.close(run.order0);
+        run.blocks(items, pages, &mut lists, stop);
+        lists.close(pages, run.order0);
         self.reserved -= run.gaps;
         self.private_set += run.private_set;
         run.end
     }
 
-    /// The descriptors and free lists, borrowed apart from the rest of `self`.
+    /// The descriptors and the free lists, borrowed apart from the rest of `self`.
     #[inline(always)]
-    fn lists(&mut self) -> Lists<'_> {
-        Lists {
-            pages: self.pages,
+    fn lists(&mut self) -> (&mut [Page], Lists<'_>) {
+        let lists = Lists {
             head: &mut self.free_head,
             blocks: &mut self.free_blocks,
             nonempty: &mut self.nonempty,
             free: &mut self.free,
             max_order: self.max_order,
-        }
+        };
+        (self.pages, lists)
     }
 
     /// Initialises the deferred chunks of `[s, e)` (frames of section `si`) as RESERVED,
@@ -583,7 +587,8 @@ impl FrameAllocator<'_> {
         }
         let first = (u64::from(sec.first) + a - sec.base) as usize;
         self.reserved -= b - a;
-        self.lists().push_gap(first, a, b - a);
+        let (pages, mut lists) = self.lists();
+        lists.push_gap(pages, first, a, b - a);
     }
 
     /// Claims the unclaimed preserved block `[pfn, pfn + 2^order)` (reserved by
