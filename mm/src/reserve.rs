@@ -71,8 +71,9 @@ struct Unwritten {
 struct Run {
     /// Blocks end by here (the end of the chunk).
     hi: u64,
-    /// Gaps end by here (the end of the free range they lie in).
-    free_end: u64,
+    /// Blocks start by here: before `hi`, and with the gap before them ending by the end of
+    /// the free range it lies in.
+    last: u64,
     /// Frame `pfn` has descriptor `pfn + off` (wrapping: a section's `first` may be below
     /// its `base`).
     off: u64,
@@ -80,7 +81,8 @@ struct Run {
     end: u64,
     /// One-page gaps go onto order 0's list through this.
     order0: Order0,
-    /// Gap frames freed (RESERVED so far).
+    /// Gap frames freed (RESERVED so far) by cuts and by earlier `order0`s; `order0` counts
+    /// its own.
     gaps: u64,
     /// Blocks whose stash is not zero.
     private_set: u64,
@@ -102,7 +104,7 @@ impl Run {
     ) {
         let Run {
             hi,
-            free_end,
+            last,
             off,
             mut end,
             mut order0,
@@ -121,7 +123,8 @@ impl Run {
             };
             // The general steps' checks for a block, on the bytes: sorted, 2^order whole
             // pages aligned to their size (`bytes_end` saturates: a wrapped range fails), in
-            // this chunk (hence in RAM), after a gap in free RAM.
+            // this chunk (hence in RAM), after a gap in free RAM. `s <= last` is the whole
+            // chunk check for order 0 (`e = s + 1`); a larger block checks its end below.
             if order > MAX_BLOCK_ORDER {
                 *stop = Some(item);
                 break;
@@ -131,14 +134,17 @@ impl Run {
             if start & (size - 1) != 0
                 || bytes_end.wrapping_sub(start) != size
                 || s < end
-                || e > hi
-                || s > free_end
+                || s > last
             {
                 *stop = Some(item);
                 break;
             }
             let idx = s.wrapping_add(off) as usize;
             if order > 0 {
+                if e > hi {
+                    *stop = Some(item);
+                    break;
+                }
                 // Tails over the whole block, then the head (see `write_claimed`).
                 Page::fill(
                     &mut pages[idx..idx + (1usize << order)],
@@ -149,12 +155,12 @@ impl Run {
             Page::store(&mut pages[idx], head);
             private_set += u64::from(private != 0);
             let (pfn, n) = (end, s - end);
-            gaps += n;
             end = e;
             if n == 1 {
                 order0.push(pages, idx as u32 - 1);
             } else if n > 1 {
                 // A longer gap is cut as the general steps cut it.
+                gaps += order0.pushed + n;
                 order0 = lists.cut(pages, order0, pfn.wrapping_add(off) as usize, pfn, n);
             }
         }
@@ -441,9 +447,11 @@ impl FrameAllocator<'_> {
             Some((fs, fe)) if fs <= prev_end => fe,
             _ => prev_end,
         };
+        // Read only when `fits`: then `hi > prev_end`, so `hi - 1` does not wrap.
+        let hi = sec.end.min(((prev_end >> CHUNK_ORDER) + 1) << CHUNK_ORDER);
         fits.then(|| Run {
-            hi: sec.end.min(((prev_end >> CHUNK_ORDER) + 1) << CHUNK_ORDER),
-            free_end,
+            hi,
+            last: free_end.min(hi - 1),
             off: u64::from(sec.first).wrapping_sub(sec.base),
             end: prev_end,
             order0: Order0::new(NONE),
@@ -470,7 +478,7 @@ impl FrameAllocator<'_> {
         run.order0 = Order0::new(lists.head[0]);
         run.blocks(items, pages, &mut lists, stop);
         lists.close(pages, run.order0);
-        self.reserved -= run.gaps;
+        self.reserved -= run.gaps + run.order0.pushed;
         self.private_set += run.private_set;
         run.end
     }
