@@ -73,6 +73,22 @@ impl<'a> FrameAllocator<'a> {
         I: IntoIterator,
         I::Item: Into<Preserved>,
     {
+        Self::build_deferred::<true, I>(mb, pages, chunk_ready, max_order, preserved)
+    }
+
+    /// [`Self::new_deferred`], with `RUNS` false taking every preserved item through the
+    /// general steps of `reserve_preserved` (the tests pin the runs against them).
+    pub(crate) fn build_deferred<const RUNS: bool, I>(
+        mb: &Memblock,
+        pages: &'a mut [Page],
+        chunk_ready: &'a mut [u64],
+        max_order: u32,
+        preserved: I,
+    ) -> Result<Self, MmError>
+    where
+        I: IntoIterator,
+        I::Item: Into<Preserved>,
+    {
         let need = DeferredStorage::for_memblock(mb);
         let (pages, chunk_ready) = Self::deferred_storage(need, pages, chunk_ready)?;
         let mut fa = Self::empty(mb, pages, chunk_ready, max_order)?;
@@ -80,7 +96,7 @@ impl<'a> FrameAllocator<'a> {
         fa.reserved = 0;
         fa.uninit_chunks = fa.nchunks();
         fa.write_reservation_edges(mb);
-        fa.reserve_preserved(mb, preserved.into_iter().map(Into::into))?;
+        fa.reserve_preserved::<RUNS>(mb, preserved.into_iter().map(Into::into))?;
         Ok(fa)
     }
 

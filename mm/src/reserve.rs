@@ -8,9 +8,9 @@
 //! its block, so a claim reads one descriptor and writes each frame once. The free memory
 //! between two items is freed in the same pass. Never frees or claims part of a block.
 
-use crate::addr::{Pfn, PhysAddr, PhysRange, PAGE_SIZE};
+use crate::addr::{Pfn, PhysAddr, PhysRange, PAGE_SHIFT, PAGE_SIZE};
 use crate::error::MmError;
-use crate::frame::{BlockKind, FrameAllocator, Section, CHUNK_ORDER, MAX_BLOCK_ORDER};
+use crate::frame::{BlockKind, FrameAllocator, Section, CHUNK_ORDER, MAX_BLOCK_ORDER, NR_ORDERS};
 use crate::memblock::Memblock;
 use crate::page::{Page, PageFlags, NONE};
 
@@ -66,8 +66,268 @@ struct Unwritten {
     hi: u64,
 }
 
-/// Flags of an unclaimed preserved block's first frame, exactly.
-const HEAD_FLAGS: u16 = PageFlags::RESERVED
+/// A run of [`FrameAllocator::reserve_run`]: where it may write and what it has counted.
+#[derive(Copy, Clone, Debug)]
+struct Run {
+    /// Blocks end by here (the end of the chunk).
+    hi: u64,
+    /// Blocks start by here: before `hi`, and with the gap before them ending by the end of
+    /// the free range it lies in.
+    last: u64,
+    /// Frame `pfn` has descriptor `pfn + off` (wrapping: a section's `first` may be below
+    /// its `base`).
+    off: u64,
+    /// Where the last block ends.
+    end: u64,
+    /// One-page gaps go onto order 0's list through this.
+    order0: Order0,
+    /// Gap frames freed (RESERVED so far) by cuts and by earlier `order0`s; `order0` counts
+    /// its own.
+    gaps: u64,
+    /// Blocks whose stash is not zero.
+    private_set: u64,
+}
+
+impl Run {
+    /// Takes the blocks that follow `end` in the run's chunk, each after a gap in free RAM
+    /// (see [`FrameAllocator::reserve_run`]), writing their descriptors in `pages`, pushing
+    /// one-page gaps onto order 0 inline and cutting longer ones out of line (`Lists::cut`,
+    /// the only call in the loop, so the rest of its state stays in registers). Stops at
+    /// the first item it does not take, left in `stop` (`None` at the end of the input).
+    #[inline(never)]
+    fn blocks(
+        &mut self,
+        items: &mut impl Iterator<Item = Preserved>,
+        pages: &mut [Page],
+        lists: &mut Lists,
+        stop: &mut Option<Preserved>,
+    ) {
+        let Run {
+            hi,
+            last,
+            off,
+            mut end,
+            mut order0,
+            mut gaps,
+            mut private_set,
+        } = *self;
+        loop {
+            let Some(item) = items.next() else {
+                *stop = None;
+                break;
+            };
+            let (start, bytes_end) = (item.range.start.0, item.range.end.0);
+            let Some((order, private)) = item.block else {
+                *stop = Some(item);
+                break;
+            };
+            // The general steps' checks for a block, on the bytes: sorted, 2^order whole
+            // pages aligned to their size (`bytes_end` saturates: a wrapped range fails), in
+            // this chunk (hence in RAM), after a gap in free RAM. `s <= last` is the whole
+            // chunk check for order 0 (`e = s + 1`); a larger block checks its end below.
+            if order > MAX_BLOCK_ORDER {
+                *stop = Some(item);
+                break;
+            }
+            let size = PAGE_SIZE << order;
+            let (s, e) = (start >> PAGE_SHIFT, bytes_end >> PAGE_SHIFT);
+            if start & (size - 1) != 0
+                || bytes_end.wrapping_sub(start) != size
+                || s < end
+                || s > last
+            {
+                *stop = Some(item);
+                break;
+            }
+            let idx = s.wrapping_add(off) as usize;
+            if order > 0 {
+                if e > hi {
+                    *stop = Some(item);
+                    break;
+                }
+                // Tails over the whole block, then the head (see `write_claimed`).
+                Page::fill(
+                    &mut pages[idx..idx + (1usize << order)],
+                    reserved_words(0, true, idx as u32),
+                );
+            }
+            let head = Page::words(PRESERVED_HEAD, order as u8, 0, 0, NONE, private);
+            Page::store(&mut pages[idx], head);
+            private_set += u64::from(private != 0);
+            let (pfn, n) = (end, s - end);
+            end = e;
+            if n == 1 {
+                order0.push(pages, idx as u32 - 1);
+            } else if n > 1 {
+                // A longer gap is cut as the general steps cut it.
+                gaps += order0.pushed + n;
+                order0 = lists.cut(pages, order0, pfn.wrapping_add(off) as usize, pfn, n);
+            }
+        }
+        *self = Run {
+            end,
+            order0,
+            gaps,
+            private_set,
+            ..*self
+        };
+    }
+}
+
+/// Order 0's free list while a run pushes one-page gaps onto it. The last frame pushed
+/// (`head`) has its descriptor written only when the next push gives its `prev` (or when
+/// the run closes), so each frame takes one whole store and no other descriptor is read or
+/// written, except the list's old head once (its `prev`). The lists end as
+/// `push_free_head` would leave them.
+#[derive(Copy, Clone, Debug)]
+struct Order0 {
+    /// The list's first block (descriptor index), or `NONE`.
+    head: u32,
+    /// `head`'s `next`, once `head` is a frame this run pushed (`pushed > 0`).
+    next: u32,
+    /// Frames pushed by this run.
+    pushed: u64,
+}
+
+impl Order0 {
+    /// Pushes start on the list whose first block is `head`.
+    #[inline(always)]
+    fn new(head: u32) -> Self {
+        Order0 {
+            head,
+            next: NONE,
+            pushed: 0,
+        }
+    }
+
+    /// Puts free frame `idx` first: the frame pushed before it written now, its `prev` now
+    /// known; the list's old head relinked on the run's first push.
+    #[inline(always)]
+    fn push(&mut self, pages: &mut [Page], idx: u32) {
+        if self.pushed > 0 {
+            Page::store(
+                &mut pages[self.head as usize],
+                free_words(0, self.next, idx),
+            );
+        } else if self.head != NONE {
+            pages[self.head as usize].prev = idx;
+        }
+        self.next = self.head;
+        self.head = idx;
+        self.pushed += 1;
+    }
+}
+
+/// Descriptor words of the first frame of a free block of order `o` (section 0) linked
+/// between `prev` and `next`: what `push_free_head` leaves once the next push sets `prev`.
+#[inline(always)]
+const fn free_words(o: u32, next: u32, prev: u32) -> [u64; 4] {
+    let w = Page::words(PageFlags::FREE.bits(), o as u8, 0, 0, NONE, 0);
+    [
+        w[0],
+        w[1] & u32::MAX as u64 | (next as u64) << 32,
+        prev as u64,
+        w[3],
+    ]
+}
+
+/// The free lists of a [`FrameAllocator`], borrowed apart from its other fields (the
+/// descriptors are passed beside them): a run keeps them in registers while it counts the
+/// rest in locals.
+struct Lists<'l> {
+    head: &'l mut [u32; NR_ORDERS],
+    blocks: &'l mut [u64; NR_ORDERS],
+    nonempty: &'l mut u32,
+    free: &'l mut u64,
+    max_order: u32,
+}
+
+impl Lists<'_> {
+    /// Ends a run's pushes onto order 0's list: the last one's descriptor written, the
+    /// list's head and counters brought up to date.
+    #[inline(always)]
+    fn close(&mut self, pages: &mut [Page], order0: Order0) {
+        if order0.pushed > 0 {
+            Page::store(
+                &mut pages[order0.head as usize],
+                free_words(0, order0.next, NONE),
+            );
+            self.head[0] = order0.head;
+            self.blocks[0] += order0.pushed;
+            *self.free += order0.pushed;
+            *self.nonempty |= 1;
+        }
+    }
+
+    /// Cuts a gap of `n` frames at descriptor `idx` (frame `pfn`) while a run pushes onto
+    /// order 0 through `order0`: the list closed, the gap pushed, a new `Order0` returned.
+    #[inline(never)]
+    fn cut(&mut self, pages: &mut [Page], order0: Order0, idx: usize, pfn: u64, n: u64) -> Order0 {
+        self.close(pages, order0);
+        self.push_gap(pages, idx, pfn, n);
+        Order0::new(self.head[0])
+    }
+
+    /// Puts the `n` frames at descriptor `idx` (frame `pfn`, one initialised chunk of
+    /// section 0) on the free lists as maximal aligned blocks, each descriptor written
+    /// whole once, no buddy read. No block can merge: the frames just outside the piece
+    /// are not free (a preserved item, a reservation or no RAM: memblock's free ranges are
+    /// maximal and the items disjoint), a block of a greedy cut is the largest aligned one
+    /// that fits, so its buddy either holds one of those frames or is cut itself, and
+    /// buddies never leave the chunk. The property test against the eager build (which
+    /// merges) pins it.
+    fn push_gap(&mut self, pages: &mut [Page], mut idx: usize, mut pfn: u64, mut n: u64) {
+        let tail = Page::blank(0, PageFlags::empty());
+        *self.free += n;
+        while n > 0 {
+            // One page (the common gap between two order-0 blocks) needs no cut.
+            let o = if n == 1 {
+                0
+            } else {
+                pfn.trailing_zeros()
+                    .min(63 - n.leading_zeros())
+                    .min(self.max_order)
+            };
+            let size = 1usize << o;
+            // Tails over the whole block, then its head (see `write_claimed`).
+            if size > 1 {
+                Page::fill(&mut pages[idx..idx + size], tail);
+            }
+            self.push_free_head(pages, idx, o);
+            pfn += size as u64;
+            idx += size;
+            n -= size as u64;
+        }
+    }
+
+    /// Writes descriptor `idx` whole as the head of a free block of order `o` and puts it
+    /// first on that order's list (the block's tails are written already; `free` is the
+    /// caller's to count).
+    #[inline(always)]
+    fn push_free_head(&mut self, pages: &mut [Page], idx: usize, o: u32) {
+        let old = self.head[o as usize];
+        let head = Page::words(PageFlags::FREE.bits(), o as u8, 0, 0, NONE, 0);
+        // `next` is the high half of the second word (see `Page::words`).
+        let head = [
+            head[0],
+            head[1] & u64::from(u32::MAX) | u64::from(old) << 32,
+            head[2],
+            head[3],
+        ];
+        Page::store(&mut pages[idx], head);
+        if old != NONE {
+            pages[old as usize].prev = idx as u32;
+        }
+        self.head[o as usize] = idx as u32;
+        self.blocks[o as usize] += 1;
+        *self.nonempty |= 1 << o;
+    }
+}
+
+/// Flags of an unclaimed preserved block's first frame, exactly, as the reserve pass
+/// writes them: a batch claim takes its short path on exactly these (any other state goes
+/// through `claim_reserved`, whose checks decide).
+pub(crate) const PRESERVED_HEAD: u16 = PageFlags::RESERVED
     .union(PageFlags::NOINIT)
     .union(PageFlags::PRESERVED)
     .bits();
@@ -76,11 +336,12 @@ impl FrameAllocator<'_> {
     /// Step 3 of `new_deferred`, one pass over `preserved`: each item's chunks initialised
     /// (as RESERVED), its frames written once in their preserved state, then the free RAM
     /// between the previous item and this one freed. Refuses an item out of order, empty,
-    /// not inside one RAM section, or a block that is not `2^order` aligned pages.
-    pub(crate) fn reserve_preserved(
+    /// not inside one RAM section, or a block that is not `2^order` aligned pages. After
+    /// each item, the blocks that follow it in its chunk go through [`Self::reserve_run`].
+    pub(crate) fn reserve_preserved<const RUNS: bool>(
         &mut self,
         mb: &Memblock,
-        preserved: impl Iterator<Item = Preserved>,
+        mut preserved: impl Iterator<Item = Preserved>,
     ) -> Result<(), MmError> {
         let mut free = mb.free_ranges().map(|r| {
             let (s, e) = r.inner_pfns();
@@ -88,13 +349,15 @@ impl FrameAllocator<'_> {
         });
         let mut cur_free = free.next();
         let mut prev_end = 0u64;
+        // Runs need one section (and may be turned off, for the tests).
+        let runs = RUNS && self.nsections == 1;
         // The section cursor and a copy of its section (no field reload per item).
-        let single = self.nsections == 1;
         let (mut si, mut sec) = self.section_from(0, 0);
         // The rest of the chunk the last item readied, not written yet: always starts at
         // `prev_end`, so the next item and its gap write it once when they fit in it.
         let mut unwritten: Option<Unwritten> = None;
-        for item in preserved {
+        let mut next = preserved.next();
+        while let Some(item) = next {
             let (s, e) = item.range.outer_pfns();
             let (s, e) = (s.0, e.0);
             // Sorted input keeps the section cursor moving forward; one section must hold
@@ -109,18 +372,21 @@ impl FrameAllocator<'_> {
             if s < prev_end || s >= e || !in_ram || !shape_ok {
                 return Err(MmError::BadPreservedRange { pfn: Pfn(s) });
             }
-            if single && self.reserve_in_place(&sec, s, e, item.block, prev_end, cur_free) {
-                // The gap and the item, in the chunk of `prev_end`, are written now.
-                unwritten = unwritten
-                    .map(|u| Unwritten { lo: e, ..u })
-                    .filter(|u| e < u.hi);
-            } else {
-                self.settle(unwritten.take());
-                unwritten = self.ready_chunks_of(si, s, e);
-                self.write_preserved(si, &sec, s, e, item.block);
-                self.free_gap(&mut free, &mut cur_free, prev_end, s);
-            }
+            self.settle(unwritten.take());
+            unwritten = self.ready_chunks_of(si, s, e);
+            self.write_preserved(si, &sec, s, e, item.block);
+            self.free_gap(&mut free, &mut cur_free, prev_end, s);
             prev_end = e;
+            match self.run_end(runs, &sec, prev_end, cur_free) {
+                Some(run) => {
+                    prev_end = self.reserve_run(&mut preserved, run, &mut next);
+                    // The run wrote up to `prev_end`, in the chunk of `unwritten`.
+                    unwritten = unwritten
+                        .map(|u| Unwritten { lo: prev_end, ..u })
+                        .filter(|u| prev_end < u.hi);
+                }
+                None => next = preserved.next(),
+            }
         }
         self.settle(unwritten);
         self.free_gap(&mut free, &mut cur_free, prev_end, u64::MAX);
@@ -163,42 +429,73 @@ impl FrameAllocator<'_> {
         }
     }
 
-    /// The common item, done with no cursor or chunk walk: a block `[s, e)` of `sec`, the
-    /// only section (the caller checks there is one), in one initialised chunk together with the gap `[prev_end, s)` before it,
-    /// which is empty (the block follows the previous item) or lies in the free range
-    /// `free` (so all of it is free RAM). False, nothing done, for anything else: the
-    /// caller takes the general steps.
+    /// A run from `prev_end` (see [`Self::reserve_run`]), if one may start there: one
+    /// section, `prev_end` inside it and its chunk initialised. Its blocks end by the
+    /// chunk's end, its gaps by the end of `free` (the free range the gap after `prev_end`
+    /// starts in; `prev_end` when it starts in none).
     #[inline(always)]
-    fn reserve_in_place(
-        &mut self,
+    fn run_end(
+        &self,
+        runs: bool,
         sec: &Section,
-        s: u64,
-        e: u64,
-        block: Option<(u32, u64)>,
         prev_end: u64,
         free: Option<(u64, u64)>,
-    ) -> bool {
-        let gap_free = prev_end == s || free.is_some_and(|(fs, fe)| fs <= prev_end && s <= fe);
-        let fast = block.is_some()
-            && gap_free
-            && prev_end >> CHUNK_ORDER == (e - 1) >> CHUNK_ORDER
-            && self.chunk_is_ready(sec, s);
-        if !fast {
-            return false;
-        }
-        self.write_preserved(0, sec, s, e, block);
-        if prev_end < s {
-            let first = (u64::from(sec.first) + prev_end - sec.base) as usize;
-            self.reserved -= s - prev_end;
-            // One free page, scatter's gap between two order-0 blocks, needs no cut.
-            if s - prev_end == 1 {
-                self.free += 1;
-                self.push_free_head(first, 0);
-            } else {
-                self.push_gap(first, prev_end, s - prev_end);
-            }
-        }
-        true
+    ) -> Option<Run> {
+        let fits = runs
+            && sec.base <= prev_end
+            && prev_end < sec.end
+            && self.chunk_is_ready(sec, prev_end);
+        let free_end = match free {
+            Some((fs, fe)) if fs <= prev_end => fe,
+            _ => prev_end,
+        };
+        // Read only when `fits`: then `hi > prev_end`, so `hi - 1` does not wrap.
+        let hi = sec.end.min(((prev_end >> CHUNK_ORDER) + 1) << CHUNK_ORDER);
+        fits.then(|| Run {
+            hi,
+            last: free_end.min(hi - 1),
+            off: u64::from(sec.first).wrapping_sub(sec.base),
+            end: prev_end,
+            order0: Order0::new(NONE),
+            gaps: 0,
+            private_set: 0,
+        })
+    }
+
+    /// The common items, taken from `items` with no section, chunk or free-range walk:
+    /// blocks that follow `run.end` in its chunk (of the only section, initialised: see
+    /// [`Self::run_end`]), each after a gap that lies in free RAM. Each block is written as
+    /// [`Self::write_preserved`] writes it, each gap freed as `push_gap` frees it; the
+    /// counters and the order-0 list head stay in locals until the run ends. Returns where
+    /// the last block ends; leaves in `stop` the first item that is not such a block
+    /// (`None`: the input ended), for the general steps (which check it again).
+    #[inline(always)]
+    fn reserve_run(
+        &mut self,
+        items: &mut impl Iterator<Item = Preserved>,
+        mut run: Run,
+        stop: &mut Option<Preserved>,
+    ) -> u64 {
+        let (pages, mut lists) = self.lists();
+        run.order0 = Order0::new(lists.head[0]);
+        run.blocks(items, pages, &mut lists, stop);
+        lists.close(pages, run.order0);
+        self.reserved -= run.gaps + run.order0.pushed;
+        self.private_set += run.private_set;
+        run.end
+    }
+
+    /// The descriptors and the free lists, borrowed apart from the rest of `self`.
+    #[inline(always)]
+    fn lists(&mut self) -> (&mut [Page], Lists<'_>) {
+        let lists = Lists {
+            head: &mut self.free_head,
+            blocks: &mut self.free_blocks,
+            nonempty: &mut self.nonempty,
+            free: &mut self.free,
+            max_order: self.max_order,
+        };
+        (self.pages, lists)
     }
 
     /// Initialises the deferred chunks of `[s, e)` (frames of section `si`) as RESERVED,
@@ -240,7 +537,7 @@ impl FrameAllocator<'_> {
         let pages = &mut self.pages[first..first + n];
         match block {
             Some((order, private)) => {
-                let head = Page::words(HEAD_FLAGS, order as u8, si as u8, 0, NONE, private);
+                let head = Page::words(PRESERVED_HEAD, order as u8, si as u8, 0, NONE, private);
                 // Every frame as a tail, then the head over the first: a power-of-two
                 // count leaves the fill loop no remainder (see `write_claimed`).
                 if order > 0 {
@@ -300,62 +597,8 @@ impl FrameAllocator<'_> {
         }
         let first = (u64::from(sec.first) + a - sec.base) as usize;
         self.reserved -= b - a;
-        self.push_gap(first, a, b - a);
-    }
-
-    /// Puts the `n` frames at descriptor `idx` (frame `pfn`, one initialised chunk of
-    /// section 0) on the free lists as maximal aligned blocks, each descriptor written
-    /// whole once, no buddy read. No block can merge: the frames just outside the piece
-    /// are not free (a preserved item, a reservation or no RAM: memblock's free ranges are
-    /// maximal and the items disjoint), a block of a greedy cut is the largest aligned one
-    /// that fits, so its buddy either holds one of those frames or is cut itself, and
-    /// buddies never leave the chunk. The property test against the eager build (which
-    /// merges) pins it.
-    fn push_gap(&mut self, mut idx: usize, mut pfn: u64, mut n: u64) {
-        let tail = Page::blank(0, PageFlags::empty());
-        self.free += n;
-        while n > 0 {
-            // One page (the common gap between two order-0 blocks) needs no cut.
-            let o = if n == 1 {
-                0
-            } else {
-                pfn.trailing_zeros()
-                    .min(63 - n.leading_zeros())
-                    .min(self.max_order)
-            };
-            let size = 1usize << o;
-            // Tails over the whole block, then its head (see `write_claimed`).
-            if size > 1 {
-                Page::fill(&mut self.pages[idx..idx + size], tail);
-            }
-            self.push_free_head(idx, o);
-            pfn += size as u64;
-            idx += size;
-            n -= size as u64;
-        }
-    }
-
-    /// Writes descriptor `idx` whole as the head of a free block of order `o` and puts it
-    /// first on that order's list (the block's tails are written already; `free` is the
-    /// caller's to count).
-    #[inline(always)]
-    fn push_free_head(&mut self, idx: usize, o: u32) {
-        let old = self.free_head[o as usize];
-        let head = Page::words(PageFlags::FREE.bits(), o as u8, 0, 0, NONE, 0);
-        // `next` is the high half of the second word (see `Page::words`).
-        let head = [
-            head[0],
-            head[1] & u64::from(u32::MAX) | u64::from(old) << 32,
-            head[2],
-            head[3],
-        ];
-        Page::store(&mut self.pages[idx], head);
-        if old != NONE {
-            self.pages[old as usize].prev = idx as u32;
-        }
-        self.free_head[o as usize] = idx as u32;
-        self.free_blocks[o as usize] += 1;
-        self.nonempty |= 1 << o;
+        let (pages, mut lists) = self.lists();
+        lists.push_gap(pages, first, a, b - a);
     }
 
     /// Claims the unclaimed preserved block `[pfn, pfn + 2^order)` (reserved by
@@ -375,7 +618,7 @@ impl FrameAllocator<'_> {
         if p.has(PageFlags::PRESERVED_TAIL) {
             return Err(MmError::PreservedTail { pfn });
         }
-        if p.flags != HEAD_FLAGS {
+        if p.flags != PRESERVED_HEAD {
             return Ok(None);
         }
         if u32::from(p.order) != order {

@@ -9,14 +9,7 @@ use crate::addr::Pfn;
 use crate::error::MmError;
 use crate::frame::{BlockKind, FrameAllocator, CHUNK_ORDER};
 use crate::page::{Page, PageFlags, NONE};
-
-/// Flags of an unclaimed preserved block's first frame as `new_deferred` writes them: a
-/// batch claim takes its short path on exactly these (any other state goes through
-/// `claim_reserved`, whose checks decide).
-pub(crate) const PRESERVED_HEAD: u16 = PageFlags::RESERVED
-    .union(PageFlags::NOINIT)
-    .union(PageFlags::PRESERVED)
-    .bits();
+use crate::reserve::PRESERVED_HEAD;
 
 /// The place of `kind` in a table of claimed words by kind.
 #[inline(always)]

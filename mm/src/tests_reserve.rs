@@ -433,7 +433,7 @@ proptest! {
                 for f in sec.base..sec.end {
                     if let Err(MmError::Deferred { .. }) = fa.index(Pfn(f)) {
                         let p = &mut fa.pages[(sec.first as u64 + f - sec.base) as usize];
-                        p.flags = crate::restore::PRESERVED_HEAD;
+                        p.flags = crate::reserve::PRESERVED_HEAD;
                         p.order = 0;
                     }
                 }
@@ -471,7 +471,7 @@ fn a_preserved_blocks_first_frame_has_the_batch_claims_flags() {
         for (pfn, order) in [(Pfn(BLOCK_PFN), 3), (PhysAddr(BIG).pfn(), 10)] {
             assert_eq!(
                 fa.page_flags(pfn).map(|f| f.bits()),
-                Ok(crate::restore::PRESERVED_HEAD)
+                Ok(crate::reserve::PRESERVED_HEAD)
             );
             assert_eq!(
                 fa.claim_reserved_batch([(pfn, order, BlockKind::Contig)]),
@@ -479,4 +479,108 @@ fn a_preserved_blocks_first_frame_has_the_batch_claims_flags() {
             );
         }
     });
+}
+
+/// One step of a generated preserved input: `gap` frames after the previous item, then a
+/// block of `2^order` frames (aligned up) or, with `plain`, a plain range of `order + 1`
+/// frames; `bad` makes it one the build refuses (a block one frame off its alignment, or an
+/// item that starts inside the previous one).
+type Step = (u64, u32, bool, bool);
+
+/// The items of `steps` from frame `BASE_PFN + 3` on (past the image), the reserved ranges
+/// of `reserved` skipped, before frame `end`.
+fn stepped_items(steps: &[Step], reserved: &[(u64, u64)], end: u64) -> Vec<Preserved> {
+    let mut items = Vec::new();
+    let mut at = BASE_PFN + 3;
+    for &(gap, order, plain, bad) in steps {
+        let (n, align) = if plain {
+            (u64::from(order) + 1, 1)
+        } else {
+            (1u64 << order, 1u64 << order)
+        };
+        let mut f = (at + gap).next_multiple_of(align);
+        let clear = |f: u64| {
+            reserved
+                .iter()
+                .all(|&(s, e)| f + n <= s >> PAGE_SHIFT || e.div_ceil(PAGE_SIZE) <= f)
+        };
+        if !clear(f) || f + n > end {
+            continue;
+        }
+        if bad {
+            f = if plain || order == 0 {
+                at.saturating_sub(1).max(BASE_PFN)
+            } else {
+                f + 1
+            };
+        }
+        let phys = f << PAGE_SHIFT;
+        items.push(if plain {
+            PhysRange::new(PhysAddr(phys), n << PAGE_SHIFT).into()
+        } else {
+            Preserved::block(phys, order, u64::from(gap % 3 != 0) * (f + 7))
+        });
+        at = f + n;
+    }
+    items
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// The runs (the blocks after an item in its chunk, taken with no walk) leave every
+    /// descriptor byte, every list head and count, the chunk bitmaps and the stats exactly
+    /// as the general steps alone do, and refuse the same input with the same error.
+    #[test]
+    fn runs_build_exactly_what_the_general_steps_build(
+        steps in prop::collection::vec(
+            (
+                prop_oneof![4 => Just(0u64), 4 => Just(1), 2 => 2u64..5, 1 => 0u64..3000],
+                prop_oneof![4 => Just(0u32), 4 => 0u32..11, 1 => 11u32..13],
+                prop::bool::weighted(0.1),
+                prop::bool::weighted(0.02),
+            ),
+            0..300,
+        ),
+        reserve_gap in prop::option::of(0usize..1000),
+        byte in prop_oneof![Just(0u8), Just(0x01), Just(0xff)],
+        short in prop::bool::ANY,
+    ) {
+        // RAM of 16 chunks, or five frames less: the last chunk then ends before its size.
+        let ram = [(BASE, BASE + 64 * MIB - u64::from(short) * 5 * PAGE_SIZE)];
+        let mut reserved = vec![(BASE, BASE + 0x3000)];
+        let items = stepped_items(&steps, &reserved, ram[0].1 >> PAGE_SHIFT);
+        // A reservation inside a gap of three frames or more: that gap is not all free RAM.
+        let mut gaps = items.windows(2).filter_map(|w| {
+            let (a, b) = (w[0].range.end.0, w[1].range.start.0);
+            (b >= a + 3 * PAGE_SIZE).then_some(a + PAGE_SIZE)
+        });
+        if let Some(at) = reserve_gap.and_then(|k| gaps.nth(k % items.len().max(1))) {
+            reserved.push((at, at + PAGE_SIZE));
+        }
+        let mb = memblock(&ram, &reserved);
+        let (mut pages_g, mut bits_g) = storage(&mb, byte);
+        let (mut pages_r, mut bits_r) = storage(&mb, byte);
+        let general = FrameAllocator::build_deferred::<false, _>(
+            &mb, &mut pages_g, &mut bits_g, MAX_ORDER, items.iter().copied(),
+        );
+        let runs = FrameAllocator::build_deferred::<true, _>(
+            &mb, &mut pages_r, &mut bits_r, MAX_ORDER, items.iter().copied(),
+        );
+        match (general, runs) {
+            (Ok(g), Ok(r)) => {
+                assert_consistent(&r);
+                prop_assert_eq!(g.stats(), r.stats());
+                prop_assert_eq!(g.free_head, r.free_head);
+                prop_assert_eq!(g.free_blocks, r.free_blocks);
+                prop_assert_eq!(g.nonempty, r.nonempty);
+                prop_assert_eq!(g.private_set, r.private_set);
+                prop_assert_eq!(&*g.chunk_ready, &*r.chunk_ready);
+                for (i, (a, b)) in g.pages.iter().zip(r.pages.iter()).enumerate() {
+                    prop_assert_eq!(raw(a), raw(b), "descriptor {}", i);
+                }
+            }
+            (g, r) => prop_assert_eq!(g.err(), r.err()),
+        }
+    }
 }
