@@ -13,7 +13,9 @@ tests/linux-peer/icount-plugin counts the instructions executed up to named kern
 and, as Linux's empty baseline, boot 1's own kho_memory_init -> memblock_free_all.
 
 baton side, per size: scripts/bench-handover.py's mixed<size> set and its default set at the
-same RAM (generation n=2 of `baton.generations=3 baton.seed=1`); the interval is handover_us.
+same RAM (generation n=2 of `baton.generations=4 baton.seed=1`, as `make bench-handover`
+measures: a generation that both receives a handover and hands one over); the interval is
+handover_us.
 
 Prints one BENCH-LINUX / BENCH line per case, then one Markdown table: per side blocks,
 pages, interval, per-block and per-page figures, and Linux/baton per page (the headline).
@@ -194,23 +196,30 @@ def scaled_bytes(bootargs):
     return bh.ram_bytes(m.group(1)) if m else 0
 
 
+# The baton chain: the same length as `make bench-handover`'s, so that the measured
+# generation (bh.measured_generation) both receives a handover and hands one over.
+GENERATIONS = 4
+
+
 def baton_case(a, set_name):
     """Runs one bench-handover set at --ram. Returns figures (with `pages`) or None."""
-    bootargs = f"baton.generations=3 baton.seed={bh.SEED} {bh.SETS[set_name][0]}".strip()
+    bootargs = f"baton.generations={GENERATIONS} baton.seed={bh.SEED} {bh.SETS[set_name][0]}".strip()
     print(f"# baton {set_name}: -append \"{bootargs}\"", file=sys.stderr, flush=True)
     lines, rc, timed_out = bh.run_qemu(bh.qemu_command(a.qemu, a.image, a.ram, bootargs),
                                        a.timeout, a.verbose)
-    figures, reasons, _ = bh.evaluate(lines, rc, a.timeout if timed_out else None, 3)
+    figures, reasons, _ = bh.evaluate(lines, rc, a.timeout if timed_out else None, GENERATIONS)
     gens = {}
     for line in lines:
         rec = bh.parse_record(line)
         if rec and rec[0] == "GEN":
             gens[rec[1].get("n")] = rec[1]
-    # Pages handed into n=2: the scaled set (baton.preserve=, refilled to its size every
-    # generation) plus the workload's own entries that n=1 preserved (preserved_pages).
-    pages = bh.as_int(gens.get("1", {}).get("preserved_pages"))
+    # Pages handed into the measured generation: the scaled set (baton.preserve=, refilled
+    # to its size every generation) plus the workload's own entries that the generation
+    # before it preserved (preserved_pages).
+    before = str(bh.measured_generation(GENERATIONS) - 1)
+    pages = bh.as_int(gens.get(before, {}).get("preserved_pages"))
     if figures is not None and pages is None:
-        reasons.append("no preserved_pages in GEN n=1")
+        reasons.append(f"no preserved_pages in GEN n={before}")
         figures = None
     elif pages is not None:
         pages += scaled_bytes(bh.SETS[set_name][0]) // PAGE
