@@ -211,6 +211,10 @@ impl Run {
         stop: &mut Option<Preserved>,
     ) {
         let mut r = *self;
+        if !r.in_pages(pages) {
+            *stop = items.next();
+            return;
+        }
         loop {
             let Some(item) = items.next() else {
                 *stop = None;
@@ -240,7 +244,10 @@ impl Run {
                 *stop = Some(item);
                 break;
             }
-            r.place(pages, lists, s, order, private);
+            r.private_set += u64::from(private != 0);
+            // SAFETY: `in_pages` above; `end <= s <= last < hi` and, for a larger block,
+            // `e <= hi`.
+            unsafe { r.place(pages, lists, s, order, private) };
         }
         *self = r;
     }
@@ -259,8 +266,14 @@ impl Run {
         lists: &mut Lists,
     ) -> usize {
         let mut r = *self;
+        if !r.in_pages(pages) {
+            return 0;
+        }
         r.last = r.last.min(limit);
         let mut i = index;
+        // Blocks whose stash is zero (a stash the caller's type makes non-zero folds this
+        // count away).
+        let mut zeros = 0;
         for b in blocks {
             let (start, order) = (b.phys(), b.order());
             let s = start >> PAGE_SHIFT;
@@ -269,7 +282,10 @@ impl Run {
                 if start & (PAGE_SIZE - 1) != 0 || s < r.end || s > r.last {
                     break;
                 }
-                r.place(pages, lists, s, 0, b.private(i));
+                let private = b.private(i);
+                zeros += u64::from(private == 0);
+                // SAFETY: `in_pages` above; `end <= s <= last < hi`.
+                unsafe { r.place(pages, lists, s, 0, private) };
             } else {
                 // `s <= last < hi`, so `s + 2^order` does not wrap.
                 if order > MAX_BLOCK_ORDER
@@ -280,18 +296,50 @@ impl Run {
                 {
                     break;
                 }
-                r.place(pages, lists, s, order, b.private(i));
+                let private = b.private(i);
+                zeros += u64::from(private == 0);
+                // SAFETY: `in_pages` above; `end <= s <= last < hi` and `s + 2^order <= hi`.
+                unsafe { r.place(pages, lists, s, order, private) };
             }
             i += 1;
         }
+        r.private_set += i - index - zeros;
         *self = r;
         (i - index) as usize
     }
 
-    /// Writes the checked block of `2^order` frames at frame `s` (after `end`, in the
-    /// chunk) and frees the gap before it.
+    /// Whether the run's frames, `[end, hi)`, are descriptors `[end + off, hi + off)` of
+    /// `pages` (always, for a run of [`FrameAllocator::run_end`]): checked once per run, so
+    /// that [`Run::place`] stores a block's head and a one-page gap with no bounds check.
+    /// Also leaves `last` below `hi`, as `run_end` sets it.
     #[inline(always)]
-    fn place(&mut self, pages: &mut [Page], lists: &mut Lists, s: u64, order: u32, private: u64) {
+    fn in_pages(&mut self, pages: &[Page]) -> bool {
+        let (lo, hi) = (
+            self.end.wrapping_add(self.off),
+            self.hi.wrapping_add(self.off),
+        );
+        self.last = self.last.min(self.hi.wrapping_sub(1));
+        self.end < self.hi && lo <= hi && hi <= pages.len() as u64
+    }
+
+    /// Writes the checked block of `2^order` frames at frame `s` (after `end`, in the
+    /// chunk) and frees the gap before it (`private_set` is the caller's to count).
+    ///
+    /// # Safety
+    ///
+    /// [`Run::in_pages`] held when the run started (its `end` is at most this `end`), and
+    /// `s` is in `[end, hi)`: then descriptor `s + off`, those of the gap before it and
+    /// those of the frames `order0` pushed are in `pages` (a larger block's tails are
+    /// bounds-checked).
+    #[inline(always)]
+    unsafe fn place(
+        &mut self,
+        pages: &mut [Page],
+        lists: &mut Lists,
+        s: u64,
+        order: u32,
+        private: u64,
+    ) {
         let idx = s.wrapping_add(self.off) as usize;
         if order > 0 {
             // Tails over the whole block, then the head (see `write_claimed`).
@@ -301,12 +349,14 @@ impl Run {
             );
         }
         let head = Page::words(PRESERVED_HEAD, order as u8, 0, 0, NONE, private);
-        Page::store(&mut pages[idx], head);
-        self.private_set += u64::from(private != 0);
+        // SAFETY: `s` is a frame of the run (the caller's).
+        Page::store(unsafe { pages.get_unchecked_mut(idx) }, head);
         let (pfn, n) = (self.end, s - self.end);
         self.end = s + (1 << order);
         if n == 1 {
-            self.order0.push(pages, idx as u32 - 1);
+            // SAFETY: `s - 1` is the gap, a frame of the run; the frames pushed before it
+            // are too (the caller's).
+            unsafe { self.order0.push(pages, idx as u32 - 1) };
         } else if n > 1 {
             // A longer gap is cut as the general steps cut it.
             self.gaps += self.order0.pushed + n;
@@ -349,13 +399,17 @@ impl Order0 {
 
     /// Puts free frame `idx` first: the frame pushed before it written now, its `prev` now
     /// known; the list's old head relinked on the run's first push.
+    ///
+    /// # Safety
+    ///
+    /// The frames this `Order0` pushed are descriptors of `pages` (`idx` is one the next
+    /// push or `Lists::close` writes; the list's old head is bounds-checked).
     #[inline(always)]
-    fn push(&mut self, pages: &mut [Page], idx: u32) {
+    unsafe fn push(&mut self, pages: &mut [Page], idx: u32) {
         if self.pushed > 0 {
-            Page::store(
-                &mut pages[self.head as usize],
-                free_words(0, self.next, idx),
-            );
+            // SAFETY: `head` is the frame pushed last (the caller's).
+            let head = unsafe { pages.get_unchecked_mut(self.head as usize) };
+            Page::store(head, free_words(0, self.next, idx));
         } else if self.head != NONE {
             pages[self.head as usize].prev = idx;
         }
