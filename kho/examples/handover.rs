@@ -155,7 +155,7 @@ fn second_image(arena: &Arena, kept: &Kept) -> Result<()> {
     let preserved = reserved.preserved();
     let mut fa = step(
         "frames",
-        FrameAllocator::new_deferred(&mb, &mut pages, &mut chunks, mm::MAX_ORDER, preserved),
+        FrameAllocator::new_deferred_set(&mb, &mut pages, &mut chunks, mm::MAX_ORDER, preserved),
     )?;
     let mut incoming = step("attach", reserved.attach(&mut fa))?;
 

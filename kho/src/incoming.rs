@@ -11,7 +11,8 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use mm::{
-    BlockKind, FrameAllocator, MmError, PageFlags, Pfn, PhysRange, Preserved, PAGE_SHIFT, PAGE_SIZE,
+    BlockKind, FrameAllocator, MmError, PageFlags, Pfn, PhysRange, PreservedBlock, PreservedSet,
+    PAGE_SHIFT, PAGE_SIZE,
 };
 
 use crate::format::{AbiVersion, ClientEntry};
@@ -163,43 +164,22 @@ pub struct Reserved {
     block_pages: u64,
 }
 
-/// Everything a validated handover keeps, in address order: each block (with the stash its
-/// first page keeps: index, order, type and magic, docs/abi.md §7) and each metadata range.
-/// What `FrameAllocator::new_deferred` takes: it writes every block's descriptors, stash
-/// included, in its one pass, so no second lookup per block follows. A merge of two sorted
-/// slices by index.
-#[derive(Clone)]
-pub struct PreservedRanges<'a> {
-    blocks: &'a [Block],
-    /// Index in the validated list of `blocks[0]`.
-    index: u64,
-    metadata: &'a [PhysRange],
-}
+/// A validated block as `FrameAllocator::new_deferred_set` reads it: block `index` of the
+/// validated list keeps its stash (index, order, type and magic, docs/abi.md §7).
+impl PreservedBlock for Block {
+    #[inline(always)]
+    fn phys(&self) -> u64 {
+        self.phys
+    }
 
-impl Iterator for PreservedRanges<'_> {
-    type Item = Preserved;
+    #[inline(always)]
+    fn order(&self) -> u32 {
+        self.order
+    }
 
-    /// The next item of either list, the lower start first (metadata on a tie never
-    /// happens: validation refuses a block over metadata).
-    #[inline]
-    fn next(&mut self) -> Option<Preserved> {
-        match (self.blocks.first(), self.metadata.first()) {
-            (Some(b), Some(m)) if m.start.0 < b.phys => {
-                self.metadata = &self.metadata[1..];
-                Some(Preserved::from(*m))
-            }
-            (Some(b), _) => {
-                self.blocks = &self.blocks[1..];
-                let stash = private_word(self.index, b.order, b.kind);
-                self.index += 1;
-                Some(Preserved::block(b.phys, b.order, stash))
-            }
-            (None, Some(m)) => {
-                self.metadata = &self.metadata[1..];
-                Some(Preserved::from(*m))
-            }
-            (None, None) => None,
-        }
+    #[inline(always)]
+    fn private(&self, index: u64) -> u64 {
+        private_word(index, self.order, self.kind)
     }
 }
 
@@ -293,13 +273,10 @@ impl Reserved {
     }
 
     /// Every block (with its stash) and metadata range, sorted: the frame allocator keeps
-    /// them RESERVED (`FrameAllocator::new_deferred`).
-    pub fn preserved(&self) -> PreservedRanges<'_> {
-        PreservedRanges {
-            blocks: &self.v.blocks,
-            index: 0,
-            metadata: &self.metadata,
-        }
+    /// them RESERVED (`FrameAllocator::new_deferred_set`, which writes every block's
+    /// descriptors, stash included, in its one pass; `new_deferred` takes its merge).
+    pub fn preserved(&self) -> PreservedSet<'_, Block> {
+        PreservedSet::new(&self.v.blocks, &self.metadata)
     }
 
     /// Once the frame allocator is built around [`Reserved::preserved`] (which stashed

@@ -15,7 +15,7 @@ use crate::error::MmError;
 use crate::frame::{chunks_of, FrameAllocator, Section, CHUNK_ORDER};
 use crate::memblock::Memblock;
 use crate::page::{Page, PageFlags};
-use crate::reserve::Preserved;
+use crate::reserve::{Items, Preserved, PreservedBlock, PreservedSet, Source};
 
 /// What [`FrameAllocator::new_deferred`] needs from its caller, in elements.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -76,6 +76,18 @@ impl<'a> FrameAllocator<'a> {
         Self::build_deferred::<true, I>(mb, pages, chunk_ready, max_order, preserved)
     }
 
+    /// [`Self::new_deferred`] over a [`PreservedSet`]: the same items (its merge), the same
+    /// checks and errors; the blocks between two of its ranges are read from its array.
+    pub fn new_deferred_set<B: PreservedBlock>(
+        mb: &Memblock,
+        pages: &'a mut [Page],
+        chunk_ready: &'a mut [u64],
+        max_order: u32,
+        preserved: PreservedSet<'_, B>,
+    ) -> Result<Self, MmError> {
+        Self::build_from::<true>(mb, pages, chunk_ready, max_order, preserved)
+    }
+
     /// [`Self::new_deferred`], with `RUNS` false taking every preserved item through the
     /// general steps of `reserve_preserved` (the tests pin the runs against them).
     pub(crate) fn build_deferred<const RUNS: bool, I>(
@@ -89,6 +101,18 @@ impl<'a> FrameAllocator<'a> {
         I: IntoIterator,
         I::Item: Into<Preserved>,
     {
+        let items = Items(preserved.into_iter().map(Into::into));
+        Self::build_from::<RUNS>(mb, pages, chunk_ready, max_order, items)
+    }
+
+    /// Steps 1 to 3 of [`Self::new_deferred`], the items taken from `preserved`.
+    pub(crate) fn build_from<const RUNS: bool>(
+        mb: &Memblock,
+        pages: &'a mut [Page],
+        chunk_ready: &'a mut [u64],
+        max_order: u32,
+        preserved: impl Source,
+    ) -> Result<Self, MmError> {
         let need = DeferredStorage::for_memblock(mb);
         let (pages, chunk_ready) = Self::deferred_storage(need, pages, chunk_ready)?;
         let mut fa = Self::empty(mb, pages, chunk_ready, max_order)?;
@@ -96,7 +120,7 @@ impl<'a> FrameAllocator<'a> {
         fa.reserved = 0;
         fa.uninit_chunks = fa.nchunks();
         fa.write_reservation_edges(mb);
-        fa.reserve_preserved::<RUNS>(mb, preserved.into_iter().map(Into::into))?;
+        fa.reserve_preserved::<RUNS>(mb, preserved)?;
         Ok(fa)
     }
 

@@ -38,7 +38,7 @@ pub use error::{BadPage, BadPageReason, MmError};
 pub use frame::{BlockKind, FrameAllocator, Stats, MAX_BLOCK_ORDER, MAX_ORDER, NR_ORDERS};
 pub use memblock::Memblock;
 pub use page::{Page, PageFlags};
-pub use reserve::Preserved;
+pub use reserve::{Preserved, PreservedBlock, PreservedSet};
 
 #[cfg(test)]
 mod tests;

@@ -47,6 +47,114 @@ impl From<PhysRange> for Preserved {
     }
 }
 
+/// A preserved block as its owner keeps it in a sorted array (see [`PreservedSet`]).
+pub trait PreservedBlock {
+    /// Physical address of its first byte.
+    fn phys(&self) -> u64;
+    /// log2 of its pages.
+    fn order(&self) -> u32;
+    /// The `private` word its first frame keeps, for the block at `index` of its array.
+    fn private(&self, index: u64) -> u64;
+}
+
+/// A previous image's preserved items as two sorted arrays: its blocks and its plain
+/// ranges (metadata). Iterates as their merge by start (a block first on a tie), block `i`
+/// as [`Preserved::block`] with its `private(i)`; [`FrameAllocator::new_deferred_set`]
+/// takes the blocks between two ranges straight from the array.
+#[derive(Clone, Debug)]
+pub struct PreservedSet<'a, B> {
+    blocks: &'a [B],
+    /// Index in the whole array of `blocks[0]`.
+    index: u64,
+    ranges: &'a [PhysRange],
+}
+
+impl<'a, B: PreservedBlock> PreservedSet<'a, B> {
+    /// The set of `blocks` and `ranges`, each sorted by address.
+    pub const fn new(blocks: &'a [B], ranges: &'a [PhysRange]) -> Self {
+        PreservedSet {
+            blocks,
+            index: 0,
+            ranges,
+        }
+    }
+}
+
+impl<B: PreservedBlock> Iterator for PreservedSet<'_, B> {
+    type Item = Preserved;
+
+    #[inline]
+    fn next(&mut self) -> Option<Preserved> {
+        match (self.blocks.first(), self.ranges.first()) {
+            (Some(b), Some(m)) if m.start.0 < b.phys() => {
+                self.ranges = &self.ranges[1..];
+                Some(Preserved::from(*m))
+            }
+            (Some(b), _) => {
+                self.blocks = &self.blocks[1..];
+                let item = Preserved::block(b.phys(), b.order(), b.private(self.index));
+                self.index += 1;
+                Some(item)
+            }
+            (None, Some(m)) => {
+                self.ranges = &self.ranges[1..];
+                Some(Preserved::from(*m))
+            }
+            (None, None) => None,
+        }
+    }
+}
+
+/// Where `reserve_preserved` takes its items from: any sorted iterator ([`Items`]), or a
+/// [`PreservedSet`], whose runs read the block array.
+pub(crate) trait Source {
+    /// The next item.
+    fn next_item(&mut self) -> Option<Preserved>;
+    /// Takes the blocks that follow through `run` ([`Run::blocks`]); returns the first item
+    /// it does not take (`None` at the end of the input).
+    fn run(&mut self, run: &mut Run, pages: &mut [Page], lists: &mut Lists) -> Option<Preserved>;
+}
+
+/// An iterator of items as a [`Source`]: a run takes them one by one.
+pub(crate) struct Items<I>(pub(crate) I);
+
+impl<I: Iterator<Item = Preserved>> Source for Items<I> {
+    #[inline(always)]
+    fn next_item(&mut self) -> Option<Preserved> {
+        self.0.next()
+    }
+
+    #[inline(always)]
+    fn run(&mut self, run: &mut Run, pages: &mut [Page], lists: &mut Lists) -> Option<Preserved> {
+        let mut stop = None;
+        run.blocks(&mut self.0, pages, lists, &mut stop);
+        stop
+    }
+}
+
+impl<B: PreservedBlock> Source for PreservedSet<'_, B> {
+    #[inline(always)]
+    fn next_item(&mut self) -> Option<Preserved> {
+        self.next()
+    }
+
+    /// The run reads the blocks before the next range in place ([`Run::array`]); the one it
+    /// stops at, or the range, is the next item of the merge.
+    #[inline(always)]
+    fn run(&mut self, run: &mut Run, pages: &mut [Page], lists: &mut Lists) -> Option<Preserved> {
+        // A block (page-aligned, checked by the run) comes before the range iff it starts
+        // by the range's start, i.e. its frame is at most the range's first frame.
+        let limit = self
+            .ranges
+            .first()
+            .map_or(u64::MAX, |m| m.start.0 >> PAGE_SHIFT);
+        let n = run.array(self.blocks, self.index, limit, pages, lists);
+        self.blocks = &self.blocks[n..];
+        self.index += n as u64;
+        self.next()
+    }
+}
+
 /// Descriptor words of a preserved frame that is not a block's first one (tails; every
 /// frame of a plain range): RESERVED | NOINIT (| PRESERVED_TAIL, linked to `head`).
 const fn reserved_words(section: u8, tail: bool, head: u32) -> [u64; 4] {
@@ -68,7 +176,7 @@ struct Unwritten {
 
 /// A run of [`FrameAllocator::reserve_run`]: where it may write and what it has counted.
 #[derive(Copy, Clone, Debug)]
-struct Run {
+pub(crate) struct Run {
     /// Blocks end by here (the end of the chunk).
     hi: u64,
     /// Blocks start by here: before `hi`, and with the gap before them ending by the end of
@@ -102,15 +210,11 @@ impl Run {
         lists: &mut Lists,
         stop: &mut Option<Preserved>,
     ) {
-        let Run {
-            hi,
-            last,
-            off,
-            mut end,
-            mut order0,
-            mut gaps,
-            mut private_set,
-        } = *self;
+        let mut r = *self;
+        if !r.in_pages(pages) {
+            *stop = items.next();
+            return;
+        }
         loop {
             let Some(item) = items.next() else {
                 *stop = None;
@@ -133,44 +237,137 @@ impl Run {
             let (s, e) = (start >> PAGE_SHIFT, bytes_end >> PAGE_SHIFT);
             if start & (size - 1) != 0
                 || bytes_end.wrapping_sub(start) != size
-                || s < end
-                || s > last
+                || s < r.end
+                || s > r.last
+                || (order > 0 && e > r.hi)
             {
                 *stop = Some(item);
                 break;
             }
-            let idx = s.wrapping_add(off) as usize;
-            if order > 0 {
-                if e > hi {
-                    *stop = Some(item);
+            r.private_set += u64::from(private != 0);
+            // SAFETY: `in_pages` above; `end <= s <= last < hi` and, for a larger block,
+            // `e <= hi`.
+            unsafe { r.place(pages, lists, s, order, private) };
+        }
+        *self = r;
+    }
+
+    /// [`Run::blocks`] over `blocks[i]`, the block at `index + i` of its array, reading
+    /// each in place; also stops before a block whose first frame is past `limit`. Returns
+    /// how many it took. The checks are those of `blocks` on a range that is `2^order`
+    /// pages by construction (its end is computed, so only the start is checked).
+    #[inline(never)]
+    fn array<B: PreservedBlock>(
+        &mut self,
+        blocks: &[B],
+        index: u64,
+        limit: u64,
+        pages: &mut [Page],
+        lists: &mut Lists,
+    ) -> usize {
+        let mut r = *self;
+        if !r.in_pages(pages) {
+            return 0;
+        }
+        r.last = r.last.min(limit);
+        let mut i = index;
+        // Blocks whose stash is zero (a stash the caller's type makes non-zero folds this
+        // count away).
+        let mut zeros = 0;
+        for b in blocks {
+            let (start, order) = (b.phys(), b.order());
+            let s = start >> PAGE_SHIFT;
+            if order == 0 {
+                // One page: aligned when page-aligned, in the chunk when `s <= last`.
+                if start & (PAGE_SIZE - 1) != 0 || s < r.end || s > r.last {
                     break;
                 }
-                // Tails over the whole block, then the head (see `write_claimed`).
-                Page::fill(
-                    &mut pages[idx..idx + (1usize << order)],
-                    reserved_words(0, true, idx as u32),
-                );
+                let private = b.private(i);
+                zeros += u64::from(private == 0);
+                // SAFETY: `in_pages` above; `end <= s <= last < hi`.
+                unsafe { r.place(pages, lists, s, 0, private) };
+            } else {
+                // `s <= last < hi`, so `s + 2^order` does not wrap.
+                if order > MAX_BLOCK_ORDER
+                    || start & ((PAGE_SIZE << order) - 1) != 0
+                    || s < r.end
+                    || s > r.last
+                    || s + (1 << order) > r.hi
+                {
+                    break;
+                }
+                let private = b.private(i);
+                zeros += u64::from(private == 0);
+                // SAFETY: `in_pages` above; `end <= s <= last < hi` and `s + 2^order <= hi`.
+                unsafe { r.place(pages, lists, s, order, private) };
             }
-            let head = Page::words(PRESERVED_HEAD, order as u8, 0, 0, NONE, private);
-            Page::store(&mut pages[idx], head);
-            private_set += u64::from(private != 0);
-            let (pfn, n) = (end, s - end);
-            end = e;
-            if n == 1 {
-                order0.push(pages, idx as u32 - 1);
-            } else if n > 1 {
-                // A longer gap is cut as the general steps cut it.
-                gaps += order0.pushed + n;
-                order0 = lists.cut(pages, order0, pfn.wrapping_add(off) as usize, pfn, n);
-            }
+            i += 1;
         }
-        *self = Run {
-            end,
-            order0,
-            gaps,
-            private_set,
-            ..*self
-        };
+        r.private_set += i - index - zeros;
+        *self = r;
+        (i - index) as usize
+    }
+
+    /// Whether the run's frames, `[end, hi)`, are descriptors `[end + off, hi + off)` of
+    /// `pages` (always, for a run of [`FrameAllocator::run_end`]): checked once per run, so
+    /// that [`Run::place`] stores a block's head and a one-page gap with no bounds check.
+    /// Also leaves `last` below `hi`, as `run_end` sets it.
+    #[inline(always)]
+    fn in_pages(&mut self, pages: &[Page]) -> bool {
+        let (lo, hi) = (
+            self.end.wrapping_add(self.off),
+            self.hi.wrapping_add(self.off),
+        );
+        self.last = self.last.min(self.hi.wrapping_sub(1));
+        self.end < self.hi && lo <= hi && hi <= pages.len() as u64
+    }
+
+    /// Writes the checked block of `2^order` frames at frame `s` (after `end`, in the
+    /// chunk) and frees the gap before it (`private_set` is the caller's to count).
+    ///
+    /// # Safety
+    ///
+    /// [`Run::in_pages`] held when the run started (its `end` is at most this `end`), and
+    /// `s` is in `[end, hi)`: then descriptor `s + off`, those of the gap before it and
+    /// those of the frames `order0` pushed are in `pages` (a larger block's tails are
+    /// bounds-checked).
+    #[inline(always)]
+    unsafe fn place(
+        &mut self,
+        pages: &mut [Page],
+        lists: &mut Lists,
+        s: u64,
+        order: u32,
+        private: u64,
+    ) {
+        let idx = s.wrapping_add(self.off) as usize;
+        if order > 0 {
+            // Tails over the whole block, then the head (see `write_claimed`).
+            Page::fill(
+                &mut pages[idx..idx + (1usize << order)],
+                reserved_words(0, true, idx as u32),
+            );
+        }
+        let head = Page::words(PRESERVED_HEAD, order as u8, 0, 0, NONE, private);
+        // SAFETY: `s` is a frame of the run (the caller's).
+        Page::store(unsafe { pages.get_unchecked_mut(idx) }, head);
+        let (pfn, n) = (self.end, s - self.end);
+        self.end = s + (1 << order);
+        if n == 1 {
+            // SAFETY: `s - 1` is the gap, a frame of the run; the frames pushed before it
+            // are too (the caller's).
+            unsafe { self.order0.push(pages, idx as u32 - 1) };
+        } else if n > 1 {
+            // A longer gap is cut as the general steps cut it.
+            self.gaps += self.order0.pushed + n;
+            self.order0 = lists.cut(
+                pages,
+                self.order0,
+                pfn.wrapping_add(self.off) as usize,
+                pfn,
+                n,
+            );
+        }
     }
 }
 
@@ -180,7 +377,7 @@ impl Run {
 /// written, except the list's old head once (its `prev`). The lists end as
 /// `push_free_head` would leave them.
 #[derive(Copy, Clone, Debug)]
-struct Order0 {
+pub(crate) struct Order0 {
     /// The list's first block (descriptor index), or `NONE`.
     head: u32,
     /// `head`'s `next`, once `head` is a frame this run pushed (`pushed > 0`).
@@ -202,13 +399,17 @@ impl Order0 {
 
     /// Puts free frame `idx` first: the frame pushed before it written now, its `prev` now
     /// known; the list's old head relinked on the run's first push.
+    ///
+    /// # Safety
+    ///
+    /// The frames this `Order0` pushed are descriptors of `pages` (`idx` is one the next
+    /// push or `Lists::close` writes; the list's old head is bounds-checked).
     #[inline(always)]
-    fn push(&mut self, pages: &mut [Page], idx: u32) {
+    unsafe fn push(&mut self, pages: &mut [Page], idx: u32) {
         if self.pushed > 0 {
-            Page::store(
-                &mut pages[self.head as usize],
-                free_words(0, self.next, idx),
-            );
+            // SAFETY: `head` is the frame pushed last (the caller's).
+            let head = unsafe { pages.get_unchecked_mut(self.head as usize) };
+            Page::store(head, free_words(0, self.next, idx));
         } else if self.head != NONE {
             pages[self.head as usize].prev = idx;
         }
@@ -234,7 +435,7 @@ const fn free_words(o: u32, next: u32, prev: u32) -> [u64; 4] {
 /// The free lists of a [`FrameAllocator`], borrowed apart from its other fields (the
 /// descriptors are passed beside them): a run keeps them in registers while it counts the
 /// rest in locals.
-struct Lists<'l> {
+pub(crate) struct Lists<'l> {
     head: &'l mut [u32; NR_ORDERS],
     blocks: &'l mut [u64; NR_ORDERS],
     nonempty: &'l mut u32,
@@ -341,7 +542,7 @@ impl FrameAllocator<'_> {
     pub(crate) fn reserve_preserved<const RUNS: bool>(
         &mut self,
         mb: &Memblock,
-        mut preserved: impl Iterator<Item = Preserved>,
+        mut preserved: impl Source,
     ) -> Result<(), MmError> {
         let mut free = mb.free_ranges().map(|r| {
             let (s, e) = r.inner_pfns();
@@ -356,7 +557,7 @@ impl FrameAllocator<'_> {
         // The rest of the chunk the last item readied, not written yet: always starts at
         // `prev_end`, so the next item and its gap write it once when they fit in it.
         let mut unwritten: Option<Unwritten> = None;
-        let mut next = preserved.next();
+        let mut next = preserved.next_item();
         while let Some(item) = next {
             let (s, e) = item.range.outer_pfns();
             let (s, e) = (s.0, e.0);
@@ -379,13 +580,13 @@ impl FrameAllocator<'_> {
             prev_end = e;
             match self.run_end(runs, &sec, prev_end, cur_free) {
                 Some(run) => {
-                    prev_end = self.reserve_run(&mut preserved, run, &mut next);
+                    (prev_end, next) = self.reserve_run(&mut preserved, run);
                     // The run wrote up to `prev_end`, in the chunk of `unwritten`.
                     unwritten = unwritten
                         .map(|u| Unwritten { lo: prev_end, ..u })
                         .filter(|u| prev_end < u.hi);
                 }
-                None => next = preserved.next(),
+                None => next = preserved.next_item(),
             }
         }
         self.settle(unwritten);
@@ -467,22 +668,17 @@ impl FrameAllocator<'_> {
     /// [`Self::run_end`]), each after a gap that lies in free RAM. Each block is written as
     /// [`Self::write_preserved`] writes it, each gap freed as `push_gap` frees it; the
     /// counters and the order-0 list head stay in locals until the run ends. Returns where
-    /// the last block ends; leaves in `stop` the first item that is not such a block
-    /// (`None`: the input ended), for the general steps (which check it again).
+    /// the last block ends and the first item that is not such a block (`None`: the input
+    /// ended), for the general steps (which check it again).
     #[inline(always)]
-    fn reserve_run(
-        &mut self,
-        items: &mut impl Iterator<Item = Preserved>,
-        mut run: Run,
-        stop: &mut Option<Preserved>,
-    ) -> u64 {
+    fn reserve_run(&mut self, items: &mut impl Source, mut run: Run) -> (u64, Option<Preserved>) {
         let (pages, mut lists) = self.lists();
         run.order0 = Order0::new(lists.head[0]);
-        run.blocks(items, pages, &mut lists, stop);
+        let stop = items.run(&mut run, pages, &mut lists);
         lists.close(pages, run.order0);
         self.reserved -= run.gaps + run.order0.pushed;
         self.private_set += run.private_set;
-        run.end
+        (run.end, stop)
     }
 
     /// The descriptors and the free lists, borrowed apart from the rest of `self`.

@@ -567,20 +567,152 @@ proptest! {
         let runs = FrameAllocator::build_deferred::<true, _>(
             &mb, &mut pages_r, &mut bits_r, MAX_ORDER, items.iter().copied(),
         );
-        match (general, runs) {
-            (Ok(g), Ok(r)) => {
-                assert_consistent(&r);
-                prop_assert_eq!(g.stats(), r.stats());
-                prop_assert_eq!(g.free_head, r.free_head);
-                prop_assert_eq!(g.free_blocks, r.free_blocks);
-                prop_assert_eq!(g.nonempty, r.nonempty);
-                prop_assert_eq!(g.private_set, r.private_set);
-                prop_assert_eq!(&*g.chunk_ready, &*r.chunk_ready);
-                for (i, (a, b)) in g.pages.iter().zip(r.pages.iter()).enumerate() {
-                    prop_assert_eq!(raw(a), raw(b), "descriptor {}", i);
-                }
+        same_build(general, runs)?;
+
+        // The same items as a set, its blocks read in place by the runs, against its merge
+        // through the general steps alone.
+        let (blocks, ranges) = split_items(&items);
+        let set = PreservedSet::new(&blocks, &ranges);
+        let (mut pages_g, mut bits_g) = storage(&mb, byte);
+        let (mut pages_s, mut bits_s) = storage(&mb, byte);
+        let general = FrameAllocator::build_deferred::<false, _>(
+            &mb, &mut pages_g, &mut bits_g, MAX_ORDER, set.clone(),
+        );
+        let array = FrameAllocator::new_deferred_set(&mb, &mut pages_s, &mut bits_s, MAX_ORDER, set);
+        same_build(general, array)?;
+    }
+}
+
+/// Both builds refused with the same error, or both built with every descriptor byte, every
+/// list head and count, the chunk bitmaps and the stats the same.
+fn same_build(
+    general: Result<FrameAllocator, MmError>,
+    runs: Result<FrameAllocator, MmError>,
+) -> Result<(), TestCaseError> {
+    match (general, runs) {
+        (Ok(g), Ok(r)) => {
+            assert_consistent(&r);
+            prop_assert_eq!(g.stats(), r.stats());
+            prop_assert_eq!(g.free_head, r.free_head);
+            prop_assert_eq!(g.free_blocks, r.free_blocks);
+            prop_assert_eq!(g.nonempty, r.nonempty);
+            prop_assert_eq!(g.private_set, r.private_set);
+            prop_assert_eq!(&*g.chunk_ready, &*r.chunk_ready);
+            for (i, (a, b)) in g.pages.iter().zip(r.pages.iter()).enumerate() {
+                prop_assert_eq!(raw(a), raw(b), "descriptor {}", i);
             }
-            (g, r) => prop_assert_eq!(g.err(), r.err()),
         }
+        (g, r) => prop_assert_eq!(g.err(), r.err()),
+    }
+    Ok(())
+}
+
+/// A block of a [`PreservedSet`] in the tests: its stash, plus its index (a zero stash stays
+/// zero).
+#[derive(Copy, Clone, Debug)]
+struct TestBlock {
+    phys: u64,
+    order: u32,
+    stash: u64,
+}
+
+impl PreservedBlock for TestBlock {
+    fn phys(&self) -> u64 {
+        self.phys
+    }
+
+    fn order(&self) -> u32 {
+        self.order
+    }
+
+    fn private(&self, index: u64) -> u64 {
+        if self.stash == 0 {
+            0
+        } else {
+            self.stash + (index << 32)
+        }
+    }
+}
+
+/// The blocks and the plain ranges of `items`, apart.
+fn split_items(items: &[Preserved]) -> (Vec<TestBlock>, Vec<PhysRange>) {
+    let mut blocks = Vec::new();
+    let mut ranges = Vec::new();
+    for item in items {
+        match item.block {
+            Some((order, stash)) => blocks.push(TestBlock {
+                phys: item.range.start.0,
+                order,
+                stash,
+            }),
+            None => ranges.push(item.range),
+        }
+    }
+    (blocks, ranges)
+}
+
+#[test]
+fn a_set_refuses_what_its_merge_refuses() {
+    let mb = memblock(RAM, IMAGE);
+    let at = |mib: u64| BASE + mib * MIB;
+    let block = |phys: u64, order: u32| TestBlock {
+        phys,
+        order,
+        stash: STASH,
+    };
+    let cases: [(Vec<TestBlock>, Vec<PhysRange>); 5] = [
+        // An order past the largest block, after a run's first block.
+        (
+            vec![
+                block(at(20), 0),
+                block(at(20) + 0x2000, MAX_BLOCK_ORDER + 1),
+            ],
+            vec![],
+        ),
+        // A block one page off its alignment.
+        (vec![block(at(20), 0), block(at(20) + 0x3000, 2)], vec![]),
+        // A block out of order, and one that overlaps the one before.
+        (
+            vec![
+                block(at(20), 0),
+                block(at(20) + 0x2000, 0),
+                block(at(20) + 0x1000, 0),
+            ],
+            vec![],
+        ),
+        (
+            vec![
+                block(at(20), 0),
+                block(at(20) + 0x8000, 3),
+                block(at(20) + 0xa000, 0),
+            ],
+            vec![],
+        ),
+        // A range inside a block the run took.
+        (
+            vec![
+                block(at(20), 0),
+                block(at(20) + 0x4000, 2),
+                block(at(20) + 0x9000, 0),
+            ],
+            vec![PhysRange::from_bounds(at(20) + 0x5000, at(20) + 0x6000)],
+        ),
+    ];
+    for (blocks, ranges) in cases {
+        let set = PreservedSet::new(&blocks, &ranges);
+        let (mut pages_g, mut bits_g) = storage(&mb, 0x01);
+        let (mut pages_s, mut bits_s) = storage(&mb, 0x01);
+        let general = FrameAllocator::build_deferred::<false, _>(
+            &mb,
+            &mut pages_g,
+            &mut bits_g,
+            MAX_ORDER,
+            set.clone(),
+        );
+        let array =
+            FrameAllocator::new_deferred_set(&mb, &mut pages_s, &mut bits_s, MAX_ORDER, set);
+        let err = general.expect_err("the general steps refuse it");
+        assert!(matches!(err, MmError::BadPreservedRange { .. }), "{err:?}");
+        assert_eq!(array.err(), Some(err), "{blocks:?} {ranges:?}");
     }
 }

@@ -210,7 +210,7 @@ fn init_frames(kb: &mut KhoBoot) {
     print_memblock();
     let stats = match &kb.reserved {
         Some(r) => memory::init_frames(storage, r.preserved()),
-        None => memory::init_frames(storage, core::iter::empty()),
+        None => memory::init_frames(storage, mm::PreservedSet::<kho::Block>::new(&[], &[])),
     }
     .unwrap_or_else(|e| fail_memory(e));
     info!(

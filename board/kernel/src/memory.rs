@@ -15,7 +15,7 @@ use board::bootinfo::BootInfo;
 use board::memmap;
 use mm::{
     DeferredStorage, FrameAllocator, Memblock, MmError, Page, Pfn, PhysAddr, PhysRange, Preserved,
-    Stats, PAGE_SIZE,
+    PreservedBlock, PreservedSet, Stats, PAGE_SIZE,
 };
 
 pub static MEMBLOCK: EarlyMutex<Memblock> = EarlyMutex::new(Memblock::new());
@@ -180,9 +180,9 @@ pub fn alloc_frame_storage(
 /// Builds the frame allocator over `storage`, keeping `preserved` (a previous image's
 /// sorted blocks, each with its owner's stash, and metadata) RESERVED, with deferred
 /// descriptor init for the rest: one pass writes each preserved descriptor once.
-pub fn init_frames(
+pub fn init_frames<B: PreservedBlock>(
     storage: FrameStorage,
-    preserved: impl Iterator<Item = Preserved>,
+    preserved: PreservedSet<'_, B>,
 ) -> Result<Stats, MemError> {
     let FrameStorage { base, need } = storage;
     let bitmap = base + need.descriptors as u64 * Page::SIZE as u64;
@@ -196,7 +196,8 @@ pub fn init_frames(
             core::slice::from_raw_parts_mut(bitmap as usize as *mut u64, need.chunk_words),
         )
     };
-    let fa = FrameAllocator::new_deferred(&MEMBLOCK.lock(), pages, bits, mm::MAX_ORDER, preserved)?;
+    let fa =
+        FrameAllocator::new_deferred_set(&MEMBLOCK.lock(), pages, bits, mm::MAX_ORDER, preserved)?;
     let stats = fa.stats();
     *FRAMES.lock() = Some(fa);
     Ok(stats)

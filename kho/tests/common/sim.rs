@@ -82,7 +82,7 @@ pub fn garbage_page() -> Page {
 pub fn deferred_frame_allocator(
     mb: &Memblock,
     max_order: u32,
-    preserved: impl Iterator<Item = impl Into<mm::Preserved>>,
+    preserved: mm::PreservedSet<'_, kho::Block>,
 ) -> FrameAllocator<'static> {
     let need = mm::DeferredStorage::for_memblock(mb);
     let pages: &'static mut [Page] = crate::common::keep(
@@ -93,7 +93,7 @@ pub fn deferred_frame_allocator(
     );
     let bits: &'static mut [u64] =
         crate::common::keep(vec![u64::MAX; need.chunk_words].into_boxed_slice());
-    FrameAllocator::new_deferred(mb, pages, bits, max_order, preserved).unwrap()
+    FrameAllocator::new_deferred_set(mb, pages, bits, max_order, preserved).unwrap()
 }
 
 /// How a block must come back.

@@ -134,9 +134,13 @@ impl Chain {
         let mut pages: Vec<Page> = (0..need.descriptors).map(|_| Page::default()).collect();
         let mut bits = vec![0u64; need.chunk_words];
         let mut fa = match &reserved {
-            Some(r) => {
-                FrameAllocator::new_deferred(&mb, &mut pages, &mut bits, max_order, r.preserved())
-            }
+            Some(r) => FrameAllocator::new_deferred_set(
+                &mb,
+                &mut pages,
+                &mut bits,
+                max_order,
+                r.preserved(),
+            ),
             None => FrameAllocator::new_deferred(
                 &mb,
                 &mut pages,
