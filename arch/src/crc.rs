@@ -108,7 +108,7 @@ const RUN_GROUPS: usize = 8;
 /// Words in one such run of groups.
 #[cfg(target_arch = "aarch64")]
 const RUN_WORDS: usize = RUN_GROUPS * SUMMARY_GROUP_WORDS;
-/// Most words [`copy_crc32_summary`] takes: the summary is one u64, a bit per group.
+/// Most words `copy_crc32_summary` (aarch64) takes: the summary is one u64, a bit per group.
 pub const SUMMARY_MAX_WORDS: usize = 64 * SUMMARY_GROUP_WORDS;
 
 /// [`copy_crc32`] of `words` 64-bit words (a tree page) that also returns the copy's

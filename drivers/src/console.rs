@@ -257,3 +257,7 @@ pub fn hold() {}
 /// Host build: nothing is held.
 #[cfg(not(target_arch = "aarch64"))]
 pub fn release() {}
+
+/// Host build: standard error is unbuffered, so nothing is queued.
+#[cfg(not(target_arch = "aarch64"))]
+pub fn flush() {}

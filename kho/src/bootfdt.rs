@@ -203,7 +203,7 @@ pub fn check_rewritable(
 }
 
 /// What [`plan_rewrite`] proved about one boot FDT, for [`rewrite_planned`] at the jump:
-/// the length and the [`fingerprint`] of the bytes it checked, and the facts the splice
+/// the length and the `fingerprint` of the bytes it checked, and the facts the splice
 /// takes from the strict reader (root cells, `/memreserve/`, `boot_cpuid_phys`, where
 /// `/chosen`'s properties start).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -270,7 +270,7 @@ fn fingerprint(incoming: &[u8], crc32: fn(u32, &[u8]) -> u32) -> Option<u32> {
 }
 
 /// [`rewrite`] of the tree `plan` was made for. When `incoming` is provably those bytes
-/// (the same length and [`fingerprint`], through `crc32`) and has a `/chosen`, the splice
+/// (the same length and `fingerprint`, through `crc32`) and has a `/chosen`, the splice
 /// runs from the plan without parsing the tree again (the strict parse and both writers'
 /// checks ran over these bytes in [`plan_rewrite`]; `/memreserve/` and the root cells are
 /// the values they read); otherwise this is [`rewrite`], parse first.

@@ -41,7 +41,7 @@ pub unsafe trait PhysMem {
     }
 
     /// [`PhysMem::copy_crc32`] of one page into `dst` that also returns the copy's
-    /// [`nonzero_groups`] summary: the validation walk reads each tree page this way, so an
+    /// `nonzero_groups` summary: the validation walk reads each tree page this way, so an
     /// image can summarise while it copies and hashes. An override must give exactly this
     /// default's copy, CRC and summary.
     ///
