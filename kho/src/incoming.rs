@@ -247,13 +247,8 @@ pub fn probe<M: PhysMem + ?Sized>(
         metadata.push(array);
     }
     let metadata = coalesce(metadata);
-    // One pass for the log line and the page total.
-    let (split, block_pages) = v.blocks.iter().fold((0usize, 0u64), |(s, p), b| {
-        (
-            s + usize::from(b.kind == BlockType::Split),
-            p + (1u64 << b.order),
-        )
-    });
+    // Counted by validation: no pass over the blocks here.
+    let (split, block_pages) = (v.totals.split, v.totals.pages);
     log::info!(
         "kho: validated {} preserved blocks ({split} SPLIT), {} metadata ranges, format {format}{}",
         v.blocks.len(),

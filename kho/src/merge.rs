@@ -10,7 +10,7 @@ use core::ops::Range;
 
 use crate::key::BlockType;
 use crate::phys::GROUP_WORDS;
-use crate::validate::Block;
+use crate::validate::{Block, BlockTotals};
 
 /// Share of all blocks up to which the runs other than the longest are inserted into it
 /// (sorted among themselves, each at its place as the long run is written); above it, the
@@ -64,6 +64,9 @@ pub(crate) struct Merger {
 pub(crate) struct Sorted {
     pub(crate) blocks: Vec<Block>,
     pub(crate) uniform: Vec<Range<usize>>,
+    /// Pages of every block and how many are SPLIT, counted by the caller (the decoder's
+    /// leaves know them) so that nothing folds over `blocks` again.
+    pub(crate) totals: BlockTotals,
 }
 
 impl Merger {
@@ -219,6 +222,7 @@ impl Merger {
         Sorted {
             blocks: self.out,
             uniform: self.uniform,
+            totals: BlockTotals::default(),
         }
     }
 }
