@@ -80,6 +80,21 @@ fn write_groups(
     written
 }
 
+/// Writes one block per set bit of `word` into `slots` (one slot per bit), the block of
+/// bit `i` at `base + (i << shift)` with `second` its second word. Inlined so that a
+/// constant `shift` folds into the address.
+#[inline(always)]
+fn write_word(slots: &mut [MaybeUninit<Block>], mut word: u64, base: u64, shift: u32, second: u64) {
+    for slot in slots {
+        let phys = base + (u64::from(word.trailing_zeros()) << shift);
+        // SAFETY: `slot` is a block's room, aligned as `[u64; 2]` and as large (the
+        // assertion above); `[phys, second]` are the bytes of a `Block` in its `repr(C)`
+        // layout, `second` from `order_and_kind` (a valid `kind`).
+        unsafe { slot.as_mut_ptr().cast::<[u64; 2]>().write([phys, second]) };
+        word &= word.wrapping_sub(1);
+    }
+}
+
 /// True if `all - long` blocks (those outside the longest run, of `long`) are few enough to
 /// be inserted into it rather than sorted with it.
 pub(crate) fn few_outside(long: usize, all: usize) -> bool {
@@ -223,13 +238,11 @@ impl Merger {
             return;
         };
         let second = order_and_kind(order, kind);
-        for slot in slots {
-            let phys = base + (u64::from(word.trailing_zeros()) << shift);
-            // SAFETY: `slot` is a block's room, aligned as `[u64; 2]` and as large (the
-            // assertion above); `[phys, second]` are the bytes of `Block { phys, order,
-            // kind }` in its `repr(C)` layout, `kind` a valid `repr(u8)` discriminant.
-            unsafe { slot.as_mut_ptr().cast::<[u64; 2]>().write([phys, second]) };
-            word &= word - 1;
+        // Order 0 with its shift a constant, as in `straight`.
+        if shift == PAGE_SHIFT {
+            write_word(slots, word, base, PAGE_SHIFT, second);
+        } else {
+            write_word(slots, word, base, shift, second);
         }
         // SAFETY: the `bits` slots after the length (room `reserve(bits)` guaranteed) were
         // just initialised through `slots`.
