@@ -227,13 +227,8 @@ pub fn probe<M: PhysMem + ?Sized>(
         metadata.push(array);
     }
     let metadata = coalesce(metadata);
-    // One pass for the log line and the page total.
-    let (split, block_pages) = v.blocks.iter().fold((0usize, 0u64), |(s, p), b| {
-        (
-            s + usize::from(b.kind == BlockType::Split),
-            p + (1u64 << b.order),
-        )
-    });
+    // Counted by validation: no pass over the blocks here.
+    let (split, block_pages) = (v.totals.split, v.totals.pages);
     log::info!(
         "kho: validated {} preserved blocks ({split} SPLIT), {} metadata ranges, format {format}{}",
         v.blocks.len(),
@@ -459,6 +454,12 @@ impl Incoming {
         &self.scratch
     }
 
+    /// Every block of the handover, claimed or not, sorted by address: the validated list
+    /// (the indices [`Incoming::restore_unclaimed_runs`] hands out).
+    pub fn blocks(&self) -> &[Block] {
+        &self.blocks
+    }
+
     /// Blocks neither restored nor released yet.
     pub fn unclaimed(&self) -> usize {
         self.blocks.len() - (self.restored + self.released) as usize
@@ -610,12 +611,13 @@ impl Incoming {
         fa: &mut FrameAllocator<'_>,
         mut f: impl FnMut(Block),
     ) -> Result<u64, IncomingError> {
-        self.restore_unclaimed_runs(fa, |run| run.iter().for_each(|b| f(*b)))
+        self.restore_unclaimed_runs(fa, |_, run| run.iter().for_each(|b| f(*b)))
     }
 
-    /// [`Incoming::restore_unclaimed`], handing `f` the restored blocks a run at a time:
-    /// blocks next to each other in the validated list (address order), none claimed
-    /// before, every one restored when `f` sees it. O(1) per block: the blocks come from
+    /// [`Incoming::restore_unclaimed`], handing `f` the restored blocks a run at a time,
+    /// with the index of the run's first block in [`Incoming::blocks`]: blocks next to each
+    /// other in the validated list (address order), none claimed before, every one
+    /// restored when `f` sees it (a caller may keep the indices, not copies). O(1) per block: the blocks come from
     /// this handover's own validated list, so no stash has to be looked up; `mm` still
     /// checks each block's first frame heads a preserved block of that order before it
     /// changes a frame. The claimed bitmap is walked a run of clear bits at a time (a
@@ -625,7 +627,7 @@ impl Incoming {
     pub fn restore_unclaimed_runs(
         &mut self,
         fa: &mut FrameAllocator<'_>,
-        mut f: impl FnMut(&[Block]),
+        mut f: impl FnMut(usize, &[Block]),
     ) -> Result<u64, IncomingError> {
         // Counted here, added once (also when `mm` refuses a block).
         let (mut pages, mut restored) = (0, 0);
@@ -664,7 +666,7 @@ impl Incoming {
                     log::debug!("kho: restored {:#x} order {} {}", b.phys, b.order, b.kind);
                 }
             }
-            f(done);
+            f(lo, done);
             if res.is_err() {
                 break;
             }

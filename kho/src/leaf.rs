@@ -14,7 +14,7 @@ use crate::format::AbiVersion;
 use crate::key::{decode, decode_typed, BlockType, KeyError};
 use crate::merge::{few_outside, Merger, Sorted};
 use crate::phys::{next_nonzero_word, PageBuf, GROUP_WORDS};
-use crate::validate::{Block, RestoreError, TreeName};
+use crate::validate::{Block, BlockTotals, RestoreError, TreeName};
 use mm::PAGE_SHIFT;
 
 /// Calls `f` with every key of the leaf whose key prefix is `prefix`, in increasing order.
@@ -200,6 +200,11 @@ impl Decoder {
             });
         }
         let all = self.len + self.loose.len();
+        // Counted a leaf at a time: no pass over the blocks.
+        let mut totals = BlockTotals::of(&self.loose);
+        for l in &self.leaves {
+            totals.add(l.count, l.order, l.kind);
+        }
         let run = |r: usize| {
             let end = self.runs.get(r + 1).copied().unwrap_or(self.leaves.len());
             self.runs[r]..end
@@ -223,6 +228,7 @@ impl Decoder {
             return Ok(Sorted {
                 blocks,
                 uniform: Vec::new(),
+                totals,
             });
         }
         let mut rest = Merger::new(all - long_len, Vec::new());
@@ -238,7 +244,10 @@ impl Decoder {
         for leaf in &self.leaves[long] {
             self.write_leaf(leaf, &mut m);
         }
-        Ok(m.finish_uniform())
+        Ok(Sorted {
+            totals,
+            ..m.finish_uniform()
+        })
     }
 }
 

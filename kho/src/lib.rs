@@ -68,7 +68,8 @@ pub use phys::{
 };
 pub use scratch::{choose_scratch, linux_early_bytes, scratch_size, SCRATCH_ALIGN};
 pub use validate::{
-    peek_format, validate, validate_versioned, Block, Inputs, RestoreError, TreeName, Validated,
+    peek_format, validate, validate_versioned, Block, BlockTotals, Inputs, RestoreError, TreeName,
+    Validated,
 };
 
 /// Internals that kho's own integration tests and benchmark build handovers with (wrong

@@ -6,11 +6,13 @@
 //! the vectors it holds; every block is written once.
 
 use alloc::vec::Vec;
+use core::mem::MaybeUninit;
 use core::ops::Range;
 
 use crate::key::BlockType;
 use crate::phys::GROUP_WORDS;
-use crate::validate::Block;
+use crate::validate::{Block, BlockTotals};
+use mm::PAGE_SHIFT;
 
 /// Share of all blocks up to which the runs other than the longest are inserted into it
 /// (sorted among themselves, each at its place as the long run is written); above it, the
@@ -33,6 +35,64 @@ fn order_and_kind(order: u32, kind: BlockType) -> u64 {
     bytes[..4].copy_from_slice(&order.to_ne_bytes());
     bytes[4] = kind as u8;
     u64::from_ne_bytes(bytes)
+}
+
+/// Writes the blocks of a leaf's kept groups (`GROUP_WORDS` words each, in order, the
+/// groups `groups` marks) into `spare` from its start, bit `i` of the leaf the block at
+/// `base + (i << shift)` with `second` its second word; returns how many (at most
+/// `spare`'s length). Inlined so that a constant `shift` folds into the address.
+#[inline(always)]
+fn write_groups(
+    spare: &mut [MaybeUninit<Block>],
+    kept: &[u64],
+    groups: u64,
+    base: u64,
+    shift: u32,
+    second: u64,
+) -> usize {
+    let mut written = 0;
+    let mut left = groups;
+    for grp in kept.chunks_exact(GROUP_WORDS) {
+        let g = left.trailing_zeros() as u64;
+        left &= left.wrapping_sub(1);
+        for (j, &w) in (0u64..).zip(grp) {
+            let word_base = base + (((g * GROUP_WORDS as u64 + j) * 64) << shift);
+            let bits = w.count_ones() as usize;
+            let Some(slots) = spare.get_mut(written..written + bits) else {
+                return written;
+            };
+            // A leaf's keys share every bit above its own (`Decoder::leaf`), so a word's
+            // blocks differ from `word_base` only in bits it holds clear: `|` is `+`, and
+            // keeps `word_base` made once a word (an add would be reassociated into the loop).
+            debug_assert_eq!(word_base & ((64u64 << shift) - 1), 0);
+            let mut word = w;
+            for slot in slots {
+                let phys = word_base | (u64::from(word.trailing_zeros()) << shift);
+                // SAFETY: `slot` is a block's room, aligned as `[u64; 2]` and as large (the
+                // assertion above); `[phys, second]` are the bytes of a `Block` in its
+                // `repr(C)` layout, `second` from `order_and_kind` (a valid `kind`).
+                unsafe { slot.as_mut_ptr().cast::<[u64; 2]>().write([phys, second]) };
+                word &= word.wrapping_sub(1);
+            }
+            written += bits;
+        }
+    }
+    written
+}
+
+/// Writes one block per set bit of `word` into `slots` (one slot per bit), the block of
+/// bit `i` at `base + (i << shift)` with `second` its second word. Inlined so that a
+/// constant `shift` folds into the address.
+#[inline(always)]
+fn write_word(slots: &mut [MaybeUninit<Block>], mut word: u64, base: u64, shift: u32, second: u64) {
+    for slot in slots {
+        let phys = base + (u64::from(word.trailing_zeros()) << shift);
+        // SAFETY: `slot` is a block's room, aligned as `[u64; 2]` and as large (the
+        // assertion above); `[phys, second]` are the bytes of a `Block` in its `repr(C)`
+        // layout, `second` from `order_and_kind` (a valid `kind`).
+        unsafe { slot.as_mut_ptr().cast::<[u64; 2]>().write([phys, second]) };
+        word &= word.wrapping_sub(1);
+    }
 }
 
 /// True if `all - long` blocks (those outside the longest run, of `long`) are few enough to
@@ -64,6 +124,9 @@ pub(crate) struct Merger {
 pub(crate) struct Sorted {
     pub(crate) blocks: Vec<Block>,
     pub(crate) uniform: Vec<Range<usize>>,
+    /// Pages of every block and how many are SPLIT, counted by the caller (the decoder's
+    /// leaves know them) so that nothing folds over `blocks` again.
+    pub(crate) totals: BlockTotals,
 }
 
 impl Merger {
@@ -106,27 +169,13 @@ impl Merger {
             return;
         };
         let second = order_and_kind(last.order, last.kind);
-        let mut written = 0;
-        let mut left = groups;
-        for grp in kept.chunks_exact(GROUP_WORDS) {
-            let g = left.trailing_zeros() as u64;
-            left &= left.wrapping_sub(1);
-            for (j, &w) in (0u64..).zip(grp) {
-                let word_base = base + (((g * GROUP_WORDS as u64 + j) * 64) << shift);
-                let bits = w.count_ones() as usize;
-                let Some(slots) = spare.get_mut(written..written + bits) else {
-                    break;
-                };
-                let mut word = w;
-                for slot in slots {
-                    let phys = word_base + (u64::from(word.trailing_zeros()) << shift);
-                    // SAFETY: as in `Merger::word`: a block's room, `[phys, second]` its bytes.
-                    unsafe { slot.as_mut_ptr().cast::<[u64; 2]>().write([phys, second]) };
-                    word &= word - 1;
-                }
-                written += bits;
-            }
-        }
+        // Order 0 (the bulk of a large set) with its shift a constant: one add a block for
+        // its address. Chosen once a leaf.
+        let written = if shift == PAGE_SHIFT {
+            write_groups(spare, kept, groups, base, PAGE_SHIFT, second)
+        } else {
+            write_groups(spare, kept, groups, base, shift, second)
+        };
         // SAFETY: the first `written` slots after the length (room `reserve(count)`
         // guaranteed, written <= count) were just initialised.
         unsafe { self.out.set_len(len + written) };
@@ -189,13 +238,11 @@ impl Merger {
             return;
         };
         let second = order_and_kind(order, kind);
-        for slot in slots {
-            let phys = base + (u64::from(word.trailing_zeros()) << shift);
-            // SAFETY: `slot` is a block's room, aligned as `[u64; 2]` and as large (the
-            // assertion above); `[phys, second]` are the bytes of `Block { phys, order,
-            // kind }` in its `repr(C)` layout, `kind` a valid `repr(u8)` discriminant.
-            unsafe { slot.as_mut_ptr().cast::<[u64; 2]>().write([phys, second]) };
-            word &= word - 1;
+        // Order 0 with its shift a constant, as in `straight`.
+        if shift == PAGE_SHIFT {
+            write_word(slots, word, base, PAGE_SHIFT, second);
+        } else {
+            write_word(slots, word, base, shift, second);
         }
         // SAFETY: the `bits` slots after the length (room `reserve(bits)` guaranteed) were
         // just initialised through `slots`.
@@ -219,6 +266,7 @@ impl Merger {
         Sorted {
             blocks: self.out,
             uniform: self.uniform,
+            totals: BlockTotals::default(),
         }
     }
 }

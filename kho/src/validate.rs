@@ -59,6 +59,34 @@ impl Block {
     }
 }
 
+/// Pages of a list of blocks and how many of them are SPLIT.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct BlockTotals {
+    /// Pages of every block.
+    pub pages: u64,
+    /// Blocks of type SPLIT.
+    pub split: usize,
+}
+
+impl BlockTotals {
+    /// Adds `count` blocks of `order` and `kind`.
+    pub(crate) fn add(&mut self, count: usize, order: u32, kind: BlockType) {
+        self.pages += (count as u64) << order;
+        if kind == BlockType::Split {
+            self.split += count;
+        }
+    }
+
+    /// The totals of `blocks`, one by one (what the counts kept on the way must equal).
+    pub fn of(blocks: &[Block]) -> BlockTotals {
+        let mut t = BlockTotals::default();
+        for b in blocks {
+            t.add(1, b.order, b.kind);
+        }
+        t
+    }
+}
+
 /// Why the handover data is ignored. Each variant names one check and carries the address.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RestoreError {
@@ -280,6 +308,9 @@ pub struct Validated {
     pub metadata: Vec<PhysRange>,
     /// Client entries, in KHO FDT order.
     pub clients: Vec<ClientEntry>,
+    /// Pages of `blocks` and how many are SPLIT (counted on the way, not by a pass over
+    /// `blocks`).
+    pub totals: BlockTotals,
 }
 
 fn in_ram(ram: &[PhysRange], r: &PhysRange) -> bool {
@@ -460,10 +491,11 @@ pub fn validate_versioned<M: PhysMem + ?Sized>(
     let Sorted {
         mut blocks,
         uniform,
+        mut totals,
     } = main.finish()?;
     check_placement(inp, &blocks, &uniform, &nodes, !view.version.is_baton())?;
     if view.version == AbiVersion::V1 {
-        mark_v1_split(&mut blocks, split_keys)?;
+        totals.split += mark_v1_split(&mut blocks, split_keys)?;
     }
     check_clients(inp, &view, &blocks)?;
     let mut metadata = nodes;
@@ -477,6 +509,7 @@ pub fn validate_versioned<M: PhysMem + ?Sized>(
             blocks,
             metadata,
             clients: view.clients,
+            totals,
         },
         view.version,
     ))
@@ -764,8 +797,10 @@ pub fn peek_format<M: PhysMem + ?Sized>(
     read_view(mem, &inp).map(|v| v.version)
 }
 
-/// v1: every SPLIT key must name a MAIN block, which becomes SPLIT.
-fn mark_v1_split(blocks: &mut [Block], split_keys: Vec<u64>) -> Result<(), RestoreError> {
+/// v1: every SPLIT key must name a MAIN block, which becomes SPLIT. Returns how many
+/// blocks became SPLIT (those that were CONTIG before).
+fn mark_v1_split(blocks: &mut [Block], split_keys: Vec<u64>) -> Result<usize, RestoreError> {
+    let mut marked = 0;
     // Every SPLIT key must name a MAIN block. The walk yields each order's keys in address
     // order, so a cursor into the sorted blocks only moves forward within a run of keys
     // (O(n) in all); a key below the last one starts a run and is found by binary search.
@@ -782,12 +817,15 @@ fn mark_v1_split(blocks: &mut [Block], split_keys: Vec<u64>) -> Result<(), Resto
             i += 1;
         }
         match blocks.get_mut(i) {
-            Some(b) if b.phys == phys && b.order == order => b.kind = BlockType::Split,
+            Some(b) if b.phys == phys && b.order == order => {
+                marked += usize::from(b.kind == BlockType::Contig);
+                b.kind = BlockType::Split;
+            }
             _ => return Err(RestoreError::SplitKeyNotPreserved { phys, order }),
         }
         i += 1;
     }
-    Ok(())
+    Ok(marked)
 }
 
 /// True if `[phys, phys + size)` is non-empty and covered by consecutive blocks of `sorted`.
@@ -929,7 +967,13 @@ mod tests {
             avoid: &avoid,
         };
         let got = walk_trees(&arena, &inp, &view).and_then(|(main, _, nodes)| {
-            let Sorted { blocks, uniform } = main.finish()?;
+            let Sorted {
+                blocks,
+                uniform,
+                totals,
+            } = main.finish()?;
+            // The counts kept leaf by leaf are those of the blocks.
+            assert_eq!(totals, BlockTotals::of(&blocks));
             check_placement(&inp, &blocks, &uniform, &nodes, !version.is_baton())?;
             Ok((blocks, nodes))
         });

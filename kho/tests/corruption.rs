@@ -12,7 +12,7 @@ use kho::testing::{encode, encode_typed};
 use kho::testing::{read_kho_fdt, write_view};
 use kho::Fdt;
 use kho::TreeName;
-use kho::{Arena, BlockType, HandoverRefs, PhysMem, RestoreError, Validated};
+use kho::{Arena, BlockTotals, BlockType, HandoverRefs, PhysMem, RestoreError, Validated};
 use mm::{Memblock, PhysAddr, PhysRange};
 
 struct Fixture {
@@ -81,6 +81,7 @@ fn empty() -> Validated {
         blocks: vec![],
         metadata: vec![],
         clients: vec![],
+        totals: BlockTotals::default(),
     }
 }
 
@@ -213,6 +214,8 @@ impl Fixture {
 }
 
 fn check_independently(v: &Validated, scratch: &[PhysRange], image2: PhysRange) {
+    // The counts validation kept on the way (v1's SPLIT marks included) are the blocks'.
+    assert_eq!(v.totals, BlockTotals::of(&v.blocks));
     let mut last_end = 0;
     for b in &v.blocks {
         let r = b.region();

@@ -259,13 +259,22 @@ fn unclaimed_runs_restore_the_rest_in_order_between_claimed_blocks() {
             .unwrap();
     }
     let rest: Vec<_> = inc.inc.unclaimed_blocks().collect();
-    let mut runs = Vec::new();
+    let (mut runs, mut firsts) = (Vec::new(), Vec::new());
     let pages = inc
         .inc
-        .restore_unclaimed_runs(&mut inc.fa, |r| runs.push(r.to_vec()))
+        .restore_unclaimed_runs(&mut inc.fa, |i, r| {
+            firsts.push(i);
+            runs.push(r.to_vec())
+        })
         .unwrap();
     // Runs break only at claimed blocks: [0, 5), [6, 63), [65, 200).
     assert_eq!(runs.iter().map(Vec::len).collect::<Vec<_>>(), [5, 57, 135]);
+    assert_eq!(firsts, [0, 6, 65]);
+    // Each run is the validated list's blocks from its index on.
+    for (&i, r) in firsts.iter().zip(&runs) {
+        assert_eq!(&inc.inc.blocks()[i..i + r.len()], &r[..]);
+    }
+    assert_eq!(inc.inc.blocks(), &all[..]);
     assert_eq!(runs.concat(), rest);
     assert_eq!(pages, rest.iter().map(|b| 1u64 << b.order).sum::<u64>());
     assert_eq!((inc.inc.unclaimed(), inc.inc.unclaimed_pages()), (0, 0));
@@ -281,7 +290,7 @@ fn unclaimed_runs_restore_the_rest_in_order_between_claimed_blocks() {
     // Nothing is left: no run, no page.
     assert_eq!(
         inc.inc
-            .restore_unclaimed_runs(&mut inc.fa, |_| panic!("a run of nothing")),
+            .restore_unclaimed_runs(&mut inc.fa, |_, _| panic!("a run of nothing")),
         Ok(0)
     );
     inc.free_all(&expect);

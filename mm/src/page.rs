@@ -226,6 +226,17 @@ impl Page {
         unsafe { dst.write(words) };
     }
 
+    /// The first of [`Page::words`] as `p` holds it (`flags`, `order`, `section`,
+    /// `refcount`): one load that tests all four.
+    #[inline(always)]
+    pub(crate) fn first_word(p: &Page) -> u64 {
+        let src: *const u64 = (p as *const Page).cast();
+        // SAFETY: `Page` is `repr(C)` and 16-aligned with `flags`, `order`, `section` and
+        // `refcount` its first 8 bytes (integers; the atomic is a `u32` in memory); `p` is
+        // a shared reference, so the bytes are initialised and not being written.
+        unsafe { src.read() }
+    }
+
     #[inline]
     pub(crate) fn flags(&self) -> PageFlags {
         PageFlags(self.flags)

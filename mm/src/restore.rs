@@ -32,6 +32,9 @@ struct Window {
     section: u8,
 }
 
+// A batch claim indexes a window's descriptors by the frame's offset cast to `usize`.
+const _: () = assert!(usize::BITS == u64::BITS, "a frame offset must fit a usize");
+
 impl FrameAllocator<'_> {
     /// Writes `v` to the `private` word of `pfn` if the frame is RESERVED (an owner's stash
     /// on a reserved block's first frame), with one descriptor lookup: `Ok(false)`, nothing
@@ -81,10 +84,11 @@ impl FrameAllocator<'_> {
     /// claimed.
     ///
     /// For a run of blocks (kho's sorted list) it costs less per block: the section and
-    /// chunk of a lookup are kept for the next blocks' frames, an order-0 block's first
-    /// frame is tested with one compare (its flags and both orders) and written in the
-    /// loop, a larger one by `write_claimed` out of line, and the counters are added once.
-    /// Anything else takes `claim_reserved`.
+    /// chunk of a lookup are kept for the next blocks' frames (their descriptors as one
+    /// slice: the offset in it is the only bound test), an order-0 block's first frame is
+    /// tested with one compare (its flags, both orders, section and refcount) and written
+    /// in the loop, a larger one by `write_claimed` out of line, and the counters are added
+    /// once. Anything else takes `claim_reserved`.
     #[inline]
     pub fn claim_reserved_batch<I>(&mut self, blocks: I) -> Result<u64, (usize, MmError)>
     where
@@ -101,9 +105,16 @@ impl FrameAllocator<'_> {
         let (mut counted, mut others) = (0u64, 0usize);
         let mut res = Ok(());
         loop {
-            // Order-0 preserved blocks in the window, with the descriptor slice in hand and
-            // the claimed first frame's words (`write_claimed` of order 0) made once.
-            let pages: &mut [Page] = self.pages;
+            // Order-0 preserved blocks in the window, with the window's descriptors in hand
+            // (so an offset in the window is the one bound test) and the claimed first
+            // frame's words (`write_claimed` of order 0) made once.
+            let end = w.first.saturating_add(w.len as usize);
+            let room = if end <= self.pages.len() {
+                w.first..end
+            } else {
+                0..0
+            };
+            let win: &mut [Page] = &mut self.pages[room];
             let contig = Page::words(0, 0, w.section, 1, NONE, 0);
             let split = Page::words(PageFlags::SPLIT.bits(), 0, w.section, 1, NONE, 0);
             // The first word by kind, as `kind_slot` numbers them (an order-0 folio is a
@@ -111,22 +122,23 @@ impl FrameAllocator<'_> {
             let first = [contig[0], contig[0], split[0]];
             let [_, w1, w2, w3] = contig;
             debug_assert_eq!(contig[1..], split[1..]);
+            // The first word of an unclaimed order-0 preserved head in this window, as
+            // `reserve` writes it (refcount 0): one compare tests flags, both orders (the
+            // block's must be 0 too), section and refcount. Anything else takes the path
+            // below, which makes `claim_reserved`'s checks.
+            let head0 = Page::words(PRESERVED_HEAD, 0, w.section, 0, NONE, 0)[0];
             let next = loop {
                 let Some((pfn, order, kind)) = blocks.next() else {
                     break None;
                 };
                 let off = pfn.0.wrapping_sub(w.lo);
-                if off < w.len {
-                    if let Some(p) = pages.get_mut(w.first + off as usize) {
-                        // Flags, the frame's order and the block's (0) in one compare.
-                        let key =
-                            u64::from(p.flags) | u64::from(p.order) << 16 | u64::from(order) << 24;
-                        if key == u64::from(PRESERVED_HEAD) {
-                            stashed += u64::from(p.private != 0);
-                            small += 1;
-                            Page::store(p, [first[kind_slot(kind)], w1, w2, w3]);
-                            continue;
-                        }
+                // A frame offset is a `usize` unchanged (asserted below `Window`).
+                if let Some(p) = win.get_mut(off as usize) {
+                    if (Page::first_word(p) ^ head0) | u64::from(order) == 0 {
+                        stashed += u64::from(p.private != 0);
+                        small += 1;
+                        Page::store(p, [first[kind_slot(kind)], w1, w2, w3]);
+                        continue;
                     }
                 }
                 break Some((pfn, order, kind));

@@ -11,6 +11,7 @@ use super::alloc::format;
 use super::alloc::string::String;
 use super::alloc::vec::Vec;
 use core::fmt;
+use core::ops::Range;
 
 use kho::{BlockType, Incoming, Kho, PhysMem};
 use mm::{FrameAllocator, PageFlags, Pfn, PAGE_SHIFT, PAGE_SIZE};
@@ -221,24 +222,37 @@ impl Totals {
 
 /// Restores every block the previous image handed over that `inc` still holds (what is
 /// left after the recorded entries), with the refcounts of its recorded type. Returns them
-/// (contents not yet read: `fill_gen` and `checksum` are 0) and their pages.
+/// as runs of indices into [`Incoming::blocks`] (nothing copied per block during the
+/// blackout: [`held`] makes the list after it) and their pages.
 pub fn restore(
     inc: &mut Incoming,
     fa: &mut FrameAllocator<'_>,
-) -> Result<(BlockList, u64), Problem> {
-    let mut out = BlockList::with_capacity(inc.unclaimed());
+) -> Result<(Vec<Range<usize>>, u64), Problem> {
+    // Runs break only at claimed blocks: at most one more run than those (room taken now,
+    // the heap does not grow while the restore holds the frame allocator).
+    let claimed = inc.blocks().len() - inc.unclaimed();
+    let mut runs = Vec::with_capacity(claimed + 1);
     let pages = inc
-        .restore_unclaimed_runs(fa, |run| {
-            out.extend_map(run, |b| Block {
-                phys: b.phys,
-                order: b.order,
-                split: b.kind == BlockType::Split,
-                fill_gen: 0,
-                checksum: 0,
-            })
-        })
+        .restore_unclaimed_runs(fa, |lo, run| runs.push(lo..lo + run.len()))
         .map_err(|e| (Check::Restore, format!("bulk set: {e}")))?;
-    Ok((out, pages))
+    Ok((runs, pages))
+}
+
+/// The blocks of `runs` (what [`restore`] returned) as the set's list, in order (contents
+/// not yet read: `fill_gen` and `checksum` are 0).
+pub fn held(inc: &Incoming, runs: &[Range<usize>]) -> BlockList {
+    let all = inc.blocks();
+    let mut out = BlockList::with_capacity(runs.iter().map(|r| r.len()).sum());
+    for r in runs {
+        out.extend_map(all.get(r.clone()).unwrap_or(&[]), |b| Block {
+            phys: b.phys,
+            order: b.order,
+            split: b.kind == BlockType::Split,
+            fill_gen: 0,
+            checksum: 0,
+        });
+    }
+    out
 }
 
 /// Checks one restored block's refcounts (CONTIG: head 1, tails 0; SPLIT: 1 on every page)

@@ -271,15 +271,17 @@ impl<M: PhysMem + ?Sized> Gen<'_, '_, '_, M> {
         let (rec, rpages, stamps) = self.restore_record(&mut inc)?;
         let held = self.restore_entries(&mut inc, &rec)?;
         // What is left is the scaled set, if the record declares one.
-        let mut bulk_held = bulk::BlockList::default();
+        let mut bulk_runs = Vec::new();
         if rec.bulk != Totals::default() {
-            let (b, pages) = bulk::restore(&mut inc, self.fa).map_err(|(c, d)| self.fail(c, d))?;
+            let (runs, pages) =
+                bulk::restore(&mut inc, self.fa).map_err(|(c, d)| self.fail(c, d))?;
             self.led.claimed += pages;
-            bulk_held = b;
+            bulk_runs = runs;
         }
         // Every preserved block is back: the blackout ends here.
         let restored_at = (clock.now)();
         self.time_blackout(&rec, stamps, clock, restored_at);
+        let mut bulk_held = bulk::held(&inc, &bulk_runs);
         self.verify_restored(&held, &mut bulk_held, clock, restored_at)?;
         self.check_nothing_else(&inc, &rec, &bulk_held, rpages, handed)?;
         let meta = inc
