@@ -51,6 +51,15 @@ fn decode_private(v: u64) -> Option<(usize, u32, BlockType)> {
     (order <= mm::MAX_BLOCK_ORDER).then_some((index, order, kind))
 }
 
+/// The refcount pattern `mm` gives a restored block of type `kind`.
+#[inline(always)]
+fn block_kind(kind: BlockType) -> BlockKind {
+    match kind {
+        BlockType::Split => BlockKind::Split,
+        BlockType::Contig => BlockKind::Contig,
+    }
+}
+
 /// The first index in `[from, n)` whose bit in `bits` is `set` (bit `i % 64` of word
 /// `i / 64`), or `n` if none is.
 fn next_bit(bits: &[u64], from: usize, n: usize, set: bool) -> usize {
@@ -303,6 +312,7 @@ impl Reserved {
             restored: 0,
             released: 0,
             unclaimed_pages: self.block_pages,
+            unclaimed_split: self.v.totals.split as u64,
         })
     }
 }
@@ -325,6 +335,9 @@ pub struct Incoming {
     released: u64,
     /// Pages of the unclaimed blocks.
     unclaimed_pages: u64,
+    /// SPLIT blocks among the unclaimed ones: with none or all of them SPLIT and every
+    /// one of order 0, restore takes its uniform path.
+    unclaimed_split: u64,
 }
 
 impl Incoming {
@@ -486,6 +499,7 @@ impl Incoming {
     fn claim(&mut self, i: usize) {
         self.claimed[i / 64] |= 1 << (i % 64);
         self.unclaimed_pages -= 1u64 << self.blocks[i].order;
+        self.unclaimed_split -= u64::from(self.blocks[i].kind == BlockType::Split);
     }
 
     /// Pages of the blocks neither restored nor released yet (O(1)).
@@ -635,6 +649,23 @@ impl Incoming {
         let n = self.blocks.len();
         // Asked once: a disabled debug line then costs one test per run.
         let debug = log::log_enabled!(log::Level::Debug);
+        // Each unclaimed block has at least one page, so as many pages as unclaimed blocks
+        // means every one is of order 0; with none or all of them SPLIT, a run is claimed
+        // with order and type known, neither read per block (`mm` checks each head as
+        // before: an unclaimed preserved head of order 0, the same error otherwise).
+        let unclaimed = self.unclaimed() as u64;
+        debug_assert_eq!(
+            self.unclaimed_split,
+            self.unclaimed_blocks()
+                .filter(|b| b.kind == BlockType::Split)
+                .count() as u64
+        );
+        let uniform = match self.unclaimed_split {
+            _ if self.unclaimed_pages != unclaimed => None,
+            0 => Some(BlockKind::Contig),
+            s if s == unclaimed => Some(BlockKind::Split),
+            _ => None,
+        };
         let mut from = 0;
         loop {
             let lo = next_bit(&self.claimed, from, n, false);
@@ -643,13 +674,15 @@ impl Incoming {
             }
             let hi = next_bit(&self.claimed, lo, n, true);
             let run = &self.blocks[lo..hi];
-            let claim = fa.claim_reserved_batch(run.iter().map(|b| {
-                let kind = match b.kind {
-                    BlockType::Split => BlockKind::Split,
-                    BlockType::Contig => BlockKind::Contig,
-                };
-                (Pfn(b.phys >> PAGE_SHIFT), b.order, kind)
-            }));
+            let claim = match uniform {
+                // Every block of the run has order 0 and type `kind`: neither is read.
+                Some(kind) => fa
+                    .claim_reserved_batch(run.iter().map(|b| (Pfn(b.phys >> PAGE_SHIFT), 0, kind))),
+                None => fa.claim_reserved_batch(
+                    run.iter()
+                        .map(|b| (Pfn(b.phys >> PAGE_SHIFT), b.order, block_kind(b.kind))),
+                ),
+            };
             let (done, got) = match claim {
                 Ok(got) => (run, got),
                 Err((k, e)) => {
@@ -674,6 +707,15 @@ impl Incoming {
         }
         self.unclaimed_pages -= pages;
         self.restored += restored;
+        // Every block is claimed unless `mm` refused one: then count what is left (a
+        // pass over the blocks off the restore's path, none per block when it succeeds).
+        self.unclaimed_split = match res {
+            Ok(()) => 0,
+            Err(_) => self
+                .unclaimed_blocks()
+                .filter(|b| b.kind == BlockType::Split)
+                .count() as u64,
+        };
         res.map(|()| pages).map_err(IncomingError::Mm)
     }
 

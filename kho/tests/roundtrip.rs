@@ -296,6 +296,117 @@ fn unclaimed_runs_restore_the_rest_in_order_between_claimed_blocks() {
     inc.free_all(&expect);
 }
 
+/// An incoming image over 3 order-2 CONTIG blocks and 130 order-0 blocks of one type
+/// (`split`): once the order-2 ones are claimed, the rest takes restore's uniform path.
+fn uniform_blocks(split: bool) -> (IncomingImage, Vec<kho::Block>, Vec<Expect>) {
+    let arena = leak_arena();
+    let mut out = outgoing(arena, 10);
+    for i in 0..133 {
+        out.apply(match i {
+            0..3 => Op::Contig(2),
+            _ if split => Op::Split(0),
+            _ => Op::Contig(0),
+        });
+    }
+    let boot = out.handover(arena);
+    let inc = incoming(arena, &boot, 10).unwrap();
+    let all: Vec<_> = inc.inc.unclaimed_blocks().collect();
+    assert_eq!(all.len(), 133);
+    (inc, all, out.expect.clone())
+}
+
+/// Every frame of `blocks` as `(flags, refcount, private)`.
+fn frames_of(fa: &mm::FrameAllocator<'_>, blocks: &[kho::Block]) -> Vec<(u64, u32, u64)> {
+    blocks
+        .iter()
+        .flat_map(|b| (0..1u64 << b.order).map(move |i| Pfn((b.phys >> 12) + i)))
+        .map(|p| {
+            let flags = fa.page_flags(p).unwrap().bits().into();
+            (
+                flags,
+                fa.page_ref_count(p).unwrap(),
+                fa.page_private(p).unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn uniform_order0_runs_restore_as_block_by_block() {
+    for split in [false, true] {
+        let (mut fast, all, _) = uniform_blocks(split);
+        let (mut slow, twin, _) = uniform_blocks(split);
+        assert_eq!(all, twin);
+        // The order-2 blocks and two order-0 ones first (runs break there), on both.
+        let first: Vec<_> = (0..all.len())
+            .filter(|&i| all[i].order > 0 || i == 40 || i == 100)
+            .collect();
+        assert_eq!(first.len(), 5);
+        for &i in &first {
+            let b = all[i];
+            for inc in [&mut fast, &mut slow] {
+                inc.inc
+                    .restore_pages(&mut inc.fa, b.phys, 1 << b.order)
+                    .unwrap();
+            }
+        }
+        let rest: Vec<_> = fast.inc.unclaimed_blocks().collect();
+        assert!(rest
+            .iter()
+            .all(|b| b.order == 0 && (b.kind == BlockType::Split) == split));
+        let mut runs = Vec::new();
+        let pages = fast
+            .inc
+            .restore_unclaimed_runs(&mut fast.fa, |i, r| runs.push((i, r.len())))
+            .unwrap();
+        // Runs are the stretches between the blocks claimed first.
+        let mut want = Vec::new();
+        let mut lo = 0;
+        for &i in first.iter().chain([&all.len()]) {
+            if i > lo {
+                want.push((lo, i - lo));
+            }
+            lo = i + 1;
+        }
+        assert_eq!(runs, want);
+        assert_eq!(pages, rest.len() as u64);
+        for b in &rest {
+            slow.inc.restore_pages(&mut slow.fa, b.phys, 1).unwrap();
+        }
+        assert_eq!(fast.fa.stats(), slow.fa.stats(), "split {split}");
+        assert_eq!(frames_of(&fast.fa, &all), frames_of(&slow.fa, &all));
+        assert_eq!(fast.inc.unclaimed(), 0);
+        assert_eq!(fast.inc.restored(), slow.inc.restored());
+    }
+}
+
+#[test]
+fn uniform_order0_restore_stops_at_a_refused_block() {
+    let (mut inc, all, _) = uniform_blocks(true);
+    for b in all.iter().filter(|b| b.order > 0) {
+        inc.inc.restore_pages(&mut inc.fa, b.phys, 4).unwrap();
+    }
+    // Block 70 claimed behind kho's back: refused as on the per-block path.
+    assert!(all[70..].iter().all(|b| b.order == 0));
+    let pfn = Pfn(all[70].phys >> 12);
+    inc.fa.claim_reserved(pfn, 0, mm::BlockKind::Split).unwrap();
+    let mut got = Vec::new();
+    assert_eq!(
+        inc.inc.restore_unclaimed(&mut inc.fa, |b| got.push(b)),
+        Err(kho::IncomingError::Mm(mm::MmError::NotReserved { pfn }))
+    );
+    let before: Vec<_> = all[..70].iter().filter(|b| b.order == 0).copied().collect();
+    assert_eq!(got, before);
+    assert_eq!(inc.inc.unclaimed(), all.len() - 70);
+    assert_eq!(inc.inc.unclaimed_pages(), (all.len() - 70) as u64);
+    // The blocks after it are still restored one by one; the refused one stays unclaimed.
+    for b in &all[71..] {
+        inc.inc.restore_pages(&mut inc.fa, b.phys, 1).unwrap();
+        assert_eq!(inc.fa.page_ref_count(Pfn(b.phys >> 12)), Ok(1));
+    }
+    assert_eq!(inc.inc.unclaimed_blocks().collect::<Vec<_>>(), [all[70]]);
+}
+
 #[test]
 fn unclaimed_restore_stops_at_a_refused_block_with_the_bitmap_exact() {
     let (mut inc, all, _) = many_blocks();
