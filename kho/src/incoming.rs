@@ -676,8 +676,11 @@ impl Incoming {
             let run = &self.blocks[lo..hi];
             let claim = match uniform {
                 // Every block of the run has order 0 and type `kind`: neither is read.
-                Some(kind) => fa
-                    .claim_reserved_batch(run.iter().map(|b| (Pfn(b.phys >> PAGE_SHIFT), 0, kind))),
+                Some(kind) => fa.claim_reserved_batch_of(
+                    run.iter().map(|b| Pfn(b.phys >> PAGE_SHIFT)),
+                    0,
+                    kind,
+                ),
                 None => fa.claim_reserved_batch(
                     run.iter()
                         .map(|b| (Pfn(b.phys >> PAGE_SHIFT), b.order, block_kind(b.kind))),

@@ -175,6 +175,83 @@ impl FrameAllocator<'_> {
         res.map(|()| frames + counted)
     }
 
+    /// [`Self::claim_reserved_batch`] of `(pfn, order, kind)` for every `pfn` of `pfns`:
+    /// one order and one kind for the whole batch, the same checks per block, the same
+    /// errors, descriptors, counters and result.
+    ///
+    /// For order 0 (kho's scattered pages) the loop reads nothing but the frame number and
+    /// the first frame's words: the claimed first word is picked once per window, and a
+    /// frame the one compare misses (a window's first, or not an unclaimed order-0
+    /// preserved head) is claimed by `claim_reserved_batch` alone. Larger orders take
+    /// `claim_reserved_batch`.
+    #[inline]
+    pub fn claim_reserved_batch_of<I>(
+        &mut self,
+        pfns: I,
+        order: u32,
+        kind: BlockKind,
+    ) -> Result<u64, (usize, MmError)>
+    where
+        I: IntoIterator<Item = Pfn>,
+    {
+        if order != 0 {
+            return self.claim_reserved_batch(pfns.into_iter().map(|p| (p, order, kind)));
+        }
+        let mut pfns = pfns.into_iter();
+        let mut w = Window::default();
+        // Blocks the loop claimed (owed to the counters until the end, as in
+        // `claim_reserved_batch`), and those `claim_reserved_batch` claimed and counted.
+        let (mut small, mut stashed) = (0u64, 0u64);
+        let (mut counted, mut others) = (0u64, 0usize);
+        let mut res = Ok(());
+        loop {
+            let end = w.first.saturating_add(w.len as usize);
+            let room = if end <= self.pages.len() {
+                w.first..end
+            } else {
+                0..0
+            };
+            let win: &mut [Page] = &mut self.pages[room];
+            let flags = match kind {
+                BlockKind::Split => PageFlags::SPLIT.bits(),
+                BlockKind::Folio | BlockKind::Contig => 0,
+            };
+            let claimed = Page::words(flags, 0, w.section, 1, NONE, 0);
+            let head0 = Page::words(PRESERVED_HEAD, 0, w.section, 0, NONE, 0)[0];
+            let next = loop {
+                let Some(pfn) = pfns.next() else {
+                    break None;
+                };
+                // A frame offset is a `usize` unchanged (asserted below `Window`).
+                if let Some(p) = win.get_mut(pfn.0.wrapping_sub(w.lo) as usize) {
+                    if Page::first_word(p) == head0 {
+                        stashed += u64::from(p.private != 0);
+                        small += 1;
+                        Page::store(p, claimed);
+                        continue;
+                    }
+                }
+                break Some(pfn);
+            };
+            let Some(pfn) = next else {
+                break;
+            };
+            match self.claim_reserved_batch([(pfn, 0, kind)]) {
+                Ok(n) => counted += n,
+                Err((_, e)) => {
+                    res = Err((small as usize + others, e));
+                    break;
+                }
+            }
+            others += 1;
+            w = self.window(pfn);
+        }
+        self.private_set -= stashed;
+        self.reserved -= small;
+        self.allocated += small;
+        res.map(|()| small + counted)
+    }
+
     /// `write_claimed` out of line: a batch claim's loop keeps its registers for order 0.
     #[inline(never)]
     fn write_claimed_block(&mut self, idx: usize, order: u32, kind: BlockKind) {

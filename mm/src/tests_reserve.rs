@@ -389,7 +389,8 @@ proptest! {
     /// A batch claim (in one or two calls) leaves every descriptor byte, every counter and
     /// the result exactly as `claim_reserved` one block at a time, stopping at the same
     /// refusal: over two sections, deferred chunks, order 0 and larger blocks, stashes
-    /// and none, and every refusal the claim list can make.
+    /// and none, and every refusal the claim list can make. With `uniform`, every claim
+    /// is of order 0 and that kind, made by `claim_reserved_batch_of`.
     #[test]
     fn batch_claim_matches_claims_one_at_a_time(
         pres in prop::collection::vec(
@@ -398,6 +399,11 @@ proptest! {
         ),
         muts in prop::collection::vec((prop_oneof![12 => 0u8..8, 1 => 8u8..14], 0u8..3), 0..120),
         cut in 0usize..130,
+        uniform in prop::option::of(prop_oneof![
+            Just(BlockKind::Folio),
+            Just(BlockKind::Contig),
+            Just(BlockKind::Split)
+        ]),
     ) {
         let hole = (BASE_PFN + 6144, BASE_PFN + 8192);
         let mut sorted = pres.clone();
@@ -413,6 +419,14 @@ proptest! {
             }
         }
         let list = claim_list(&blocks, &muts);
+        let list: Vec<_> = match uniform {
+            Some(kind) => list.iter().map(|&(pfn, _, _)| (pfn, 0, kind)).collect(),
+            None => list,
+        };
+        let batch = |fa: &mut FrameAllocator<'_>, l: &[(Pfn, u32, BlockKind)]| match uniform {
+            Some(kind) => fa.claim_reserved_batch_of(l.iter().map(|c| c.0), 0, kind),
+            None => fa.claim_reserved_batch(l.iter().copied()),
+        };
         let mb = memblock(RAM2, IMAGE);
         let items = || {
             blocks.iter().enumerate().map(|(i, &(f, o))| {
@@ -457,8 +471,8 @@ proptest! {
             }
         }
         let cut = cut.min(list.len());
-        let got = b.claim_reserved_batch(list[..cut].iter().copied()).and_then(|n| {
-            b.claim_reserved_batch(list[cut..].iter().copied())
+        let got = batch(&mut b, &list[..cut]).and_then(|n| {
+            batch(&mut b, &list[cut..])
                 .map(|m| n + m)
                 .map_err(|(k, e)| (k + cut, e))
         });
