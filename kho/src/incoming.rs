@@ -60,6 +60,16 @@ fn block_kind(kind: BlockType) -> BlockKind {
     }
 }
 
+/// `mm`'s batch claim of `run`, each block with its own order and type: out of line, so
+/// that its loop keeps its registers whatever else restore does.
+#[inline(never)]
+fn claim_run(fa: &mut FrameAllocator<'_>, run: &[Block]) -> Result<u64, (usize, MmError)> {
+    fa.claim_reserved_batch(
+        run.iter()
+            .map(|b| (Pfn(b.phys >> PAGE_SHIFT), b.order, block_kind(b.kind))),
+    )
+}
+
 /// The first index in `[from, n)` whose bit in `bits` is `set` (bit `i % 64` of word
 /// `i / 64`), or `n` if none is.
 fn next_bit(bits: &[u64], from: usize, n: usize, set: bool) -> usize {
@@ -312,7 +322,7 @@ impl Reserved {
             restored: 0,
             released: 0,
             unclaimed_pages: self.block_pages,
-            unclaimed_split: self.v.totals.split as u64,
+            unclaimed_split: Some(self.v.totals.split as u64),
         })
     }
 }
@@ -336,8 +346,9 @@ pub struct Incoming {
     /// Pages of the unclaimed blocks.
     unclaimed_pages: u64,
     /// SPLIT blocks among the unclaimed ones: with none or all of them SPLIT and every
-    /// one of order 0, restore takes its uniform path.
-    unclaimed_split: u64,
+    /// one of order 0, restore takes its uniform path. `None` once `mm` refused a block
+    /// of `restore_unclaimed_runs` (not counted again: no uniform path after that).
+    unclaimed_split: Option<u64>,
 }
 
 impl Incoming {
@@ -499,7 +510,9 @@ impl Incoming {
     fn claim(&mut self, i: usize) {
         self.claimed[i / 64] |= 1 << (i % 64);
         self.unclaimed_pages -= 1u64 << self.blocks[i].order;
-        self.unclaimed_split -= u64::from(self.blocks[i].kind == BlockType::Split);
+        if let Some(s) = self.unclaimed_split.as_mut() {
+            *s -= u64::from(self.blocks[i].kind == BlockType::Split);
+        }
     }
 
     /// Pages of the blocks neither restored nor released yet (O(1)).
@@ -654,16 +667,16 @@ impl Incoming {
         // with order and type known, neither read per block (`mm` checks each head as
         // before: an unclaimed preserved head of order 0, the same error otherwise).
         let unclaimed = self.unclaimed() as u64;
-        debug_assert_eq!(
-            self.unclaimed_split,
-            self.unclaimed_blocks()
-                .filter(|b| b.kind == BlockType::Split)
-                .count() as u64
-        );
+        debug_assert!(self.unclaimed_split.is_none_or(|s| {
+            let split = self
+                .unclaimed_blocks()
+                .filter(|b| b.kind == BlockType::Split);
+            s == split.count() as u64
+        }));
         let uniform = match self.unclaimed_split {
             _ if self.unclaimed_pages != unclaimed => None,
-            0 => Some(BlockKind::Contig),
-            s if s == unclaimed => Some(BlockKind::Split),
+            Some(0) => Some(BlockKind::Contig),
+            Some(s) if s == unclaimed => Some(BlockKind::Split),
             _ => None,
         };
         let mut from = 0;
@@ -681,10 +694,7 @@ impl Incoming {
                     0,
                     kind,
                 ),
-                None => fa.claim_reserved_batch(
-                    run.iter()
-                        .map(|b| (Pfn(b.phys >> PAGE_SHIFT), b.order, block_kind(b.kind))),
-                ),
+                None => claim_run(fa, run),
             };
             let (done, got) = match claim {
                 Ok(got) => (run, got),
@@ -710,15 +720,8 @@ impl Incoming {
         }
         self.unclaimed_pages -= pages;
         self.restored += restored;
-        // Every block is claimed unless `mm` refused one: then count what is left (a
-        // pass over the blocks off the restore's path, none per block when it succeeds).
-        self.unclaimed_split = match res {
-            Ok(()) => 0,
-            Err(_) => self
-                .unclaimed_blocks()
-                .filter(|b| b.kind == BlockType::Split)
-                .count() as u64,
-        };
+        // Every block is claimed unless `mm` refused one (then the count is dropped).
+        self.unclaimed_split = self.unclaimed_split.and(res.ok().map(|()| 0));
         res.map(|()| pages).map_err(IncomingError::Mm)
     }
 
