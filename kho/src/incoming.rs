@@ -507,6 +507,7 @@ impl Incoming {
         self.claimed[i / 64] & (1 << (i % 64)) != 0
     }
 
+    #[inline(never)]
     fn claim(&mut self, i: usize) {
         self.claimed[i / 64] |= 1 << (i % 64);
         self.unclaimed_pages -= 1u64 << self.blocks[i].order;
