@@ -360,35 +360,46 @@ impl Run {
         let blocks = &blocks[..blocks.len().min(room as usize)];
         // The next block's start in bytes (one compare is the alignment test and
         // `s == end + 1`), its descriptor `idx`; its gap is `idx - 1`, and the frame
-        // pushed last `idx - 3`, linked to `next`.
+        // pushed last `idx - 3`, linked to the list's `next` for the first block, then to
+        // the gap before the block taken before, `idx - 5`.
         let mut expect = (end + 1) << PAGE_SHIFT;
-        let mut idx = (end + 1).wrapping_add(off) as usize;
-        let mut next = self.order0.next;
+        let idx0 = (end + 1).wrapping_add(off) as usize;
+        let mut idx = idx0;
         let mut n = 0u64;
-        for b in blocks {
-            if b.order() != 0 || b.phys() != expect {
-                break;
-            }
+        let mut take = |b: &B, idx: usize, next: u32| {
             let private = b.private(index + n);
             zeros += u64::from(private == 0);
             let words = Page::words(PRESERVED_HEAD, 0, 0, 0, NONE, private);
             // SAFETY: `end < s <= last < hi`: a frame of the run (the caller's).
             Page::store(unsafe { pages.get_unchecked_mut(idx) }, words);
             // The frame pushed last, written now that its `prev` (this gap) is known.
-            let gap = idx as u32 - 1;
             // SAFETY: `idx - 3` is the frame pushed last (checked above for the first
             // block, then the gap before the block taken last), a frame of the run.
             let last_pushed = unsafe { pages.get_unchecked_mut(idx - 3) };
-            Page::store(last_pushed, free_words(0, next, gap));
-            next = (idx - 3) as u32;
-            expect += 2 << PAGE_SHIFT;
-            idx += 2;
+            Page::store(last_pushed, free_words(0, next, idx as u32 - 1));
             n += 1;
+        };
+        let fits = |b: &B, expect: u64| b.order() == 0 && b.phys() == expect;
+        let mut rest = blocks.iter();
+        if let Some(b) = rest.next().filter(|b| fits(b, expect)) {
+            take(b, idx, self.order0.next);
+            for b in rest {
+                expect += 2 << PAGE_SHIFT;
+                idx += 2;
+                if !fits(b, expect) {
+                    break;
+                }
+                take(b, idx, (idx - 5) as u32);
+            }
         }
         if n > 0 {
+            // The last block taken is at `idx0 + 2(n - 1)`: its gap is the list's head,
+            // linked to the frame two before it (the frame pushed last on entry, for the
+            // first block; else the gap before the block taken before).
+            let last = idx0 + 2 * (n as usize - 1);
             self.end = end + 2 * n;
-            self.order0.head = (idx - 3) as u32;
-            self.order0.next = next;
+            self.order0.head = (last - 1) as u32;
+            self.order0.next = (last - 3) as u32;
             self.order0.pushed += n;
         }
         (self, n, zeros)

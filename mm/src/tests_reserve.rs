@@ -591,7 +591,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(100))]
+    #![proptest_config(ProptestConfig::with_cases(300))]
 
     /// Mostly order-0 blocks one frame apart (the scatter shape, whose long stretches a run
     /// takes in its tight loop, `Run::pairs`), over several chunks, with other gaps, larger
@@ -632,6 +632,40 @@ proptest! {
         );
         let array = FrameAllocator::new_deferred_set(&mb, &mut pages_s, &mut bits_s, MAX_ORDER, set);
         same_build(general, array)?;
+    }
+}
+
+/// A scatter stretch that a run's tight loop enters `d` frames before a chunk's end (after
+/// a longer gap, one block and a one-page gap), for every `d` near the end: the loop may
+/// then take one block, a few or none before the chunk ends, and the stretch goes on in the
+/// next chunk. The set's build equals the general steps' build.
+#[test]
+fn scatter_stretches_at_a_chunk_end_build_what_the_general_steps_build() {
+    let chunk_end = BASE_PFN + 4 * CHUNK;
+    for d in 0..12 {
+        let a = chunk_end - 4 - d;
+        let mut frames = vec![a - 3, a];
+        frames.extend((a + 2..chunk_end + 24).step_by(2));
+        let items: Vec<Preserved> = frames
+            .iter()
+            .map(|&f| Preserved::block(f << PAGE_SHIFT, 0, STASH))
+            .collect();
+        let mb = memblock(RAM, IMAGE);
+        let (blocks, ranges) = split_items(&items);
+        let set = PreservedSet::new(&blocks, &ranges);
+        let (mut pages_g, mut bits_g) = storage(&mb, 0xff);
+        let (mut pages_s, mut bits_s) = storage(&mb, 0xff);
+        let general = FrameAllocator::build_deferred::<false, _>(
+            &mb,
+            &mut pages_g,
+            &mut bits_g,
+            MAX_ORDER,
+            set.clone(),
+        );
+        let array =
+            FrameAllocator::new_deferred_set(&mb, &mut pages_s, &mut bits_s, MAX_ORDER, set);
+        assert!(general.is_ok(), "d = {d}");
+        same_build(general, array).unwrap();
     }
 }
 
