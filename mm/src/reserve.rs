@@ -274,7 +274,8 @@ impl Run {
         // Blocks whose stash is zero (a stash the caller's type makes non-zero folds this
         // count away).
         let mut zeros = 0;
-        for b in blocks {
+        let mut rest = blocks.iter();
+        while let Some(b) = rest.next() {
             let (start, order) = (b.phys(), b.order());
             let s = start >> PAGE_SHIFT;
             if order == 0 {
@@ -284,8 +285,18 @@ impl Run {
                 }
                 let private = b.private(i);
                 zeros += u64::from(private == 0);
+                i += 1;
                 // SAFETY: `in_pages` above; `end <= s <= last < hi`.
-                unsafe { r.place(pages, lists, s, 0, private) };
+                let pushed = unsafe { r.place(pages, lists, s, 0, private) };
+                // The gap was just pushed and the scatter shape follows: worth the call.
+                if pushed && two_pairs_follow(rest.as_slice(), r.end) {
+                    // SAFETY: `in_pages` above.
+                    let (n, z);
+                    (r, n, z) = unsafe { r.pairs(rest.as_slice(), i, pages) };
+                    zeros += z;
+                    i += n;
+                    rest = rest.as_slice()[n as usize..].iter();
+                }
             } else {
                 // `s <= last < hi`, so `s + 2^order` does not wrap.
                 if order > MAX_BLOCK_ORDER
@@ -298,14 +309,100 @@ impl Run {
                 }
                 let private = b.private(i);
                 zeros += u64::from(private == 0);
+                i += 1;
                 // SAFETY: `in_pages` above; `end <= s <= last < hi` and `s + 2^order <= hi`.
                 unsafe { r.place(pages, lists, s, order, private) };
             }
-            i += 1;
         }
         r.private_set += i - index - zeros;
         *self = r;
         (i - index) as usize
+    }
+
+    /// The common stretch of [`Run::array`]: order-0 blocks each one page after the last
+    /// block's end, from `blocks[0]` (the block at `index`), once the last block followed
+    /// a one-page gap that this run pushed (the frame pushed last is `end - 2`). Takes each
+    /// exactly as `array` and [`Run::place`] take it, in a loop with no call, so that its
+    /// state and constants stay in registers: the checks are theirs (a start of exactly
+    /// `end + 1` pages is page-aligned and at least `end`; a bound on the count keeps it by
+    /// `last`), each gap is pushed as [`Order0::push`] pushes it with `pushed > 0` known,
+    /// and the frame pushed last is always the one two pages before the block, so every
+    /// address and link follows from the block's. Out of line (entered about once per
+    /// chunk of that shape), with the run by value, so that neither loop's state and
+    /// constants crowd the other's registers. Returns the run, how many blocks it took and
+    /// how many of those have a zero stash.
+    ///
+    /// # Safety
+    ///
+    /// [`Run::in_pages`] held when the run started.
+    #[inline(never)]
+    unsafe fn pairs<B: PreservedBlock>(
+        mut self,
+        blocks: &[B],
+        index: u64,
+        pages: &mut [Page],
+    ) -> (Self, u64, u64) {
+        let mut zeros = 0;
+        let (end, off) = (self.end, self.off);
+        // The frame pushed last is the gap two frames before `end` (or the loop is not
+        // for this run's state).
+        let pushed_last = end.wrapping_sub(2).wrapping_add(off);
+        if self.order0.pushed == 0 || u64::from(self.order0.head) != pushed_last {
+            return (self, 0, 0);
+        }
+        // The `k`-th block taken starts at frame `end + 1 + 2k`, which must be at most
+        // `last`: a bound on the count replaces the `s <= last` test.
+        let room = if self.last > end {
+            (self.last - end - 1) / 2 + 1
+        } else {
+            0
+        };
+        let blocks = &blocks[..blocks.len().min(room as usize)];
+        // The next block's start in bytes (one compare is the alignment test and
+        // `s == end + 1`), its descriptor `idx`; its gap is `idx - 1`, and the frame
+        // pushed last `idx - 3`, linked to the list's `next` for the first block, then to
+        // the gap before the block taken before, `idx - 5`.
+        let mut expect = (end + 1) << PAGE_SHIFT;
+        let idx0 = (end + 1).wrapping_add(off) as usize;
+        let mut idx = idx0;
+        let mut n = 0u64;
+        let mut take = |b: &B, idx: usize, next: u32| {
+            let private = b.private(index + n);
+            zeros += u64::from(private == 0);
+            let words = Page::words(PRESERVED_HEAD, 0, 0, 0, NONE, private);
+            // SAFETY: `end < s <= last < hi`: a frame of the run (the caller's).
+            Page::store(unsafe { pages.get_unchecked_mut(idx) }, words);
+            // The frame pushed last, written now that its `prev` (this gap) is known.
+            // SAFETY: `idx - 3` is the frame pushed last (checked above for the first
+            // block, then the gap before the block taken last), a frame of the run.
+            let last_pushed = unsafe { pages.get_unchecked_mut(idx - 3) };
+            Page::store(last_pushed, free_words(0, next, idx as u32 - 1));
+            n += 1;
+        };
+        let fits = |b: &B, expect: u64| b.order() == 0 && b.phys() == expect;
+        let mut rest = blocks.iter();
+        if let Some(b) = rest.next().filter(|b| fits(b, expect)) {
+            take(b, idx, self.order0.next);
+            for b in rest {
+                expect += 2 << PAGE_SHIFT;
+                idx += 2;
+                if !fits(b, expect) {
+                    break;
+                }
+                take(b, idx, (idx - 5) as u32);
+            }
+        }
+        if n > 0 {
+            // The last block taken is at `idx0 + 2(n - 1)`: its gap is the list's head,
+            // linked to the frame two before it (the frame pushed last on entry, for the
+            // first block; else the gap before the block taken before).
+            let last = idx0 + 2 * (n as usize - 1);
+            self.end = end + 2 * n;
+            self.order0.head = (last - 1) as u32;
+            self.order0.next = (last - 3) as u32;
+            self.order0.pushed += n;
+        }
+        (self, n, zeros)
     }
 
     /// Whether the run's frames, `[end, hi)`, are descriptors `[end + off, hi + off)` of
@@ -324,6 +421,7 @@ impl Run {
 
     /// Writes the checked block of `2^order` frames at frame `s` (after `end`, in the
     /// chunk) and frees the gap before it (`private_set` is the caller's to count).
+    /// Returns whether the gap was one page (pushed onto order 0 through `order0`).
     ///
     /// # Safety
     ///
@@ -339,7 +437,7 @@ impl Run {
         s: u64,
         order: u32,
         private: u64,
-    ) {
+    ) -> bool {
         let idx = s.wrapping_add(self.off) as usize;
         if order > 0 {
             // Tails over the whole block, then the head (see `write_claimed`).
@@ -357,6 +455,7 @@ impl Run {
             // SAFETY: `s - 1` is the gap, a frame of the run; the frames pushed before it
             // are too (the caller's).
             unsafe { self.order0.push(pages, idx as u32 - 1) };
+            return true;
         } else if n > 1 {
             // A longer gap is cut as the general steps cut it.
             self.gaps += self.order0.pushed + n;
@@ -368,7 +467,15 @@ impl Run {
                 n,
             );
         }
+        false
     }
+}
+
+/// Whether `blocks` starts with two order-0 blocks, at frames `end + 1` and `end + 3`.
+#[inline(always)]
+fn two_pairs_follow<B: PreservedBlock>(blocks: &[B], end: u64) -> bool {
+    let at = |b: &B, pfn: u64| b.order() == 0 && b.phys() == pfn << PAGE_SHIFT;
+    matches!(blocks, [a, b, ..] if at(a, end + 1) && at(b, end + 3))
 }
 
 /// Order 0's free list while a run pushes one-page gaps onto it. The last frame pushed

@@ -604,6 +604,85 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Mostly order-0 blocks one frame apart (the scatter shape, whose long stretches a run
+    /// takes in its tight loop, `Run::pairs`), over several chunks, with other gaps, larger
+    /// blocks, plain ranges, refused items and a reservation among them: the set's build
+    /// leaves everything exactly as the general steps alone do.
+    #[test]
+    fn scatter_runs_build_exactly_what_the_general_steps_build(
+        steps in prop::collection::vec(
+            (
+                prop_oneof![16 => Just(1u64), 1 => Just(0), 1 => 2u64..5, 1 => 0u64..3000],
+                prop_oneof![16 => Just(0u32), 1 => 1u32..4],
+                prop::bool::weighted(0.01),
+                prop::bool::weighted(0.005),
+            ),
+            0..3000,
+        ),
+        reserve_gap in prop::option::of(0usize..1000),
+        byte in prop_oneof![Just(0u8), Just(0xff)],
+        short in prop::bool::ANY,
+    ) {
+        let ram = [(BASE, BASE + 64 * MIB - u64::from(short) * 5 * PAGE_SIZE)];
+        let mut reserved = vec![(BASE, BASE + 0x3000)];
+        let items = stepped_items(&steps, &reserved, ram[0].1 >> PAGE_SHIFT);
+        let mut gaps = items.windows(2).filter_map(|w| {
+            let (a, b) = (w[0].range.end.0, w[1].range.start.0);
+            (b >= a + 3 * PAGE_SIZE).then_some(a + PAGE_SIZE)
+        });
+        if let Some(at) = reserve_gap.and_then(|k| gaps.nth(k % items.len().max(1))) {
+            reserved.push((at, at + PAGE_SIZE));
+        }
+        let mb = memblock(&ram, &reserved);
+        let (blocks, ranges) = split_items(&items);
+        let set = PreservedSet::new(&blocks, &ranges);
+        let (mut pages_g, mut bits_g) = storage(&mb, byte);
+        let (mut pages_s, mut bits_s) = storage(&mb, byte);
+        let general = FrameAllocator::build_deferred::<false, _>(
+            &mb, &mut pages_g, &mut bits_g, MAX_ORDER, set.clone(),
+        );
+        let array = FrameAllocator::new_deferred_set(&mb, &mut pages_s, &mut bits_s, MAX_ORDER, set);
+        same_build(general, array)?;
+    }
+}
+
+/// A scatter stretch that a run's tight loop enters `d` frames before a chunk's end (after
+/// a longer gap, one block and a one-page gap), for every `d` near the end: the loop may
+/// then take one block, a few or none before the chunk ends, and the stretch goes on in the
+/// next chunk. The set's build equals the general steps' build.
+#[test]
+fn scatter_stretches_at_a_chunk_end_build_what_the_general_steps_build() {
+    let chunk_end = BASE_PFN + 4 * CHUNK;
+    for d in 0..12 {
+        let a = chunk_end - 4 - d;
+        let mut frames = vec![a - 3, a];
+        frames.extend((a + 2..chunk_end + 24).step_by(2));
+        let items: Vec<Preserved> = frames
+            .iter()
+            .map(|&f| Preserved::block(f << PAGE_SHIFT, 0, STASH))
+            .collect();
+        let mb = memblock(RAM, IMAGE);
+        let (blocks, ranges) = split_items(&items);
+        let set = PreservedSet::new(&blocks, &ranges);
+        let (mut pages_g, mut bits_g) = storage(&mb, 0xff);
+        let (mut pages_s, mut bits_s) = storage(&mb, 0xff);
+        let general = FrameAllocator::build_deferred::<false, _>(
+            &mb,
+            &mut pages_g,
+            &mut bits_g,
+            MAX_ORDER,
+            set.clone(),
+        );
+        let array =
+            FrameAllocator::new_deferred_set(&mb, &mut pages_s, &mut bits_s, MAX_ORDER, set);
+        assert!(general.is_ok(), "d = {d}");
+        same_build(general, array).unwrap();
+    }
+}
+
 /// Both builds refused with the same error, or both built with every descriptor byte, every
 /// list head and count, the chunk bitmaps and the stats the same.
 fn same_build(
