@@ -53,6 +53,12 @@ DEFAULT_SETS = "default,dense64M,scatter1G,mixed1G"
 SCALE_FACTOR = 1.1       # default set: handover_us at 16G <= 1.1 x at 1G
 BLACKOUT_MAX_US = 2000   # default set: handover_us at 16G <= 2000 us
 PER_BLOCK_MAX_NS = 60    # scatter1G: restore cost per block
+# Issue 19, each over the default set at the same RAM: the default set's whole blackout,
+# scatter1G's whole blackout per extra block, mixed1G's whole blackout per page of its set.
+ISSUE19_DEFAULT_MAX_US = 1000
+ISSUE19_SCATTER_MAX_NS = 60
+ISSUE19_MIXED_MAX_NS_PER_PAGE = 8
+PAGE = 4096
 TAIL_LINES = 20          # console lines shown for a failed case
 
 HEADER = (
@@ -288,6 +294,56 @@ def targets(results):
             out.append(f"{label} {verdict} ((reserve+ready+restore {blackout_sum(s)} - "
                        f"{blackout_sum(d)} of default) * 1000 / {blocks} blocks "
                        f"= {ns:.1f} ns/block)")
+    out += issue19_targets(results, ok)
+    return out
+
+
+def issue19_targets(results, ok):
+    """Issue 19's targets: whole blackouts (handover_us), each over the default set."""
+    out = []
+    for r in results:
+        ram, name = r["ram"], r["set"]
+        f, d = ok.get((ram, name)), ok.get((ram, "default"))
+        if name == "default":
+            label = f"- default at {ram}: handover_us <= {ISSUE19_DEFAULT_MAX_US} us:"
+            h = None if f is None else as_int(f["handover_us"])
+            if h is None:
+                out.append(f"{label} n/a (no figure)")
+            else:
+                verdict = "met" if h <= ISSUE19_DEFAULT_MAX_US else "missed"
+                out.append(f"{label} {verdict} ({h} us)")
+            continue
+        if name == "scatter1G":
+            label = (f"- scatter1G at {ram}: whole blackout over default <= "
+                     f"{ISSUE19_SCATTER_MAX_NS} ns per block:")
+        elif name == "mixed1G":
+            label = (f"- mixed1G at {ram}: whole blackout over default <= "
+                     f"{ISSUE19_MIXED_MAX_NS_PER_PAGE} ns per page of the set:")
+        else:
+            continue
+        if f is None or d is None:
+            out.append(f"{label} n/a ({name if f is None else 'default'} at {ram} has no figure)")
+            continue
+        h, hd = as_int(f["handover_us"]), as_int(d["handover_us"])
+        if h is None or hd is None:
+            out.append(f"{label} n/a (no handover_us)")
+            continue
+        if name == "scatter1G":
+            n = (as_int(f["blocks"]) or 0) - (as_int(d["blocks"]) or 0)
+            unit, limit = "block", ISSUE19_SCATTER_MAX_NS
+            what = f"{n} blocks more than default"
+        else:
+            m = re.search(r"\bbaton\.preserve=(\S+)", SETS[name][0])
+            n = ram_bytes(m.group(1)) // PAGE
+            unit, limit = "page", ISSUE19_MIXED_MAX_NS_PER_PAGE
+            what = f"{n} pages of the set"
+        if n <= 0:
+            out.append(f"{label} n/a (no more blocks than default)")
+            continue
+        ns = (h - hd) * 1000 / n
+        verdict = "met" if ns <= limit else "missed"
+        out.append(f"{label} {verdict} (({h} - {hd} us) * 1000 / {what} "
+                   f"= {ns:.2f} ns/{unit})")
     return out
 
 
@@ -500,6 +556,20 @@ class SelfTest(unittest.TestCase):
         out = targets([{"ram": "4G", "set": "default", "figures": old, "reasons": []},
                        {"ram": "4G", "set": "scatter1G", "figures": old, "reasons": []}])
         self.assertIn("n/a (reserve_us/ready_us/restore_us not printed)", out[3])
+
+    def test_issue19_targets(self):
+        def res(ram, name, h, b):
+            figures, _, _ = evaluate(chain(NEW_GEN, over={2: {"h": h, "b": b}}), 0, None, 4)
+            return {"ram": ram, "set": name, "figures": figures, "reasons": []}
+        out = targets([res("4G", "default", 835, 14), res("4G", "scatter1G", 14011, 262159),
+                       res("4G", "mixed1G", 10000, 1480)])
+        self.assertIn("- default at 4G: handover_us <= 1000 us: met (835 us)", out)
+        self.assertIn("- scatter1G at 4G: whole blackout over default <= 60 ns per block: met "
+                      "((14011 - 835 us) * 1000 / 262145 blocks more than default "
+                      "= 50.26 ns/block)", out)
+        self.assertIn("- mixed1G at 4G: whole blackout over default <= 8 ns per page of the "
+                      "set: missed ((10000 - 835 us) * 1000 / 262144 pages of the set "
+                      "= 34.96 ns/page)", out)
 
     def test_matrix_skips_sets_that_do_not_fit(self):
         run, skipped = cases(["1G", "4G"], ["default", "scatter1G"])
