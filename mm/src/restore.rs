@@ -32,6 +32,19 @@ struct Window {
     section: u8,
 }
 
+impl Window {
+    /// The window's descriptor indices, or an empty range when they do not all lie inside
+    /// an array of `pages` descriptors (no block is then claimed through the window).
+    fn room(&self, pages: usize) -> core::ops::Range<usize> {
+        let end = self.first.saturating_add(self.len as usize);
+        if end <= pages {
+            self.first..end
+        } else {
+            0..0
+        }
+    }
+}
+
 // A batch claim indexes a window's descriptors by the frame's offset cast to `usize`.
 const _: () = assert!(usize::BITS == u64::BITS, "a frame offset must fit a usize");
 
@@ -108,12 +121,7 @@ impl FrameAllocator<'_> {
             // Order-0 preserved blocks in the window, with the window's descriptors in hand
             // (so an offset in the window is the one bound test) and the claimed first
             // frame's words (`write_claimed` of order 0) made once.
-            let end = w.first.saturating_add(w.len as usize);
-            let room = if end <= self.pages.len() {
-                w.first..end
-            } else {
-                0..0
-            };
+            let room = w.room(self.pages.len());
             let win: &mut [Page] = &mut self.pages[room];
             let contig = Page::words(0, 0, w.section, 1, NONE, 0);
             let split = Page::words(PageFlags::SPLIT.bits(), 0, w.section, 1, NONE, 0);
@@ -205,12 +213,7 @@ impl FrameAllocator<'_> {
         let (mut counted, mut others) = (0u64, 0usize);
         let mut res = Ok(());
         loop {
-            let end = w.first.saturating_add(w.len as usize);
-            let room = if end <= self.pages.len() {
-                w.first..end
-            } else {
-                0..0
-            };
+            let room = w.room(self.pages.len());
             let win: &mut [Page] = &mut self.pages[room];
             let flags = match kind {
                 BlockKind::Split => PageFlags::SPLIT.bits(),
