@@ -567,19 +567,7 @@ proptest! {
         byte in prop_oneof![Just(0u8), Just(0x01), Just(0xff)],
         short in prop::bool::ANY,
     ) {
-        // RAM of 16 chunks, or five frames less: the last chunk then ends before its size.
-        let ram = [(BASE, BASE + 64 * MIB - u64::from(short) * 5 * PAGE_SIZE)];
-        let mut reserved = vec![(BASE, BASE + 0x3000)];
-        let items = stepped_items(&steps, &reserved, ram[0].1 >> PAGE_SHIFT);
-        // A reservation inside a gap of three frames or more: that gap is not all free RAM.
-        let mut gaps = items.windows(2).filter_map(|w| {
-            let (a, b) = (w[0].range.end.0, w[1].range.start.0);
-            (b >= a + 3 * PAGE_SIZE).then_some(a + PAGE_SIZE)
-        });
-        if let Some(at) = reserve_gap.and_then(|k| gaps.nth(k % items.len().max(1))) {
-            reserved.push((at, at + PAGE_SIZE));
-        }
-        let mb = memblock(&ram, &reserved);
+        let (mb, items) = stepped_case(&steps, reserve_gap, short);
         let (mut pages_g, mut bits_g) = storage(&mb, byte);
         let (mut pages_r, mut bits_r) = storage(&mb, byte);
         let general = FrameAllocator::build_deferred::<false, _>(
@@ -592,15 +580,7 @@ proptest! {
 
         // The same items as a set, its blocks read in place by the runs, against its merge
         // through the general steps alone.
-        let (blocks, ranges) = split_items(&items);
-        let set = PreservedSet::new(&blocks, &ranges);
-        let (mut pages_g, mut bits_g) = storage(&mb, byte);
-        let (mut pages_s, mut bits_s) = storage(&mb, byte);
-        let general = FrameAllocator::build_deferred::<false, _>(
-            &mb, &mut pages_g, &mut bits_g, MAX_ORDER, set.clone(),
-        );
-        let array = FrameAllocator::new_deferred_set(&mb, &mut pages_s, &mut bits_s, MAX_ORDER, set);
-        same_build(general, array)?;
+        set_builds_like_general_steps(&mb, &items, byte)?;
     }
 }
 
@@ -626,27 +606,54 @@ proptest! {
         byte in prop_oneof![Just(0u8), Just(0xff)],
         short in prop::bool::ANY,
     ) {
-        let ram = [(BASE, BASE + 64 * MIB - u64::from(short) * 5 * PAGE_SIZE)];
-        let mut reserved = vec![(BASE, BASE + 0x3000)];
-        let items = stepped_items(&steps, &reserved, ram[0].1 >> PAGE_SHIFT);
-        let mut gaps = items.windows(2).filter_map(|w| {
-            let (a, b) = (w[0].range.end.0, w[1].range.start.0);
-            (b >= a + 3 * PAGE_SIZE).then_some(a + PAGE_SIZE)
-        });
-        if let Some(at) = reserve_gap.and_then(|k| gaps.nth(k % items.len().max(1))) {
-            reserved.push((at, at + PAGE_SIZE));
-        }
-        let mb = memblock(&ram, &reserved);
-        let (blocks, ranges) = split_items(&items);
-        let set = PreservedSet::new(&blocks, &ranges);
-        let (mut pages_g, mut bits_g) = storage(&mb, byte);
-        let (mut pages_s, mut bits_s) = storage(&mb, byte);
-        let general = FrameAllocator::build_deferred::<false, _>(
-            &mb, &mut pages_g, &mut bits_g, MAX_ORDER, set.clone(),
-        );
-        let array = FrameAllocator::new_deferred_set(&mb, &mut pages_s, &mut bits_s, MAX_ORDER, set);
-        same_build(general, array)?;
+        let (mb, items) = stepped_case(&steps, reserve_gap, short);
+        set_builds_like_general_steps(&mb, &items, byte)?;
     }
+}
+
+/// The RAM and items of a generated case: RAM of 16 chunks, or five frames less with
+/// `short` (the last chunk then ends before its size); the image's three frames reserved,
+/// and with `reserve_gap` one frame inside a gap of three frames or more (that gap is then
+/// not all free RAM).
+fn stepped_case(
+    steps: &[Step],
+    reserve_gap: Option<usize>,
+    short: bool,
+) -> (Memblock, Vec<Preserved>) {
+    let ram = [(BASE, BASE + 64 * MIB - u64::from(short) * 5 * PAGE_SIZE)];
+    let mut reserved = vec![(BASE, BASE + 0x3000)];
+    let items = stepped_items(steps, &reserved, ram[0].1 >> PAGE_SHIFT);
+    let mut gaps = items.windows(2).filter_map(|w| {
+        let (a, b) = (w[0].range.end.0, w[1].range.start.0);
+        (b >= a + 3 * PAGE_SIZE).then_some(a + PAGE_SIZE)
+    });
+    if let Some(at) = reserve_gap.and_then(|k| gaps.nth(k % items.len().max(1))) {
+        reserved.push((at, at + PAGE_SIZE));
+    }
+    (memblock(&ram, &reserved), items)
+}
+
+/// `items` as a [`PreservedSet`], built with its blocks read in place by the runs
+/// (`new_deferred_set`) and through the general steps alone, on descriptors filled with
+/// `byte`: [`same_build`] of the two.
+fn set_builds_like_general_steps(
+    mb: &Memblock,
+    items: &[Preserved],
+    byte: u8,
+) -> Result<(), TestCaseError> {
+    let (blocks, ranges) = split_items(items);
+    let set = PreservedSet::new(&blocks, &ranges);
+    let (mut pages_g, mut bits_g) = storage(mb, byte);
+    let (mut pages_s, mut bits_s) = storage(mb, byte);
+    let general = FrameAllocator::build_deferred::<false, _>(
+        mb,
+        &mut pages_g,
+        &mut bits_g,
+        MAX_ORDER,
+        set.clone(),
+    );
+    let array = FrameAllocator::new_deferred_set(mb, &mut pages_s, &mut bits_s, MAX_ORDER, set);
+    same_build(general, array)
 }
 
 /// A scatter stretch that a run's tight loop enters `d` frames before a chunk's end (after
