@@ -642,7 +642,17 @@ fn set_builds_like_general_steps(
     byte: u8,
 ) -> Result<(), TestCaseError> {
     let (blocks, ranges) = split_items(items);
-    let set = PreservedSet::new(&blocks, &ranges);
+    build_both(mb, PreservedSet::new(&blocks, &ranges), byte, same_build)
+}
+
+/// Builds `set` through the general steps alone and with `new_deferred_set`, each on its
+/// own descriptors filled with `byte`, and hands both results to `check`.
+fn build_both<R>(
+    mb: &Memblock,
+    set: PreservedSet<'_, TestBlock>,
+    byte: u8,
+    check: impl FnOnce(Result<FrameAllocator, MmError>, Result<FrameAllocator, MmError>) -> R,
+) -> R {
     let (mut pages_g, mut bits_g) = storage(mb, byte);
     let (mut pages_s, mut bits_s) = storage(mb, byte);
     let general = FrameAllocator::build_deferred::<false, _>(
@@ -653,7 +663,7 @@ fn set_builds_like_general_steps(
         set.clone(),
     );
     let array = FrameAllocator::new_deferred_set(mb, &mut pages_s, &mut bits_s, MAX_ORDER, set);
-    same_build(general, array)
+    check(general, array)
 }
 
 /// A scatter stretch that a run's tight loop enters `d` frames before a chunk's end (after
@@ -674,19 +684,10 @@ fn scatter_stretches_at_a_chunk_end_build_what_the_general_steps_build() {
         let mb = memblock(RAM, IMAGE);
         let (blocks, ranges) = split_items(&items);
         let set = PreservedSet::new(&blocks, &ranges);
-        let (mut pages_g, mut bits_g) = storage(&mb, 0xff);
-        let (mut pages_s, mut bits_s) = storage(&mb, 0xff);
-        let general = FrameAllocator::build_deferred::<false, _>(
-            &mb,
-            &mut pages_g,
-            &mut bits_g,
-            MAX_ORDER,
-            set.clone(),
-        );
-        let array =
-            FrameAllocator::new_deferred_set(&mb, &mut pages_s, &mut bits_s, MAX_ORDER, set);
-        assert!(general.is_ok(), "d = {d}");
-        same_build(general, array).unwrap();
+        build_both(&mb, set, 0xff, |general, array| {
+            assert!(general.is_ok(), "d = {d}");
+            same_build(general, array).unwrap();
+        });
     }
 }
 
@@ -807,19 +808,10 @@ fn a_set_refuses_what_its_merge_refuses() {
     ];
     for (blocks, ranges) in cases {
         let set = PreservedSet::new(&blocks, &ranges);
-        let (mut pages_g, mut bits_g) = storage(&mb, 0x01);
-        let (mut pages_s, mut bits_s) = storage(&mb, 0x01);
-        let general = FrameAllocator::build_deferred::<false, _>(
-            &mb,
-            &mut pages_g,
-            &mut bits_g,
-            MAX_ORDER,
-            set.clone(),
-        );
-        let array =
-            FrameAllocator::new_deferred_set(&mb, &mut pages_s, &mut bits_s, MAX_ORDER, set);
-        let err = general.expect_err("the general steps refuse it");
-        assert!(matches!(err, MmError::BadPreservedRange { .. }), "{err:?}");
-        assert_eq!(array.err(), Some(err), "{blocks:?} {ranges:?}");
+        build_both(&mb, set, 0x01, |general, array| {
+            let err = general.expect_err("the general steps refuse it");
+            assert!(matches!(err, MmError::BadPreservedRange { .. }), "{err:?}");
+            assert_eq!(array.err(), Some(err), "{blocks:?} {ranges:?}");
+        });
     }
 }
